@@ -1,0 +1,105 @@
+"""core ↔ hostd: host registration, heartbeats, and the commands the core sends a host.
+
+hostd calls the core (``/internal/hosts/...``) to register and heartbeat, authenticating the
+registration with the cluster's bootstrap token. In its registration it hands the core the
+URL and bearer token of its own internal API, which only the core knows; the core then sends
+sandbox commands there. Both ends decode with these Structs, so a field added here is seen
+by both at once.
+
+hostd routes (all need ``Authorization: Bearer <api_token>``):
+
+=========  ==============================  ==================  ==============
+method     path                            body                answer
+=========  ==============================  ==================  ==============
+GET        /health                         —                   HostHealth
+GET        /sandboxes                      —                   list[SandboxInfo]
+POST       /sandboxes                      SandboxSpec         SandboxInfo
+POST       /sandboxes/{id}/start           SandboxSpec         SandboxInfo
+POST       /sandboxes/{id}/stop            —                   SandboxInfo
+DELETE     /sandboxes/{id}                 —                   204
+POST       /sandboxes/{id}/exec            ExecRequest         ExecResult
+=========  ==============================  ==================  ==============
+
+Errors come back as ``HostErrorBody`` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+REGISTER_PATH = "/internal/hosts/register"
+HEARTBEAT_PATH = "/internal/hosts/{host_id}/heartbeat"
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class SandboxSpec(_Wire):
+    """Everything a host needs to run one sandbox."""
+
+    id: str
+    template: str
+    cpu: int
+    ram_mb: int
+    disk_gb: int
+    env: dict[str, str] = {}
+
+
+class SandboxInfo(_Wire):
+    id: str
+    state: Literal["running", "stopped", "paused"]
+    ip: str | None = None
+
+
+class ExecRequest(_Wire):
+    cmd: list[str]
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    timeout_ms: int = 60_000
+
+
+class ExecResult(_Wire):
+    stdout: str
+    stderr: str
+    exit_code: int
+    duration_ms: float
+    timed_out: bool = False
+
+
+class HostHealth(_Wire):
+    status: Literal["ok"]
+    runtime: str
+    sandboxes: int
+
+
+class HostRegistration(_Wire):
+    """hostd → core at start-up. ``sandboxes`` is the host's inventory: every sandbox whose
+    disk it holds, running or not, so the core can reconcile."""
+
+    bootstrap_token: str
+    name: str
+    api_url: str
+    api_token: str
+    runtime: str
+    cpu: int
+    ram_mb: int
+    disk_gb: int
+    templates: list[str]
+    sandboxes: list[SandboxInfo] = []
+
+
+class HostRegistered(_Wire):
+    host_id: str
+    heartbeat_interval_s: float
+
+
+class Heartbeat(_Wire):
+    sandboxes: list[SandboxInfo]
+
+
+class HostErrorBody(_Wire):
+    code: str
+    message: str

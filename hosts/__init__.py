@@ -1,0 +1,1 @@
+"""The host daemon (hostd): one per machine; runs sandboxes through a runtime backend."""

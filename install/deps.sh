@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what `make up` and `make test` need on a Debian/Ubuntu machine, as root:
+# system packages (Postgres, Redis, debootstrap, nftables) and the project's virtualenv.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=${VENV:-.venv}
+need=()
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v nft >/dev/null || need+=(nftables)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing system packages: ${need[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  echo "installing system packages: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating virtualenv $venv"
+  "$py" -m venv "$venv"
+fi
+stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "installing Python dependencies"
+  "$venv/bin/pip" install -q --disable-pip-version-check -e '.[dev]'
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
