@@ -41,11 +41,11 @@ class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="t"):
 # host → guest -------------------------------------------------------------------------------
 
 
-class Ping(_Msg, tag="ping"):
+class Ping(_Msg, frozen=True, tag="ping"):
     """Liveness and version check; answered with ``Pong``."""
 
 
-class Exec(_Msg, tag="exec"):
+class Exec(_Msg, frozen=True, tag="exec"):
     """Run ``argv`` to completion. ``env`` is added to the agent's base environment.
 
     On timeout the agent kills the command's whole process group and answers with
@@ -61,12 +61,12 @@ class Exec(_Msg, tag="exec"):
 # guest → host -------------------------------------------------------------------------------
 
 
-class Pong(_Msg, tag="pong"):
+class Pong(_Msg, frozen=True, tag="pong"):
     version: int
     agent: str
 
 
-class ExecResult(_Msg, tag="exec.result"):
+class ExecResult(_Msg, frozen=True, tag="exec.result"):
     stdout: str
     stderr: str
     exit_code: int
@@ -74,7 +74,7 @@ class ExecResult(_Msg, tag="exec.result"):
     timed_out: bool = False
 
 
-class Error(_Msg, tag="error"):
+class Error(_Msg, frozen=True, tag="error"):
     """A request failed inside the agent. ``code`` is one of ``bad_request``, ``not_found``,
     ``unsupported``, ``internal``."""
 

@@ -37,7 +37,7 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     pass
 
 
-class SandboxSpec(_Wire):
+class SandboxSpec(_Wire, frozen=True):
     """Everything a host needs to run one sandbox."""
 
     id: str
@@ -48,20 +48,20 @@ class SandboxSpec(_Wire):
     env: dict[str, str] = {}
 
 
-class SandboxInfo(_Wire):
+class SandboxInfo(_Wire, frozen=True):
     id: str
     state: Literal["running", "stopped", "paused"]
     ip: str | None = None
 
 
-class ExecRequest(_Wire):
+class ExecRequest(_Wire, frozen=True):
     cmd: list[str]
     env: dict[str, str] = {}
     cwd: str | None = None
     timeout_ms: int = 60_000
 
 
-class ExecResult(_Wire):
+class ExecResult(_Wire, frozen=True):
     stdout: str
     stderr: str
     exit_code: int
@@ -69,13 +69,13 @@ class ExecResult(_Wire):
     timed_out: bool = False
 
 
-class HostHealth(_Wire):
+class HostHealth(_Wire, frozen=True):
     status: Literal["ok"]
     runtime: str
     sandboxes: int
 
 
-class HostRegistration(_Wire):
+class HostRegistration(_Wire, frozen=True):
     """hostd → core at start-up. ``sandboxes`` is the host's inventory: every sandbox whose
     disk it holds, running or not, so the core can reconcile."""
 
@@ -91,15 +91,15 @@ class HostRegistration(_Wire):
     sandboxes: list[SandboxInfo] = []
 
 
-class HostRegistered(_Wire):
+class HostRegistered(_Wire, frozen=True):
     host_id: str
     heartbeat_interval_s: float
 
 
-class Heartbeat(_Wire):
+class Heartbeat(_Wire, frozen=True):
     sandboxes: list[SandboxInfo]
 
 
-class HostErrorBody(_Wire):
+class HostErrorBody(_Wire, frozen=True):
     code: str
     message: str

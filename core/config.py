@@ -1,0 +1,99 @@
+"""The core's settings: one frozen object, read from the environment once at start-up.
+
+No other module in ``core/`` reads ``os.environ``; the object is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Bounds and defaults for a sandbox's resources, enforced at create."""
+
+    default_cpu: int = 1
+    max_cpu: int = 4
+    default_ram_mb: int = 1024
+    min_ram_mb: int = 128
+    max_ram_mb: int = 8192
+    default_disk_gb: int = 3
+    max_disk_gb: int = 50
+
+
+class SchedulerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How far a host's CPU and memory may be overcommitted. Agent sandboxes idle most of
+    the time, so CPU is shared generously; memory only modestly; disk never."""
+
+    cpu_overcommit: float = 16.0
+    ram_overcommit: float = 2.0
+    host_stale_after_s: float = 15.0
+
+
+class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 3100
+    database_url: str
+    redis_url: str
+    bootstrap_token: str
+    public_url: str | None = None
+    default_template: str = "dnah-base"
+    heartbeat_interval_s: float = 5.0
+    reconcile_interval_s: float = 10.0
+    host_timeout_s: float = 30.0
+    log_format: str | None = None
+    limits: Limits = Limits()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, kind: type = int) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw}")
+    return value
+
+
+def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
+    """Build the config from ``DNAH_*`` variables; raise ``ConfigError`` naming the bad one."""
+    public_url = env.get("DNAH_PUBLIC_URL") or None
+    if public_url and not public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"DNAH_PUBLIC_URL must be an http(s) URL, got {public_url!r}")
+    log_format = env.get("DNAH_LOG_FORMAT") or None
+    if log_format not in (None, "json", "console"):
+        raise ConfigError(f"DNAH_LOG_FORMAT must be json or console, got {log_format!r}")
+    return CoreConfig(
+        host=env.get("DNAH_CORE_HOST", "127.0.0.1"),
+        port=int(_number(env, "DNAH_CORE_PORT", 3100)),
+        database_url=_required(env, "DNAH_DATABASE_URL"),
+        redis_url=_required(env, "DNAH_REDIS_URL"),
+        bootstrap_token=_required(env, "DNAH_BOOTSTRAP_TOKEN"),
+        public_url=public_url.rstrip("/") if public_url else None,
+        default_template=env.get("DNAH_DEFAULT_TEMPLATE", "dnah-base"),
+        heartbeat_interval_s=_number(env, "DNAH_HEARTBEAT_S", 5.0, kind=float),
+        reconcile_interval_s=_number(env, "DNAH_RECONCILE_S", 10.0, kind=float),
+        host_timeout_s=_number(env, "DNAH_HOST_TIMEOUT_S", 30.0, kind=float),
+        log_format=log_format,
+        scheduler=SchedulerConfig(
+            cpu_overcommit=_number(env, "DNAH_CPU_OVERCOMMIT", 16.0, kind=float),
+            ram_overcommit=_number(env, "DNAH_RAM_OVERCOMMIT", 2.0, kind=float),
+        ),
+    )

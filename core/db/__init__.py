@@ -1,0 +1,1 @@
+"""Postgres access: the pool, plain-SQL migrations, and one query module per table."""

@@ -1,0 +1,136 @@
+"""Queries on ``hosts``: registration, heartbeats and placement."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from core.states import RUNNING_STATES
+
+
+class HostRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    api_url: str
+    api_token: str
+    runtime: str
+    cpu: int
+    ram_mb: int
+    disk_gb: int
+    templates: list[str]
+    state: str
+
+
+_COLUMNS = ", ".join(HostRecord.__struct_fields__)
+
+
+def _record(row: asyncpg.Record) -> HostRecord:
+    return HostRecord(**dict(row))
+
+
+async def upsert(
+    db: asyncpg.Pool,
+    *,
+    new_id: str,
+    name: str,
+    api_url: str,
+    api_token: str,
+    runtime: str,
+    cpu: int,
+    ram_mb: int,
+    disk_gb: int,
+    templates: list[str],
+) -> HostRecord:
+    """A host re-registering under its name keeps its id (and so its sandboxes)."""
+    row = await db.fetchrow(
+        f"INSERT INTO hosts (id, name, api_url, api_token, runtime, cpu, ram_mb, disk_gb, templates)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        f" ON CONFLICT (name) DO UPDATE SET api_url = EXCLUDED.api_url, api_token = EXCLUDED.api_token,"
+        f" runtime = EXCLUDED.runtime, cpu = EXCLUDED.cpu, ram_mb = EXCLUDED.ram_mb,"
+        f" disk_gb = EXCLUDED.disk_gb, templates = EXCLUDED.templates, state = 'ready',"
+        f" registered_at = now(), last_heartbeat_at = now()"
+        f" RETURNING {_COLUMNS}",
+        new_id,
+        name,
+        api_url,
+        api_token,
+        runtime,
+        cpu,
+        ram_mb,
+        disk_gb,
+        templates,
+    )
+    return _record(row)
+
+
+async def heartbeat(db: asyncpg.Pool, host_id: str) -> bool:
+    status = await db.execute("UPDATE hosts SET last_heartbeat_at = now() WHERE id = $1", host_id)
+    return status.endswith(" 1")
+
+
+async def get(db: asyncpg.Pool | asyncpg.Connection, host_id: str) -> HostRecord | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM hosts WHERE id = $1", host_id)
+    return _record(row) if row else None
+
+
+async def all_hosts(db: asyncpg.Pool) -> list[HostRecord]:
+    return [_record(r) for r in await db.fetch(f"SELECT {_COLUMNS} FROM hosts ORDER BY name")]
+
+
+async def template_known(db: asyncpg.Pool | asyncpg.Connection, template: str) -> bool:
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM hosts WHERE $1 = ANY(templates))", template))
+
+
+async def place(
+    conn: asyncpg.Connection,
+    *,
+    template: str,
+    cpu: int,
+    ram_mb: int,
+    disk_gb: int,
+    cpu_overcommit: float,
+    ram_overcommit: float,
+    fresh_within_s: float,
+) -> HostRecord | None:
+    """Pick the ready host with the most free memory that can take the sandbox.
+
+    Must run inside the transaction that inserts the sandbox: the candidate hosts are locked
+    ``FOR UPDATE``, so concurrent placements on the same host serialise and each one sees
+    what the previous one placed. CPU and memory count sandboxes that are running (or on
+    their way); disk counts every live sandbox, stopped ones included.
+    """
+    row = await conn.fetchrow(
+        f"""
+        WITH candidates AS (
+            SELECT * FROM hosts
+            WHERE state = 'ready' AND $1 = ANY(templates)
+              AND last_heartbeat_at > now() - make_interval(secs => $2)
+            ORDER BY id
+            FOR UPDATE
+        ), used AS (
+            SELECT host_id,
+                   sum(CASE WHEN state = ANY($3::text[]) THEN cpu ELSE 0 END) AS cpu,
+                   sum(CASE WHEN state = ANY($3::text[]) THEN ram_mb ELSE 0 END) AS ram_mb,
+                   sum(disk_gb) AS disk_gb
+            FROM sandboxes
+            WHERE state <> 'destroyed' AND host_id IN (SELECT id FROM candidates)
+            GROUP BY host_id
+        )
+        SELECT {", ".join("c." + c for c in HostRecord.__struct_fields__)}
+        FROM candidates c LEFT JOIN used u ON u.host_id = c.id
+        WHERE c.cpu * $4 - COALESCE(u.cpu, 0) >= $5
+          AND c.ram_mb * $6 - COALESCE(u.ram_mb, 0) >= $7
+          AND c.disk_gb - COALESCE(u.disk_gb, 0) >= $8
+        ORDER BY c.ram_mb * $6 - COALESCE(u.ram_mb, 0) DESC, c.id
+        LIMIT 1
+        """,
+        template,
+        fresh_within_s,
+        list(RUNNING_STATES),
+        cpu_overcommit,
+        cpu,
+        ram_overcommit,
+        ram_mb,
+        disk_gb,
+    )
+    return _record(row) if row else None

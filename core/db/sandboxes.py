@@ -1,0 +1,167 @@
+"""Queries on ``sandboxes``. Every state change is one conditional UPDATE: it names the states
+it may leave from, so two conflicting operations can never both win."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from core.db.hosts import HostRecord
+
+
+class SandboxRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    org_id: str
+    name: str
+    host_id: str | None
+    template: str
+    cpu: int
+    ram_mb: int
+    disk_gb: int
+    env: dict[str, str]
+    labels: dict[str, str]
+    language: str
+    state: str
+    error_reason: str | None
+    ip: str | None
+    auto_stop_minutes: int
+    auto_archive_days: int
+    auto_delete_days: int
+    created_at: datetime
+    updated_at: datetime
+    last_activity_at: datetime
+
+
+_COLUMNS = ", ".join(SandboxRecord.__struct_fields__)
+
+
+def _record(row: asyncpg.Record) -> SandboxRecord:
+    return SandboxRecord(**dict(row))
+
+
+async def insert(conn: asyncpg.Connection, rec: SandboxRecord) -> SandboxRecord:
+    values = [getattr(rec, f) for f in SandboxRecord.__struct_fields__]
+    placeholders = ", ".join(f"${i + 1}" for i in range(len(values)))
+    row = await conn.fetchrow(
+        f"INSERT INTO sandboxes ({_COLUMNS}) VALUES ({placeholders}) RETURNING {_COLUMNS}", *values
+    )
+    return _record(row)
+
+
+async def get(db: asyncpg.Pool | asyncpg.Connection, org_id: str, ref: str) -> SandboxRecord | None:
+    """Find an org's sandbox by id, or by name among its live sandboxes."""
+    row = await db.fetchrow(
+        f"SELECT {_COLUMNS} FROM sandboxes"
+        " WHERE org_id = $1 AND (id = $2 OR (name = $2 AND state <> 'destroyed'))"
+        " ORDER BY (id = $2) DESC LIMIT 1",
+        org_id,
+        ref,
+    )
+    return _record(row) if row else None
+
+
+async def get_any(db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str) -> SandboxRecord | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM sandboxes WHERE id = $1", sandbox_id)
+    return _record(row) if row else None
+
+
+async def list_for_org(
+    db: asyncpg.Pool,
+    org_id: str,
+    *,
+    states: list[str] | None,
+    labels: dict[str, str] | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> list[SandboxRecord]:
+    """Newest first; destroyed sandboxes only when asked for by state. ``before`` is a keyset
+    cursor (created_at, id) so pages stay stable while sandboxes come and go."""
+    clauses = ["org_id = $1"]
+    args: list[Any] = [org_id]
+    if states:
+        args.append(states)
+        clauses.append(f"state = ANY(${len(args)}::text[])")
+    else:
+        clauses.append("state <> 'destroyed'")
+    if labels:
+        args.append(labels)
+        clauses.append(f"labels @> ${len(args)}::jsonb")
+    if before:
+        args.extend(before)
+        clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM sandboxes WHERE {' AND '.join(clauses)}"
+        f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return [_record(r) for r in rows]
+
+
+async def transition(
+    db: asyncpg.Pool | asyncpg.Connection,
+    sandbox_id: str,
+    *,
+    from_states: frozenset[str],
+    to: str,
+    error_reason: str | None = None,
+    ip: str | None = None,
+) -> SandboxRecord | None:
+    """Move the sandbox to ``to`` if, and only if, it is in one of ``from_states`` now.
+
+    Returns the updated record, or None when the sandbox was in another state (or absent):
+    the caller lost a race or asked for something the state machine forbids.
+    """
+    row = await db.fetchrow(
+        f"UPDATE sandboxes SET state = $3, error_reason = $4, ip = COALESCE($5, ip), updated_at = now()"
+        f" WHERE id = $1 AND state = ANY($2::text[]) RETURNING {_COLUMNS}",
+        sandbox_id,
+        list(from_states),
+        to,
+        error_reason,
+        ip,
+    )
+    return _record(row) if row else None
+
+
+async def on_host(db: asyncpg.Pool, host_id: str) -> list[SandboxRecord]:
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM sandboxes WHERE host_id = $1 AND state <> 'destroyed'", host_id
+    )
+    return [_record(r) for r in rows]
+
+
+async def stale_in(db: asyncpg.Pool, states: frozenset[str], older_than_s: float) -> list[SandboxRecord]:
+    """Sandboxes stuck in a transient state, e.g. after the core died mid-operation."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM sandboxes WHERE state = ANY($1::text[])"
+        " AND updated_at < now() - make_interval(secs => $2)",
+        list(states),
+        older_than_s,
+    )
+    return [_record(r) for r in rows]
+
+
+async def get_with_host(
+    db: asyncpg.Pool, org_id: str, ref: str
+) -> tuple[SandboxRecord, HostRecord | None] | None:
+    """The sandbox and its host in one round trip: the exec hot path needs both."""
+    row = await db.fetchrow(
+        f"SELECT {', '.join('s.' + c for c in SandboxRecord.__struct_fields__)},"
+        f" {', '.join(f'h.{c} AS h_{c}' for c in HostRecord.__struct_fields__)}"
+        " FROM sandboxes s LEFT JOIN hosts h ON h.id = s.host_id"
+        " WHERE s.org_id = $1 AND (s.id = $2 OR (s.name = $2 AND s.state <> 'destroyed'))"
+        " ORDER BY (s.id = $2) DESC LIMIT 1",
+        org_id,
+        ref,
+    )
+    if row is None:
+        return None
+    data = dict(row)
+    host = None
+    if data["h_id"] is not None:
+        host = HostRecord(**{c: data[f"h_{c}"] for c in HostRecord.__struct_fields__})
+    return SandboxRecord(**{c: data[c] for c in SandboxRecord.__struct_fields__}), host

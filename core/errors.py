@@ -1,0 +1,64 @@
+"""The core's exception tree. ``core/http/errors.py`` renders each as ``{statusCode, message,
+code}`` with its status — the only place a status code is chosen.
+
+CoreError
+├── BadRequest           400  invalid input the schema could not catch (ranges, names)
+├── Unauthorized         401  no or unknown API key
+├── Forbidden            403  a valid key without the needed role (admin routes only)
+├── NotFound             404  no such object *in the caller's org* (never 403: no existence leak)
+├── Conflict             409  the object's state does not allow the operation right now
+├── NoCapacity           503  no ready host has room for the sandbox
+├── HostUnavailable      502  the sandbox's host did not answer or failed the command
+└── ExecTimeout          408  a command ran past its timeout (Daytona maps 408 to a timeout)
+"""
+
+from __future__ import annotations
+
+
+class CoreError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(CoreError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(CoreError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(CoreError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(CoreError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(CoreError):
+    status_code = 409
+    code = "conflict"
+
+
+class NoCapacity(CoreError):
+    status_code = 503
+    code = "no_capacity"
+
+
+class HostUnavailable(CoreError):
+    status_code = 502
+    code = "host_unavailable"
+
+
+class ExecTimeout(CoreError):
+    status_code = 408
+    code = "timeout"

@@ -1,0 +1,89 @@
+"""The core's ASGI app: wiring only. Served by Granian:
+``granian --interface asgi --factory core.http.app:create_app``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from litestar import Litestar, Response, get
+from litestar.datastructures import State
+
+from contracts.observability import configure_logging
+from contracts.public import Health
+from core.cache import Cache
+from core.config import CoreConfig, load_config
+from core.db.migrate import migrate
+from core.db.pool import create_pool
+from core.hostclient import HostClient
+from core.http.daytona import DaytonaSandboxes, DaytonaToolbox
+from core.http.errors import EXCEPTION_HANDLERS
+from core.http.internal import InternalHosts
+from core.http.middleware import request_context
+from core.http.native import ApiKeys, NativeSandboxes
+from core.services.auth import AuthService
+from core.services.hosts import HostService
+from core.services.sandboxes import SandboxService
+
+log = structlog.get_logger()
+
+
+@get("/health")
+async def health(state: State) -> Response[Health]:
+    checks = {"postgres": "ok", "redis": "ok"}
+    try:
+        await state.db.fetchval("SELECT 1")
+    except Exception:
+        checks["postgres"] = "unreachable"
+    if not await state.cache.ping():
+        checks["redis"] = "unreachable"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(Health(status="ok" if ok else "degraded", checks=checks), status_code=200 if ok else 503)
+
+
+async def _sweeper(hosts: HostService, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await hosts.sweep_stale()
+        except Exception:
+            log.exception("sweep_failed")
+
+
+def create_app(config: CoreConfig | None = None) -> Litestar:
+    config = config or load_config()
+    configure_logging("core", fmt=config.log_format)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = await create_pool(config.database_url)
+        async with db.acquire() as conn:
+            await migrate(conn)
+        cache = Cache(config.redis_url)
+        host_client = HostClient(timeout_s=config.host_timeout_s)
+        state = app.state
+        state.config, state.db, state.cache = config, db, cache
+        state.auth = AuthService(db, cache)
+        state.sandboxes = SandboxService(db, host_client, config)
+        state.hosts = HostService(db, host_client, config)
+        sweeper = asyncio.create_task(_sweeper(state.hosts, config.reconcile_interval_s))
+        log.info("core_started", port=config.port)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await state.hosts.wait_idle()
+            await host_client.close()
+            await cache.close()
+            await db.close()
+
+    return Litestar(
+        route_handlers=[health, NativeSandboxes, ApiKeys, DaytonaSandboxes, DaytonaToolbox, InternalHosts],
+        lifespan=[lifespan],
+        middleware=[request_context],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=None,
+        debug=False,
+    )

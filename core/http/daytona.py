@@ -1,0 +1,199 @@
+"""The Daytona API shape (``/sandbox``, ``/toolbox/{id}/...``) over the same service layer.
+
+Only translation lives here: GiB ↔ MiB, camelCase DTOs, labels that carry the SDK's
+language, a shell command line turned into an argv, and Daytona's status conventions
+(``POST /sandbox`` answers 200, a command timeout is 408).
+"""
+
+from __future__ import annotations
+
+import json
+
+from litestar import Controller, Request, delete, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from contracts.public import (
+    DaytonaCreateSandbox,
+    DaytonaExecute,
+    DaytonaExecuteResult,
+    DaytonaSandbox,
+    DaytonaSandboxList,
+    DaytonaToolboxUrl,
+)
+from core.config import CoreConfig
+from core.db.sandboxes import SandboxRecord
+from core.errors import BadRequest, ExecTimeout
+from core.http.deps import provide_principal, provide_sandboxes, public_base_url
+from core.http.native import decode_cursor, encode_cursor, iso, parse_states
+from core.services.auth import Principal
+from core.services.sandboxes import NewSandbox, SandboxService
+
+LANGUAGE_LABEL = "code-toolbox-language"
+DAEMON_VERSION = "dnah-0.1.0"
+SANDBOX_USER = "user"
+DEFAULT_EXEC_TIMEOUT_S = 600
+
+_DESIRED = {
+    "creating": "started",
+    "started": "started",
+    "starting": "started",
+    "stopping": "stopped",
+    "stopped": "stopped",
+    "destroying": "destroyed",
+    "destroyed": "destroyed",
+    "error": "started",
+}
+
+
+def toolbox_base(request: Request) -> str:
+    config: CoreConfig = request.app.state.config
+    return public_base_url(request, config.public_url) + "/toolbox"
+
+
+def to_daytona(rec: SandboxRecord, toolbox_url: str) -> DaytonaSandbox:
+    return DaytonaSandbox(
+        id=rec.id,
+        organization_id=rec.org_id,
+        name=rec.name,
+        user=SANDBOX_USER,
+        env=rec.env,
+        labels={LANGUAGE_LABEL: rec.language, **rec.labels},
+        public=False,
+        network_block_all=False,
+        kvm=False,
+        target="local",
+        cpu=rec.cpu,
+        gpu=0,
+        memory=max(1, rec.ram_mb // 1024),
+        disk=rec.disk_gb,
+        toolbox_proxy_url=toolbox_url,
+        state=rec.state,
+        desired_state=_DESIRED[rec.state],
+        snapshot=rec.template,
+        error_reason=rec.error_reason,
+        recoverable=False,
+        auto_stop_interval=rec.auto_stop_minutes,
+        auto_archive_interval=rec.auto_archive_days * 24 * 60,
+        auto_delete_interval=rec.auto_delete_days * 24 * 60 if rec.auto_delete_days else -1,
+        created_at=iso(rec.created_at),
+        updated_at=iso(rec.updated_at),
+        last_activity_at=iso(rec.last_activity_at),
+        daemon_version=DAEMON_VERSION,
+    )
+
+
+def _minutes_to_days(minutes: int | None) -> int:
+    if not minutes or minutes < 0:
+        return 0
+    return -(-minutes // (24 * 60))
+
+
+def _language(labels: dict[str, str]) -> str:
+    language = labels.get(LANGUAGE_LABEL, "python")
+    return "typescript" if language == "javascript" else language
+
+
+class DaytonaSandboxes(Controller):
+    path = "/sandbox"
+    dependencies = {
+        "principal": Provide(provide_principal),
+        "sandboxes": Provide(provide_sandboxes, sync_to_thread=False),
+    }
+
+    @post("/", status_code=200)
+    async def create(
+        self, request: Request, data: DaytonaCreateSandbox, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaSandbox:
+        labels = {k: v for k, v in data.labels.items() if k != LANGUAGE_LABEL}
+        new = NewSandbox(
+            template=data.snapshot,
+            name=data.name,
+            cpu=data.cpu,
+            ram_mb=data.memory * 1024 if data.memory is not None else None,
+            disk_gb=data.disk,
+            env=data.env,
+            labels=labels,
+            language=_language(data.labels),
+            auto_stop_minutes=max(data.auto_stop_interval or 0, 0),
+            auto_archive_days=_minutes_to_days(data.auto_archive_interval),
+            auto_delete_days=_minutes_to_days(data.auto_delete_interval),
+        )
+        return to_daytona(await sandboxes.create(principal.org_id, new), toolbox_base(request))
+
+    @get("/")
+    async def list_sandboxes(
+        self,
+        request: Request,
+        principal: Principal,
+        sandboxes: SandboxService,
+        labels: str | None = None,
+        states: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+        cursor: str | None = None,
+    ) -> DaytonaSandboxList:
+        label_filter = None
+        if labels:
+            try:
+                label_filter = json.loads(labels)
+            except ValueError:
+                raise BadRequest("labels must be a JSON object") from None
+            if not isinstance(label_filter, dict):
+                raise BadRequest("labels must be a JSON object")
+        records = await sandboxes.list_for_org(
+            principal.org_id,
+            states=parse_states(states),
+            labels=label_filter,
+            limit=limit,
+            before=decode_cursor(cursor),
+        )
+        base = toolbox_base(request)
+        return DaytonaSandboxList(
+            items=[to_daytona(r, base) for r in records],
+            next_cursor=encode_cursor(records[-1]) if len(records) == limit else None,
+        )
+
+    @get("/{ref:str}")
+    async def read(
+        self, request: Request, ref: str, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaSandbox:
+        return to_daytona(await sandboxes.get(principal.org_id, ref), toolbox_base(request))
+
+    @delete("/{ref:str}", status_code=200)
+    async def remove(
+        self, request: Request, ref: str, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaSandbox:
+        return to_daytona(await sandboxes.delete(principal.org_id, ref), toolbox_base(request))
+
+    @get("/{ref:str}/toolbox-proxy-url")
+    async def toolbox_proxy_url(
+        self, request: Request, ref: str, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaToolboxUrl:
+        await sandboxes.get(principal.org_id, ref)
+        return DaytonaToolboxUrl(url=toolbox_base(request))
+
+
+class DaytonaToolbox(Controller):
+    path = "/toolbox/{sandbox_id:str}"
+    dependencies = {
+        "principal": Provide(provide_principal),
+        "sandboxes": Provide(provide_sandboxes, sync_to_thread=False),
+    }
+
+    @post("/process/execute", status_code=200)
+    async def execute(
+        self, sandbox_id: str, data: DaytonaExecute, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaExecuteResult:
+        """Daytona runs ``command`` through a shell and returns stdout and stderr together."""
+        timeout_s = data.timeout or DEFAULT_EXEC_TIMEOUT_S
+        result = await sandboxes.exec(
+            principal.org_id,
+            sandbox_id,
+            cmd=["/bin/sh", "-c", data.command],
+            env=data.envs,
+            cwd=data.cwd,
+            timeout_ms=timeout_s * 1000,
+        )
+        if result.timed_out:
+            raise ExecTimeout(f"command timed out after {timeout_s} s")
+        return DaytonaExecuteResult(exit_code=result.exit_code, result=result.stdout + result.stderr)

@@ -1,0 +1,162 @@
+"""The native ``/v1`` API (seed 000's shape) over the service layer."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+from litestar import Controller, delete, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from contracts.public import (
+    ApiKeyCreated,
+    CreateApiKey,
+    CreateSandbox,
+    Exec,
+    ExecResult,
+    Sandbox,
+    SandboxList,
+)
+from core.db.sandboxes import SandboxRecord
+from core.errors import BadRequest
+from core.http.deps import provide_admin, provide_auth, provide_principal, provide_sandboxes
+from core.services.auth import AuthService, Principal
+from core.services.sandboxes import NewSandbox, SandboxService
+from core.states import ALL_STATES, STATE_ALIASES
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone().isoformat().replace("+00:00", "Z")
+
+
+def to_native(rec: SandboxRecord) -> Sandbox:
+    return Sandbox(
+        id=rec.id,
+        name=rec.name,
+        org_id=rec.org_id,
+        template=rec.template,
+        state=rec.state,
+        cpu=rec.cpu,
+        ram_mb=rec.ram_mb,
+        disk_gb=rec.disk_gb,
+        env=rec.env,
+        labels=rec.labels,
+        language=rec.language,
+        error_reason=rec.error_reason,
+        auto_stop_minutes=rec.auto_stop_minutes,
+        auto_archive_days=rec.auto_archive_days,
+        auto_delete_days=rec.auto_delete_days,
+        created_at=iso(rec.created_at),
+        updated_at=iso(rec.updated_at),
+        last_activity_at=iso(rec.last_activity_at),
+    )
+
+
+def parse_states(raw: str | None) -> list[str] | None:
+    """``?state=started,stopped`` (also ``running``, seed 000's word for started)."""
+    if not raw:
+        return None
+    states = [STATE_ALIASES.get(s.strip(), s.strip()) for s in raw.split(",") if s.strip()]
+    unknown = [s for s in states if s not in ALL_STATES]
+    if unknown:
+        raise BadRequest(f"unknown state {unknown[0]!r}; one of {', '.join(sorted(ALL_STATES))}")
+    return states
+
+
+def encode_cursor(rec: SandboxRecord) -> str:
+    return base64.urlsafe_b64encode(f"{rec.created_at.isoformat()}|{rec.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    try:
+        stamp, sandbox_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(stamp), sandbox_id
+    except ValueError:
+        raise BadRequest("invalid cursor") from None
+
+
+class NativeSandboxes(Controller):
+    path = "/v1/sandboxes"
+    dependencies = {
+        "principal": Provide(provide_principal),
+        "sandboxes": Provide(provide_sandboxes, sync_to_thread=False),
+    }
+
+    @post("/", status_code=201)
+    async def create(self, data: CreateSandbox, principal: Principal, sandboxes: SandboxService) -> Sandbox:
+        new = NewSandbox(
+            template=data.template or data.templateID,
+            name=data.name,
+            cpu=data.cpu,
+            ram_mb=data.ram_mb,
+            disk_gb=data.disk_gb,
+            env={**data.envVars, **data.env},
+            labels={**data.metadata, **data.labels},
+            language=data.language,
+            auto_stop_minutes=data.auto_stop_minutes,
+            auto_archive_days=data.auto_archive_days,
+            auto_delete_days=data.auto_delete_days,
+        )
+        return to_native(await sandboxes.create(principal.org_id, new))
+
+    @get("/")
+    async def list_sandboxes(
+        self,
+        principal: Principal,
+        sandboxes: SandboxService,
+        state: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+        cursor: str | None = None,
+    ) -> SandboxList:
+        records = await sandboxes.list_for_org(
+            principal.org_id, states=parse_states(state), limit=limit, before=decode_cursor(cursor)
+        )
+        next_cursor = encode_cursor(records[-1]) if len(records) == limit else None
+        return SandboxList(items=[to_native(r) for r in records], next_cursor=next_cursor)
+
+    @get("/{sandbox_id:str}")
+    async def read(self, sandbox_id: str, principal: Principal, sandboxes: SandboxService) -> Sandbox:
+        return to_native(await sandboxes.get(principal.org_id, sandbox_id))
+
+    @delete("/{sandbox_id:str}", status_code=200)
+    async def remove(self, sandbox_id: str, principal: Principal, sandboxes: SandboxService) -> Sandbox:
+        return to_native(await sandboxes.delete(principal.org_id, sandbox_id))
+
+    @post("/{sandbox_id:str}/exec", status_code=200)
+    async def exec(
+        self, sandbox_id: str, data: Exec, principal: Principal, sandboxes: SandboxService
+    ) -> ExecResult:
+        result = await sandboxes.exec(
+            principal.org_id, sandbox_id, cmd=data.cmd, env=data.env, cwd=data.cwd, timeout_ms=data.timeout_ms
+        )
+        return ExecResult(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            exit_code=result.exit_code,
+            duration_ms=result.duration_ms,
+            timed_out=result.timed_out,
+        )
+
+
+class ApiKeys(Controller):
+    path = "/v1/api-keys"
+    dependencies = {"auth": Provide(provide_auth, sync_to_thread=False)}
+
+    @post("/", status_code=201, dependencies={"principal": Provide(provide_admin)})
+    async def mint(self, data: CreateApiKey, principal: Principal, auth: AuthService) -> ApiKeyCreated:
+        minted = await auth.mint(name=data.name, org_id=data.org_id, org_name=data.org_name)
+        return ApiKeyCreated(
+            id=minted.record.id,
+            key=minted.token,
+            org_id=minted.record.org_id,
+            name=minted.record.name,
+            created_at=iso(minted.record.created_at),
+        )
+
+    @delete("/{key_id:str}", status_code=204, dependencies={"principal": Provide(provide_principal)})
+    async def revoke(self, key_id: str, principal: Principal, auth: AuthService) -> None:
+        """Admins revoke any key; anyone else only keys of their own org."""
+        await auth.revoke(key_id, org_id=None if principal.is_admin else principal.org_id)

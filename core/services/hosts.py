@@ -1,0 +1,136 @@
+"""Hosts joining the cluster, staying alive, and agreeing with the database about what runs.
+
+Reconciliation happens when a host registers (after hostd or the whole stack restarts):
+the host reports every sandbox whose disk it holds, and the core makes the host match the
+database — sandboxes that should run are started again on their kept disks, sandboxes the
+database no longer knows are destroyed, and sandboxes the host lost are marked ``error``.
+A periodic sweep (``sweep_stale``) finishes operations a crashed core left half-done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+import asyncpg
+import structlog
+
+from contracts.host import Heartbeat, HostRegistered, HostRegistration, SandboxInfo
+from core.config import CoreConfig
+from core.db import hosts as hosts_db
+from core.db import sandboxes as sandboxes_db
+from core.db.hosts import HostRecord
+from core.errors import CoreError, NotFound, Unauthorized
+from core.hostclient import HostClient
+from core.services.auth import new_id
+from core.services.sandboxes import spec_for
+from core.states import sources
+
+log = structlog.get_logger()
+
+STALE_CREATING_S = 120.0
+STALE_DESTROYING_S = 60.0
+
+
+class HostService:
+    def __init__(self, db: asyncpg.Pool, hosts: HostClient, config: CoreConfig) -> None:
+        self._db = db
+        self._hosts = hosts
+        self._config = config
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def check_bootstrap(self, token: str | None) -> None:
+        expected = self._config.bootstrap_token.encode()
+        if not token or not hmac.compare_digest(token.encode(), expected):
+            raise Unauthorized("invalid bootstrap token")
+
+    async def register(self, reg: HostRegistration) -> HostRegistered:
+        self.check_bootstrap(reg.bootstrap_token)
+        host = await hosts_db.upsert(
+            self._db,
+            new_id=new_id("host"),
+            name=reg.name,
+            api_url=reg.api_url.rstrip("/"),
+            api_token=reg.api_token,
+            runtime=reg.runtime,
+            cpu=reg.cpu,
+            ram_mb=reg.ram_mb,
+            disk_gb=reg.disk_gb,
+            templates=reg.templates,
+        )
+        log.info("host_registered", host=host.name, host_id=host.id, inventory=len(reg.sandboxes))
+        task = asyncio.create_task(self._reconcile_logged(host, reg.sandboxes))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return HostRegistered(host_id=host.id, heartbeat_interval_s=self._config.heartbeat_interval_s)
+
+    async def heartbeat(self, host_id: str, token: str | None, beat: Heartbeat) -> None:
+        self.check_bootstrap(token)
+        if not await hosts_db.heartbeat(self._db, host_id):
+            raise NotFound(f"host {host_id!r} is not registered")
+
+    async def wait_idle(self) -> None:
+        """Wait for background reconciliations (used at shutdown and by tests)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _reconcile_logged(self, host: HostRecord, inventory: list[SandboxInfo]) -> None:
+        try:
+            await self.reconcile(host, inventory)
+        except Exception:
+            log.exception("reconcile_failed", host=host.name)
+
+    async def reconcile(self, host: HostRecord, inventory: list[SandboxInfo]) -> None:
+        on_host = {info.id: info for info in inventory}
+        for rec in await sandboxes_db.on_host(self._db, host.id):
+            info = on_host.pop(rec.id, None)
+            if rec.state == "started" and info is None:
+                await sandboxes_db.transition(
+                    self._db,
+                    rec.id,
+                    from_states=sources("error"),
+                    to="error",
+                    error_reason="the host lost this sandbox (no disk after restart)",
+                )
+                log.warning("sandbox_lost", sandbox_id=rec.id, host=host.name)
+            elif rec.state == "started" and info is not None and info.state != "running":
+                try:
+                    await self._hosts.start(host, spec_for(rec))
+                    log.info("sandbox_restarted", sandbox_id=rec.id, host=host.name)
+                except CoreError as exc:
+                    await sandboxes_db.transition(
+                        self._db, rec.id, from_states=sources("error"), to="error", error_reason=exc.message
+                    )
+        for orphan in on_host:
+            known = await sandboxes_db.get_any(self._db, orphan)
+            if known is None or known.state == "destroyed" or known.host_id != host.id:
+                log.info("orphan_destroyed", sandbox_id=orphan, host=host.name)
+                await self._destroy_quietly(host, orphan)
+
+    async def sweep_stale(self) -> None:
+        """Finish what a crashed core left: ``creating`` that never completed is undone,
+        ``destroying`` that never completed is finished."""
+        stale = await sandboxes_db.stale_in(self._db, frozenset({"creating"}), STALE_CREATING_S)
+        stale += await sandboxes_db.stale_in(self._db, frozenset({"destroying"}), STALE_DESTROYING_S)
+        for rec in stale:
+            host = await hosts_db.get(self._db, rec.host_id) if rec.host_id else None
+            if host is not None and not await self._destroy_quietly(host, rec.id):
+                continue
+            await sandboxes_db.transition(
+                self._db,
+                rec.id,
+                from_states=sources("destroyed"),
+                to="destroyed",
+                error_reason=f"abandoned while {rec.state}",
+            )
+            log.info("stale_sandbox_finished", sandbox_id=rec.id, was=rec.state)
+
+    async def _destroy_quietly(self, host: HostRecord, sandbox_id: str) -> bool:
+        try:
+            await self._hosts.destroy(host, sandbox_id)
+        except NotFound:
+            return True
+        except CoreError as exc:
+            log.warning("host_destroy_failed", sandbox_id=sandbox_id, host=host.name, error=exc.message)
+            return False
+        return True

@@ -1,0 +1,206 @@
+"""Sandbox operations: create, read, list, delete, exec. One implementation; the native and
+Daytona HTTP shapes both call it."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime
+
+import asyncpg
+import msgspec
+import structlog
+
+from contracts.host import ExecRequest, ExecResult, SandboxSpec
+from core.config import CoreConfig
+from core.db import hosts as hosts_db
+from core.db import sandboxes as sandboxes_db
+from core.db.errors import translate
+from core.db.hosts import HostRecord
+from core.db.sandboxes import SandboxRecord
+from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NoCapacity, NotFound
+from core.hostclient import HostClient
+from core.states import sources
+
+log = structlog.get_logger()
+
+LANGUAGES = frozenset({"python", "typescript", "javascript", "bash"})
+
+
+class NewSandbox(msgspec.Struct, frozen=True, kw_only=True):
+    """A create request after an adapter has translated it; None means 'use the default'."""
+
+    template: str | None = None
+    name: str | None = None
+    cpu: int | None = None
+    ram_mb: int | None = None
+    disk_gb: int | None = None
+    env: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    language: str | None = None
+    auto_stop_minutes: int = 0
+    auto_archive_days: int = 0
+    auto_delete_days: int = 0
+
+
+def _check_range(field: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise BadRequest(f"{field} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _check_name(name: str) -> str:
+    if not 1 <= len(name) <= 63 or not all(c.isalnum() or c in "-_." for c in name):
+        raise BadRequest("name must be 1-63 characters of letters, digits, '-', '_' or '.'")
+    return name
+
+
+class SandboxService:
+    def __init__(self, db: asyncpg.Pool, hosts: HostClient, config: CoreConfig) -> None:
+        self._db = db
+        self._hosts = hosts
+        self._config = config
+
+    def _resolve(self, new: NewSandbox, sandbox_id: str, org_id: str) -> SandboxRecord:
+        lim = self._config.limits
+        cpu = _check_range("cpu", new.cpu if new.cpu is not None else lim.default_cpu, 1, lim.max_cpu)
+        ram = new.ram_mb if new.ram_mb is not None else lim.default_ram_mb
+        _check_range("ram_mb", ram, lim.min_ram_mb, lim.max_ram_mb)
+        disk = new.disk_gb if new.disk_gb is not None else lim.default_disk_gb
+        _check_range("disk_gb", disk, 1, lim.max_disk_gb)
+        language = new.language or "python"
+        if language not in LANGUAGES:
+            raise BadRequest(f"language must be one of {', '.join(sorted(LANGUAGES))}, got {language!r}")
+        for field in ("auto_stop_minutes", "auto_archive_days", "auto_delete_days"):
+            _check_range(field, getattr(new, field), 0, 525_600)
+        now = datetime.now().astimezone()
+        return SandboxRecord(
+            id=sandbox_id,
+            org_id=org_id,
+            name=_check_name(new.name) if new.name is not None else sandbox_id,
+            host_id=None,
+            template=new.template or self._config.default_template,
+            cpu=cpu,
+            ram_mb=ram,
+            disk_gb=disk,
+            env=new.env,
+            labels=new.labels,
+            language=language,
+            state="creating",
+            error_reason=None,
+            ip=None,
+            auto_stop_minutes=new.auto_stop_minutes,
+            auto_archive_days=new.auto_archive_days,
+            auto_delete_days=new.auto_delete_days,
+            created_at=now,
+            updated_at=now,
+            last_activity_at=now,
+        )
+
+    async def create(self, org_id: str, new: NewSandbox) -> SandboxRecord:
+        """Place, record as ``creating``, boot on the host, then flip to ``started``.
+
+        If the host fails, the row goes to ``destroyed`` with the reason (the host has already
+        undone its own partial work), so nothing live is left behind.
+        """
+        rec = self._resolve(new, str(uuid.uuid4()), org_id)
+        sched = self._config.scheduler
+        async with self._db.acquire() as conn, conn.transaction():
+            if not await hosts_db.template_known(conn, rec.template):
+                raise BadRequest(f"unknown template {rec.template!r}")
+            host = await hosts_db.place(
+                conn,
+                template=rec.template,
+                cpu=rec.cpu,
+                ram_mb=rec.ram_mb,
+                disk_gb=rec.disk_gb,
+                cpu_overcommit=sched.cpu_overcommit,
+                ram_overcommit=sched.ram_overcommit,
+                fresh_within_s=sched.host_stale_after_s,
+            )
+            if host is None:
+                raise NoCapacity("no ready host has room for this sandbox")
+            with translate(f"a sandbox named {rec.name!r} already exists"):
+                rec = await sandboxes_db.insert(conn, msgspec.structs.replace(rec, host_id=host.id))
+        log.info("sandbox_placed", sandbox_id=rec.id, host=host.name)
+        try:
+            info = await self._hosts.create(host, spec_for(rec))
+        except CoreError as exc:
+            await sandboxes_db.transition(
+                self._db, rec.id, from_states=sources("destroyed"), to="destroyed", error_reason=exc.message
+            )
+            raise HostUnavailable(f"sandbox could not be created: {exc.message}") from exc
+        started = await sandboxes_db.transition(
+            self._db, rec.id, from_states=sources("started"), to="started", ip=info.ip
+        )
+        if started is None:  # the reconciler gave up on it meanwhile; undo on the host
+            await self._destroy_on_host(host, rec.id)
+            raise Conflict("sandbox was reclaimed while it was being created")
+        return started
+
+    async def get(self, org_id: str, ref: str) -> SandboxRecord:
+        rec = await sandboxes_db.get(self._db, org_id, ref)
+        if rec is None:
+            raise NotFound(f"sandbox {ref!r} not found")
+        return rec
+
+    async def list_for_org(
+        self,
+        org_id: str,
+        *,
+        states: list[str] | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int = 100,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[SandboxRecord]:
+        return await sandboxes_db.list_for_org(
+            self._db, org_id, states=states, labels=labels, limit=limit, before=before
+        )
+
+    async def delete(self, org_id: str, ref: str) -> SandboxRecord:
+        rec = await self.get(org_id, ref)
+        if rec.state == "destroyed":
+            raise NotFound(f"sandbox {ref!r} not found")
+        moving = await sandboxes_db.transition(
+            self._db, rec.id, from_states=sources("destroying"), to="destroying"
+        )
+        if moving is None:
+            current = await self.get(org_id, rec.id)
+            raise Conflict(f"sandbox is {current.state}; it cannot be deleted now")
+        host = await hosts_db.get(self._db, rec.host_id) if rec.host_id else None
+        if host is not None:
+            try:
+                await self._destroy_on_host(host, rec.id)
+            except HostUnavailable as exc:
+                await sandboxes_db.transition(
+                    self._db, rec.id, from_states=sources("error"), to="error", error_reason=exc.message
+                )
+                raise
+        done = await sandboxes_db.transition(
+            self._db, rec.id, from_states=sources("destroyed"), to="destroyed"
+        )
+        assert done is not None, "only the caller that moved it to destroying can finish it"
+        return done
+
+    async def exec(
+        self, org_id: str, ref: str, *, cmd: list[str], env: dict[str, str], cwd: str | None, timeout_ms: int
+    ) -> ExecResult:
+        found = await sandboxes_db.get_with_host(self._db, org_id, ref)
+        if found is None or found[0].state == "destroyed":
+            raise NotFound(f"sandbox {ref!r} not found")
+        rec, host = found
+        if rec.state != "started" or host is None:
+            raise Conflict(f"sandbox is {rec.state}; commands need a started sandbox")
+        return await self._hosts.exec(
+            host, rec.id, ExecRequest(cmd=cmd, env=env, cwd=cwd, timeout_ms=timeout_ms)
+        )
+
+    async def _destroy_on_host(self, host: HostRecord, sandbox_id: str) -> None:
+        with contextlib.suppress(NotFound):  # already gone on the host: the goal is reached
+            await self._hosts.destroy(host, sandbox_id)
+
+
+def spec_for(rec: SandboxRecord) -> SandboxSpec:
+    return SandboxSpec(
+        id=rec.id, template=rec.template, cpu=rec.cpu, ram_mb=rec.ram_mb, disk_gb=rec.disk_gb, env=rec.env
+    )

@@ -1,0 +1,317 @@
+"""dnah's in-sandbox agent: answers hostd's requests on the sandbox's agent socket.
+
+Run as ``PYTHONPATH=/opt/dnah python3 -S -m guest.agent --uds /run/dnah/agent.sock [--init]``.
+Stdlib only, because it runs on whatever python3 the template ships (Debian's 3.11).
+
+Transport. Under Cloud Hypervisor, the VMM's hybrid-vsock muxer answers the host's
+``CONNECT <port>`` line and hands the agent a plain vsock stream. The namespace runtime has no
+muxer, so the agent plays its part on a Unix socket: every connection must open with
+``CONNECT 52\\n`` (case-insensitive, spaces trimmed), the agent answers ``OK 52\\n`` and frames
+follow; any other port, or a line that is not a ``CONNECT``, gets the connection closed,
+which is what the muxer does when nothing listens on a port. hostd's client is therefore the
+same for both runtimes.
+
+Concurrency. One thread per connection reads frames; each request runs in its own worker
+thread, so a long ``exec`` never delays a ``ping`` on the same connection. Replies are written
+whole under a per-connection lock, so frames never interleave. A frame that is not valid JSON
+or not a valid request gets an ``error`` frame and the connection carries on; a JSON frame
+whose header claims more than ``MAX_JSON_FRAME`` bytes means the stream cannot be trusted,
+so the connection is closed. Requests still running when their connection goes away finish
+(within their own timeout) and their replies are dropped.
+
+PID 1. The runtime starts the agent as PID 1 of a fresh PID namespace, where every orphan
+is reparented to it and stays a zombie until reaped. With ``--init`` the agent forks: the
+parent stays PID 1, reaps every child with ``os.wait()`` and forwards SIGTERM/SIGINT to the
+child, which runs the server. The split matters: a reaping loop in the server's own process
+would steal exit statuses from its ``subprocess.Popen`` calls.
+
+Shutdown. SIGTERM (or SIGINT) stops accepting connections, removes the socket and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import pwd
+import selectors
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Mapping
+from types import FrameType
+
+from guest import framing, runner
+
+VERSION = "0.1.0"
+AGENT = f"dnah-guest/{VERSION}"
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HANDSHAKE_MAX = 64
+"""Longest ``CONNECT`` line accepted; a peer that sends more is not speaking the protocol."""
+LISTEN_BACKLOG = 128
+SKIP_CHUNK = 64 * 1024
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="guest.agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--uds", required=True, help="path of the Unix socket to listen on")
+    parser.add_argument("--init", action="store_true", help="act as PID 1: fork the server, reap orphans")
+    args = parser.parse_args(argv)
+    if not args.init:
+        return serve(args.uds)
+    _become_subreaper()
+    child = os.fork()
+    if child == 0:
+        return serve(args.uds)
+    return supervise(child)
+
+
+# PID 1 ---------------------------------------------------------------------------------------
+
+
+def supervise(child: int) -> int:
+    """Reap every child until ``child`` (the server) exits, then return its exit status.
+
+    SIGTERM and SIGINT are forwarded to the server rather than acted on here, so shutdown
+    always goes through the server's clean path. When PID 1 then exits, the kernel kills
+    whatever else is left in the namespace.
+    """
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the server was reaped a moment ago
+            os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
+
+
+def _become_subreaper() -> None:
+    """Make orphans of the server's descendants come to this process.
+
+    As PID 1 of a PID namespace the agent already gets them; being a subreaper as well keeps
+    ``--init`` correct when something else is PID 1 (tini, or a test run on the host).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+# Server ---------------------------------------------------------------------------------------
+
+
+def serve(socket_path: str) -> int:
+    """Accept connections on ``socket_path`` until SIGTERM or SIGINT, then clean up.
+
+    The signals reach the accept loop through ``signal.set_wakeup_fd`` instead of an exception
+    raised from a handler, so they can never interrupt the loop halfway through starting a
+    connection thread.
+    """
+    base_env = base_environment(os.environ)
+    listener = _listen(socket_path)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _ignore_signal)
+    print(f"{AGENT} listening on {socket_path}", file=sys.stderr, flush=True)
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(listener, selectors.EVENT_READ)
+            selector.register(wake_read, selectors.EVENT_READ)
+            while True:
+                events = selector.select()
+                if any(key.fd == wake_read for key, _ in events):
+                    break
+                conn, _ = listener.accept()
+                threading.Thread(target=Connection(conn, base_env).serve, daemon=True).start()
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)
+    return 0
+
+
+def _ignore_signal(_signum: int, _frame: FrameType | None) -> None:
+    """A Python-level handler is required for the wakeup fd to fire; the work is done there."""
+
+
+def base_environment(inherited: Mapping[str, str]) -> dict[str, str]:
+    """The environment every command starts from; a request's ``env`` goes on top.
+
+    Defaults for PATH, HOME, USER and LANG, overridden by the agent's own environment (which
+    the runtime sets), minus the agent's plumbing: PYTHONPATH, which points at the agent's code,
+    and every ``DNAH_*`` variable, which is for the agent alone.
+    """
+    try:
+        entry = pwd.getpwuid(os.getuid())
+        home, user = entry.pw_dir, entry.pw_name
+    except KeyError:
+        home, user = "/tmp", str(os.getuid())
+    env = {"PATH": BASE_PATH, "HOME": home, "USER": user, "LANG": "C.UTF-8"}
+    env.update(
+        (name, value)
+        for name, value in inherited.items()
+        if name != "PYTHONPATH" and not name.startswith("DNAH_")
+    )
+    return env
+
+
+def _listen(socket_path: str) -> socket.socket:
+    """Bind the agent socket with mode 0600, replacing a socket a previous run left behind."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            os.unlink(socket_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o177)  # no thread runs yet, so the process-wide umask is safe to touch
+    try:
+        listener.bind(socket_path)
+    finally:
+        os.umask(previous)
+    listener.listen(LISTEN_BACKLOG)
+    return listener
+
+
+# Connections ----------------------------------------------------------------------------------
+
+
+class Connection:
+    """One accepted connection: the handshake, then frames until either side hangs up."""
+
+    def __init__(self, sock: socket.socket, base_env: dict[str, str]) -> None:
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+        self._base_env = base_env
+        self._write_lock = threading.Lock()
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def serve(self) -> None:
+        """Run the connection to its end, then close the socket once no worker can write to it.
+
+        ``shutdown`` tells the peer at once; the file descriptor itself is only closed after
+        the last worker has replied, so a late reply can never land on a recycled descriptor.
+        """
+        try:
+            if self._handshake():
+                self._read_frames()
+        except OSError:
+            pass  # the peer reset the connection; nothing to answer
+        finally:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            with self._idle:
+                self._idle.wait_for(lambda: self._in_flight == 0)
+            self._reader.close()
+            self._sock.close()
+
+    def _handshake(self) -> bool:
+        """Answer ``CONNECT 52`` with ``OK 52``; anything else ends the connection."""
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            byte = self._reader.read(1)
+            if not byte or len(line) >= HANDSHAKE_MAX:
+                return False
+            line += byte
+        words = line.split()
+        if len(words) != 2 or words[0].upper() != b"CONNECT" or not words[1].isdigit():
+            return False
+        if int(words[1]) != framing.AGENT_PORT:
+            return False
+        self._write(f"OK {framing.AGENT_PORT}\n".encode())
+        return True
+
+    def _read_frames(self) -> None:
+        """Read frames until EOF or an oversize JSON header."""
+        while True:
+            header = self._read_exact(framing.HEADER_SIZE)
+            if header is None:
+                return
+            length, binary = framing.parse_header(header)
+            if binary:
+                if not self._skip(length):
+                    return
+                self._send(framing.error(0, "bad_request", "no request takes a binary frame"))
+                continue
+            if length > framing.MAX_JSON_FRAME:
+                return
+            payload = self._read_exact(length)
+            if payload is None:
+                return
+            self._dispatch(payload)
+
+    def _dispatch(self, payload: bytes) -> None:
+        try:
+            request = framing.parse_request(payload)
+        except framing.BadRequest as exc:
+            self._send(framing.error(exc.request_id, "bad_request", str(exc)))
+            return
+        with self._idle:
+            self._in_flight += 1
+        threading.Thread(target=self._work, args=(request,), daemon=True).start()
+
+    def _work(self, request: framing.Request) -> None:
+        try:
+            self._send(_answer(request, self._base_env))
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _send(self, message: dict[str, object]) -> None:
+        """Write one reply frame; if the peer is gone the reply has nowhere to go."""
+        with contextlib.suppress(OSError):
+            self._write(framing.encode(message))
+
+    def _write(self, data: bytes) -> None:
+        with self._write_lock:
+            self._sock.sendall(data)
+
+    def _read_exact(self, size: int) -> bytes | None:
+        """``size`` bytes, or None at EOF (a frame cut short is treated as EOF too)."""
+        data = self._reader.read(size)
+        return data if len(data) == size else None
+
+    def _skip(self, size: int) -> bool:
+        """Read and drop ``size`` bytes; False at EOF."""
+        while size:
+            chunk = self._reader.read(min(size, SKIP_CHUNK))
+            if not chunk:
+                return False
+            size -= len(chunk)
+        return True
+
+
+def _answer(request: framing.Request, base_env: dict[str, str]) -> dict[str, object]:
+    """Compute the reply to one request. Never raises: the host always gets an answer."""
+    if isinstance(request, framing.PingRequest):
+        return framing.pong(request.id, AGENT)
+    try:
+        outcome = runner.run(
+            request.argv, env=base_env | request.env, cwd=request.cwd, timeout_ms=request.timeout_ms
+        )
+    except ValueError as exc:  # NUL bytes or '=' in an env name: Popen refuses before forking
+        return framing.error(request.id, "bad_request", str(exc))
+    except Exception as exc:
+        return framing.error(request.id, "internal", f"{type(exc).__name__}: {exc}")
+    return framing.exec_result(
+        request.id,
+        stdout=outcome.stdout,
+        stderr=outcome.stderr,
+        exit_code=outcome.exit_code,
+        duration_ms=outcome.duration_ms,
+        timed_out=outcome.timed_out,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The agent's half of the hostd ↔ guest wire protocol, written with the stdlib only.
+
+``contracts/guest.py`` is the source of truth. The agent cannot import it (the template's
+python3 has no msgspec), so this module restates the constants, the frame header and the
+message shapes by hand. ``tests/contracts/test_guest_wire.py`` proves both ends agree byte for
+byte, which is why the reply builders below fix the key order msgspec uses: the ``t`` tag first,
+then ``id``, then the fields in the order ``contracts.guest`` declares them.
+
+Only JSON frames are produced here. Binary frames are parsed (their header at least) so that
+the agent can skip one it does not expect without losing its place in the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TypeGuard
+
+AGENT_PORT = 52
+PROTOCOL_VERSION = 1
+BINARY_FLAG = 0x8000_0000
+LENGTH_MASK = 0x7FFF_FFFF
+MAX_JSON_FRAME = 16 * 1024 * 1024
+HEADER_SIZE = 4
+
+DEFAULT_TIMEOUT_MS = 60_000
+
+
+class BadRequest(Exception):
+    """A JSON frame that is not a valid request. ``request_id`` is 0 when no id could be read,
+    so the host still gets an ``error`` frame it can log."""
+
+    def __init__(self, request_id: int, message: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class PingRequest:
+    id: int
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    id: int
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+
+
+Request = PingRequest | ExecRequest
+
+
+def parse_header(header: bytes) -> tuple[int, bool]:
+    """Split a 4-byte frame header into ``(length, is_binary)``."""
+    value = int.from_bytes(header, "big")
+    return value & LENGTH_MASK, bool(value & BINARY_FLAG)
+
+
+def encode(message: dict[str, object]) -> bytes:
+    """Return ``message`` as one JSON frame, header included.
+
+    Compact separators and raw UTF-8 (no ``\\u`` escapes for non-ASCII) are what msgspec emits.
+    Floats must be finite and written in fixed notation to match msgspec, which is why
+    ``exec_result`` rounds ``duration_ms`` to whole microseconds.
+    """
+    payload = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return len(payload).to_bytes(HEADER_SIZE, "big") + payload
+
+
+def pong(request_id: int, agent: str) -> dict[str, object]:
+    return {"t": "pong", "id": request_id, "version": PROTOCOL_VERSION, "agent": agent}
+
+
+def exec_result(
+    request_id: int, *, stdout: str, stderr: str, exit_code: int, duration_ms: float, timed_out: bool
+) -> dict[str, object]:
+    return {
+        "t": "exec.result",
+        "id": request_id,
+        "stdout": stdout,
+        "stderr": stderr,
+        "exit_code": exit_code,
+        "duration_ms": round(duration_ms, 3),
+        "timed_out": timed_out,
+    }
+
+
+def error(request_id: int, code: str, message: str) -> dict[str, object]:
+    return {"t": "error", "id": request_id, "code": code, "message": message}
+
+
+def parse_request(payload: bytes) -> Request:
+    """Decode and validate one JSON frame from the host.
+
+    Unknown fields are ignored, as msgspec does, so a newer host can add optional fields
+    without breaking an older agent. Anything else that ``contracts.guest`` would reject
+    raises ``BadRequest``.
+    """
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(0, f"malformed JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise BadRequest(0, "a frame must be a JSON object")
+    request_id = message.get("id")
+    if not _is_int(request_id):
+        raise BadRequest(0, "'id' must be an integer")
+    kind = message.get("t")
+    if kind == "ping":
+        return PingRequest(request_id)
+    if kind == "exec":
+        return _parse_exec(request_id, message)
+    raise BadRequest(request_id, f"unknown message type {kind!r}")
+
+
+def _parse_exec(request_id: int, message: dict[str, object]) -> ExecRequest:
+    argv = message.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+        raise BadRequest(request_id, "'argv' must be a non-empty list of strings")
+    env = message.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
+        raise BadRequest(request_id, "'env' must map strings to strings")
+    cwd = message.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise BadRequest(request_id, "'cwd' must be a string or null")
+    timeout_ms = message.get("timeout_ms", DEFAULT_TIMEOUT_MS)
+    if not _is_int(timeout_ms) or timeout_ms <= 0:
+        raise BadRequest(request_id, "'timeout_ms' must be a positive integer")
+    return ExecRequest(request_id, argv=argv, env=env, cwd=cwd, timeout_ms=timeout_ms)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """JSON integers only: Python's ``bool`` is an ``int`` but ``true`` is not a valid id."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,241 @@
+"""hostd's HTTP front end: the routes of ``contracts/host.py`` over ``HostController``.
+
+Served by ``granian --interface asgi --factory hosts.app:create_app --workers 1 --loop uvloop``.
+Exactly one worker: the controller's per-sandbox locks and agent connections live in this
+process, and two workers would race each other on the same sandboxes.
+
+This module only translates: HTTP requests into ``hosts.commands``, results into JSON, and
+``HostError`` subclasses into their status code with a ``HostErrorBody``. Every route needs
+``Authorization: Bearer <api_token>`` (the token hostd gave the core at registration).
+
+Start-up adopts whatever sandboxes a previous hostd left (``runtime.recover()``) and then
+registers with the core. Shutdown closes agent connections but deliberately leaves sandboxes
+running: a hostd restart or upgrade must not kill users' work, and the next hostd adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar, cast
+
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+
+from contracts.host import ExecRequest, ExecResult, HostErrorBody, HostHealth, SandboxInfo, SandboxSpec
+from contracts.observability import REQUEST_ID_HEADER, bind_request_id, configure_logging
+from hosts.commands import (
+    CreateSandbox,
+    DestroySandbox,
+    ExecInSandbox,
+    GetHealth,
+    ListSandboxes,
+    StartSandbox,
+    StopSandbox,
+)
+from hosts.config import HostdConfig, load_config
+from hosts.controller import HostController
+from hosts.errors import HostError
+from hosts.registration import Registrar
+from hosts.runtime.namespace import NamespaceRuntime
+from hosts.templates import TemplateStore
+
+log = structlog.get_logger("hosts.app")
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()
+_UNAUTHORIZED = msgspec.json.encode(
+    HostErrorBody(code="unauthorized", message="missing or wrong bearer token")
+)
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
+def create_app() -> Litestar:
+    """Build hostd from the environment (see ``hosts/config.py``)."""
+    config = load_config()
+    configure_logging("hostd", fmt=config.log_format)
+    return Litestar(
+        route_handlers=[
+            health,
+            list_sandboxes,
+            create_sandbox,
+            start_sandbox,
+            stop_sandbox,
+            destroy_sandbox,
+            exec_in,
+        ],
+        lifespan=[_lifespan(config)],
+        middleware=[DefineMiddleware(_AuthAndLog, api_token=config.api_token)],
+        exception_handlers={HostError: _host_error, HTTPException: _http_error, Exception: _unexpected_error},
+        logging_config=None,
+        openapi_config=None,
+    )
+
+
+def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        templates = TemplateStore(config.template_cache, config.build_script)
+        runtime = NamespaceRuntime(config)
+        inventory = await runtime.recover()
+        log.info("hostd starting", runtime=runtime.kind, adopted=len(inventory), api_url=config.api_url)
+        controller = HostController(runtime)
+        app.state.controller = controller
+        registrar = Registrar(config, runtime, templates.names)
+        registration = asyncio.create_task(registrar.run(), name="hostd-registration")
+        try:
+            yield
+        finally:
+            registration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await registration
+            await controller.close()
+            log.info("hostd stopped; sandboxes left running", sandboxes=len(runtime.list()))
+
+    return lifespan
+
+
+# routes -------------------------------------------------------------------------------------
+
+
+@get("/health")
+async def health(state: State) -> HostHealth:
+    return await _controller(state).handle(GetHealth())
+
+
+@get("/sandboxes")
+async def list_sandboxes(state: State) -> list[SandboxInfo]:
+    return await _controller(state).handle(ListSandboxes())
+
+
+@post("/sandboxes", status_code=200)
+async def create_sandbox(request: Request, state: State) -> SandboxInfo:
+    spec = await _decode(request, SandboxSpec)
+    return await _controller(state).handle(CreateSandbox(spec=spec))
+
+
+@post("/sandboxes/{sandbox_id:str}/start", status_code=200)
+async def start_sandbox(sandbox_id: str, request: Request, state: State) -> SandboxInfo:
+    spec = await _decode(request, SandboxSpec)
+    if spec.id != sandbox_id:
+        raise ValidationException(f"spec.id {spec.id!r} does not match the path's {sandbox_id!r}")
+    return await _controller(state).handle(StartSandbox(spec=spec))
+
+
+@post("/sandboxes/{sandbox_id:str}/stop", status_code=200)
+async def stop_sandbox(sandbox_id: str, state: State) -> SandboxInfo:
+    return await _controller(state).handle(StopSandbox(sandbox_id=sandbox_id))
+
+
+@delete("/sandboxes/{sandbox_id:str}")
+async def destroy_sandbox(sandbox_id: str, state: State) -> None:
+    await _controller(state).handle(DestroySandbox(sandbox_id=sandbox_id))
+
+
+@post("/sandboxes/{sandbox_id:str}/exec", status_code=200)
+async def exec_in(sandbox_id: str, request: Request, state: State) -> ExecResult:
+    exec_request = await _decode(request, ExecRequest)
+    return await _controller(state).handle(ExecInSandbox(sandbox_id=sandbox_id, request=exec_request))
+
+
+def _controller(state: State) -> HostController:
+    controller: HostController = state.controller
+    return controller
+
+
+async def _decode(request: Request, type_: type[_S]) -> _S:
+    """Decode the body strictly with the contract Struct (unknown fields are rejected)."""
+    try:
+        return msgspec.json.decode(await request.body(), type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValidationException(f"invalid {type_.__name__}: {exc}") from None
+
+
+# errors -------------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> Response[HostErrorBody]:
+    return Response(HostErrorBody(code=code, message=message), status_code=status)
+
+
+def _host_error(_: Request, exc: Exception) -> Response[HostErrorBody]:
+    assert isinstance(exc, HostError)
+    return _error(exc.status_code, exc.code, str(exc) or exc.code)
+
+
+def _http_error(_: Request, exc: Exception) -> Response[HostErrorBody]:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), exc.detail)
+
+
+def _unexpected_error(request: Request, exc: Exception) -> Response[HostErrorBody]:
+    log.error("unhandled error", method=request.method, path=request.url.path, exc_info=exc)
+    return _error(500, "internal", "internal error; see hostd's log")
+
+
+# middleware ---------------------------------------------------------------------------------
+
+
+class _AuthAndLog:
+    """ASGI middleware: bind the request id, check the bearer token, log one line per request.
+
+    Written at the ASGI level so a rejected request costs no routing or body parsing.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_token: str) -> None:
+        self._app = app
+        self._expected = f"Bearer {api_token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(cast("HTTPScope", scope), receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _http(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = bind_request_id(headers.get(_REQUEST_ID_KEY, b"").decode("latin-1"))
+        status = 500
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID_KEY, request_id.encode())]
+            await send(message)
+
+        try:
+            # compare_digest keeps the comparison time independent of where the tokens differ.
+            if hmac.compare_digest(headers.get(b"authorization", b""), self._expected):
+                await self._app(scope, receive, send_with_request_id)
+            else:
+                await _send_json(send_with_request_id, 401, _UNAUTHORIZED)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,87 @@
+"""The commands hostd accepts, whatever front end they arrive through.
+
+Each command is a frozen Struct; together they form a tagged union (tag field ``kind``), so
+the HTTP API (``hosts/app.py``) and any other front end (a config-file runner, a test) feed
+``HostController.handle`` the same values, and a list of commands can be decoded from JSON.
+
+Sandbox states are those of ``contracts.host.SandboxInfo``: ``running``, ``stopped``,
+``paused``; "absent" means the host holds no sandbox with that id. A command sent in a state
+it is not allowed in fails with ``SandboxConflict``, or ``SandboxNotFound`` when absent.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.host import ExecRequest, SandboxSpec
+
+
+class _Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"):
+    pass
+
+
+class CreateSandbox(_Command, frozen=True, tag="create"):
+    """Create ``spec.id`` from its template and boot it.
+
+    Allowed when: absent. Result: ``SandboxInfo`` (running).
+    """
+
+    spec: SandboxSpec
+
+
+class StartSandbox(_Command, frozen=True, tag="start"):
+    """Boot a stopped sandbox on the disk it kept.
+
+    Allowed when: stopped; running (a no-op, so a retried start succeeds).
+    Result: ``SandboxInfo`` (running).
+    """
+
+    spec: SandboxSpec
+
+
+class StopSandbox(_Command, frozen=True, tag="stop"):
+    """Kill every process of the sandbox and free its CPU and memory; the disk is kept.
+
+    Allowed when: running, paused; stopped (a no-op). Result: ``SandboxInfo`` (stopped).
+    """
+
+    sandbox_id: str
+
+
+class DestroySandbox(_Command, frozen=True, tag="destroy"):
+    """Remove every trace of the sandbox, disk included.
+
+    Allowed when: any state, and absent (idempotent, so the core can retry it).
+    Result: ``None``.
+    """
+
+    sandbox_id: str
+
+
+class ExecInSandbox(_Command, frozen=True, tag="exec"):
+    """Run a command to completion inside the sandbox, through its agent.
+
+    Allowed when: running. Result: ``contracts.host.ExecResult``.
+    """
+
+    sandbox_id: str
+    request: ExecRequest
+
+
+class ListSandboxes(_Command, frozen=True, tag="list"):
+    """Every sandbox whose disk this host holds.
+
+    Allowed: always. Result: ``list[SandboxInfo]``.
+    """
+
+
+class GetHealth(_Command, frozen=True, tag="health"):
+    """The host's liveness summary.
+
+    Allowed: always. Result: ``HostHealth``.
+    """
+
+
+Command = (
+    CreateSandbox | StartSandbox | StopSandbox | DestroySandbox | ExecInSandbox | ListSandboxes | GetHealth
+)

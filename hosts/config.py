@@ -1,0 +1,216 @@
+"""hostd's settings: read from the environment once, at start-up, and validated there.
+
+This is the only module in ``hosts/`` that reads ``os.environ``. ``load_config`` turns the
+``DNAH_*`` variables into one frozen ``HostdConfig`` that is passed down explicitly, so a typo
+or a nonsensical value stops hostd before it touches the network or the kernel, with a message
+naming the variable, instead of surfacing later as an obscure runtime failure.
+
+Capacity (``cpu``, ``ram_mb``, ``disk_gb``) is what hostd offers the scheduler; left unset it
+is taken from the machine (all CPUs, all memory, the free space under the var dir).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+GUEST_DIR = REPO_DIR / "guest"
+"""The guest agent's source, mounted read-only into every sandbox (not imported by hostd)."""
+BUILD_SCRIPT = REPO_DIR / "install" / "build-template.sh"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 3200
+DEFAULT_CORE_URL = "http://127.0.0.1:3100"
+DEFAULT_VAR_DIR = "./var"
+DEFAULT_TEMPLATE_CACHE = "/var/cache/dnah/templates"
+DEFAULT_BRIDGE = "dnah0"
+DEFAULT_SUBNET = "10.213.0.0/16"
+DEFAULT_CGROUP = "dnah"
+DEFAULT_HEARTBEAT_S = 10.0
+
+_IFNAMSIZ = 15
+"""Longest Linux interface name; the bridge and the veths derived from it must fit."""
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_LOG_FORMATS = ("json", "console")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A ``DNAH_*`` variable is missing or invalid; the message names it."""
+
+
+class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything hostd needs to know about its environment, fixed for the process lifetime."""
+
+    host: str
+    port: int
+    core_url: str
+    bootstrap_token: str
+    """Proves to the core, at registration, that this host belongs to the cluster."""
+    host_name: str
+    var_dir: Path
+    template_cache: Path
+    bridge: str
+    subnet: ipaddress.IPv4Network
+    cgroup: str
+    cpu: int
+    ram_mb: int
+    disk_gb: int
+    api_token: str
+    """Bearer token for hostd's own API; handed to the core at registration."""
+    heartbeat_s: float
+    """Heartbeat interval used only when the core's registration answer gives none (≤ 0)."""
+    log_format: str | None
+    guest_dir: Path
+    build_script: Path
+
+    @property
+    def state_dir(self) -> Path:
+        """Where hostd keeps its own state (sandbox disks, sockets, runtime records)."""
+        return self.var_dir / "hostd"
+
+    @property
+    def api_url(self) -> str:
+        """The URL the core uses to reach this hostd."""
+        return f"http://{self.host}:{self.port}"
+
+
+def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
+    """Build and validate the configuration from ``environ``.
+
+    Raises:
+        ConfigError: a variable is missing or malformed.
+    """
+    env = _Env(environ)
+    var_dir = Path(env.text("DNAH_VAR_DIR", DEFAULT_VAR_DIR)).absolute()
+    return HostdConfig(
+        host=env.text("DNAH_HOSTD_HOST", DEFAULT_HOST),
+        port=env.parse("DNAH_HOSTD_PORT", _port, DEFAULT_PORT),
+        core_url=env.parse("DNAH_CORE_URL", _http_url, DEFAULT_CORE_URL),
+        bootstrap_token=env.required("DNAH_BOOTSTRAP_TOKEN"),
+        host_name=env.parse("DNAH_HOST_NAME", _name, socket.gethostname()),
+        var_dir=var_dir,
+        template_cache=Path(env.text("DNAH_TEMPLATE_CACHE", DEFAULT_TEMPLATE_CACHE)).absolute(),
+        bridge=env.parse("DNAH_HOST_BRIDGE", _ifname, DEFAULT_BRIDGE),
+        subnet=env.parse("DNAH_HOST_SUBNET", _subnet, _subnet(DEFAULT_SUBNET)),
+        cgroup=env.parse("DNAH_HOST_CGROUP", _name, DEFAULT_CGROUP),
+        cpu=env.parse("DNAH_HOST_CPU", _positive_int, os.cpu_count() or 1),
+        ram_mb=env.parse("DNAH_HOST_RAM_MB", _positive_int, _machine_ram_mb()),
+        disk_gb=env.parse("DNAH_HOST_DISK_GB", _positive_int, _free_disk_gb(var_dir)),
+        api_token=env.parse("DNAH_HOSTD_TOKEN", _token, secrets.token_urlsafe(32)),
+        heartbeat_s=env.parse("DNAH_HEARTBEAT_S", _positive_float, DEFAULT_HEARTBEAT_S),
+        log_format=env.parse("DNAH_LOG_FORMAT", _log_format, None),
+        guest_dir=GUEST_DIR,
+        build_script=BUILD_SCRIPT,
+    )
+
+
+class _Env:
+    """Reads variables, treating empty as unset and prefixing parse errors with the name."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str, default: str) -> str:
+        return self._environ.get(name) or default
+
+    def required(self, name: str) -> str:
+        value = self._environ.get(name)
+        if not value:
+            raise ConfigError(f"{name} is required")
+        return value
+
+    def parse(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._environ.get(name)
+        if not raw:
+            return default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 1 <= port <= 65535:
+        raise ValueError("must be a TCP port (1-65535)")
+    return port
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _name(raw: str) -> str:
+    if not _NAME_RE.fullmatch(raw):
+        raise ValueError("may only contain letters, digits, '.', '_' and '-'")
+    return raw
+
+
+def _ifname(raw: str) -> str:
+    _name(raw)
+    if len(raw) > _IFNAMSIZ:
+        raise ValueError(f"interface names are at most {_IFNAMSIZ} characters")
+    return raw
+
+
+def _subnet(raw: str) -> ipaddress.IPv4Network:
+    subnet = ipaddress.IPv4Network(raw)
+    if subnet.prefixlen > 30:
+        raise ValueError("needs room for a gateway and sandboxes (prefix /30 or shorter)")
+    return subnet
+
+
+def _token(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters")
+    return raw
+
+
+def _log_format(raw: str) -> str:
+    if raw not in _LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(_LOG_FORMATS)}")
+    return raw
+
+
+def _machine_ram_mb() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    raise ConfigError("cannot read MemTotal from /proc/meminfo; set DNAH_HOST_RAM_MB")
+
+
+def _free_disk_gb(var_dir: Path) -> int:
+    """Free space of the filesystem that will hold ``var_dir`` (which may not exist yet)."""
+    existing = next(p for p in (var_dir, *var_dir.parents) if p.exists())
+    return max(1, shutil.disk_usage(existing).free // 2**30)

@@ -1,0 +1,204 @@
+"""hostd's controller: executes ``hosts.commands`` against a runtime and the sandboxes' agents.
+
+The controller is where sandbox states are enforced (see ``hosts/commands.py``) and where
+commands on one sandbox are ordered. Lifecycle commands (create, start, stop, destroy) on the
+same sandbox run one at a time, in arrival order: a destroy that arrives while the create is
+still booting waits for it, then removes what it built. Exec takes no lock; it only needs
+the sandbox to be running when it starts, and if a stop or destroy kills the sandbox under
+it, it fails with the error that describes the new state.
+
+Each running sandbox has at most one agent connection, opened on first use and shared by all
+concurrent execs (the guest protocol multiplexes requests by id).
+
+No transport lives here: front ends (HTTP in ``hosts/app.py``) translate to and from commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import overload
+
+import structlog
+
+from contracts import guest
+from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo
+from hosts.agent_client import AgentClient
+from hosts.commands import (
+    Command,
+    CreateSandbox,
+    DestroySandbox,
+    ExecInSandbox,
+    GetHealth,
+    ListSandboxes,
+    StartSandbox,
+    StopSandbox,
+)
+from hosts.errors import AgentUnavailable, SandboxConflict, SandboxNotFound
+from hosts.runtime.base import SandboxRuntime
+
+log = structlog.get_logger("hosts.controller")
+
+
+class HostController:
+    """Runs commands on one host. Create one per runtime; call ``close`` at shutdown."""
+
+    def __init__(self, runtime: SandboxRuntime) -> None:
+        self._runtime = runtime
+        self._lifecycle = _KeyedLocks()
+        self._connecting = _KeyedLocks()
+        self._agents: dict[str, AgentClient] = {}
+
+    @overload
+    async def handle(self, cmd: CreateSandbox | StartSandbox | StopSandbox) -> SandboxInfo: ...
+    @overload
+    async def handle(self, cmd: DestroySandbox) -> None: ...
+    @overload
+    async def handle(self, cmd: ExecInSandbox) -> ExecResult: ...
+    @overload
+    async def handle(self, cmd: ListSandboxes) -> list[SandboxInfo]: ...
+    @overload
+    async def handle(self, cmd: GetHealth) -> HostHealth: ...
+
+    async def handle(self, cmd: Command) -> SandboxInfo | ExecResult | HostHealth | list[SandboxInfo] | None:
+        """Execute ``cmd`` and return its result (see each command's docstring).
+
+        Raises:
+            HostError: a subclass describing why the command could not be carried out.
+        """
+        match cmd:
+            case ExecInSandbox(sandbox_id=sandbox_id, request=request):
+                return await self._exec(sandbox_id, request)
+            case CreateSandbox(spec=spec):
+                async with self._lifecycle.hold(spec.id):
+                    if self._find(spec.id) is not None:
+                        raise SandboxConflict(f"sandbox {spec.id} already exists")
+                    return await self._runtime.create(spec)
+            case StartSandbox(spec=spec):
+                async with self._lifecycle.hold(spec.id):
+                    info = self._get(spec.id)
+                    if info.state == "running":
+                        return info
+                    if info.state != "stopped":
+                        raise SandboxConflict(f"sandbox {spec.id} is {info.state}; only a stopped one starts")
+                    return await self._runtime.start(spec)
+            case StopSandbox(sandbox_id=sandbox_id):
+                async with self._lifecycle.hold(sandbox_id):
+                    if self._get(sandbox_id).state == "stopped":
+                        return self._get(sandbox_id)
+                    info = await self._runtime.stop(sandbox_id)
+                    await self._drop_agent(sandbox_id)
+                    return info
+            case DestroySandbox(sandbox_id=sandbox_id):
+                async with self._lifecycle.hold(sandbox_id):
+                    await self._runtime.destroy(sandbox_id)
+                    await self._drop_agent(sandbox_id)
+                    return None
+            case ListSandboxes():
+                return self._runtime.list()
+            case GetHealth():
+                return HostHealth(
+                    status="ok", runtime=self._runtime.kind, sandboxes=len(self._runtime.list())
+                )
+
+    async def close(self) -> None:
+        """Close every agent connection. Sandboxes are left running."""
+        for sandbox_id in list(self._agents):
+            await self._drop_agent(sandbox_id)
+
+    async def _exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
+        self._require_running(sandbox_id)
+        client, reused = await self._agent(sandbox_id)
+        try:
+            result = await _run(client, request)
+        except AgentUnavailable:
+            await self._drop_agent(sandbox_id, client)
+            self._require_running(sandbox_id)
+            # A pooled connection can be dead without our knowing (the agent restarted), in
+            # which case the request never reached an agent and one retry on a new
+            # connection is safe. A connection we just opened is not retried: its failure
+            # says the agent itself is gone, and repeating could run the command twice.
+            if not reused:
+                raise
+            log.info("agent connection was stale, reconnecting", sandbox_id=sandbox_id)
+            client, _ = await self._agent(sandbox_id)
+            result = await _run(client, request)
+        return ExecResult(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            exit_code=result.exit_code,
+            duration_ms=result.duration_ms,
+            timed_out=result.timed_out,
+        )
+
+    async def _agent(self, sandbox_id: str) -> tuple[AgentClient, bool]:
+        """The sandbox's agent connection, and whether it was already open (pooled)."""
+        client = self._agents.get(sandbox_id)
+        if client is not None and not client.closed:
+            return client, True
+        async with self._connecting.hold(sandbox_id):
+            client = self._agents.get(sandbox_id)
+            if client is not None and not client.closed:
+                return client, True
+            try:
+                client = await AgentClient.connect(self._runtime.agent_socket(sandbox_id))
+            except AgentUnavailable:
+                self._require_running(sandbox_id)
+                raise
+            self._agents[sandbox_id] = client
+            return client, False
+
+    async def _drop_agent(self, sandbox_id: str, client: AgentClient | None = None) -> None:
+        """Forget and close the sandbox's connection (only if it is still ``client``, if given)."""
+        current = self._agents.get(sandbox_id)
+        if current is None or (client is not None and current is not client):
+            return
+        del self._agents[sandbox_id]
+        await current.close()
+
+    def _find(self, sandbox_id: str) -> SandboxInfo | None:
+        return next((info for info in self._runtime.list() if info.id == sandbox_id), None)
+
+    def _get(self, sandbox_id: str) -> SandboxInfo:
+        info = self._find(sandbox_id)
+        if info is None:
+            raise SandboxNotFound(f"no sandbox {sandbox_id} on this host")
+        return info
+
+    def _require_running(self, sandbox_id: str) -> None:
+        state = self._get(sandbox_id).state
+        if state != "running":
+            raise SandboxConflict(f"sandbox {sandbox_id} is {state}, not running")
+
+
+async def _run(client: AgentClient, request: ExecRequest) -> guest.ExecResult:
+    return await client.exec(request.cmd, env=request.env, cwd=request.cwd, timeout_ms=request.timeout_ms)
+
+
+class _KeyedLocks:
+    """One ``asyncio.Lock`` per key, created on demand and dropped once nobody holds or awaits
+    it, so ids of destroyed sandboxes do not accumulate. Waiters are served in FIFO order."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, _Slot] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        slot = self._slots.get(key) or self._slots.setdefault(key, _Slot())
+        slot.users += 1
+        try:
+            async with slot.lock:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[key]
+
+
+class _Slot:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0

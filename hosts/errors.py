@@ -1,0 +1,51 @@
+"""hostd's exception tree. The HTTP front end (``hosts/app.py``) maps each to a status once.
+
+HostError
+├── SandboxNotFound        404  no such sandbox on this host
+├── SandboxConflict        409  the sandbox is not in a state that allows the command
+├── TemplateNotFound       404  the host has no such template
+├── AgentUnavailable       502  the in-sandbox agent did not answer (dead sandbox, not booted)
+├── AgentError             502  the agent answered with an error frame
+└── RuntimeFailure         500  a runtime step (mount, cgroup, netns, spawn) failed
+"""
+
+from __future__ import annotations
+
+
+class HostError(Exception):
+    status_code = 500
+    code = "host_error"
+
+
+class SandboxNotFound(HostError):
+    status_code = 404
+    code = "sandbox_not_found"
+
+
+class SandboxConflict(HostError):
+    status_code = 409
+    code = "sandbox_conflict"
+
+
+class TemplateNotFound(HostError):
+    status_code = 404
+    code = "template_not_found"
+
+
+class AgentUnavailable(HostError):
+    status_code = 502
+    code = "agent_unavailable"
+
+
+class AgentError(HostError):
+    status_code = 502
+    code = "agent_error"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.agent_code = code
+
+
+class RuntimeFailure(HostError):
+    status_code = 500
+    code = "runtime_failure"

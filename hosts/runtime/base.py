@@ -1,0 +1,69 @@
+"""The runtime-backend interface, shaped for Cloud Hypervisor.
+
+A backend boots a sandbox from a template, pauses and resumes it, snapshots it to a
+directory and restores it from one, and destroys it. Every backend exposes the agent the
+same way: a Unix socket speaking Cloud Hypervisor's hybrid-vsock handshake (see
+``contracts.guest``), so hostd's agent client is identical whatever runs the sandbox.
+
+Only the namespace backend exists today (``namespace.py``); the Cloud Hypervisor backend will
+implement the same Protocol with ``vm.create``/``vm.boot``/``vm.pause``/``vm.snapshot``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from contracts.host import SandboxInfo, SandboxSpec
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    memory_snapshot: bool
+    """True when ``snapshot`` captures memory (a VMM); False for filesystem-only backends."""
+    live_resize: bool
+
+
+class SandboxRuntime(Protocol):
+    kind: str
+    capabilities: Capabilities
+
+    async def recover(self) -> list[SandboxInfo]:
+        """Called once at hostd start: adopt what a previous hostd left, return the inventory."""
+        ...
+
+    async def create(self, spec: SandboxSpec) -> SandboxInfo:
+        """Create and boot a sandbox; return when its agent answers. On any failure, everything
+        created so far is removed before the error propagates."""
+        ...
+
+    async def start(self, spec: SandboxSpec) -> SandboxInfo:
+        """Boot a stopped sandbox on its existing disk."""
+        ...
+
+    async def stop(self, sandbox_id: str) -> SandboxInfo:
+        """Kill the sandbox's processes and free CPU/memory; the disk is kept."""
+        ...
+
+    async def pause(self, sandbox_id: str) -> SandboxInfo: ...
+
+    async def resume(self, sandbox_id: str) -> SandboxInfo: ...
+
+    async def snapshot(self, sandbox_id: str, directory: Path) -> None:
+        """Write the sandbox's state (filesystem, and memory if supported) into ``directory``."""
+        ...
+
+    async def restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
+        """Replace the sandbox's state with the snapshot in ``directory`` and boot it."""
+        ...
+
+    async def destroy(self, sandbox_id: str) -> None:
+        """Remove every trace of the sandbox. Idempotent."""
+        ...
+
+    def list(self) -> list[SandboxInfo]: ...
+
+    def agent_socket(self, sandbox_id: str) -> Path:
+        """The Unix socket on which ``CONNECT <port>`` reaches the sandbox's agent."""
+        ...

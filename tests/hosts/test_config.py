@@ -1,0 +1,94 @@
+"""hostd's configuration: defaults, overrides, and start-up errors that name the variable."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from hosts.config import BUILD_SCRIPT, GUEST_DIR, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent.parent
+MINIMAL = {"DNAH_BOOTSTRAP_TOKEN": "boot-token"}
+
+
+def test_defaults_come_from_the_machine(tmp_path: Path) -> None:
+    config = load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)})
+
+    assert (config.host, config.port, config.core_url) == ("127.0.0.1", 3200, "http://127.0.0.1:3100")
+    assert config.api_url == "http://127.0.0.1:3200"
+    assert config.state_dir == tmp_path / "hostd"
+    assert (config.bridge, config.cgroup) == ("dnah0", "dnah")
+    assert config.subnet == ipaddress.IPv4Network("10.213.0.0/16")
+    assert config.template_cache == Path("/var/cache/dnah/templates")
+    assert config.cpu == os.cpu_count()
+    assert 0 < config.ram_mb and 0 < config.disk_gb
+    assert len(config.api_token) >= 32
+    assert config.log_format is None
+    assert config.guest_dir == GUEST_DIR == REPO / "guest"
+    assert config.build_script == BUILD_SCRIPT == REPO / "install" / "build-template.sh"
+    assert BUILD_SCRIPT.is_file()
+
+
+def test_each_start_gets_a_fresh_api_token_unless_one_is_set() -> None:
+    assert load_config(MINIMAL).api_token != load_config(MINIMAL).api_token
+    fixed = "t" * 20
+    assert load_config({**MINIMAL, "DNAH_HOSTD_TOKEN": fixed}).api_token == fixed
+
+
+def test_overrides(tmp_path: Path) -> None:
+    config = load_config(
+        {
+            **MINIMAL,
+            "DNAH_HOSTD_HOST": "0.0.0.0",
+            "DNAH_HOSTD_PORT": "4200",
+            "DNAH_CORE_URL": "https://core.example:8443/",
+            "DNAH_HOST_NAME": "host-7",
+            "DNAH_VAR_DIR": str(tmp_path / "not-yet-created"),
+            "DNAH_HOST_BRIDGE": "br-test",
+            "DNAH_HOST_SUBNET": "10.9.0.0/24",
+            "DNAH_HOST_CPU": "3",
+            "DNAH_HOST_RAM_MB": "2048",
+            "DNAH_HOST_DISK_GB": "50",
+            "DNAH_HEARTBEAT_S": "2.5",
+            "DNAH_LOG_FORMAT": "json",
+        }
+    )
+
+    assert config.api_url == "http://0.0.0.0:4200"
+    assert config.core_url == "https://core.example:8443"
+    assert config.host_name == "host-7"
+    assert config.state_dir == tmp_path / "not-yet-created" / "hostd"
+    assert config.subnet == ipaddress.IPv4Network("10.9.0.0/24")
+    assert (config.cpu, config.ram_mb, config.disk_gb) == (3, 2048, 50)
+    assert config.heartbeat_s == 2.5
+    assert config.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DNAH_HOSTD_PORT", "0"),
+        ("DNAH_HOSTD_PORT", "http"),
+        ("DNAH_CORE_URL", "127.0.0.1:3100"),
+        ("DNAH_HOST_BRIDGE", "a-very-long-bridge-name"),
+        ("DNAH_HOST_CGROUP", "../escape"),
+        ("DNAH_HOST_SUBNET", "10.0.0.1/16"),
+        ("DNAH_HOST_SUBNET", "10.0.0.0/31"),
+        ("DNAH_HOST_CPU", "-1"),
+        ("DNAH_HOST_RAM_MB", "lots"),
+        ("DNAH_HEARTBEAT_S", "0"),
+        ("DNAH_HOSTD_TOKEN", "short"),
+        ("DNAH_LOG_FORMAT", "xml"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load_config({**MINIMAL, name: value})
+
+
+def test_bootstrap_token_is_required() -> None:
+    with pytest.raises(ConfigError, match="DNAH_BOOTSTRAP_TOKEN is required"):
+        load_config({})
