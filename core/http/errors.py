@@ -39,11 +39,16 @@ def core_error(_: Request, exc: CoreError) -> Response[ErrorBody]:
 def validation_error(_: Request, exc: ValidationException) -> Response[ErrorBody]:
     # Litestar puts msgspec's precise complaint ("Expected `int`, got `str` - at `$.cpu`")
     # in ``extra``; that is the part a user can act on.
-    details = "; ".join(
-        str(item.get("message", item)) if isinstance(item, dict) else str(item) for item in (exc.extra or [])
-    )
+    details = "; ".join(_describe(item) for item in (exc.extra or []))
     message = f"invalid request body: {details}" if details else "invalid request"
     return _render(400, message, "bad_request")
+
+
+def _describe(item: object) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    key = item.get("key")
+    return f"{key}: {item.get('message')}" if key else str(item.get("message", item))
 
 
 def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:

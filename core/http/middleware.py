@@ -20,7 +20,6 @@ def request_context(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
-        structlog.contextvars.clear_contextvars()
         request_id = bind_request_id(incoming)
         started = time.perf_counter()
         status = 500

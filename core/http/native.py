@@ -107,12 +107,12 @@ class NativeSandboxes(Controller):
         self,
         principal: Principal,
         sandboxes: SandboxService,
-        state: str | None = None,
+        state_filter: str | None = Parameter(query="state", default=None),
         limit: int = Parameter(default=100, ge=1, le=1000),
         cursor: str | None = None,
     ) -> SandboxList:
         records = await sandboxes.list_for_org(
-            principal.org_id, states=parse_states(state), limit=limit, before=decode_cursor(cursor)
+            principal.org_id, states=parse_states(state_filter), limit=limit, before=decode_cursor(cursor)
         )
         next_cursor = encode_cursor(records[-1]) if len(records) == limit else None
         return SandboxList(items=[to_native(r) for r in records], next_cursor=next_cursor)
