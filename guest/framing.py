@@ -4,15 +4,17 @@
 python3 has no msgspec), so this module restates the constants, the frame header and the
 message shapes by hand. ``tests/contracts/test_guest_wire.py`` proves both ends agree byte for
 byte, which is why the reply builders below fix the key order msgspec uses: the ``t`` tag first,
-then ``id``, then the fields in the order ``contracts.guest`` declares them.
+then the message's own fields in the order ``contracts.guest`` declares them, then ``id``
+(msgspec puts the keyword-only fields inherited from ``_Msg`` after the subclass's fields).
 
-Only JSON frames are produced here. Binary frames are parsed (their header at least) so that
-the agent can skip one it does not expect without losing its place in the stream.
+Only JSON frames are produced here. No request takes binary data yet, but the header parser
+recognises binary frames so the agent can skip one without losing its place in the stream.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
@@ -58,7 +60,7 @@ def parse_header(header: bytes) -> tuple[int, bool]:
     return value & LENGTH_MASK, bool(value & BINARY_FLAG)
 
 
-def encode(message: dict[str, object]) -> bytes:
+def encode(message: Mapping[str, object]) -> bytes:
     """Return ``message`` as one JSON frame, header included.
 
     Compact separators and raw UTF-8 (no ``\\u`` escapes for non-ASCII) are what msgspec emits.
@@ -70,7 +72,7 @@ def encode(message: dict[str, object]) -> bytes:
 
 
 def pong(request_id: int, agent: str) -> dict[str, object]:
-    return {"t": "pong", "id": request_id, "version": PROTOCOL_VERSION, "agent": agent}
+    return {"t": "pong", "version": PROTOCOL_VERSION, "agent": agent, "id": request_id}
 
 
 def exec_result(
@@ -78,17 +80,17 @@ def exec_result(
 ) -> dict[str, object]:
     return {
         "t": "exec.result",
-        "id": request_id,
         "stdout": stdout,
         "stderr": stderr,
         "exit_code": exit_code,
         "duration_ms": round(duration_ms, 3),
         "timed_out": timed_out,
+        "id": request_id,
     }
 
 
 def error(request_id: int, code: str, message: str) -> dict[str, object]:
-    return {"t": "error", "id": request_id, "code": code, "message": message}
+    return {"t": "error", "code": code, "message": message, "id": request_id}
 
 
 def parse_request(payload: bytes) -> Request:

@@ -1,0 +1,255 @@
+"""hostd's client for the in-sandbox agent (the protocol is in ``contracts/guest.py``).
+
+One ``AgentClient`` is one connection to one sandbox's agent socket, shared by every
+concurrent request to that sandbox: each request gets the next id, its future waits in
+``_pending``, and a single reader task hands each reply to the future with the same id.
+
+Failure model:
+
+* The connection dropping, or the agent breaking the protocol (a frame that does not decode,
+  a binary frame, an oversize header, a reply of the wrong type), closes the connection and
+  fails every pending request with ``AgentUnavailable``; the caller reconnects. A
+  connection lost while an ``exec`` was in flight does not say whether the command ran.
+* A request the agent rejects comes back as an ``error`` frame and raises ``AgentError``;
+  the connection stays usable.
+* A request with no answer in time raises ``AgentUnavailable``; a late reply is dropped.
+
+The connect handshake retries while the socket is missing, refused or reset, because that is
+what an agent that has not started listening yet looks like, under Cloud Hypervisor (the
+muxer resets connections to an unbound port) as well as under the namespace runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+
+from contracts import guest
+from hosts.errors import AgentError, AgentUnavailable
+
+log = structlog.get_logger("hosts.agent_client")
+
+EXEC_MARGIN = 5.0
+"""Seconds an ``exec`` reply may lag its ``timeout_ms``: the agent's kill, reap and reply."""
+RETRY_FIRST = 0.002
+RETRY_MAX = 0.005
+"""Backoff between handshake attempts, doubling from RETRY_FIRST up to RETRY_MAX seconds."""
+
+_NOT_LISTENING_YET = (
+    FileNotFoundError,
+    ConnectionRefusedError,
+    ConnectionResetError,
+    BrokenPipeError,
+    asyncio.IncompleteReadError,
+)
+
+_Reply = TypeVar("_Reply", guest.Pong, guest.ExecResult)
+
+
+class AgentClient:
+    """A multiplexed connection to one agent. Create it with ``connect`` or ``wait_ready``."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._name = name
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], type[msgspec.Struct]]] = {}
+        self._closed = False
+        self._reader_task = asyncio.create_task(self._read_replies(), name=f"agent-reader {name}")
+
+    @classmethod
+    async def connect(
+        cls,
+        socket_path: str | Path,
+        *,
+        port: int = guest.AGENT_PORT,
+        timeout: float = 5.0,  # noqa: ASYNC109 — a bound on the retry loop, not just one await
+    ) -> AgentClient:
+        """Open the socket, do the ``CONNECT``/``OK`` handshake and start the reader task.
+
+        Retries with a 2–5 ms backoff while the socket is missing, refused or reset, until
+        ``timeout`` seconds have passed; then raises ``AgentUnavailable``.
+        """
+        name = f"{socket_path}:{port}"
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await _open_with_retry(str(socket_path), port)
+        except TimeoutError:
+            raise AgentUnavailable(f"no agent answered on {name} within {timeout}s") from None
+        except OSError as exc:
+            raise AgentUnavailable(f"cannot reach the agent on {name}: {exc}") from exc
+        return cls(reader, writer, name)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def ping(self, *, timeout: float = 2.0) -> guest.Pong:  # noqa: ASYNC109 — callers' one knob
+        """Check that the agent is alive and learn its protocol version."""
+        return await self._call(lambda request_id: guest.Ping(id=request_id), guest.Pong, timeout)
+
+    async def exec(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        timeout_ms: int = 60_000,
+    ) -> guest.ExecResult:
+        """Run ``argv`` in the sandbox to completion.
+
+        The agent enforces ``timeout_ms`` itself (``timed_out=True`` in the result); this side
+        waits ``EXEC_MARGIN`` seconds longer before giving up on the reply.
+        """
+        return await self._call(
+            lambda request_id: guest.Exec(
+                id=request_id, argv=argv, env=env or {}, cwd=cwd, timeout_ms=timeout_ms
+            ),
+            guest.ExecResult,
+            timeout_ms / 1000 + EXEC_MARGIN,
+        )
+
+    async def close(self) -> None:
+        """Close the connection and fail whatever is still pending. Idempotent."""
+        self._reader_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader_task
+        # a reader cancelled before its first step never runs its own cleanup
+        self._shut(f"the connection to {self._name} was closed")
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+    async def _call(
+        self, make: Callable[[int], msgspec.Struct], reply_type: type[_Reply], wait: float
+    ) -> _Reply:
+        """Send one request and wait for the reply with its id.
+
+        There is no ``drain``: requests are small and each caller waits for its reply anyway,
+        and a write to a dead connection needs no handling here because the reader task sees
+        the loss and fails every pending future, this one included.
+        """
+        if self._closed:
+            raise AgentUnavailable(f"the connection to {self._name} is closed")
+        request_id = next(self._ids)
+        future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (future, reply_type)
+        try:
+            self._writer.write(guest.encode(make(request_id)))
+            async with asyncio.timeout(wait):
+                return await future
+        except TimeoutError:
+            raise AgentUnavailable(f"the agent on {self._name} did not answer within {wait}s") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_replies(self) -> None:
+        """The reader task: deliver replies until the connection ends, breaks the protocol or
+        is closed; however it stops, every request still pending fails."""
+        reason = f"the connection to {self._name} was closed"
+        try:
+            while True:
+                self._deliver(await self._read_frame())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            reason = f"the agent on {self._name} closed the connection"
+        except _ProtocolViolation as exc:
+            log.warning("agent broke the protocol", agent=self._name, reason=str(exc))
+            reason = f"the agent on {self._name} broke the protocol: {exc}"
+        finally:
+            self._shut(reason)
+
+    async def _read_frame(self) -> guest.GuestToHost:
+        length, binary = guest.parse_header(await self._reader.readexactly(4))
+        if binary:
+            raise _ProtocolViolation("a binary frame, which no reply carries")
+        if length > guest.MAX_JSON_FRAME:
+            raise _ProtocolViolation(f"a {length}-byte JSON frame")
+        payload = await self._reader.readexactly(length)
+        try:
+            return guest.decode_from_guest(payload)
+        except msgspec.DecodeError as exc:
+            raise _ProtocolViolation(f"an undecodable frame ({exc})") from None
+
+    def _deliver(self, reply: guest.GuestToHost) -> None:
+        """Resolve the future waiting for ``reply.id``; drop replies nobody waits for."""
+        entry = self._pending.get(reply.id)
+        if entry is None:
+            log.info("dropped agent reply", agent=self._name, id=reply.id, type=type(reply).__name__)
+            return
+        future, expected = entry
+        if not isinstance(reply, guest.Error | expected):
+            raise _ProtocolViolation(f"{type(reply).__name__} in reply to a {expected.__name__} request")
+        del self._pending[reply.id]
+        if future.done():  # the caller was cancelled and has not unregistered yet
+            return
+        if isinstance(reply, guest.Error):
+            future.set_exception(AgentError(reply.code, reply.message))
+        else:
+            future.set_result(reply)
+
+    def _shut(self, reason: str) -> None:
+        """Mark the connection closed, fail every pending request with ``AgentUnavailable(reason)``
+        (one instance each, so their tracebacks stay apart) and drop the socket."""
+        self._closed = True
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(AgentUnavailable(reason))
+        self._pending.clear()
+        self._writer.close()
+
+
+async def wait_ready(socket_path: str | Path, *, timeout: float) -> AgentClient:  # noqa: ASYNC109 — spans retries
+    """Connect and ping until the agent answers; the runtime calls this after spawning a sandbox.
+
+    A handshake that succeeds is not enough: the agent must also answer a request. Raises
+    ``AgentUnavailable`` once ``timeout`` seconds have passed without a ``pong``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        client = await AgentClient.connect(socket_path, timeout=max(0.0, deadline - loop.time()))
+        try:
+            await client.ping(timeout=max(0.0, deadline - loop.time()))
+        except AgentUnavailable:
+            await client.close()
+            if loop.time() >= deadline:
+                raise
+            continue
+        return client
+
+
+class _ProtocolViolation(Exception):
+    """The agent sent something the protocol does not allow; the connection is unusable."""
+
+
+async def _open_with_retry(socket_path: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Handshake until it succeeds; the caller's timeout bounds the loop."""
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return await _handshake(socket_path, port)
+        except _NOT_LISTENING_YET:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX)
+
+
+async def _handshake(socket_path: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Write ``CONNECT <port>`` and expect ``OK <n>``; the stream then carries frames."""
+    reader, writer = await asyncio.open_unix_connection(socket_path)
+    try:
+        writer.write(f"CONNECT {port}\n".encode())
+        line = await reader.readuntil(b"\n")
+        words = line.split()
+        if len(words) != 2 or words[0] != b"OK" or not words[1].isdigit():
+            raise AgentUnavailable(f"unexpected handshake reply {line[:64]!r} on {socket_path}")
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer

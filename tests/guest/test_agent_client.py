@@ -1,0 +1,180 @@
+"""``AgentClient`` against a scripted fake agent: the misbehaviour a real agent never shows.
+
+The fake answers the handshake the way Cloud Hypervisor's muxer does (``OK`` with a local port
+from 2^30 up, not the guest port), so the client is also shown not to depend on the number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from contracts import guest
+from hosts.agent_client import AgentClient
+from hosts.errors import AgentError, AgentUnavailable
+
+Respond = Callable[[guest.HostToGuest], list[bytes]]
+
+
+def pong(request: guest.HostToGuest) -> bytes:
+    return guest.encode(guest.Pong(id=request.id, version=guest.PROTOCOL_VERSION, agent="fake"))
+
+
+class FakeAgent:
+    """Answers each request with whatever frames ``respond`` returns for it."""
+
+    def __init__(
+        self, respond: Respond, *, handshake_reply: bytes = b"OK 1073741824\n", refuse_first: int = 0
+    ):
+        self.respond = respond
+        self.handshake_reply = handshake_reply
+        self.refuse_first = refuse_first
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            if self.connections <= self.refuse_first:
+                return  # hang up, as the muxer does while nothing listens on the port
+            await reader.readuntil(b"\n")
+            writer.write(self.handshake_reply)
+            while True:
+                length, _ = guest.parse_header(await reader.readexactly(4))
+                request = guest.decode_from_host(await reader.readexactly(length))
+                for frame in self.respond(request):
+                    writer.write(frame)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+ServeFake = Callable[[FakeAgent], Awaitable[Path]]
+
+
+@pytest.fixture
+async def serve_fake() -> AsyncIterator[ServeFake]:
+    directory = Path(tempfile.mkdtemp(prefix="dnah-fake-", dir="/tmp"))
+    servers: list[asyncio.Server] = []
+
+    async def serve(fake: FakeAgent) -> Path:
+        path = directory / f"fake{len(servers)}.sock"
+        servers.append(await asyncio.start_unix_server(fake.handle, path))
+        return path
+
+    yield serve
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_connect_retries_while_the_agent_hangs_up(serve_fake: ServeFake) -> None:
+    fake = FakeAgent(lambda request: [pong(request)], refuse_first=3)
+    client = await AgentClient.connect(await serve_fake(fake), timeout=2)
+    try:
+        assert fake.connections == 4
+        assert (await client.ping()).agent == "fake"
+    finally:
+        await client.close()
+
+
+async def test_a_garbage_handshake_reply_fails_at_once(serve_fake: ServeFake) -> None:
+    path = await serve_fake(FakeAgent(lambda request: [], handshake_reply=b"HELLO\n"))
+    started = time.monotonic()
+    with pytest.raises(AgentUnavailable, match="unexpected handshake reply"):
+        await AgentClient.connect(path, timeout=5)
+    assert time.monotonic() - started < 1
+
+
+async def test_an_error_frame_raises_agent_error_and_the_connection_lives(serve_fake: ServeFake) -> None:
+    def respond(request: guest.HostToGuest) -> list[bytes]:
+        if isinstance(request, guest.Exec):
+            return [guest.encode(guest.Error(id=request.id, code="unsupported", message="not here"))]
+        return [pong(request)]
+
+    client = await AgentClient.connect(await serve_fake(FakeAgent(respond)))
+    try:
+        with pytest.raises(AgentError) as caught:
+            await client.exec(["true"])
+        assert caught.value.agent_code == "unsupported"
+        assert not client.closed
+        assert (await client.ping()).agent == "fake"
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    "bad_reply",
+    [
+        pytest.param(
+            lambda request: [(guest.BINARY_FLAG | 3).to_bytes(4, "big") + b"abc"], id="binary-frame"
+        ),
+        pytest.param(lambda request: [(guest.MAX_JSON_FRAME + 1).to_bytes(4, "big")], id="oversize-header"),
+        pytest.param(lambda request: [(5).to_bytes(4, "big") + b"{oops"], id="undecodable"),
+        pytest.param(lambda request: [pong(request)], id="wrong-reply-type"),
+    ],
+)
+async def test_a_protocol_violation_fails_everything_pending(
+    serve_fake: ServeFake, bad_reply: Respond
+) -> None:
+    def respond(request: guest.HostToGuest) -> list[bytes]:
+        return bad_reply(request) if isinstance(request, guest.Exec) else []
+
+    client = await AgentClient.connect(await serve_fake(FakeAgent(respond)))
+    try:
+        unanswered = asyncio.create_task(client.ping(timeout=10))
+        await asyncio.sleep(0.05)
+        with pytest.raises(AgentUnavailable, match="broke the protocol"):
+            await client.exec(["true"])
+        with pytest.raises(AgentUnavailable):
+            await unanswered
+        assert client.closed
+    finally:
+        await client.close()
+
+
+async def test_a_late_reply_is_dropped_and_the_connection_lives(serve_fake: ServeFake) -> None:
+    held: list[guest.HostToGuest] = []
+
+    def respond(request: guest.HostToGuest) -> list[bytes]:
+        if not held:
+            held.append(request)
+            return []
+        return [pong(held[0]), pong(request)]
+
+    client = await AgentClient.connect(await serve_fake(FakeAgent(respond)))
+    try:
+        with pytest.raises(AgentUnavailable, match="did not answer"):
+            await client.ping(timeout=0.05)
+        second = await client.ping()
+        assert second.id == held[0].id + 1
+        assert not client.closed
+    finally:
+        await client.close()
+
+
+async def test_close_fails_pending_calls(serve_fake: ServeFake) -> None:
+    client = await AgentClient.connect(await serve_fake(FakeAgent(lambda request: [])))
+    pending = asyncio.create_task(client.exec(["sleep", "100"]))
+    await asyncio.sleep(0.05)
+    await client.close()
+    with pytest.raises(AgentUnavailable, match="closed"):
+        await pending
+    assert client.closed
+    with pytest.raises(AgentUnavailable):
+        await client.ping()
+
+
+async def test_close_right_after_connect_returns(serve_fake: ServeFake) -> None:
+    """The reader task has not run a single step yet; close must still tear down."""
+    client = await AgentClient.connect(await serve_fake(FakeAgent(lambda request: [])))
+    await asyncio.wait_for(client.close(), 2)
+    assert client.closed
