@@ -9,7 +9,7 @@ install:
 	@bash install/deps.sh
 
 up: install
-	@$(VENV)/bin/dnah up $(if $(PAYMENTS),--payments $(PAYMENTS)) $(ARGS)
+	@$(VENV)/bin/dnah up $(ARGS)
 
 down:
 	@$(VENV)/bin/dnah down

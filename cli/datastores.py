@@ -1,0 +1,122 @@
+"""Private Postgres and Redis under ``var/``, for machines where none is configured.
+
+Both listen on Unix sockets only (in ``var/run``), never on TCP, so nothing outside this
+machine's filesystem namespace — and so no sandbox — can connect to them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+PG_USER = "postgres"
+DB_NAME = "dnah"
+
+
+class DatastoreError(RuntimeError):
+    pass
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        raise DatastoreError(f"PostgreSQL's {name} not found; run `make install` (installs postgresql)")
+    return found[-1]
+
+
+def _as_postgres(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Postgres refuses to run as root; run its tools as the system ``postgres`` user."""
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", PG_USER, "--", *argv]
+    return subprocess.run(argv, check=False, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+class Postgres:
+    def __init__(self, var_dir: Path) -> None:
+        self.data = var_dir / "pg" / "data"
+        self.sockets = var_dir / "run" / "pg"
+        self.log = var_dir / "log" / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{PG_USER}@/{DB_NAME}?host={self.sockets}"
+
+    def _chown(self, *paths: Path) -> None:
+        if os.geteuid() == 0:
+            for path in paths:
+                shutil.chown(path, PG_USER, PG_USER)
+
+    def start(self) -> None:
+        for path in (self.data.parent, self.sockets, self.log.parent):
+            path.mkdir(parents=True, exist_ok=True)
+        self._chown(self.data.parent, self.sockets, self.log.parent)
+        if not (self.data / "PG_VERSION").exists():
+            out = _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", PG_USER, "-E", "UTF8"])
+            if out.returncode != 0:
+                raise DatastoreError(f"initdb failed: {out.stderr.strip()}")
+        if _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "status"]).returncode == 0:
+            return  # left running by an earlier run that did not stop cleanly: reuse it
+        opts = f"-c listen_addresses='' -k {self.sockets} -c fsync=on -c max_connections=200"
+        out = _as_postgres(
+            [_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start"]
+        )
+        if out.returncode != 0:
+            raise DatastoreError(f"postgres did not start (see {self.log}): {out.stderr.strip()}")
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        psql = [_pg_bin("psql"), "-h", str(self.sockets), "-U", PG_USER, "-d", "postgres", "-tAc"]
+        exists = _as_postgres([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"])
+        if exists.stdout.strip() != "1":
+            created = _as_postgres([*psql, f"CREATE DATABASE {DB_NAME}"])
+            if created.returncode != 0:
+                raise DatastoreError(f"could not create database: {created.stderr.strip()}")
+
+    def stop(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+
+class Redis:
+    def __init__(self, var_dir: Path) -> None:
+        self.dir = var_dir / "redis"
+        self.socket = var_dir / "run" / "redis.sock"
+        self.log = var_dir / "log" / "redis.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise DatastoreError("redis-server not found; run `make install` (installs redis-server)")
+        for path in (self.dir, self.socket.parent, self.log.parent):
+            path.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        self._proc = subprocess.Popen(
+            [
+                binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+                "--dir", str(self.dir), "--save", "", "--appendonly", "no", "--logfile", str(self.log),
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise DatastoreError(f"redis did not start (see {self.log})")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()

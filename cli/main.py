@@ -1,0 +1,145 @@
+"""``dnah``: start the stack (``up``/``down``), build templates, and (later) pay and price.
+
+``make up`` and ``make down`` call this; so can a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from cli.stack import Stack, StackConfig, StackError
+
+DEFAULT_VAR = Path("var")
+
+
+def _var_dir() -> Path:
+    return Path(os.environ.get("DNAH_VAR_DIR", DEFAULT_VAR)).resolve()
+
+
+def _template_cache() -> Path:
+    return Path(os.environ.get("DNAH_TEMPLATE_CACHE", "/var/cache/dnah/templates"))
+
+
+def cmd_template_build(_: argparse.Namespace) -> int:
+    from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
+
+    script = Path(__file__).resolve().parent.parent / "install" / "build-template.sh"
+    store = TemplateStore(_template_cache(), script)
+    started = time.monotonic()
+    tpl = store.ensure(DEFAULT_TEMPLATE, progress=lambda line: print(f"  {line}", flush=True))
+    print(f"template {tpl.name} ready ({tpl.content_hash}) at {tpl.rootfs} [{time.monotonic() - started:.1f} s]")
+    return 0
+
+
+def cmd_up(_: argparse.Namespace) -> int:
+    var = _var_dir()
+    pidfile = var / "run" / "dnah-up.pid"
+    if pidfile.exists() and _alive(int(pidfile.read_text())):
+        print(f"dnah is already up (pid {pidfile.read_text().strip()}); `make down` stops it", file=sys.stderr)
+        return 1
+    env = os.environ
+    config = StackConfig(
+        var_dir=var,
+        gateway_port=int(env.get("DNAH_GATEWAY_PORT", "3000")),
+        core_port=int(env.get("DNAH_CORE_PORT", "3100")),
+        hostd_port=int(env.get("DNAH_HOSTD_PORT", "3200")),
+        template_cache=_template_cache(),
+        database_url=env.get("DNAH_DATABASE_URL") or None,
+        redis_url=env.get("DNAH_REDIS_URL") or None,
+        log_format=env.get("DNAH_LOG_FORMAT", "json"),
+    )
+    print("checking the base template (the first build takes about a minute)")
+    cmd_template_build(argparse.Namespace())
+    stack = Stack(config)
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+        pidfile.write_text(str(os.getpid()))
+        _banner(stack)
+        while not stopping:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; see {var}/log/{name}.log", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping…")
+        stack.stop()
+        pidfile.unlink(missing_ok=True)
+        print("stopped")
+    return 0
+
+
+def _banner(stack: Stack) -> None:
+    url = stack.config.gateway_url
+    print(
+        f"""
+dnah is up.
+  gateway   {url}
+  admin key {stack.var}/admin.token
+  logs      {stack.var}/log/
+
+Try it:
+  TOKEN=$(cat {stack.var}/admin.token)
+  curl -s -X POST {url}/v1/sandboxes -H "Authorization: Bearer $TOKEN" \\
+       -H 'content-type: application/json' -d '{{"template":"dnah-base"}}'
+  curl -s -X POST {url}/v1/sandboxes/<id>/exec -H "Authorization: Bearer $TOKEN" \\
+       -H 'content-type: application/json' -d '{{"cmd":["uname","-a"]}}'
+
+Ctrl-C (or `make down`) stops everything.""",
+        flush=True,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def cmd_down(_: argparse.Namespace) -> int:
+    pidfile = _var_dir() / "run" / "dnah-up.pid"
+    if not pidfile.exists():
+        print("dnah is not up")
+        return 0
+    pid = int(pidfile.read_text())
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    print("dnah is down")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dnah", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the whole stack in the foreground").set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop a stack started with `dnah up`").set_defaults(func=cmd_down)
+    template = sub.add_parser("template", help="manage templates")
+    template_sub = template.add_subparsers(dest="template_command", required=True)
+    template_sub.add_parser("build", help="build the base template if needed").set_defaults(func=cmd_template_build)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The whole stack on one machine: datastores, core, one hostd and the gateway.
+
+``make up`` runs this in the foreground; the test suite runs the very same class with its own
+ports, var dir and network names, so what the tests exercise is what a newcomer starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+
+from cli.datastores import Postgres, Redis
+from core.cache import Cache
+from core.db.migrate import migrate
+from core.services.auth import AuthService
+
+ADMIN_KEY_NAME = "make-up admin"
+
+SERVICES = {
+    # name: (ASGI factory served by Granian, the StackConfig field holding its port)
+    "core": ("core.http.app:create_app", "core_port"),
+    "hostd": ("hosts.app:create_app", "hostd_port"),
+    "gateway": ("gateway.app:create_app", "gateway_port"),
+}
+
+
+class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
+    var_dir: Path
+    gateway_port: int = 3000
+    core_port: int = 3100
+    hostd_port: int = 3200
+    bridge: str = "dnah0"
+    subnet: str = "10.213.0.0/16"
+    cgroup: str = "dnah"
+    host_name: str = "local"
+    template_cache: Path = Path("/var/cache/dnah/templates")
+    database_url: str | None = None
+    redis_url: str | None = None
+    log_format: str = "json"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def core_url(self) -> str:
+        return f"http://127.0.0.1:{self.core_port}"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+class Stack:
+    """Start with ``start()``, stop with ``stop()``; every child gets its own log in var/log."""
+
+    def __init__(self, config: StackConfig, *, say: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.say = say
+        var = config.var_dir.resolve()
+        self.var = var
+        self.postgres = None if config.database_url else Postgres(var)
+        self.redis = None if config.redis_url else Redis(var)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.admin_token = ""
+
+    @property
+    def database_url(self) -> str:
+        return self.config.database_url or (self.postgres.url if self.postgres else "")
+
+    @property
+    def redis_url(self) -> str:
+        return self.config.redis_url or (self.redis.url if self.redis else "")
+
+    def _bootstrap_token(self) -> str:
+        path = self.var / "bootstrap.token"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def env(self) -> dict[str, str]:
+        c = self.config
+        return {
+            **os.environ,
+            "DNAH_VAR_DIR": str(self.var),
+            "DNAH_LOG_FORMAT": c.log_format,
+            "DNAH_BOOTSTRAP_TOKEN": self._bootstrap_token(),
+            "DNAH_CORE_URL": c.core_url,
+            "DNAH_CORE_PORT": str(c.core_port),
+            "DNAH_DATABASE_URL": self.database_url,
+            "DNAH_REDIS_URL": self.redis_url,
+            "DNAH_HOSTD_PORT": str(c.hostd_port),
+            "DNAH_HOST_NAME": c.host_name,
+            "DNAH_TEMPLATE_CACHE": str(c.template_cache),
+            "DNAH_HOST_BRIDGE": c.bridge,
+            "DNAH_HOST_SUBNET": c.subnet,
+            "DNAH_HOST_CGROUP": c.cgroup,
+            "DNAH_GATEWAY_PORT": str(c.gateway_port),
+        }
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise StackError("the namespace runtime needs root: run `make up` as root")
+        for sub in ("run", "log"):
+            (self.var / sub).mkdir(parents=True, exist_ok=True)
+        if self.postgres:
+            self.say("starting Postgres (var/pg, Unix socket only)")
+            self.postgres.start()
+        if self.redis:
+            self.say("starting Redis (Unix socket only)")
+            self.redis.start()
+        self.admin_token = asyncio.run(self._prepare_database())
+        token_file = self.var / "admin.token"
+        token_file.write_text(self.admin_token + "\n")
+        token_file.chmod(0o600)
+        for name in SERVICES:
+            self._spawn(name)
+        self._wait_ready()
+
+    async def _prepare_database(self) -> str:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=2)
+        cache = Cache(self.redis_url)
+        try:
+            minted = await AuthService(pool, cache).rotate_admin(ADMIN_KEY_NAME)
+        finally:
+            await cache.close()
+            await pool.close()
+        return minted.token
+
+    def _spawn(self, name: str) -> None:
+        target, port_field = SERVICES[name]
+        port = getattr(self.config, port_field)
+        log = (self.var / "log" / f"{name}.log").open("ab")
+        argv = [
+            sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-ws", "--log-level", "warning", target,
+        ]
+        self.procs[name] = subprocess.Popen(
+            argv, env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+
+    def restart(self, name: str, *, hard: bool = False) -> None:
+        """Restart one service (SIGKILL when ``hard``, to test crash recovery) and wait until
+        the stack is ready again."""
+        self._terminate(name, signal.SIGKILL if hard else signal.SIGTERM)
+        self._spawn(name)
+        self._wait_ready()
+
+    def _terminate(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def _wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited with {proc.returncode}; see {self.var}/log/{name}.log")
+            if self._gateway_healthy() and asyncio.run(self._host_registered()):
+                return
+            time.sleep(0.1)
+        raise StackError(f"the stack did not become ready in {timeout_s:.0f} s; see {self.var}/log/")
+
+    def _gateway_healthy(self) -> bool:
+        try:
+            return httpx.get(self.config.gateway_url + "/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def _host_registered(self) -> bool:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM hosts WHERE name = $1"
+                    " AND last_heartbeat_at > now() - interval '30 seconds')",
+                    self.config.host_name,
+                )
+            )
+        finally:
+            await conn.close()
+
+    def stop(self) -> None:
+        """Stop the services (gateway first, so no new work arrives), then the datastores."""
+        for name in ("gateway", "core", "hostd"):
+            self._terminate(name)
+        if self.redis:
+            self.redis.stop()
+        if self.postgres:
+            self.postgres.stop()
+
