@@ -1,12 +1,18 @@
 """Private Postgres and Redis under ``var/``, for machines where none is configured.
 
-Both listen on Unix sockets only (in ``var/run``), never on TCP, so nothing outside this
-machine's filesystem namespace — and so no sandbox — can connect to them.
+Both listen on Unix sockets only, never on TCP, so nothing outside this machine's filesystem
+namespace — and so no sandbox — can connect to them.
+
+Postgres refuses to run as root, and its ``postgres`` user cannot enter a checkout under a
+private directory (``/root``, or a ``mktemp -d``). So its data and socket live in
+``/var/lib/dnah/pg-<hash of the var dir>``, one per var dir, and ``var/pg`` is a symlink
+there: the state is still found from ``var/``, and two checkouts never share a cluster.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -15,6 +21,7 @@ from pathlib import Path
 
 PG_USER = "postgres"
 DB_NAME = "dnah"
+PG_HOME = Path("/var/lib/dnah")
 
 
 class DatastoreError(RuntimeError):
@@ -37,9 +44,11 @@ def _as_postgres(argv: list[str], **kwargs: object) -> subprocess.CompletedProce
 
 class Postgres:
     def __init__(self, var_dir: Path) -> None:
-        self.data = var_dir / "pg" / "data"
-        self.sockets = var_dir / "run" / "pg"
-        self.log = var_dir / "log" / "postgres.log"
+        self.link = var_dir / "pg"
+        self.root = PG_HOME / f"pg-{hashlib.sha256(str(var_dir.resolve()).encode()).hexdigest()[:12]}"
+        self.data = self.root / "data"
+        self.sockets = self.root / "run"
+        self.log = self.root / "postgres.log"
 
     @property
     def url(self) -> str:
@@ -51,9 +60,11 @@ class Postgres:
                 shutil.chown(path, PG_USER, PG_USER)
 
     def start(self) -> None:
-        for path in (self.data.parent, self.sockets, self.log.parent):
+        for path in (self.root, self.sockets):
             path.mkdir(parents=True, exist_ok=True)
-        self._chown(self.data.parent, self.sockets, self.log.parent)
+        self._chown(self.root, self.sockets)
+        if not self.link.is_symlink():
+            self.link.symlink_to(self.root)
         if not (self.data / "PG_VERSION").exists():
             out = _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", PG_USER, "-E", "UTF8"])
             if out.returncode != 0:
@@ -79,6 +90,12 @@ class Postgres:
     def stop(self) -> None:
         if (self.data / "PG_VERSION").exists():
             _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def remove(self) -> None:
+        """Delete the cluster for good (throwaway stacks: tests, benchmarks)."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.link.unlink(missing_ok=True)
 
 
 class Redis:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -159,9 +161,10 @@ class Stack:
     def restart(self, name: str, *, hard: bool = False) -> None:
         """Restart one service (SIGKILL when ``hard``, to test crash recovery) and wait until
         the stack is ready again."""
+        since = asyncio.run(self._db_now())
         self._terminate(name, signal.SIGKILL if hard else signal.SIGTERM)
         self._spawn(name)
-        self._wait_ready()
+        self._wait_ready(registered_since=since if name == "hostd" else None)
 
     def _terminate(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
@@ -174,13 +177,13 @@ class Stack:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def _wait_ready(self, timeout_s: float = 60.0) -> None:
+    def _wait_ready(self, timeout_s: float = 60.0, registered_since: datetime | None = None) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise StackError(f"{name} exited with {proc.returncode}; see {self.var}/log/{name}.log")
-            if self._gateway_healthy() and asyncio.run(self._host_registered()):
+            if self._gateway_healthy() and asyncio.run(self._host_registered(registered_since)):
                 return
             time.sleep(0.1)
         raise StackError(f"the stack did not become ready in {timeout_s:.0f} s; see {self.var}/log/")
@@ -191,16 +194,26 @@ class Stack:
         except httpx.HTTPError:
             return False
 
-    async def _host_registered(self) -> bool:
+    async def _host_registered(self, since: datetime | None) -> bool:
+        """Our host is registered (after ``since``, when given) and heartbeating."""
         conn = await asyncpg.connect(self.database_url)
         try:
             return bool(
                 await conn.fetchval(
                     "SELECT EXISTS (SELECT 1 FROM hosts WHERE name = $1"
-                    " AND last_heartbeat_at > now() - interval '30 seconds')",
+                    " AND last_heartbeat_at > now() - interval '30 seconds'"
+                    " AND ($2::timestamptz IS NULL OR registered_at > $2))",
                     self.config.host_name,
+                    since,
                 )
             )
+        finally:
+            await conn.close()
+
+    async def _db_now(self) -> datetime:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return await conn.fetchval("SELECT now()")
         finally:
             await conn.close()
 
@@ -212,4 +225,11 @@ class Stack:
             self.redis.stop()
         if self.postgres:
             self.postgres.stop()
+
+    def remove(self) -> None:
+        """Stop, then delete all state (throwaway stacks: tests, benchmarks)."""
+        self.stop()
+        if self.postgres:
+            self.postgres.remove()
+        shutil.rmtree(self.var, ignore_errors=True)
 

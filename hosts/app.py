@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,13 +41,14 @@ from hosts.commands import (
     ListSandboxes,
     StartSandbox,
     StopSandbox,
+    is_sandbox_id,
 )
 from hosts.config import HostdConfig, load_config
 from hosts.controller import HostController
-from hosts.errors import HostError
+from hosts.errors import HostError, TemplateNotFound
 from hosts.registration import Registrar
-from hosts.runtime.namespace import NamespaceRuntime
-from hosts.templates import TemplateStore
+from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 
 log = structlog.get_logger("hosts.app")
 
@@ -85,12 +87,23 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         templates = TemplateStore(config.template_cache, config.build_script)
-        runtime = NamespaceRuntime(config)
+        if not _ready_templates(templates):
+            log.warning("no template is built; run `dnah template build`", cache=str(config.template_cache))
+        runtime = NamespaceRuntime(
+            NamespaceConfig(
+                state_dir=config.state_dir,
+                templates=templates,
+                guest_dir=config.guest_dir,
+                bridge=config.bridge,
+                subnet=config.subnet,
+                cgroup_parent=config.cgroup,
+            )
+        )
         inventory = await runtime.recover()
         log.info("hostd starting", runtime=runtime.kind, adopted=len(inventory), api_url=config.api_url)
         controller = HostController(runtime)
         app.state.controller = controller
-        registrar = Registrar(config, runtime, templates.names)
+        registrar = Registrar(config, runtime, functools.partial(_ready_templates, templates))
         registration = asyncio.create_task(registrar.run(), name="hostd-registration")
         try:
             yield
@@ -102,6 +115,16 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
             log.info("hostd stopped; sandboxes left running", sandboxes=len(runtime.list()))
 
     return lifespan
+
+
+def _ready_templates(store: TemplateStore) -> list[str]:
+    """The templates sandboxes can be created from right now. hostd never builds one itself:
+    a build is minutes of debootstrap, done beforehand by ``dnah template build``."""
+    try:
+        store.get(DEFAULT_TEMPLATE)
+    except TemplateNotFound:
+        return []
+    return [DEFAULT_TEMPLATE]
 
 
 # routes -------------------------------------------------------------------------------------
@@ -120,6 +143,8 @@ async def list_sandboxes(state: State) -> list[SandboxInfo]:
 @post("/sandboxes", status_code=200)
 async def create_sandbox(request: Request, state: State) -> SandboxInfo:
     spec = await _decode(request, SandboxSpec)
+    if not is_sandbox_id(spec.id):
+        raise ValidationException(f"spec.id {spec.id!r} is not 1-63 letters, digits, '-' or '_'")
     return await _controller(state).handle(CreateSandbox(spec=spec))
 
 
@@ -156,7 +181,7 @@ async def _decode(request: Request, type_: type[_S]) -> _S:
     """Decode the body strictly with the contract Struct (unknown fields are rejected)."""
     try:
         return msgspec.json.decode(await request.body(), type=type_)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except msgspec.DecodeError as exc:  # ValidationError (valid JSON, wrong shape) included
         raise ValidationException(f"invalid {type_.__name__}: {exc}") from None
 
 
@@ -188,18 +213,25 @@ def _unexpected_error(request: Request, exc: Exception) -> Response[HostErrorBod
 class _AuthAndLog:
     """ASGI middleware: bind the request id, check the bearer token, log one line per request.
 
-    Written at the ASGI level so a rejected request costs no routing or body parsing.
+    Litestar runs it once a route matched (an unknown path is a 404 whatever the token); a
+    rejected request is answered here, before its body is read or a handler runs.
     """
 
     def __init__(self, app: ASGIApp, *, api_token: str) -> None:
         self._app = app
-        self._expected = f"Bearer {api_token}".encode()
+        self._token = api_token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(cast("HTTPScope", scope), receive, send)
         else:
             await self._app(scope, receive, send)
+
+    def _authorized(self, authorization: bytes) -> bool:
+        scheme, _, token = authorization.partition(b" ")
+        # The scheme is case-insensitive (RFC 9110 §11.1); compare_digest keeps the time taken
+        # independent of where a wrong token differs from the right one.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token)
 
     async def _http(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -215,11 +247,10 @@ class _AuthAndLog:
             await send(message)
 
         try:
-            # compare_digest keeps the comparison time independent of where the tokens differ.
-            if hmac.compare_digest(headers.get(b"authorization", b""), self._expected):
+            if self._authorized(headers.get(b"authorization", b"")):
                 await self._app(scope, receive, send_with_request_id)
             else:
-                await _send_json(send_with_request_id, 401, _UNAUTHORIZED)
+                await _send_unauthorized(send_with_request_id)
         finally:
             log.info(
                 "request",
@@ -230,12 +261,12 @@ class _AuthAndLog:
             )
 
 
-async def _send_json(send: Send, status: int, body: bytes) -> None:
+async def _send_unauthorized(send: Send) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": 401,
             "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
         }
     )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send({"type": "http.response.body", "body": _UNAUTHORIZED, "more_body": False})

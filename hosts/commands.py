@@ -6,14 +6,28 @@ the HTTP API (``hosts/app.py``) and any other front end (a config-file runner, a
 
 Sandbox states are those of ``contracts.host.SandboxInfo``: ``running``, ``stopped``,
 ``paused``; "absent" means the host holds no sandbox with that id. A command sent in a state
-it is not allowed in fails with ``SandboxConflict``, or ``SandboxNotFound`` when absent.
+it is not allowed in fails with ``SandboxConflict``, or ``SandboxNotFound`` when absent. An
+id that cannot name a sandbox (``is_sandbox_id``) names nothing, so it counts as absent.
 """
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 
 from contracts.host import ExecRequest, SandboxSpec
+
+_SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+def is_sandbox_id(value: str) -> bool:
+    """Whether ``value`` can name a sandbox: 1-63 letters, digits, ``-`` or ``_``.
+
+    Ids become directory, cgroup, netns and host names, so a front end must reject anything
+    else before it reaches a runtime (``..`` addresses a parent directory, ``/`` another path).
+    """
+    return _SANDBOX_ID.fullmatch(value) is not None
 
 
 class _Command(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"):

@@ -56,6 +56,8 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     host: str
     port: int
+    """Where the core reaches hostd. granian binds from its own command line, so whoever
+    starts hostd passes the same address there (``cli/stack.py`` does)."""
     core_url: str
     bootstrap_token: str
     """Proves to the core, at registration, that this host belongs to the cluster."""

@@ -8,7 +8,10 @@ the sandbox to be running when it starts, and if a stop or destroy kills the san
 it, it fails with the error that describes the new state.
 
 Each running sandbox has at most one agent connection, opened on first use and shared by all
-concurrent execs (the guest protocol multiplexes requests by id).
+concurrent execs (the guest protocol multiplexes requests by id). A connection found closed
+(the agent restarted, the sandbox was stopped and started) is replaced before the request is
+sent. An exec whose connection fails after it was sent is never retried, since the command
+may already have run; it fails with ``AgentUnavailable`` and the next exec reconnects.
 
 No transport lives here: front ends (HTTP in ``hosts/app.py``) translate to and from commands.
 """
@@ -22,8 +25,7 @@ from typing import overload
 
 import structlog
 
-from contracts import guest
-from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo
+from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo, SandboxSpec
 from hosts.agent_client import AgentClient
 from hosts.commands import (
     Command,
@@ -34,6 +36,7 @@ from hosts.commands import (
     ListSandboxes,
     StartSandbox,
     StopSandbox,
+    is_sandbox_id,
 )
 from hosts.errors import AgentUnavailable, SandboxConflict, SandboxNotFound
 from hosts.runtime.base import SandboxRuntime
@@ -69,32 +72,16 @@ class HostController:
         """
         match cmd:
             case ExecInSandbox(sandbox_id=sandbox_id, request=request):
-                return await self._exec(sandbox_id, request)
+                return await self._exec(_checked(sandbox_id), request)
             case CreateSandbox(spec=spec):
-                async with self._lifecycle.hold(spec.id):
-                    if self._find(spec.id) is not None:
-                        raise SandboxConflict(f"sandbox {spec.id} already exists")
-                    return await self._runtime.create(spec)
+                return await self._create(spec)
             case StartSandbox(spec=spec):
-                async with self._lifecycle.hold(spec.id):
-                    info = self._get(spec.id)
-                    if info.state == "running":
-                        return info
-                    if info.state != "stopped":
-                        raise SandboxConflict(f"sandbox {spec.id} is {info.state}; only a stopped one starts")
-                    return await self._runtime.start(spec)
+                return await self._start(spec)
             case StopSandbox(sandbox_id=sandbox_id):
-                async with self._lifecycle.hold(sandbox_id):
-                    if self._get(sandbox_id).state == "stopped":
-                        return self._get(sandbox_id)
-                    info = await self._runtime.stop(sandbox_id)
-                    await self._drop_agent(sandbox_id)
-                    return info
+                return await self._stop(_checked(sandbox_id))
             case DestroySandbox(sandbox_id=sandbox_id):
-                async with self._lifecycle.hold(sandbox_id):
-                    await self._runtime.destroy(sandbox_id)
-                    await self._drop_agent(sandbox_id)
-                    return None
+                await self._destroy(_checked(sandbox_id))
+                return None
             case ListSandboxes():
                 return self._runtime.list()
             case GetHealth():
@@ -107,23 +94,50 @@ class HostController:
         for sandbox_id in list(self._agents):
             await self._drop_agent(sandbox_id)
 
+    async def _create(self, spec: SandboxSpec) -> SandboxInfo:
+        async with self._lifecycle.hold(spec.id):
+            if self._find(spec.id) is not None:
+                raise SandboxConflict(f"sandbox {spec.id} already exists")
+            return await self._runtime.create(spec)
+
+    async def _start(self, spec: SandboxSpec) -> SandboxInfo:
+        async with self._lifecycle.hold(spec.id):
+            info = self._get(spec.id)
+            if info.state == "running":
+                return info
+            if info.state != "stopped":
+                raise SandboxConflict(f"sandbox {spec.id} is {info.state}; only a stopped one starts")
+            return await self._runtime.start(spec)
+
+    async def _stop(self, sandbox_id: str) -> SandboxInfo:
+        async with self._lifecycle.hold(sandbox_id):
+            info = self._get(sandbox_id)
+            if info.state == "stopped":
+                return info
+            info = await self._runtime.stop(sandbox_id)
+            await self._drop_agent(sandbox_id)
+            return info
+
+    async def _destroy(self, sandbox_id: str) -> None:
+        async with self._lifecycle.hold(sandbox_id):
+            await self._runtime.destroy(sandbox_id)
+            await self._drop_agent(sandbox_id)
+
     async def _exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
         self._require_running(sandbox_id)
-        client, reused = await self._agent(sandbox_id)
+        client = await self._agent(sandbox_id)
         try:
-            result = await _run(client, request)
+            result = await client.exec(
+                request.cmd, env=request.env, cwd=request.cwd, timeout_ms=request.timeout_ms
+            )
         except AgentUnavailable:
+            # The request was sent and its connection failed, so whether the command ran is
+            # unknown: it is not retried (the next exec reconnects). If a stop or destroy
+            # killed the sandbox meanwhile, that is the error to report.
             await self._drop_agent(sandbox_id, client)
+            await self._settled(sandbox_id)
             self._require_running(sandbox_id)
-            # A pooled connection can be dead without our knowing (the agent restarted), in
-            # which case the request never reached an agent and one retry on a new
-            # connection is safe. A connection we just opened is not retried: its failure
-            # says the agent itself is gone, and repeating could run the command twice.
-            if not reused:
-                raise
-            log.info("agent connection was stale, reconnecting", sandbox_id=sandbox_id)
-            client, _ = await self._agent(sandbox_id)
-            result = await _run(client, request)
+            raise
         return ExecResult(
             stdout=result.stdout,
             stderr=result.stderr,
@@ -132,22 +146,24 @@ class HostController:
             timed_out=result.timed_out,
         )
 
-    async def _agent(self, sandbox_id: str) -> tuple[AgentClient, bool]:
-        """The sandbox's agent connection, and whether it was already open (pooled)."""
+    async def _agent(self, sandbox_id: str) -> AgentClient:
+        """The sandbox's pooled agent connection, reconnecting if it was lost (the agent
+        restarted, or a previous exec failed on it)."""
         client = self._agents.get(sandbox_id)
         if client is not None and not client.closed:
-            return client, True
+            return client
         async with self._connecting.hold(sandbox_id):
             client = self._agents.get(sandbox_id)
             if client is not None and not client.closed:
-                return client, True
+                return client
             try:
                 client = await AgentClient.connect(self._runtime.agent_socket(sandbox_id))
             except AgentUnavailable:
+                await self._settled(sandbox_id)
                 self._require_running(sandbox_id)
                 raise
             self._agents[sandbox_id] = client
-            return client, False
+            return client
 
     async def _drop_agent(self, sandbox_id: str, client: AgentClient | None = None) -> None:
         """Forget and close the sandbox's connection (only if it is still ``client``, if given)."""
@@ -156,6 +172,13 @@ class HostController:
             return
         del self._agents[sandbox_id]
         await current.close()
+
+    async def _settled(self, sandbox_id: str) -> None:
+        """Wait until no lifecycle command is running on the sandbox. A stop or destroy kills
+        the agent before the runtime records the new state, so an exec that lost its agent
+        waits for that to finish before it reports which state the sandbox is in."""
+        async with self._lifecycle.hold(sandbox_id):
+            pass
 
     def _find(self, sandbox_id: str) -> SandboxInfo | None:
         return next((info for info in self._runtime.list() if info.id == sandbox_id), None)
@@ -172,8 +195,12 @@ class HostController:
             raise SandboxConflict(f"sandbox {sandbox_id} is {state}, not running")
 
 
-async def _run(client: AgentClient, request: ExecRequest) -> guest.ExecResult:
-    return await client.exec(request.cmd, env=request.env, cwd=request.cwd, timeout_ms=request.timeout_ms)
+def _checked(sandbox_id: str) -> str:
+    """``sandbox_id``, if it can name a sandbox. Anything else names nothing on this host, and
+    must never reach the runtime, which builds paths from ids."""
+    if not is_sandbox_id(sandbox_id):
+        raise SandboxNotFound(f"{sandbox_id!r} is not a sandbox id")
+    return sandbox_id
 
 
 class _KeyedLocks:

@@ -2,10 +2,14 @@
 
 hostd may start before the core (``make up`` starts them together) and outlive core restarts,
 so nothing here gives up: registration is retried with capped exponential backoff until the
-core answers, and a heartbeat the core rejects as unknown (404) or unauthenticated (401; the
-core rotated its host tokens) sends the loop back to registration. Every registration carries
+core answers, and a heartbeat the core rejects as unknown (404: its database lost the host) or
+unauthenticated (401: it now has another bootstrap token) sends the loop back to
+registration, which then either succeeds or keeps failing loudly. Every registration carries
 the full inventory, so after a re-registration the core reconciles against the host's truth.
 Other heartbeat failures (core down, 5xx) are logged and the next beat is simply tried.
+
+Both calls carry the bootstrap token as a bearer token (registration also has it in its body),
+and a fresh ``x-request-id`` that is bound to the log lines about that call.
 
 The loop runs as one background task for the life of the process; cancelling it stops it
 between or during calls without leaving anything behind.
@@ -40,7 +44,6 @@ class Registrar:
         config: hostd's settings (core URL, tokens, capacity, the API URL to advertise).
         runtime: the source of the sandbox inventory sent with every call.
         templates: returns the names of the templates this host can create sandboxes from.
-        transport: an httpx transport to use instead of the network (tests).
     """
 
     def __init__(
@@ -48,20 +51,20 @@ class Registrar:
         config: HostdConfig,
         runtime: SandboxRuntime,
         templates: Callable[[], list[str]],
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._config = config
         self._runtime = runtime
         self._templates = templates
-        self._transport = transport
-        self.host_id: str | None = None
-        """The id the core gave this host at the last successful registration."""
 
     async def run(self) -> None:
         """Register and heartbeat forever; returns only by cancellation."""
         async with httpx.AsyncClient(
-            base_url=self._config.core_url, timeout=REQUEST_TIMEOUT_S, transport=self._transport
+            base_url=self._config.core_url,
+            timeout=REQUEST_TIMEOUT_S,
+            headers={
+                "authorization": f"Bearer {self._config.bootstrap_token}",
+                "content-type": "application/json",
+            },
         ) as client:
             while True:
                 registered = await self._register(client)
@@ -71,51 +74,53 @@ class Registrar:
                 await self._heartbeat_until_forgotten(client, registered.host_id, interval)
 
     async def _register(self, client: httpx.AsyncClient) -> HostRegistered:
+        """Register, retrying with capped exponential backoff until the core accepts."""
         delay = BACKOFF_INITIAL_S
         attempt = 1
-        while True:
-            body = HostRegistration(
-                bootstrap_token=self._config.bootstrap_token,
-                name=self._config.host_name,
-                api_url=self._config.api_url,
-                api_token=self._config.api_token,
-                runtime=self._runtime.kind,
-                cpu=self._config.cpu,
-                ram_mb=self._config.ram_mb,
-                disk_gb=self._config.disk_gb,
-                templates=self._templates(),
-                sandboxes=self._runtime.list(),
-            )
-            request_id = new_request_id()
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                try:
-                    response = await _post(client, REGISTER_PATH, body, request_id)
-                    if response.is_success:
-                        registered = msgspec.json.decode(response.content, type=HostRegistered)
-                        self.host_id = registered.host_id
-                        log.info(
-                            "registered with core",
-                            host_id=registered.host_id,
-                            sandboxes=len(body.sandboxes),
-                            heartbeat_interval_s=registered.heartbeat_interval_s,
-                        )
-                        return registered
-                    # 401/403 mean a wrong DNAH_BOOTSTRAP_TOKEN: an operator must act, so say it loudly.
-                    level = log.error if response.status_code in (401, 403) else log.warning
-                    level(
-                        "core refused registration",
-                        status=response.status_code,
-                        body=response.text[:500],
-                        attempt=attempt,
-                    )
-                except httpx.TransportError as exc:
-                    log.info("core not reachable, will retry", error=repr(exc), attempt=attempt)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    log.error("core sent an unreadable registration answer", error=str(exc), attempt=attempt)
+        while (registered := await self._try_register(client, attempt)) is None:
             # Jitter keeps a fleet of hosts restarted together from hitting the core in lockstep.
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, BACKOFF_MAX_S)
             attempt += 1
+        return registered
+
+    async def _try_register(self, client: httpx.AsyncClient, attempt: int) -> HostRegistered | None:
+        body = HostRegistration(
+            bootstrap_token=self._config.bootstrap_token,
+            name=self._config.host_name,
+            api_url=self._config.api_url,
+            api_token=self._config.api_token,
+            runtime=self._runtime.kind,
+            cpu=self._config.cpu,
+            ram_mb=self._config.ram_mb,
+            disk_gb=self._config.disk_gb,
+            templates=self._templates(),
+            sandboxes=self._runtime.list(),
+        )
+        request_id = new_request_id()
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                response = await _post(client, REGISTER_PATH, body, request_id)
+            except httpx.TransportError as exc:
+                log.info("core not reachable, will retry", error=repr(exc), attempt=attempt)
+                return None
+            if not response.is_success:
+                # 401/403 mean a wrong DNAH_BOOTSTRAP_TOKEN: an operator must act, so say it loudly.
+                level = log.error if response.status_code in (401, 403) else log.warning
+                level("core refused registration", status=response.status_code, body=response.text[:500])
+                return None
+            try:
+                registered = msgspec.json.decode(response.content, type=HostRegistered)
+            except msgspec.DecodeError as exc:
+                log.error("core sent an unreadable registration answer", error=str(exc))
+                return None
+            log.info(
+                "registered with core",
+                host_id=registered.host_id,
+                sandboxes=len(body.sandboxes),
+                heartbeat_interval_s=registered.heartbeat_interval_s,
+            )
+            return registered
 
     async def _heartbeat_until_forgotten(
         self, client: httpx.AsyncClient, host_id: str, interval: float
@@ -133,9 +138,7 @@ class Registrar:
                     log.warning("heartbeat failed", error=repr(exc))
                     continue
                 if response.status_code in (401, 404):
-                    log.warning(
-                        "core no longer knows this host, registering again", status=response.status_code
-                    )
+                    log.warning("core refused the heartbeat, registering again", status=response.status_code)
                     return
                 if not response.is_success:
                     log.warning("heartbeat refused", status=response.status_code, body=response.text[:500])
@@ -144,8 +147,4 @@ class Registrar:
 async def _post(
     client: httpx.AsyncClient, path: str, body: msgspec.Struct, request_id: str
 ) -> httpx.Response:
-    return await client.post(
-        path,
-        content=msgspec.json.encode(body),
-        headers={"content-type": "application/json", REQUEST_ID_HEADER: request_id},
-    )
+    return await client.post(path, content=msgspec.json.encode(body), headers={REQUEST_ID_HEADER: request_id})

@@ -97,7 +97,9 @@ class TemplateStore:
         raw = (template.rootfs.parent / "template.json").read_bytes()
         return msgspec.json.decode(raw, type=TemplateRecord)
 
-    def ensure(self, name: str = DEFAULT_TEMPLATE, *, progress: Callable[[str], None] | None = None) -> Template:
+    def ensure(
+        self, name: str = DEFAULT_TEMPLATE, *, progress: Callable[[str], None] | None = None
+    ) -> Template:
         """Return the template ``name``, building it first if it is not cached.
 
         Build output is passed to ``progress`` line by line. Concurrent callers (threads or

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import time
@@ -123,8 +122,7 @@ def main() -> None:
             rate = asyncio.run(throughput(config.gateway_url, stack.admin_token, concurrency, args.pairs))
             print(f"create+delete throughput c={concurrency:<3}      {rate:8.1f} pairs/s")
     finally:
-        stack.stop()
-        shutil.rmtree(var, ignore_errors=True)
+        stack.remove()
 
 
 if __name__ == "__main__":

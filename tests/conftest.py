@@ -7,7 +7,6 @@ bridge, subnet and cgroup parent derived from the worker id, so two workers (and
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,8 +37,7 @@ def stack() -> Iterator[Stack]:
         stack.start()
         yield stack
     finally:
-        stack.stop()
-        shutil.rmtree(var, ignore_errors=True)
+        stack.remove()
 
 
 @pytest.fixture(scope="session")

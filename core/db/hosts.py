@@ -94,38 +94,42 @@ async def place(
 ) -> HostRecord | None:
     """Pick the ready host with the most free memory that can take the sandbox.
 
-    Must run inside the transaction that inserts the sandbox: the candidate hosts are locked
-    ``FOR UPDATE``, so concurrent placements on the same host serialise and each one sees
-    what the previous one placed. CPU and memory count sandboxes that are running (or on
-    their way); disk counts every live sandbox, stopped ones included.
+    Must run inside the transaction that inserts the sandbox. The candidate hosts are locked
+    ``FOR UPDATE`` first, in a statement of their own: under READ COMMITTED the usage query
+    that follows takes a fresh snapshot after the lock is granted, so it sees every sandbox
+    a concurrent placement on the same host committed while we waited. (Locking and summing
+    in one statement would sum over the older snapshot and overcommit.) CPU and memory count
+    sandboxes that are running or on their way; disk counts every live sandbox.
     """
-    row = await conn.fetchrow(
-        f"""
-        WITH candidates AS (
-            SELECT * FROM hosts
-            WHERE state = 'ready' AND $1 = ANY(templates)
-              AND last_heartbeat_at > now() - make_interval(secs => $2)
-            ORDER BY id
-            FOR UPDATE
-        ), used AS (
-            SELECT host_id,
-                   sum(CASE WHEN state = ANY($3::text[]) THEN cpu ELSE 0 END) AS cpu,
-                   sum(CASE WHEN state = ANY($3::text[]) THEN ram_mb ELSE 0 END) AS ram_mb,
-                   sum(disk_gb) AS disk_gb
-            FROM sandboxes
-            WHERE state <> 'destroyed' AND host_id IN (SELECT id FROM candidates)
-            GROUP BY host_id
-        )
-        SELECT {", ".join("c." + c for c in HostRecord.__struct_fields__)}
-        FROM candidates c LEFT JOIN used u ON u.host_id = c.id
-        WHERE c.cpu * $4 - COALESCE(u.cpu, 0) >= $5
-          AND c.ram_mb * $6 - COALESCE(u.ram_mb, 0) >= $7
-          AND c.disk_gb - COALESCE(u.disk_gb, 0) >= $8
-        ORDER BY c.ram_mb * $6 - COALESCE(u.ram_mb, 0) DESC, c.id
-        LIMIT 1
-        """,
+    candidates = await conn.fetch(
+        "SELECT id FROM hosts WHERE state = 'ready' AND $1 = ANY(templates)"
+        " AND last_heartbeat_at > now() - make_interval(secs => $2) ORDER BY id FOR UPDATE",
         template,
         fresh_within_s,
+    )
+    if not candidates:
+        return None
+    row = await conn.fetchrow(
+        f"""
+        WITH used AS (
+            SELECT host_id,
+                   sum(CASE WHEN state = ANY($2::text[]) THEN cpu ELSE 0 END) AS cpu,
+                   sum(CASE WHEN state = ANY($2::text[]) THEN ram_mb ELSE 0 END) AS ram_mb,
+                   sum(disk_gb) AS disk_gb
+            FROM sandboxes
+            WHERE state <> 'destroyed' AND host_id = ANY($1::text[])
+            GROUP BY host_id
+        )
+        SELECT {", ".join("h." + c for c in HostRecord.__struct_fields__)}
+        FROM hosts h LEFT JOIN used u ON u.host_id = h.id
+        WHERE h.id = ANY($1::text[])
+          AND h.cpu * $3 - COALESCE(u.cpu, 0) >= $4
+          AND h.ram_mb * $5 - COALESCE(u.ram_mb, 0) >= $6
+          AND h.disk_gb - COALESCE(u.disk_gb, 0) >= $7
+        ORDER BY h.ram_mb * $5 - COALESCE(u.ram_mb, 0) DESC, h.id
+        LIMIT 1
+        """,
+        [r["id"] for r in candidates],
         list(RUNNING_STATES),
         cpu_overcommit,
         cpu,

@@ -24,7 +24,7 @@ def test_defaults_come_from_the_machine(tmp_path: Path) -> None:
     assert config.subnet == ipaddress.IPv4Network("10.213.0.0/16")
     assert config.template_cache == Path("/var/cache/dnah/templates")
     assert config.cpu == os.cpu_count()
-    assert 0 < config.ram_mb and 0 < config.disk_gb
+    assert config.ram_mb > 0 and config.disk_gb > 0
     assert len(config.api_token) >= 32
     assert config.log_format is None
     assert config.guest_dir == GUEST_DIR == REPO / "guest"

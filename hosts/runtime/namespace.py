@@ -1,0 +1,542 @@
+"""The namespace runtime: each sandbox is a process tree in its own Linux namespaces.
+
+For development machines and CI without KVM. A sandbox here is
+
+* a disk: an overlayfs upper layer over the template's read-only rootfs (``_layout``);
+* a cgroup with CPU, memory (no swap) and pids limits, joined before the first instruction
+  (``_cgroups``);
+* a network namespace with one veth on an isolated bridge port, NAT out, no way to the host
+  or other sandboxes (``_network``);
+* mount, PID, UTS, IPC and cgroup namespaces, built by ``ns-init.sh``: a pivot_root into the
+  overlay with fresh /proc, a minimal /dev, read-only /sys and cgroup views, the agent code
+  read-only at /opt/dnah/guest and the agent socket directory at /run/dnah, and the old root
+  detached; then the agent runs as PID 1 under uid/gid 1000 without capabilities (``_launch``).
+
+/tmp is part of the disk (it survives stop and start, like a VM's would); it is not a tmpfs.
+``disk_gb`` is not enforced: a loop-mounted filesystem per sandbox would cost far more than
+the whole boot, and project quotas need a specific host filesystem.
+
+A shared kernel is not a security boundary for hostile code: this runtime is for development.
+It does not apply a seccomp filter or a user namespace (uid 1000 inside is uid 1000 outside).
+
+Concurrency: every operation on a sandbox holds that sandbox's lock; operations on different
+sandboxes run concurrently, and slot allocation is thread-safe. Lifecycle operations are
+shielded from cancellation, so a caller that gives up never leaves a half-built or
+half-removed sandbox: the operation finishes (or unwinds) on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import collections
+import contextlib
+import functools
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+import structlog
+
+from contracts.host import SandboxInfo, SandboxSpec
+from hosts.agent_client import wait_ready
+from hosts.errors import AgentUnavailable, HostError, RuntimeFailure, SandboxConflict, SandboxNotFound
+from hosts.runtime import _snapshot
+from hosts.runtime._cgroups import Cgroups, Limits
+from hosts.runtime._launch import BootPlan, Supervisor, adopt, find_init, spawn
+from hosts.runtime._layout import BootRecord, DiskBase, SandboxDir
+from hosts.runtime._mounts import remove_tree, unmount_all
+from hosts.runtime._network import Network
+from hosts.runtime._undo import Undo
+from hosts.runtime.base import Capabilities
+from hosts.templates import TemplateStore
+
+log = structlog.get_logger("hosts.runtime")
+
+T = TypeVar("T")
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+"""Sandbox ids become hostnames, directory, cgroup and netns names: keep them plain."""
+_OVERLAY_UNSAFE = re.compile(r"[,:\\\s]")
+"""Characters that would break overlayfs' mount options (or the launcher's word lists)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NamespaceConfig:
+    """Everything the runtime needs. Host-global names (bridge, nft table, netns prefix,
+    cgroup parent) all derive from ``bridge`` and ``cgroup_parent``, so two instances with
+    different values (``make up`` and the test suite) run side by side."""
+
+    state_dir: Path
+    """Sandboxes live in ``state_dir/sandboxes/<id>/``."""
+    templates: TemplateStore
+    guest_dir: Path
+    """The agent's package (the repo's ``guest/``), bound read-only at /opt/dnah/guest."""
+    bridge: str = "dnah0"
+    subnet: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network("10.213.0.0/16"))
+    cgroup_parent: str = "dnah"
+    resolv_conf: Path = Path("/etc/resolv.conf")
+    uid: int = 1000
+    gid: int = 1000
+    pids_max: int = 512
+    boot_timeout: float = 30.0
+    """Seconds from spawn to the agent's first pong before a boot counts as failed."""
+
+    def __post_init__(self) -> None:
+        for path in (self.state_dir, self.guest_dir, self.resolv_conf):
+            if not path.is_absolute() or _OVERLAY_UNSAFE.search(str(path)):
+                raise ValueError(f"{path} must be absolute, without commas, colons or spaces")
+        if self.subnet.prefixlen > 30:
+            raise ValueError(f"subnet {self.subnet} leaves no room for sandboxes")
+
+
+@dataclass(eq=False)
+class _Sandbox:
+    spec: SandboxSpec
+    base: DiskBase
+    slot: int | None = None
+    """The network slot while booted; None when stopped."""
+    paused: bool = False
+    supervisor: Supervisor | None = None
+    """The process whose exit means the sandbox died (see ``Supervisor``); None when stopped."""
+
+
+class NamespaceRuntime:
+    """``SandboxRuntime`` on Linux namespaces, cgroups and overlayfs (see the module doc)."""
+
+    kind = "namespace"
+    capabilities = Capabilities(memory_snapshot=False, live_resize=False)
+
+    def __init__(self, config: NamespaceConfig) -> None:
+        self.config = config
+        self._cgroups = Cgroups(config.cgroup_parent)
+        self._network = Network(config.bridge, config.subnet)
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._host_ready = False
+        self._host_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # inventory -------------------------------------------------------------------------------
+
+    def list(self) -> list[SandboxInfo]:
+        return [self._info(sb) for _, sb in sorted(self._sandboxes.items())]
+
+    def agent_socket(self, sandbox_id: str) -> Path:
+        return self._dir(sandbox_id).agent_socket
+
+    async def recover(self) -> builtins.list[SandboxInfo]:
+        """Adopt what a previous hostd left: sandboxes whose processes still run are running
+        (or paused, if frozen); the others are stopped, and everything a crash can leave
+        behind (processes, netns, veths, cgroups, half-created directories) is removed."""
+        await self._ensure_host()
+        found = await _blocking("recover", self._scan)
+        for sandbox, init in found:
+            self._sandboxes[sandbox.spec.id] = sandbox
+            if sandbox.slot is None or init is None:
+                continue
+            self._network.slots.claim(sandbox.slot)
+            try:
+                self._watch(sandbox, adopt(init))
+            except ProcessLookupError:  # it died since the scan
+                await self._halt(sandbox)
+        running = sum(sb.slot is not None for sb in self._sandboxes.values())
+        log.info("recovered", running=running, total=len(found))
+        return self.list()
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    async def create(self, spec: SandboxSpec) -> SandboxInfo:
+        _check_spec(spec)
+        return await asyncio.shield(self._create(spec))
+
+    async def start(self, spec: SandboxSpec) -> SandboxInfo:
+        _check_spec(spec)
+        return await asyncio.shield(self._start(spec))
+
+    async def stop(self, sandbox_id: str) -> SandboxInfo:
+        return await asyncio.shield(self._stop(sandbox_id))
+
+    async def destroy(self, sandbox_id: str) -> None:
+        await asyncio.shield(self._destroy(sandbox_id))
+
+    async def pause(self, sandbox_id: str) -> SandboxInfo:
+        async with self._locks[sandbox_id]:
+            sandbox = self._booted(sandbox_id)
+            if not sandbox.paused:
+                await _blocking("freeze", self._cgroups.sandbox(sandbox_id).freeze)
+                sandbox.paused = True
+            return self._info(sandbox)
+
+    async def resume(self, sandbox_id: str) -> SandboxInfo:
+        async with self._locks[sandbox_id]:
+            sandbox = self._booted(sandbox_id)
+            if sandbox.paused:
+                await _blocking("thaw", self._cgroups.sandbox(sandbox_id).thaw)
+                sandbox.paused = False
+            return self._info(sandbox)
+
+    async def snapshot(self, sandbox_id: str, directory: Path) -> None:
+        """Archive the disk into ``directory``; a running sandbox is frozen meanwhile."""
+        async with self._locks[sandbox_id]:
+            sandbox = self._get(sandbox_id)
+            cgroup = self._cgroups.sandbox(sandbox_id)
+            freeze = sandbox.slot is not None and not sandbox.paused
+            if freeze:
+                await _blocking("freeze", cgroup.freeze)
+            try:
+                upper = self._dir(sandbox_id).upper
+                await _blocking("snapshot", _snapshot.write, upper, directory, sandbox_id, sandbox.base)
+            finally:
+                if freeze:
+                    await _blocking("thaw", cgroup.thaw)
+
+    async def restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
+        return await asyncio.shield(self._restore(sandbox_id, directory))
+
+    async def remove_host_setup(self) -> None:
+        """Remove this instance's bridge, nft table and parent cgroups (for ``dnah down`` and
+        test teardown). Sandboxes must all be destroyed first.
+
+        Raises:
+            SandboxConflict: sandboxes still exist.
+        """
+        async with self._host_lock:
+            if self._sandboxes:
+                raise SandboxConflict(f"{len(self._sandboxes)} sandboxes still exist")
+            await _blocking("remove host network", self._network.remove_host)
+            await _blocking("remove cgroups", self._cgroups.remove_parent)
+            self._host_ready = False
+
+    # implementation --------------------------------------------------------------------------
+
+    async def _create(self, spec: SandboxSpec) -> SandboxInfo:
+        async with self._locks[spec.id]:
+            if spec.id in self._sandboxes:
+                raise SandboxConflict(f"sandbox {spec.id} already exists")
+            timer = _Timer()
+            with timer.step("template"):
+                template = await asyncio.to_thread(self.config.templates.get, spec.template)
+            sandbox = _Sandbox(spec, DiskBase(template=template.name, content_hash=template.content_hash))
+            directory = self._dir(spec.id)
+            undo = Undo(spec.id)
+            try:
+                with timer.step("disk"):
+                    await _blocking("claim sandbox dir", directory.claim)
+                    undo.push("remove sandbox dir", functools.partial(remove_tree, directory.path))
+                    await _blocking(
+                        "lay out disk",
+                        directory.populate,
+                        spec,
+                        sandbox.base,
+                        self.config.uid,
+                        self.config.gid,
+                    )
+                await self._boot(sandbox, template.rootfs, undo, timer)
+            except BaseException:
+                await undo.unwind()
+                raise
+            self._sandboxes[spec.id] = sandbox
+            log.info("sandbox created", sandbox_id=spec.id, pid=_pid(sandbox), **timer.fields())
+            return self._info(sandbox)
+
+    async def _start(self, spec: SandboxSpec) -> SandboxInfo:
+        async with self._locks[spec.id]:
+            sandbox = self._get(spec.id)
+            if sandbox.slot is not None:
+                raise SandboxConflict(f"sandbox {spec.id} is already booted")
+            if spec.template != sandbox.base.template:
+                raise SandboxConflict(f"sandbox {spec.id}'s disk is a {sandbox.base.template} disk")
+            await _blocking("write spec", self._dir(spec.id).write_spec, spec)
+            sandbox.spec = spec
+            await self._boot_stopped(sandbox, "started")
+            return self._info(sandbox)
+
+    async def _stop(self, sandbox_id: str) -> SandboxInfo:
+        async with self._locks[sandbox_id]:
+            sandbox = self._get(sandbox_id)
+            if sandbox.slot is not None:
+                started = time.perf_counter()
+                await self._halt(sandbox)
+                log.info("sandbox stopped", sandbox_id=sandbox_id, total_ms=_ms_since(started))
+            return self._info(sandbox)
+
+    async def _destroy(self, sandbox_id: str) -> None:
+        async with self._locks[sandbox_id]:
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is not None and sandbox.slot is not None:
+                await self._halt(sandbox)
+            # Also for a sandbox we do not know: a directory or host resources left by a
+            # crash are removed by name, which is what makes destroy safe to retry.
+            await _blocking("tear down", self._teardown, sandbox_id, None)
+            await _blocking("remove sandbox dir", remove_tree, self._dir(sandbox_id).path)
+            self._sandboxes.pop(sandbox_id, None)
+        self._locks.pop(sandbox_id, None)
+        log.info("sandbox destroyed", sandbox_id=sandbox_id)
+
+    async def _restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
+        manifest = await _blocking("read snapshot", _snapshot.read, directory)
+        async with self._locks[sandbox_id]:
+            sandbox = self._get(sandbox_id)
+            base = DiskBase(template=manifest.template, content_hash=manifest.content_hash)
+            if base != sandbox.base:
+                raise SandboxConflict(
+                    f"snapshot is of a {base.template}-{base.content_hash} disk, "
+                    f"sandbox {sandbox_id} has a {sandbox.base.template}-{sandbox.base.content_hash} one"
+                )
+            if sandbox.slot is not None:
+                await self._halt(sandbox)
+            fill = functools.partial(_snapshot.extract, directory)
+            await _blocking("replace disk", self._dir(sandbox_id).replace_upper, fill)
+            await self._boot_stopped(sandbox, "restored")
+            return self._info(sandbox)
+
+    async def _boot_stopped(self, sandbox: _Sandbox, event: str) -> None:
+        """Boot an existing disk over the exact template build it was made on."""
+        timer = _Timer()
+        with timer.step("template"):
+            template = await asyncio.to_thread(
+                self.config.templates.get, sandbox.base.template, content_hash=sandbox.base.content_hash
+            )
+        undo = Undo(sandbox.spec.id)
+        try:
+            await self._boot(sandbox, template.rootfs, undo, timer)
+        except BaseException:
+            await undo.unwind()
+            raise
+        log.info(f"sandbox {event}", sandbox_id=sandbox.spec.id, pid=_pid(sandbox), **timer.fields())
+
+    async def _boot(self, sandbox: _Sandbox, lower: Path, undo: Undo, timer: _Timer) -> None:
+        """Create the cgroup and network, start the process tree and wait for the agent.
+
+        Every resource registers its removal in ``undo`` before it is created; on failure the
+        caller unwinds it, on success ``sandbox`` is marked running.
+        """
+        spec, directory = sandbox.spec, self._dir(sandbox.spec.id)
+        with timer.step("host"):
+            await self._ensure_host()
+        cgroup = self._cgroups.sandbox(spec.id)
+        with timer.step("cgroup"):
+            limits = Limits(cpu=spec.cpu, ram_mb=spec.ram_mb, pids=self.config.pids_max)
+            await _blocking("create cgroup", cgroup.create, limits, undo)
+        slot = self._network.slots.allocate()
+        undo.push("release slot", functools.partial(self._network.slots.release, slot))
+        with timer.step("netns"):
+            await _blocking("create netns", self._network.create_netns, spec.id, undo)
+        with timer.step("veth"):
+            await _blocking("create veth", self._network.create_veth, spec.id, slot, undo)
+        with timer.step("address"):
+            await _blocking("configure netns", self._network.configure_inside, spec.id, slot)
+        undo.push("clear boot record", directory.clear_boot)
+        await _blocking("write boot record", directory.write_boot, BootRecord(slot=slot))
+        plan = BootPlan(
+            sandbox_dir=directory.path,
+            lower=lower,
+            guest_dir=self.config.guest_dir,
+            resolv_conf=self.config.resolv_conf,
+            hostname=spec.id,
+            netns=self._network.netns_path(spec.id),
+            cgroup_procs=cgroup.procs_files(),
+            cgroup_mounts=self._cgroups.inner_mounts,
+            uid=self.config.uid,
+            gid=self.config.gid,
+            env=spec.env,
+        )
+        undo.push("kill the sandbox's processes", cgroup.kill)
+        with timer.step("spawn"):
+            supervisor = await spawn(plan, directory.console, undo)
+        with timer.step("agent"):
+            await self._wait_for_agent(supervisor, directory)
+        sandbox.slot, sandbox.paused = slot, False
+        self._watch(sandbox, supervisor)
+
+    def _watch(self, sandbox: _Sandbox, supervisor: Supervisor) -> None:
+        sandbox.supervisor = supervisor
+        supervisor.exited.add_done_callback(functools.partial(self._on_exit, sandbox, supervisor))
+
+    async def _wait_for_agent(self, supervisor: Supervisor, directory: SandboxDir) -> None:
+        """Return once the agent answers a ping; fail fast if the sandbox dies first."""
+        ready = asyncio.ensure_future(wait_ready(directory.agent_socket, timeout=self.config.boot_timeout))
+        try:
+            either: set[asyncio.Future[Any]] = {ready, supervisor.exited}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not ready.done():
+                ready.cancel()
+        if supervisor.exited.done():
+            if ready.done() and not ready.cancelled() and ready.exception() is None:
+                await ready.result().close()
+            tail = await asyncio.to_thread(directory.console_tail)
+            code = supervisor.exited.result()
+            raise RuntimeFailure(f"sandbox exited while booting (status {code}): {tail}")
+        try:
+            client = ready.result()
+        except AgentUnavailable as exc:
+            tail = await asyncio.to_thread(directory.console_tail)
+            raise RuntimeFailure(f"sandbox agent did not come up: {exc}; console: {tail}") from exc
+        await client.close()
+
+    async def _halt(self, sandbox: _Sandbox) -> None:
+        """Kill the sandbox's processes and free its cgroup and network; the disk stays."""
+        slot = sandbox.slot
+        # Forgetting the supervisor first tells the exit watcher this exit is intended. The
+        # sandbox only counts as stopped once the teardown succeeded, so a failed one is
+        # retried by the next stop or destroy.
+        sandbox.supervisor = None
+        await _blocking("tear down", self._teardown, sandbox.spec.id, slot)
+        sandbox.slot, sandbox.paused = None, False
+        if slot is not None:
+            self._network.slots.release(slot)
+
+    def _teardown(self, sandbox_id: str, slot: int | None) -> None:
+        """Remove everything a boot creates, by name; tolerant of any of it being absent."""
+        directory = self._dir(sandbox_id)
+        if slot is None and (record := directory.read_boot()) is not None:
+            slot = record.slot
+        cgroup = self._cgroups.sandbox(sandbox_id)
+        cgroup.kill()
+        if slot is not None:
+            self._network.delete_veth(slot)
+        self._network.delete_netns(sandbox_id)
+        cgroup.remove()
+        if directory.path.exists():
+            directory.clear_boot()
+            unmount_all(directory.path)
+
+    def _on_exit(self, sandbox: _Sandbox, supervisor: Supervisor, _done: asyncio.Future[int | None]) -> None:
+        """The supervisor exited. Unless we stopped it, the sandbox died on its own (its PID 1
+        crashed, or the OOM killer chose it): free its resources and report it stopped."""
+        if sandbox.supervisor is not supervisor:
+            return
+        task = asyncio.ensure_future(self._reap_dead(sandbox, supervisor))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reap_dead(self, sandbox: _Sandbox, supervisor: Supervisor) -> None:
+        async with self._locks[sandbox.spec.id]:
+            if sandbox.supervisor is not supervisor:
+                return
+            tail = await asyncio.to_thread(self._dir(sandbox.spec.id).console_tail)
+            log.warning("sandbox died", sandbox_id=sandbox.spec.id, console=tail[-500:])
+            await self._halt(sandbox)
+
+    def _scan(self) -> builtins.list[tuple[_Sandbox, int | None]]:
+        """Read every sandbox directory back, with the host pid of each running one's PID 1;
+        clean up whatever is not running."""
+        root = self.config.state_dir / "sandboxes"
+        root.mkdir(parents=True, exist_ok=True)
+        found: builtins.list[tuple[_Sandbox, int | None]] = []
+        for path in sorted(root.iterdir()):
+            directory = SandboxDir(path)
+            try:
+                sandbox = _Sandbox(directory.read_spec(), directory.read_base())
+            except (FileNotFoundError, msgspec.DecodeError):
+                log.warning("removing an incomplete sandbox directory", sandbox_id=path.name)
+                self._teardown(path.name, None)
+                remove_tree(path)
+                continue
+            record = directory.read_boot()
+            cgroup = self._cgroups.sandbox(path.name)
+            init = find_init(cgroup.pids())
+            if record is not None and init is not None:
+                sandbox.slot, sandbox.paused = record.slot, cgroup.frozen()
+            else:
+                self._teardown(path.name, None)
+                directory.repair()
+            found.append((sandbox, init))
+        self._sweep({sb.spec.id: sb.slot for sb, _ in found if sb.slot is not None})
+        return found
+
+    def _sweep(self, running: dict[str, int]) -> None:
+        """Remove host resources of this instance that no running sandbox owns."""
+        for sandbox_id in self._cgroups.sandbox_ids() - running.keys():
+            cgroup = self._cgroups.sandbox(sandbox_id)
+            cgroup.kill()
+            cgroup.remove()
+        for sandbox_id in self._network.netns_ids() - running.keys():
+            self._network.delete_netns(sandbox_id)
+        for slot in self._network.veth_slots() - set(running.values()):
+            self._network.delete_veth(slot)
+
+    async def _ensure_host(self) -> None:
+        async with self._host_lock:
+            if not self._host_ready:
+                await _blocking("set up host network", self._network.ensure_host)
+                self._host_ready = True
+
+    def _dir(self, sandbox_id: str) -> SandboxDir:
+        return SandboxDir(self.config.state_dir / "sandboxes" / sandbox_id)
+
+    def _get(self, sandbox_id: str) -> _Sandbox:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            raise SandboxNotFound(f"no sandbox {sandbox_id} on this host")
+        return sandbox
+
+    def _booted(self, sandbox_id: str) -> _Sandbox:
+        sandbox = self._get(sandbox_id)
+        if sandbox.slot is None:
+            raise SandboxConflict(f"sandbox {sandbox_id} is stopped")
+        return sandbox
+
+    def _info(self, sandbox: _Sandbox) -> SandboxInfo:
+        if sandbox.slot is None:
+            return SandboxInfo(id=sandbox.spec.id, state="stopped")
+        state: Literal["running", "paused"] = "paused" if sandbox.paused else "running"
+        return SandboxInfo(id=sandbox.spec.id, state=state, ip=str(self._network.address(sandbox.slot)))
+
+
+class _Timer:
+    """Wall time per boot step, logged with the outcome so slow creates explain themselves."""
+
+    def __init__(self) -> None:
+        self._started = time.perf_counter()
+        self._steps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._steps[name] = _ms_since(started)
+
+    def fields(self) -> dict[str, float]:
+        return {
+            "total_ms": _ms_since(self._started),
+            **{f"{name}_ms": ms for name, ms in self._steps.items()},
+        }
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking step in a thread, turning OS-level failures into ``RuntimeFailure``."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except HostError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(f"{what}: {exc}") from exc
+
+
+def _pid(sandbox: _Sandbox) -> int | None:
+    """The supervisor's pid, for logs: the root of the sandbox's process tree on the host."""
+    return sandbox.supervisor.pid if sandbox.supervisor else None
+
+
+def _check_spec(spec: SandboxSpec) -> None:
+    if not _ID_RE.fullmatch(spec.id):
+        raise RuntimeFailure(f"sandbox id {spec.id!r} must be 1-63 letters, digits, '-' or '_'")
+    for name, value in spec.env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise RuntimeFailure(f"invalid environment variable {name!r}")
+    if spec.cpu < 1 or spec.ram_mb < 1:
+        raise RuntimeFailure("a sandbox needs at least 1 CPU and 1 MB of memory")

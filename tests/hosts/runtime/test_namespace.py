@@ -1,0 +1,506 @@
+"""The namespace runtime's lifecycle, on real sandboxes driven through their agent."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from hosts.errors import AgentUnavailable, RuntimeFailure, SandboxConflict, SandboxNotFound
+from hosts.runtime import _cgroups, _layout, _network, namespace
+from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from tests.hosts.conftest import Box, close_box, make_spec, open_box
+
+V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+
+
+def host_cgroup(config: NamespaceConfig, sandbox_id: str, controller: str) -> Path:
+    """Where the host keeps ``controller``'s files for the sandbox (this machine's layout)."""
+    if V2:
+        return Path("/sys/fs/cgroup") / config.cgroup_parent / sandbox_id
+    return Path("/sys/fs/cgroup") / controller / config.cgroup_parent / sandbox_id
+
+
+def traces(config: NamespaceConfig, sandbox_id: str) -> list[str]:
+    """Everything of ``sandbox_id`` still on the host; empty when it left nothing behind."""
+    sandbox_dir = config.state_dir / "sandboxes" / sandbox_id
+    found = []
+    if sandbox_dir.exists():
+        found.append(f"directory {sandbox_dir}")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    if str(sandbox_dir) in mounts:
+        found.append("a mount under the sandbox directory")
+    for controller in _cgroups.V1_CONTROLLERS:
+        if host_cgroup(config, sandbox_id, controller).exists():
+            found.append(f"{controller} cgroup")
+    if (_network.NETNS_DIR / f"{config.bridge}@{sandbox_id}").exists():
+        found.append("netns")
+    ports = Path(f"/sys/class/net/{config.bridge}/brif")
+    if ports.is_dir() and any(ports.iterdir()):
+        found.append(f"veths on the bridge: {sorted(p.name for p in ports.iterdir())}")
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(sandbox_dir).encode() in cmdline:
+                found.append(f"process {proc.name}: {cmdline[:80]!r}")
+    return found
+
+
+# create -------------------------------------------------------------------------------------
+
+
+async def test_create_boots_the_agent_as_an_unprivileged_user(box: Box) -> None:
+    assert box.info.state == "running"
+    assert await box.out("id -u; id -g; id -G") == "1000\n1000\n1000"
+    assert await box.out("hostname") == box.id
+    status = await box.out("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status")
+    assert all(line.split()[1] in ("0000000000000000", "1") for line in status.splitlines()), status
+    assert "NoNewPrivs:\t1" in status
+    assert await box.out("readlink /proc/1/exe") == "/usr/bin/python3.11"
+    assert await box.out("pwd; echo $HOME") == "/home/user\n/home/user"
+
+
+async def test_spec_env_reaches_commands(runtime: NamespaceRuntime, new_id: str) -> None:
+    created = await open_box(runtime, make_spec(new_id, env={"GREETING": "hello world", "PATH": "/bin"}))
+    try:
+        assert await created.out("echo $GREETING; echo $PATH") == "hello world\n/bin"
+        assert await created.out("env | grep -c '^PYTHONPATH=' || true") == "0"
+    finally:
+        await close_box(created)
+
+
+async def test_cgroup_limits_hold_on_the_host_and_inside(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+) -> None:
+    created = await open_box(runtime, make_spec(new_id, cpu=2, ram_mb=300))
+    try:
+        memory = host_cgroup(ns_config, new_id, "memory")
+        cpu = host_cgroup(ns_config, new_id, "cpu")
+        pids = host_cgroup(ns_config, new_id, "pids")
+        if V2:
+            assert (cpu / "cpu.max").read_text().split() == ["200000", "100000"]
+            assert int((memory / "memory.max").read_text()) == 300 * 2**20
+            inside = await created.out("cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max")
+            assert inside.split() == [str(300 * 2**20), "200000", "100000"]
+        else:
+            assert int((cpu / "cpu.cfs_quota_us").read_text()) == 200_000
+            assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
+            assert int((memory / "memory.limit_in_bytes").read_text()) == 300 * 2**20
+            if (memory / "memory.memsw.limit_in_bytes").exists():
+                assert int((memory / "memory.memsw.limit_in_bytes").read_text()) == 300 * 2**20
+            inside = await created.out(
+                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+                " /sys/fs/cgroup/pids/pids.max"
+            )
+            assert inside.split() == [str(300 * 2**20), "200000", "512"]
+        assert (pids / "pids.max").read_text().strip() == "512"
+        # Every process of the sandbox, PID 1 first of all, is in its cgroup, which is the
+        # root of the cgroup namespace it sees.
+        host_pids = {int(p) for p in (pids / "cgroup.procs").read_text().split()}
+        agent = [p for p in host_pids if _nspid(p) == 1]
+        assert len(agent) == 1
+        own = {line.split(":", 1)[1] for line in (await created.out("cat /proc/self/cgroup")).splitlines()}
+        assert {":/"} <= own if V2 else {"cpu:/", "memory:/", "pids:/", "freezer:/"} <= own
+        options = await created.out("awk '$2 ~ \"^/sys/fs/cgroup\" {print $4}' /proc/self/mounts")
+        assert options and all(o.startswith("ro,") for o in options.splitlines()), options
+    finally:
+        await close_box(created)
+
+
+async def test_the_sandbox_has_its_own_network(box: Box, ns_config: NamespaceConfig) -> None:
+    assert box.info.ip is not None
+    assert ipaddress.IPv4Address(box.info.ip) in ns_config.subnet
+    addr = await box.out("ip -4 -o addr show dev eth0")
+    assert f"inet {box.info.ip}/{ns_config.subnet.prefixlen}" in addr
+    gateway = ns_config.subnet.network_address + 1
+    route = await box.out("ip route show default")
+    assert route.startswith(f"default via {gateway} dev eth0")
+    assert "LOOPBACK,UP" in await box.out("ip -o link show lo")
+    links = await box.out("ls /sys/class/net")
+    assert links.split() == ["eth0", "lo"]
+
+
+async def test_concurrent_creates_get_distinct_addresses(runtime: NamespaceRuntime) -> None:
+    ids = [f"tc{i}{os.getpid()}" for i in range(4)]
+    boxes = await asyncio.gather(*(open_box(runtime, make_spec(i)) for i in ids))
+    try:
+        ips = {b.info.ip for b in boxes}
+        assert len(ips) == 4
+        for b in boxes:
+            assert await b.out("hostname") == b.id
+    finally:
+        await asyncio.gather(*(close_box(b) for b in boxes))
+
+
+async def test_create_rejects_a_taken_id(box: Box) -> None:
+    with pytest.raises(SandboxConflict):
+        await box.runtime.create(make_spec(box.id))
+    assert await box.out("echo still here") == "still here"
+
+
+async def test_unknown_sandbox_is_not_found(runtime: NamespaceRuntime) -> None:
+    with pytest.raises(SandboxNotFound):
+        await runtime.stop("no-such-sandbox")
+    with pytest.raises(SandboxNotFound):
+        await runtime.pause("no-such-sandbox")
+
+
+# stop / start ------------------------------------------------------------------------------
+
+
+async def test_stop_keeps_the_disk_and_start_boots_it_again(
+    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+) -> None:
+    await box.out("echo kept > ~/file; echo tmp > /tmp/file; mkdir -p /workspace/d")
+    await box.client.close()
+
+    stopped = await runtime.stop(box.id)
+    assert stopped.state == "stopped" and stopped.ip is None
+    assert not runtime.agent_socket(box.id).exists()
+    assert not host_cgroup(ns_config, box.id, "pids").exists()
+    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{box.id}").exists()
+    assert (await runtime.stop(box.id)).state == "stopped"  # idempotent
+
+    started = await runtime.start(make_spec(box.id, ram_mb=200))
+    assert started.state == "running" and started.ip is not None
+    await box.reconnect()
+    assert await box.out("cat ~/file /tmp/file; test -d /workspace/d && echo dir") == "kept\ntmp\ndir"
+    memory = host_cgroup(ns_config, box.id, "memory")
+    if not V2:
+        assert int((memory / "memory.limit_in_bytes").read_text()) == 200 * 2**20
+    spec = json.loads((ns_config.state_dir / "sandboxes" / box.id / "spec.json").read_text())
+    assert spec["ram_mb"] == 200
+    with pytest.raises(SandboxConflict):
+        await runtime.start(make_spec(box.id))
+
+
+async def test_a_sandbox_whose_pid1_dies_is_reported_stopped(
+    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+) -> None:
+    pids = host_cgroup(ns_config, box.id, "pids") / "cgroup.procs"
+    agent = next(int(p) for p in pids.read_text().split() if _nspid(int(p)) == 1)
+    os.kill(agent, signal.SIGKILL)
+    await _until(lambda: _state(runtime, box.id) == "stopped")
+    assert not pids.parent.exists()
+    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{box.id}").exists()
+    started = await runtime.start(make_spec(box.id))
+    assert started.state == "running"
+
+
+# pause / resume ----------------------------------------------------------------------------
+
+
+async def test_pause_freezes_and_resume_thaws(
+    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+) -> None:
+    paused = await runtime.pause(box.id)
+    assert paused.state == "paused" and paused.ip == box.info.ip
+    assert _state(runtime, box.id) == "paused"
+    if V2:
+        assert "frozen 1" in (host_cgroup(ns_config, box.id, "").joinpath("cgroup.events").read_text())
+    else:
+        state = host_cgroup(ns_config, box.id, "freezer") / "freezer.state"
+        assert state.read_text().strip() == "FROZEN"
+    with pytest.raises(AgentUnavailable):  # a frozen agent cannot answer
+        await box.client.ping(timeout=0.3)
+    assert (await runtime.pause(box.id)).state == "paused"  # idempotent
+
+    resumed = await runtime.resume(box.id)
+    assert resumed.state == "running"
+    if not V2:
+        assert (host_cgroup(ns_config, box.id, "freezer") / "freezer.state").read_text().strip() == "THAWED"
+    await box.reconnect()
+    assert await box.out("echo awake") == "awake"
+
+
+async def test_stop_works_on_a_paused_sandbox(
+    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+) -> None:
+    await runtime.pause(box.id)
+    assert (await runtime.stop(box.id)).state == "stopped"
+    assert not host_cgroup(ns_config, box.id, "pids").exists()
+    with pytest.raises(SandboxConflict):
+        await runtime.pause(box.id)
+
+
+# snapshot / restore ------------------------------------------------------------------------
+
+
+async def test_snapshot_and_restore_bring_the_disk_back(
+    box: Box, runtime: NamespaceRuntime, tmp_path: Path
+) -> None:
+    await box.out("echo one > ~/kept; rm ~/.bashrc; mkdir ~/dir; echo x > ~/dir/inner")
+    snapshot = tmp_path / "snap"
+    await runtime.snapshot(box.id, snapshot)
+    assert _state(runtime, box.id) == "running"
+    assert await box.out("echo alive") == "alive"  # thawed after the snapshot
+
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    assert manifest["sandbox_id"] == box.id
+    assert manifest["template"] == "dnah-base"
+    assert manifest["content_hash"] == runtime.config.templates.recipe_hash()
+    [archive] = manifest["files"]
+    assert archive["name"] == "rootfs.tar"
+    assert archive["size"] == (snapshot / "rootfs.tar").stat().st_size
+    assert archive["sha256"] == _sha256(snapshot / "rootfs.tar")
+
+    await box.out("echo two > ~/kept; echo new > ~/later; rm -r ~/dir; echo restored > ~/.bashrc")
+    info = await runtime.restore(box.id, snapshot)
+    assert info.state == "running"
+    await box.reconnect()
+    assert await box.out("cat ~/kept ~/dir/inner") == "one\nx"
+    assert await box.out("test -e ~/later || echo gone") == "gone"
+    # The deletion of a template file (an overlay whiteout) survives the round trip.
+    assert await box.out("test -e ~/.bashrc || echo deleted") == "deleted"
+    assert await box.out("stat -c '%u:%g %a' ~/kept") == "1000:1000 644"
+
+
+async def test_restore_of_a_stopped_sandbox_boots_it(
+    box: Box, runtime: NamespaceRuntime, tmp_path: Path
+) -> None:
+    await box.out("echo v1 > ~/f")
+    await runtime.stop(box.id)
+    await runtime.snapshot(box.id, tmp_path)
+    info = await runtime.restore(box.id, tmp_path)
+    assert info.state == "running"
+    await box.reconnect()
+    assert await box.out("cat ~/f") == "v1"
+
+
+async def test_restore_refuses_a_tampered_snapshot(
+    box: Box, runtime: NamespaceRuntime, tmp_path: Path
+) -> None:
+    await runtime.snapshot(box.id, tmp_path)
+    with open(tmp_path / "rootfs.tar", "ab") as archive:
+        archive.write(b"\0")
+    with pytest.raises(RuntimeFailure, match="does not match"):
+        await runtime.restore(box.id, tmp_path)
+    assert _state(runtime, box.id) == "running"  # untouched
+
+
+async def test_restore_refuses_a_snapshot_of_another_base(
+    box: Box, runtime: NamespaceRuntime, tmp_path: Path
+) -> None:
+    await runtime.snapshot(box.id, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["content_hash"] = "0" * 16
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SandboxConflict):
+        await runtime.restore(box.id, tmp_path)
+    assert await box.out("echo untouched") == "untouched"
+
+
+# destroy -----------------------------------------------------------------------------------
+
+
+async def test_destroy_leaves_nothing(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+) -> None:
+    created = await open_box(runtime, make_spec(new_id))
+    await created.out("echo data > ~/f")
+    await created.client.close()
+    await runtime.destroy(new_id)
+    assert traces(ns_config, new_id) == []
+    assert all(info.id != new_id for info in runtime.list())
+    await runtime.destroy(new_id)  # idempotent
+
+
+async def test_destroy_of_a_stopped_sandbox(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+) -> None:
+    await runtime.create(make_spec(new_id))
+    await runtime.stop(new_id)
+    await runtime.destroy(new_id)
+    assert traces(ns_config, new_id) == []
+
+
+# failed creates ----------------------------------------------------------------------------
+
+_SYNC_STEPS: list[tuple[object, str]] = [
+    (_layout.SandboxDir, "populate"),
+    (_cgroups.SandboxCgroup, "create"),
+    (_network.Network, "create_netns"),
+    (_network.Network, "create_veth"),
+    (_network.Network, "configure_inside"),
+    (_layout.SandboxDir, "write_boot"),
+]
+_ASYNC_STEPS: list[tuple[object, str]] = [(namespace, "spawn"), (namespace, "wait_ready")]
+
+
+def _failing_sync(real: Callable[..., object], after: bool) -> Callable[..., object]:
+    def step(*args: object, **kwargs: object) -> object:
+        if after:
+            real(*args, **kwargs)
+        raise RuntimeFailure("injected failure")
+
+    return step
+
+
+def _failing_async(real: Callable[..., Awaitable[object]], after: bool) -> Callable[..., Awaitable[object]]:
+    async def step(*args: object, **kwargs: object) -> object:
+        if after:
+            result = await real(*args, **kwargs)
+            close = getattr(result, "close", None)
+            if close is not None:
+                await close()
+        raise RuntimeFailure("injected failure")
+
+    return step
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+@pytest.mark.parametrize(
+    ("owner", "name"), _SYNC_STEPS + _ASYNC_STEPS, ids=[n for _, n in _SYNC_STEPS + _ASYNC_STEPS]
+)
+async def test_a_failed_create_leaves_nothing(
+    runtime: NamespaceRuntime,
+    ns_config: NamespaceConfig,
+    new_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: object,
+    name: str,
+    after: bool,
+) -> None:
+    real = getattr(owner, name)
+    wrap = _failing_async if (owner, name) in _ASYNC_STEPS else _failing_sync
+    monkeypatch.setattr(owner, name, wrap(real, after))
+    with pytest.raises(RuntimeFailure, match="injected failure"):
+        await runtime.create(make_spec(new_id))
+    assert traces(ns_config, new_id) == []
+    assert all(info.id != new_id for info in runtime.list())
+
+    monkeypatch.undo()
+    created = await open_box(runtime, make_spec(new_id))  # the id and its slot are free again
+    await close_box(created)
+
+
+async def test_a_sandbox_that_dies_while_booting_fails_fast(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str, tmp_path: Path
+) -> None:
+    # ``runtime`` is requested so that the session's teardown removes the bridge this uses.
+    broken = NamespaceRuntime(
+        NamespaceConfig(
+            state_dir=ns_config.state_dir,
+            templates=ns_config.templates,
+            guest_dir=tmp_path,  # no agent in there: python3 -m guest.agent exits at once
+            bridge=ns_config.bridge,
+            subnet=ns_config.subnet,
+            cgroup_parent=ns_config.cgroup_parent,
+        )
+    )
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RuntimeFailure, match=r"No module named guest\.agent"):
+        await broken.create(make_spec(new_id))
+    assert asyncio.get_running_loop().time() - started < 5
+    assert traces(ns_config, new_id) == []
+
+
+# recovery ----------------------------------------------------------------------------------
+
+
+async def test_recover_adopts_running_sandboxes_and_cleans_stopped_ones(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig
+) -> None:
+    running = await open_box(runtime, make_spec(f"tr{os.getpid()}run"))
+    await running.out("echo before > ~/f")
+    stopped_id = f"tr{os.getpid()}stop"
+    await runtime.create(make_spec(stopped_id))
+    await runtime.stop(stopped_id)
+    # What a crash during a boot of the stopped sandbox would have left behind:
+    leftover = _cgroups.Cgroups(ns_config.cgroup_parent).sandbox(stopped_id)
+    for directory in leftover.dirs:
+        directory.mkdir()
+    subprocess.run(["ip", "netns", "add", f"{ns_config.bridge}@{stopped_id}"], check=True)
+    orphan = _cgroups.Cgroups(ns_config.cgroup_parent).sandbox("orphan")
+    for directory in orphan.dirs:
+        directory.mkdir()
+
+    successor = NamespaceRuntime(ns_config)
+    inventory = {info.id: info for info in await successor.recover()}
+
+    assert inventory[running.id].state == "running"
+    assert inventory[running.id].ip == running.info.ip
+    assert inventory[stopped_id].state == "stopped"
+    assert not any(d.exists() for d in leftover.dirs + orphan.dirs)
+    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{stopped_id}").exists()
+    assert await running.out("cat ~/f") == "before"  # the adopted sandbox was not disturbed
+
+    await running.client.close()
+    client = await namespace.wait_ready(successor.agent_socket(running.id), timeout=5)
+    assert (await client.exec(["hostname"])).stdout.strip() == running.id
+    await client.close()
+    assert (await successor.start(make_spec(stopped_id))).state == "running"
+
+    for sandbox_id in (running.id, stopped_id):
+        await successor.destroy(sandbox_id)
+        await runtime.destroy(sandbox_id)  # the first instance forgets them too
+    assert traces(ns_config, running.id) == traces(ns_config, stopped_id) == []
+
+
+async def test_recover_reports_a_frozen_sandbox_paused(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+) -> None:
+    await runtime.create(make_spec(new_id))
+    await runtime.pause(new_id)
+    successor = NamespaceRuntime(ns_config)
+    assert {i.id: i.state for i in await successor.recover()}[new_id] == "paused"
+    assert (await successor.resume(new_id)).state == "running"
+    await successor.destroy(new_id)
+    await runtime.destroy(new_id)
+    assert traces(ns_config, new_id) == []
+
+
+async def test_an_adopted_sandbox_that_dies_is_reported_stopped(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+) -> None:
+    await runtime.create(make_spec(new_id))
+    successor = NamespaceRuntime(ns_config)
+    await successor.recover()
+    procs = host_cgroup(ns_config, new_id, "pids") / "cgroup.procs"
+    os.kill(next(int(p) for p in procs.read_text().split() if _nspid(int(p)) == 1), signal.SIGKILL)
+    # Both instances notice (the first through its child, the successor through a pidfd).
+    await _until(lambda: _state(successor, new_id) == _state(runtime, new_id) == "stopped")
+    assert not procs.parent.exists()
+    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{new_id}").exists()
+    assert (await successor.start(make_spec(new_id))).state == "running"
+    await successor.destroy(new_id)
+    await runtime.destroy(new_id)
+    assert traces(ns_config, new_id) == []
+
+
+# helpers -----------------------------------------------------------------------------------
+
+
+def _nspid(pid: int) -> int:
+    """The pid of host process ``pid`` in its innermost PID namespace."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    raise AssertionError(f"no NSpid for {pid}")
+
+
+def _state(runtime: NamespaceRuntime, sandbox_id: str) -> str:
+    return next(info.state for info in runtime.list() if info.id == sandbox_id)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,241 @@
+"""HostController against the real namespace runtime: every command, its allowed states, and
+how commands on one sandbox interleave."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo
+from hosts.commands import (
+    CreateSandbox,
+    DestroySandbox,
+    ExecInSandbox,
+    GetHealth,
+    ListSandboxes,
+    StartSandbox,
+    StopSandbox,
+)
+from hosts.config import GUEST_DIR
+from hosts.controller import HostController
+from hosts.errors import SandboxConflict, SandboxNotFound, TemplateNotFound
+from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.templates import TemplateStore
+from tests.hosts._hostd_fixtures import kernel_names
+from tests.hosts.conftest import make_spec
+
+
+@pytest.fixture(scope="module")
+async def ns_runtime(
+    template_store: TemplateStore, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[NamespaceRuntime]:
+    names = kernel_names(0)
+    runtime = NamespaceRuntime(
+        NamespaceConfig(
+            state_dir=tmp_path_factory.mktemp("controller-state"),
+            templates=template_store,
+            guest_dir=GUEST_DIR,
+            bridge=names.bridge,
+            subnet=names.subnet,
+            cgroup_parent=names.cgroup,
+            boot_timeout=20.0,
+        )
+    )
+    await runtime.recover()
+    yield runtime
+    await runtime.remove_host_setup()
+
+
+@pytest.fixture
+async def controller(ns_runtime: NamespaceRuntime) -> AsyncIterator[HostController]:
+    ctl = HostController(ns_runtime)
+    yield ctl
+    await ctl.close()
+    for info in ns_runtime.list():
+        await ns_runtime.destroy(info.id)
+
+
+@pytest.fixture
+async def running(controller: HostController) -> SandboxInfo:
+    """A running sandbox, created through the controller."""
+    return await controller.handle(CreateSandbox(spec=make_spec(new_id())))
+
+
+def new_id() -> str:
+    return f"c{uuid.uuid4().hex[:12]}"
+
+
+def sh(
+    sandbox_id: str,
+    script: str,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    timeout_ms: int = 20_000,
+) -> ExecInSandbox:
+    request = ExecRequest(cmd=["sh", "-c", script], env=env or {}, cwd=cwd, timeout_ms=timeout_ms)
+    return ExecInSandbox(sandbox_id=sandbox_id, request=request)
+
+
+async def test_create_then_exec(controller: HostController) -> None:
+    sandbox_id = new_id()
+    info = await controller.handle(CreateSandbox(spec=make_spec(sandbox_id)))
+    assert (info.id, info.state) == (sandbox_id, "running")
+    assert info.ip is not None and info.ip.startswith("10.215.")
+
+    result = await controller.handle(sh(sandbox_id, "echo hello; echo oops >&2; exit 3"))
+
+    assert type(result) is ExecResult
+    assert (result.stdout, result.stderr, result.exit_code, result.timed_out) == (
+        "hello\n",
+        "oops\n",
+        3,
+        False,
+    )
+    assert result.duration_ms > 0
+    assert await controller.handle(ListSandboxes()) == [info]
+    assert await controller.handle(GetHealth()) == HostHealth(status="ok", runtime="namespace", sandboxes=1)
+
+
+async def test_exec_passes_env_cwd_and_timeout(controller: HostController, running: SandboxInfo) -> None:
+    result = await controller.handle(sh(running.id, 'echo "$WHO"; pwd', env={"WHO": "agent"}, cwd="/tmp"))
+    assert result.stdout == "agent\n/tmp\n"
+
+    started = time.monotonic()
+    slow = await controller.handle(sh(running.id, "sleep 30", timeout_ms=300))
+    assert slow.timed_out and slow.exit_code == -9
+    assert time.monotonic() - started < 5
+
+
+async def test_concurrent_execs_run_in_parallel(controller: HostController, running: SandboxInfo) -> None:
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(controller.handle(sh(running.id, f"sleep 0.5; echo {i}")) for i in range(20))
+    )
+    elapsed = time.monotonic() - started
+
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
+    assert elapsed < 3, f"20 × 0.5 s took {elapsed:.1f} s: execs were serialised"
+
+
+async def test_stop_keeps_the_disk_and_start_boots_it_again(
+    controller: HostController, running: SandboxInfo
+) -> None:
+    await controller.handle(sh(running.id, "echo kept > /home/user/file"))
+
+    stopped = await controller.handle(StopSandbox(sandbox_id=running.id))
+    assert (stopped.state, stopped.ip) == ("stopped", None)
+    with pytest.raises(SandboxConflict):
+        await controller.handle(sh(running.id, "true"))
+    assert await controller.handle(StopSandbox(sandbox_id=running.id)) == stopped  # a no-op
+
+    spec = make_spec(running.id)
+    started = await controller.handle(StartSandbox(spec=spec))
+    assert started.state == "running"
+    assert await controller.handle(StartSandbox(spec=spec)) == started  # a no-op
+    # The pooled connection died with the first boot; the next exec reconnects by itself.
+    assert (await controller.handle(sh(running.id, "cat /home/user/file"))).stdout == "kept\n"
+
+
+async def test_destroy_during_an_exec_fails_that_exec_with_not_found(
+    controller: HostController, running: SandboxInfo
+) -> None:
+    await controller.handle(sh(running.id, "true"))  # the connection is open and pooled
+    long_exec = asyncio.create_task(controller.handle(sh(running.id, "sleep 60")))
+    await asyncio.sleep(0.3)
+
+    started = time.monotonic()
+    await controller.handle(DestroySandbox(sandbox_id=running.id))
+
+    with pytest.raises(SandboxNotFound):
+        await long_exec
+    assert time.monotonic() - started < 10, "destroy waited for the exec"
+    assert await controller.handle(ListSandboxes()) == []
+
+
+async def test_destroy_arriving_during_create_waits_for_it(controller: HostController) -> None:
+    sandbox_id = new_id()
+    create = asyncio.create_task(controller.handle(CreateSandbox(spec=make_spec(sandbox_id))))
+    await asyncio.sleep(0)  # the create holds the sandbox's lock and is booting
+    destroy = asyncio.create_task(controller.handle(DestroySandbox(sandbox_id=sandbox_id)))
+
+    created, _ = await asyncio.gather(create, destroy)
+
+    # Had the destroy not waited, it would have found nothing to remove, and the sandbox
+    # would still be listed.
+    assert created.state == "running"
+    assert await controller.handle(ListSandboxes()) == []
+
+
+async def test_conflicting_commands_on_one_sandbox_are_serialised(controller: HostController) -> None:
+    spec = make_spec(new_id())
+    first, second = await asyncio.gather(
+        controller.handle(CreateSandbox(spec=spec)),
+        controller.handle(CreateSandbox(spec=spec)),
+        return_exceptions=True,
+    )
+    assert isinstance(first, SandboxInfo) and first.state == "running"
+    assert isinstance(second, SandboxConflict)
+
+    # stop, start, stop, arriving together, run in arrival order.
+    results = await asyncio.gather(
+        controller.handle(StopSandbox(sandbox_id=spec.id)),
+        controller.handle(StartSandbox(spec=spec)),
+        controller.handle(StopSandbox(sandbox_id=spec.id)),
+    )
+    assert [info.state for info in results] == ["stopped", "running", "stopped"]
+
+
+async def test_commands_on_other_sandboxes_do_not_wait(
+    controller: HostController, running: SandboxInfo
+) -> None:
+    create = asyncio.create_task(controller.handle(CreateSandbox(spec=make_spec(new_id()))))
+    await asyncio.sleep(0)
+    result = await controller.handle(sh(running.id, "echo quick"))
+    assert result.stdout == "quick\n"
+    assert not create.done(), "the exec waited for another sandbox's create"
+    assert (await create).state == "running"
+
+
+async def test_unknown_sandbox(controller: HostController) -> None:
+    unknown = new_id()
+    with pytest.raises(SandboxNotFound):
+        await controller.handle(sh(unknown, "true"))
+    with pytest.raises(SandboxNotFound):
+        await controller.handle(StopSandbox(sandbox_id=unknown))
+    with pytest.raises(SandboxNotFound):
+        await controller.handle(StartSandbox(spec=make_spec(unknown)))
+    await controller.handle(DestroySandbox(sandbox_id=unknown))  # idempotent: no error
+
+
+@pytest.mark.parametrize("bad_id", ["..", ".", "a/b", "", "-x", "x" * 64])
+async def test_malformed_ids_never_reach_the_runtime(controller: HostController, bad_id: str) -> None:
+    for command in (
+        DestroySandbox(sandbox_id=bad_id),
+        StopSandbox(sandbox_id=bad_id),
+        ExecInSandbox(sandbox_id=bad_id, request=ExecRequest(cmd=["true"])),
+    ):
+        with pytest.raises(SandboxNotFound, match="is not a sandbox id"):
+            await controller.handle(command)
+
+
+async def test_unknown_template(controller: HostController) -> None:
+    with pytest.raises(TemplateNotFound):
+        await controller.handle(CreateSandbox(spec=make_spec(new_id(), template="no-such-template")))
+    assert await controller.handle(ListSandboxes()) == []
+
+
+async def test_close_leaves_sandboxes_running(ns_runtime: NamespaceRuntime, running: SandboxInfo) -> None:
+    first = HostController(ns_runtime)
+    await first.handle(sh(running.id, "true"))
+    await first.close()
+
+    second = HostController(ns_runtime)
+    try:
+        assert (await second.handle(sh(running.id, "echo still here"))).stdout == "still here\n"
+    finally:
+        await second.close()
