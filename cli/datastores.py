@@ -66,14 +66,28 @@ class Postgres:
         if not self.link.is_symlink():
             self.link.symlink_to(self.root)
         if not (self.data / "PG_VERSION").exists():
-            out = _as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", PG_USER, "-E", "UTF8"])
+            out = _as_postgres(
+                [_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", PG_USER, "-E", "UTF8"]
+            )
             if out.returncode != 0:
                 raise DatastoreError(f"initdb failed: {out.stderr.strip()}")
         if _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "status"]).returncode == 0:
             return  # left running by an earlier run that did not stop cleanly: reuse it
         opts = f"-c listen_addresses='' -k {self.sockets} -c fsync=on -c max_connections=200"
         out = _as_postgres(
-            [_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start"]
+            [
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
         )
         if out.returncode != 0:
             raise DatastoreError(f"postgres did not start (see {self.log}): {out.stderr.strip()}")
@@ -118,8 +132,21 @@ class Redis:
         self.socket.unlink(missing_ok=True)
         self._proc = subprocess.Popen(
             [
-                binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-                "--dir", str(self.dir), "--save", "", "--appendonly", "no", "--logfile", str(self.log),
+                binary,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(self.log),
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -32,7 +32,9 @@ def cmd_template_build(_: argparse.Namespace) -> int:
     store = TemplateStore(_template_cache(), script)
     started = time.monotonic()
     tpl = store.ensure(DEFAULT_TEMPLATE, progress=lambda line: print(f"  {line}", flush=True))
-    print(f"template {tpl.name} ready ({tpl.content_hash}) at {tpl.rootfs} [{time.monotonic() - started:.1f} s]")
+    print(
+        f"template {tpl.name} ready ({tpl.content_hash}) at {tpl.rootfs} [{time.monotonic() - started:.1f} s]"
+    )
     return 0
 
 
@@ -40,7 +42,9 @@ def cmd_up(_: argparse.Namespace) -> int:
     var = _var_dir()
     pidfile = var / "run" / "dnah-up.pid"
     if pidfile.exists() and _alive(int(pidfile.read_text())):
-        print(f"dnah is already up (pid {pidfile.read_text().strip()}); `make down` stops it", file=sys.stderr)
+        print(
+            f"dnah is already up (pid {pidfile.read_text().strip()}); `make down` stops it", file=sys.stderr
+        )
         return 1
     env = os.environ
     config = StackConfig(
@@ -136,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop a stack started with `dnah up`").set_defaults(func=cmd_down)
     template = sub.add_parser("template", help="manage templates")
     template_sub = template.add_subparsers(dest="template_command", required=True)
-    template_sub.add_parser("build", help="build the base template if needed").set_defaults(func=cmd_template_build)
+    template_sub.add_parser("build", help="build the base template if needed").set_defaults(
+        func=cmd_template_build
+    )
     args = parser.parse_args(argv)
     return int(args.func(args))
 

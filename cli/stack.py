@@ -26,6 +26,8 @@ from cli.datastores import Postgres, Redis
 from core.cache import Cache
 from core.db.migrate import migrate
 from core.services.auth import AuthService
+from hosts.config import load_config as load_hostd_config
+from hosts.runtime.factory import make_runtime
 
 ADMIN_KEY_NAME = "make-up admin"
 
@@ -151,8 +153,24 @@ class Stack:
         port = getattr(self.config, port_field)
         log = (self.var / "log" / f"{name}.log").open("ab")
         argv = [
-            sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1", "--loop", "uvloop", "--no-ws", "--log-level", "warning", target,
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            target,
         ]
         self.procs[name] = subprocess.Popen(
             argv, env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -165,6 +183,10 @@ class Stack:
         self._terminate(name, signal.SIGKILL if hard else signal.SIGTERM)
         self._spawn(name)
         self._wait_ready(registered_since=since if name == "hostd" else None)
+
+    def stop_service(self, name: str) -> None:
+        """Stop one service and leave it stopped (``restart`` brings it back)."""
+        self._terminate(name)
 
     def _terminate(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
@@ -221,15 +243,29 @@ class Stack:
         """Stop the services (gateway first, so no new work arrives), then the datastores."""
         for name in ("gateway", "core", "hostd"):
             self._terminate(name)
+        asyncio.run(self._settle_sandboxes(destroy=False))
         if self.redis:
             self.redis.stop()
         if self.postgres:
             self.postgres.stop()
 
+    async def _settle_sandboxes(self, *, destroy: bool) -> None:
+        """hostd leaves sandboxes running when it exits (a restarted hostd adopts them). When
+        the whole stack stops, stop them too — disks kept, so the next ``up`` boots them again
+        — or, for a throwaway stack, destroy them and the host's bridge, nft table and cgroups."""
+        runtime = make_runtime(load_hostd_config(self.env()))
+        for info in await runtime.recover():
+            if destroy:
+                await runtime.destroy(info.id)
+            elif info.state != "stopped":
+                await runtime.stop(info.id)
+        if destroy:
+            await runtime.remove_host_setup()
+
     def remove(self) -> None:
         """Stop, then delete all state (throwaway stacks: tests, benchmarks)."""
         self.stop()
+        asyncio.run(self._settle_sandboxes(destroy=True))
         if self.postgres:
             self.postgres.remove()
         shutil.rmtree(self.var, ignore_errors=True)
-

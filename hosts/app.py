@@ -47,7 +47,7 @@ from hosts.config import HostdConfig, load_config
 from hosts.controller import HostController
 from hosts.errors import HostError, TemplateNotFound
 from hosts.registration import Registrar
-from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.runtime.factory import make_runtime
 from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 
 log = structlog.get_logger("hosts.app")
@@ -89,16 +89,7 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
         templates = TemplateStore(config.template_cache, config.build_script)
         if not _ready_templates(templates):
             log.warning("no template is built; run `dnah template build`", cache=str(config.template_cache))
-        runtime = NamespaceRuntime(
-            NamespaceConfig(
-                state_dir=config.state_dir,
-                templates=templates,
-                guest_dir=config.guest_dir,
-                bridge=config.bridge,
-                subnet=config.subnet,
-                cgroup_parent=config.cgroup,
-            )
-        )
+        runtime = make_runtime(config, templates)
         inventory = await runtime.recover()
         log.info("hostd starting", runtime=runtime.kind, adopted=len(inventory), api_url=config.api_url)
         controller = HostController(runtime)

@@ -69,8 +69,11 @@ async def throughput(base: str, token: str, concurrency: int, total: int) -> flo
 
 def machine() -> str:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor(),
     )
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -86,8 +89,14 @@ def main() -> None:
 
     var = Path(tempfile.mkdtemp(prefix="dnah-bench-"))
     config = StackConfig(
-        var_dir=var, gateway_port=24000, core_port=24100, hostd_port=24200,
-        bridge="dnahb0", subnet="10.217.0.0/24", cgroup="dnahb", host_name="bench-host",
+        var_dir=var,
+        gateway_port=24000,
+        core_port=24100,
+        hostd_port=24200,
+        bridge="dnahb0",
+        subnet="10.217.0.0/24",
+        cgroup="dnahb",
+        host_name="bench-host",
     )
     stack = Stack(config, say=lambda _: None)
     stack.start()
@@ -112,8 +121,13 @@ def main() -> None:
         for name, client in (("exec round trip via gateway", gw), ("exec round trip direct to core", core)):
             for _ in range(50):
                 timed(lambda c=client: c.post(f"/v1/sandboxes/{sid}/exec", json=body), 200)
-            report(name, [timed(lambda c=client: c.post(f"/v1/sandboxes/{sid}/exec", json=body), 200)
-                          for _ in range(args.execs)])
+            report(
+                name,
+                [
+                    timed(lambda c=client: c.post(f"/v1/sandboxes/{sid}/exec", json=body), 200)
+                    for _ in range(args.execs)
+                ],
+            )
 
         for i in ids:
             core.delete(f"/v1/sandboxes/{i}").raise_for_status()

@@ -5,8 +5,20 @@ from __future__ import annotations
 import httpx
 
 REQUIRED = {
-    "id": str, "organizationId": str, "name": str, "user": str, "env": dict, "labels": dict, "public": bool,
-    "networkBlockAll": bool, "kvm": bool, "target": str, "cpu": int, "gpu": int, "memory": int, "disk": int,
+    "id": str,
+    "organizationId": str,
+    "name": str,
+    "user": str,
+    "env": dict,
+    "labels": dict,
+    "public": bool,
+    "networkBlockAll": bool,
+    "kvm": bool,
+    "target": str,
+    "cpu": int,
+    "gpu": int,
+    "memory": int,
+    "disk": int,
     "toolboxProxyUrl": str,
 }
 
@@ -14,8 +26,14 @@ REQUIRED = {
 def test_create_returns_200_with_every_required_field(org: httpx.Client) -> None:
     resp = org.post(
         "/sandbox",
-        json={"env": {"A": "1"}, "labels": {"code-toolbox-language": "python", "team": "x"}, "volumes": [],
-              "memory": 1, "cpu": 1, "someFutureField": True},
+        json={
+            "env": {"A": "1"},
+            "labels": {"code-toolbox-language": "python", "team": "x"},
+            "volumes": [],
+            "memory": 1,
+            "cpu": 1,
+            "someFutureField": True,
+        },
     )
     assert resp.status_code == 200, resp.text
     dto = resp.json()
@@ -41,12 +59,16 @@ def test_create_returns_200_with_every_required_field(org: httpx.Client) -> None
 def test_toolbox_execute_both_paths(org: httpx.Client) -> None:
     sid = org.post("/sandbox", json={}).json()["id"]
     for path in (f"/toolbox/{sid}/process/execute", f"/sandbox/{sid}/toolbox/process/execute"):
-        resp = org.post(path, json={"command": "echo out; echo err >&2; cd /tmp && pwd; exit 4", "envs": {"Q": "1"}})
+        resp = org.post(
+            path, json={"command": "echo out; echo err >&2; cd /tmp && pwd; exit 4", "envs": {"Q": "1"}}
+        )
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["exitCode"] == 4
         assert body["result"].splitlines() == ["out", "/tmp", "err"]
-    env = org.post(f"/toolbox/{sid}/process/execute", json={"command": "echo $Q", "envs": {"Q": "1"}, "cwd": "/"})
+    env = org.post(
+        f"/toolbox/{sid}/process/execute", json={"command": "echo $Q", "envs": {"Q": "1"}, "cwd": "/"}
+    )
     assert env.json()["result"] == "1\n"
 
 

@@ -16,7 +16,9 @@ def test_create_exec_get_list_delete(org: httpx.Client) -> None:
     assert sbx["state"] == "started"
     assert (sbx["cpu"], sbx["ram_mb"], sbx["language"]) == (1, 512, "bash")
 
-    run = org.post(f"/v1/sandboxes/{sbx['id']}/exec", json={"cmd": ["sh", "-c", "echo $GREETING; hostname; id -u"]})
+    run = org.post(
+        f"/v1/sandboxes/{sbx['id']}/exec", json={"cmd": ["sh", "-c", "echo $GREETING; hostname; id -u"]}
+    )
     assert run.status_code == 200, run.text
     out = run.json()
     assert out["exit_code"] == 0
@@ -77,7 +79,9 @@ def test_bad_input_gets_clear_errors(org: httpx.Client) -> None:
         body = resp.json()
         assert body["statusCode"] == status and body["code"] and needle in body["message"], body
 
-    err(org.post("/v1/sandboxes", content=b"{not json", headers={"content-type": "application/json"}), 400, "")
+    err(
+        org.post("/v1/sandboxes", content=b"{not json", headers={"content-type": "application/json"}), 400, ""
+    )
     err(org.post("/v1/sandboxes", json={"cpu": "two"}), 400, "cpu")
     err(org.post("/v1/sandboxes", json={"bogus": 1}), 400, "bogus")
     err(org.post("/v1/sandboxes", json={"template": "no-such-template"}), 400, "unknown template")

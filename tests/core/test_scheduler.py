@@ -37,32 +37,71 @@ async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
         await admin.close()
 
 
-async def add_host(db: asyncpg.Pool, name: str, *, cpu: int, ram_mb: int, disk_gb: int, stale: bool = False) -> str:
+async def add_host(
+    db: asyncpg.Pool, name: str, *, cpu: int, ram_mb: int, disk_gb: int, stale: bool = False
+) -> str:
     host = await hosts_db.upsert(
-        db, new_id=f"host_{name}", name=name, api_url="http://127.0.0.1:9", api_token="t", runtime="namespace",
-        cpu=cpu, ram_mb=ram_mb, disk_gb=disk_gb, templates=["base"],
+        db,
+        new_id=f"host_{name}",
+        name=name,
+        api_url="http://127.0.0.1:9",
+        api_token="t",
+        runtime="namespace",
+        cpu=cpu,
+        ram_mb=ram_mb,
+        disk_gb=disk_gb,
+        templates=["base"],
     )
     if stale:
-        await db.execute("UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1", host.id)
+        await db.execute(
+            "UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1", host.id
+        )
     return host.id
 
 
-async def place_and_insert(db: asyncpg.Pool, *, cpu: int = 1, ram_mb: int = 1024, disk_gb: int = 1) -> str | None:
+async def place_and_insert(
+    db: asyncpg.Pool, *, cpu: int = 1, ram_mb: int = 1024, disk_gb: int = 1
+) -> str | None:
     async with db.acquire() as conn, conn.transaction():
         host = await hosts_db.place(
-            conn, template="base", cpu=cpu, ram_mb=ram_mb, disk_gb=disk_gb,
-            cpu_overcommit=1.0, ram_overcommit=1.0, fresh_within_s=30,
+            conn,
+            template="base",
+            cpu=cpu,
+            ram_mb=ram_mb,
+            disk_gb=disk_gb,
+            cpu_overcommit=1.0,
+            ram_overcommit=1.0,
+            fresh_within_s=30,
         )
         if host is None:
             return None
         now = datetime.now().astimezone()
         sid = str(uuid.uuid4())
-        await sandboxes_db.insert(conn, SandboxRecord(
-            id=sid, org_id="org_t", name=sid, host_id=host.id, template="base", cpu=cpu, ram_mb=ram_mb,
-            disk_gb=disk_gb, env={}, labels={}, language="python", state="started", error_reason=None, ip=None,
-            auto_stop_minutes=0, auto_archive_days=0, auto_delete_days=0, created_at=now, updated_at=now,
-            last_activity_at=now,
-        ))
+        await sandboxes_db.insert(
+            conn,
+            SandboxRecord(
+                id=sid,
+                org_id="org_t",
+                name=sid,
+                host_id=host.id,
+                template="base",
+                cpu=cpu,
+                ram_mb=ram_mb,
+                disk_gb=disk_gb,
+                env={},
+                labels={},
+                language="python",
+                state="started",
+                error_reason=None,
+                ip=None,
+                auto_stop_minutes=0,
+                auto_archive_days=0,
+                auto_delete_days=0,
+                created_at=now,
+                updated_at=now,
+                last_activity_at=now,
+            ),
+        )
         return host.id
 
 

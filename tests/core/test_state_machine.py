@@ -37,5 +37,7 @@ def test_concurrent_creates_get_distinct_sandboxes(org: httpx.Client) -> None:
     assert all(r.status_code == 201 for r in made), [r.text for r in made if r.status_code != 201]
     ids = {r.json()["id"] for r in made}
     assert len(ids) == 6
-    outs = {org.post(f"/v1/sandboxes/{i}/exec", json={"cmd": ["hostname"]}).json()["stdout"].strip() for i in ids}
+    outs = {
+        org.post(f"/v1/sandboxes/{i}/exec", json={"cmd": ["hostname"]}).json()["stdout"].strip() for i in ids
+    }
     assert outs == ids

@@ -46,7 +46,12 @@ def test_no_host_file_is_readable(org: httpx.Client, sid: str, stack: Stack) -> 
     secret = Path("/root/dnah-isolation-secret")
     secret.write_text("host-only")
     try:
-        for path in (str(secret), f"/proc/1/root{secret}", f"/proc/self/root{secret}", str(stack.var / "admin.token")):
+        for path in (
+            str(secret),
+            f"/proc/1/root{secret}",
+            f"/proc/self/root{secret}",
+            str(stack.var / "admin.token"),
+        ):
             out = run(org, sid, "cat", path)
             assert out["exit_code"] != 0 and "host-only" not in out["stdout"], path
         assert run(org, sid, "readlink", "/proc/self/root")["stdout"].strip() == "/"

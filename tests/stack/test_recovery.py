@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -34,8 +38,11 @@ def host_inventory(stack: Stack) -> list[dict]:
 
 def test_failed_create_leaves_nothing_live(stack: Stack, org: httpx.Client) -> None:
     # The core believes the host has a template the host does not: the host's create fails.
-    sql(stack, "UPDATE hosts SET templates = array_append(templates, 'ghost') WHERE name = $1",
-        stack.config.host_name)
+    sql(
+        stack,
+        "UPDATE hosts SET templates = array_append(templates, 'ghost') WHERE name = $1",
+        stack.config.host_name,
+    )
     try:
         resp = org.post("/v1/sandboxes", json={"template": "ghost"})
     finally:
@@ -60,47 +67,26 @@ def test_lost_sandbox_processes_are_restarted_on_their_disk(stack: Stack, org: h
     sid = org.post("/v1/sandboxes", json={}).json()["id"]
     org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "echo on-disk > /home/user/g"]})
     # Simulate a machine restart under hostd: the sandbox's processes die while hostd is down.
-    stack._terminate("hostd")
-    pid1 = sql(stack, "SELECT 1")  # keep the DB warm; the sandbox's init is found via /proc
-    assert pid1
-    killed = _kill_sandbox_init(sid)
-    assert killed
+    stack.stop_service("hostd")
+    assert _kill_sandbox_processes(stack, sid) >= 2  # the agent's init and its server
     stack.restart("hostd")
     for _ in range(100):
         state = org.get(f"/v1/sandboxes/{sid}").json()["state"]
         out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/user/g"]})
         if out.status_code == 200 and out.json()["stdout"] == "on-disk\n":
             break
-        asyncio.run(asyncio.sleep(0.1))
+        time.sleep(0.1)
     assert state == "started"
     assert out.json()["stdout"] == "on-disk\n"
 
 
-def _kill_sandbox_init(sandbox_id: str) -> bool:
-    """Kill the sandbox's PID 1 as seen from the host (its hostname is the sandbox id)."""
-    import os
-    import signal
-    from pathlib import Path
-
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if (proc / "root" / "etc" / "hostname").exists() and os.readlink(proc / "ns" / "uts"):
-                cmdline = (proc / "cmdline").read_bytes()
-                if b"guest.agent" in cmdline and sandbox_id.encode() in _uts_hostname(int(proc.name)):
-                    os.kill(int(proc.name), signal.SIGKILL)
-                    return True
-        except OSError:
-            continue
-    return False
-
-
-def _uts_hostname(pid: int) -> bytes:
-    import subprocess
-
-    out = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, check=False)
-    return out.stdout
+def _kill_sandbox_processes(stack: Stack, sandbox_id: str) -> int:
+    """SIGKILL every process of the sandbox, found through its pids cgroup on the host."""
+    procs = Path(f"/sys/fs/cgroup/pids/{stack.config.cgroup}/{sandbox_id}/cgroup.procs")
+    pids = [int(p) for p in procs.read_text().split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return len(pids)
 
 
 def test_one_request_id_across_every_hop(stack: Stack, org: httpx.Client) -> None:
