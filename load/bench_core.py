@@ -107,16 +107,15 @@ def main() -> None:
         core = httpx.Client(base_url=config.core_url, headers=headers, timeout=60)
 
         creates: list[float] = []
-        ids: list[str] = []
         for _ in range(args.creates + 3):
             started = time.perf_counter()
             resp = core.post("/v1/sandboxes", json={})
             creates.append((time.perf_counter() - started) * 1000)
             resp.raise_for_status()
-            ids.append(resp.json()["id"])
+            core.delete(f"/v1/sandboxes/{resp.json()['id']}").raise_for_status()
         report("cold create (core, sequential)", creates[3:])
 
-        sid = ids[0]
+        sid = core.post("/v1/sandboxes", json={}).json()["id"]
         body = {"cmd": ["true"]}
         for name, client in (("exec round trip via gateway", gw), ("exec round trip direct to core", core)):
             for _ in range(50):
@@ -129,8 +128,7 @@ def main() -> None:
                 ],
             )
 
-        for i in ids:
-            core.delete(f"/v1/sandboxes/{i}").raise_for_status()
+        core.delete(f"/v1/sandboxes/{sid}").raise_for_status()
 
         for concurrency in (1, 20):
             rate = asyncio.run(throughput(config.gateway_url, stack.admin_token, concurrency, args.pairs))
