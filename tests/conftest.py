@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cli.stack import Stack, StackConfig
-from tests.support import mint_key, worker_index
+from tests.support import free_port, mint_key, worker_index
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +24,9 @@ def stack() -> Iterator[Stack]:
     var = Path(tempfile.mkdtemp(prefix=f"dnah-stack{n}-"))
     config = StackConfig(
         var_dir=var,
-        gateway_port=23000 + n,
-        core_port=23100 + n,
-        hostd_port=23200 + n,
+        gateway_port=free_port(),
+        core_port=free_port(),
+        hostd_port=free_port(),
         bridge=f"dnahs{n}",
         subnet=f"10.216.{n}.0/24",
         cgroup=f"dnahs{n}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import httpx
 
@@ -18,3 +19,10 @@ def mint_key(admin: httpx.Client, name: str = "test") -> str:
     resp = admin.post("/v1/api-keys", json={"name": name})
     assert resp.status_code == 201, resp.text
     return resp.json()["key"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

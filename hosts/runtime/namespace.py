@@ -128,6 +128,7 @@ class NamespaceRuntime:
         return [self._info(sb) for _, sb in sorted(self._sandboxes.items())]
 
     def agent_socket(self, sandbox_id: str) -> Path:
+        _check_id(sandbox_id)
         return self._dir(sandbox_id).agent_socket
 
     async def recover(self) -> builtins.list[SandboxInfo]:
@@ -160,12 +161,15 @@ class NamespaceRuntime:
         return await asyncio.shield(self._start(spec))
 
     async def stop(self, sandbox_id: str) -> SandboxInfo:
+        _check_id(sandbox_id)
         return await asyncio.shield(self._stop(sandbox_id))
 
     async def destroy(self, sandbox_id: str) -> None:
+        _check_id(sandbox_id)
         await asyncio.shield(self._destroy(sandbox_id))
 
     async def pause(self, sandbox_id: str) -> SandboxInfo:
+        _check_id(sandbox_id)
         async with self._locks[sandbox_id]:
             sandbox = self._booted(sandbox_id)
             if not sandbox.paused:
@@ -174,6 +178,7 @@ class NamespaceRuntime:
             return self._info(sandbox)
 
     async def resume(self, sandbox_id: str) -> SandboxInfo:
+        _check_id(sandbox_id)
         async with self._locks[sandbox_id]:
             sandbox = self._booted(sandbox_id)
             if sandbox.paused:
@@ -183,6 +188,7 @@ class NamespaceRuntime:
 
     async def snapshot(self, sandbox_id: str, directory: Path) -> None:
         """Archive the disk into ``directory``; a running sandbox is frozen meanwhile."""
+        _check_id(sandbox_id)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             cgroup = self._cgroups.sandbox(sandbox_id)
@@ -197,6 +203,7 @@ class NamespaceRuntime:
                     await _blocking("thaw", cgroup.thaw)
 
     async def restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
+        _check_id(sandbox_id)
         return await asyncio.shield(self._restore(sandbox_id, directory))
 
     async def remove_host_setup(self) -> None:
@@ -530,6 +537,13 @@ async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
 def _pid(sandbox: _Sandbox) -> int | None:
     """The supervisor's pid, for logs: the root of the sandbox's process tree on the host."""
     return sandbox.supervisor.pid if sandbox.supervisor else None
+
+
+def _check_id(sandbox_id: str) -> None:
+    """Ids become paths, cgroup and netns names: one that could not have been created (``..``,
+    anything with ``/``) names no sandbox, whatever the front end let through."""
+    if not _ID_RE.fullmatch(sandbox_id):
+        raise SandboxNotFound(f"no sandbox {sandbox_id!r}")
 
 
 def _check_spec(spec: SandboxSpec) -> None:

@@ -316,6 +316,24 @@ async def test_destroy_leaves_nothing(
     await runtime.destroy(new_id)  # idempotent
 
 
+@pytest.mark.parametrize("hostile", ["..", ".", "a/../..", "/etc", "", "x" * 64])
+async def test_ids_that_could_name_a_path_name_no_sandbox(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, hostile: str
+) -> None:
+    """Defence in depth below the front ends: ``destroy("..")`` must not reach
+    ``state_dir/sandboxes/..`` (the state dir itself)."""
+    marker = ns_config.state_dir / "sandboxes" / "keep-me"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("x")
+    for call in (runtime.destroy, runtime.stop, runtime.pause, runtime.resume):
+        with pytest.raises(SandboxNotFound):
+            await call(hostile)
+    with pytest.raises(SandboxNotFound):
+        runtime.agent_socket(hostile)
+    assert marker.read_text() == "x"
+    marker.unlink()
+
+
 async def test_destroy_of_a_stopped_sandbox(
     runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
 ) -> None:
