@@ -1,7 +1,8 @@
 """core ↔ hostd: host registration, heartbeats, and the commands the core sends a host.
 
-hostd calls the core (``/internal/hosts/...``) to register and heartbeat, authenticating the
-registration with the cluster's bootstrap token. In its registration it hands the core the
+hostd calls the core (``/internal/hosts/...``) to register and heartbeat, authenticating
+both with the cluster's bootstrap token (in the registration body, and as
+``Authorization: Bearer <bootstrap token>`` on heartbeats). In its registration it hands the core the
 URL and bearer token of its own internal API, which only the core knows; the core then sends
 sandbox commands there. Both ends decode with these Structs, so a field added here is seen
 by both at once.
