@@ -52,6 +52,8 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     redis_url: str | None = None
     log_format: str = "json"
+    extra_env: dict[str, str] = {}
+    """More ``DNAH_*`` settings for every service (e.g. the gateway's payment mode)."""
 
     @property
     def gateway_url(self) -> str:
@@ -87,12 +89,17 @@ class Stack:
     def redis_url(self) -> str:
         return self.config.redis_url or (self.redis.url if self.redis else "")
 
-    def _bootstrap_token(self) -> str:
-        path = self.var / "bootstrap.token"
+    def _secret(self, name: str) -> str:
+        """A random secret kept in ``var/<name>`` so restarts agree on it."""
+        path = self.var / name
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
         return path.read_text().strip()
+
+    @property
+    def edge_token(self) -> str:
+        return self._secret("edge.token")
 
     def env(self) -> dict[str, str]:
         c = self.config
@@ -100,7 +107,8 @@ class Stack:
             **os.environ,
             "DNAH_VAR_DIR": str(self.var),
             "DNAH_LOG_FORMAT": c.log_format,
-            "DNAH_BOOTSTRAP_TOKEN": self._bootstrap_token(),
+            "DNAH_BOOTSTRAP_TOKEN": self._secret("bootstrap.token"),
+            "DNAH_EDGE_TOKEN": self.edge_token,
             "DNAH_CORE_URL": c.core_url,
             "DNAH_CORE_PORT": str(c.core_port),
             "DNAH_DATABASE_URL": self.database_url,
@@ -112,6 +120,7 @@ class Stack:
             "DNAH_HOST_SUBNET": c.subnet,
             "DNAH_HOST_CGROUP": c.cgroup,
             "DNAH_GATEWAY_PORT": str(c.gateway_port),
+            **c.extra_env,
         }
 
     def start(self) -> None:

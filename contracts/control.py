@@ -5,6 +5,8 @@ the API key itself); it adds a request id, which every hop logs and passes on, a
 forwarding headers so the core can build public URLs such as Daytona's ``toolboxProxyUrl``.
 """
 
+import msgspec
+
 REQUEST_ID_HEADER = "x-request-id"
 FORWARDED_HOST_HEADER = "x-forwarded-host"
 FORWARDED_PROTO_HEADER = "x-forwarded-proto"
@@ -26,3 +28,81 @@ HOP_BY_HOP_HEADERS = frozenset(
 )
 """Headers a proxy must not copy from one hop to the next (RFC 9110 §7.6.1), plus ``host``
 and ``content-length``, which the HTTP client sets for the new hop."""
+
+
+# Payments: the gateway as the core's trusted edge -------------------------------------------
+#
+# In payment mode a caller has no API key: the gateway verifies the payment, then forwards
+# the request with ``Authorization: Bearer <edge token>`` (a secret shared by the gateway and
+# the core, ``DNAH_EDGE_TOKEN``) and ``x-dnah-payer: <0x address, lowercase>``. The core maps
+# each payer to an org of its own (created on first payment), so a payer sees only its own
+# sandboxes. The core ignores ``x-dnah-payer`` on any request not carrying the edge token.
+#
+# The gateway records every payment in the core's ledger (Postgres) through the routes below,
+# all of which require the edge token:
+#
+#   POST /internal/payments                 PaymentRecord    → PaymentRecorded   (409: challenge or tx reused)
+#   POST /internal/payments/{id}/outcome    PaymentOutcome   → OutcomeRecorded   (credits on failure)
+#   POST /internal/credits/redeem           CreditRedeem     → CreditRedeemed
+#   GET  /internal/idempotency?key=&fingerprint=             → StoredResponse     (404: none stored)
+
+PAYER_HEADER = "x-dnah-payer"
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class StoredResponse(_Wire, frozen=True):
+    """A response kept for ``Idempotency-Key`` replays (bodies up to 1 MiB are kept)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class PaymentRecord(_Wire, frozen=True):
+    """One settled payment, written before the request is forwarded."""
+
+    challenge_id: str
+    payer: str
+    method: str
+    path: str
+    amount: int
+    """Base units (6 decimals)."""
+    currency: str
+    tx_hash: str | None
+    """None when the request was paid from the payer's credit instead of on chain."""
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
+    """sha256 of method, path, query and body: a key reused for another request is refused."""
+
+
+class PaymentRecorded(_Wire, frozen=True):
+    payment_id: str
+
+
+class PaymentOutcome(_Wire, frozen=True):
+    """What the core answered to the paid request. A status of 400 or more means the payer got
+    nothing for their money: the amount is credited back (see ``OutcomeRecorded.credited``)."""
+
+    upstream_status: int
+    response: StoredResponse | None = None
+
+
+class OutcomeRecorded(_Wire, frozen=True):
+    credited: int
+    balance: int
+
+
+class CreditRedeem(_Wire, frozen=True):
+    """Pay ``amount`` from ``payer``'s credit if it covers it (all or nothing)."""
+
+    payer: str
+    amount: int
+    challenge_id: str
+
+
+class CreditRedeemed(_Wire, frozen=True):
+    redeemed: bool
+    balance: int

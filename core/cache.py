@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 _KEY_PREFIX = "dnah:apikey:"
+_PAYER_PREFIX = "dnah:payer-org:"
 KEY_TTL_S = 60
 
 
@@ -40,6 +41,18 @@ class Cache:
 
     async def forget_principal(self, token_hash: bytes) -> None:
         await self._redis.delete(_KEY_PREFIX + token_hash.hex())
+
+    async def get_payer_org(self, payer: str) -> str | None:
+        """payer → org never changes once made, so it is cached without expiry."""
+        try:
+            value = await self._redis.get(_PAYER_PREFIX + payer)
+        except RedisError:
+            return None
+        return str(value) if value is not None else None
+
+    async def put_payer_org(self, payer: str, org_id: str) -> None:
+        with contextlib.suppress(RedisError):
+            await self._redis.set(_PAYER_PREFIX + payer, org_id)
 
     async def close(self) -> None:
         await self._redis.aclose()

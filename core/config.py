@@ -42,6 +42,8 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str
     redis_url: str
     bootstrap_token: str
+    edge_token: str | None = None
+    """Shared with the gateway: lets it act for payers (``contracts.control``). None disables."""
     public_url: str | None = None
     default_template: str = "dnah-base"
     heartbeat_interval_s: float = 5.0
@@ -72,6 +74,13 @@ def _number(env: Mapping[str, str], name: str, default: float, *, kind: type = i
     return value
 
 
+def _edge_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("DNAH_EDGE_TOKEN", "").strip()
+    if token and len(token) < 32:
+        raise ConfigError("DNAH_EDGE_TOKEN must be at least 32 characters")
+    return token or None
+
+
 def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
     """Build the config from ``DNAH_*`` variables; raise ``ConfigError`` naming the bad one."""
     public_url = env.get("DNAH_PUBLIC_URL") or None
@@ -86,6 +95,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         database_url=_required(env, "DNAH_DATABASE_URL"),
         redis_url=_required(env, "DNAH_REDIS_URL"),
         bootstrap_token=_required(env, "DNAH_BOOTSTRAP_TOKEN"),
+        edge_token=_edge_token(env),
         public_url=public_url.rstrip("/") if public_url else None,
         default_template=env.get("DNAH_DEFAULT_TEMPLATE", "dnah-base"),
         heartbeat_interval_s=_number(env, "DNAH_HEARTBEAT_S", 5.0, kind=float),

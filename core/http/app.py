@@ -19,12 +19,14 @@ from core.db.migrate import migrate
 from core.db.pool import create_pool
 from core.hostclient import HostClient
 from core.http.daytona import DaytonaSandboxes, DaytonaToolbox
+from core.http.edge import EdgePayments
 from core.http.errors import EXCEPTION_HANDLERS
 from core.http.internal import InternalHosts
 from core.http.middleware import request_context
 from core.http.native import ApiKeys, NativeSandboxes
 from core.services.auth import AuthService
 from core.services.hosts import HostService
+from core.services.payments import PaymentService
 from core.services.sandboxes import SandboxService
 
 log = structlog.get_logger()
@@ -65,7 +67,8 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         host_client = HostClient(timeout_s=config.host_timeout_s)
         state = app.state
         state.config, state.db, state.cache = config, db, cache
-        state.auth = AuthService(db, cache)
+        state.auth = AuthService(db, cache, edge_token=config.edge_token)
+        state.payments = PaymentService(db, config.edge_token)
         state.sandboxes = SandboxService(db, host_client, config)
         state.hosts = HostService(db, host_client, config)
         sweeper = asyncio.create_task(_sweeper(state.hosts, config.reconcile_interval_s))
@@ -80,7 +83,15 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             await db.close()
 
     return Litestar(
-        route_handlers=[health, NativeSandboxes, ApiKeys, DaytonaSandboxes, DaytonaToolbox, InternalHosts],
+        route_handlers=[
+            health,
+            NativeSandboxes,
+            ApiKeys,
+            DaytonaSandboxes,
+            DaytonaToolbox,
+            InternalHosts,
+            EdgePayments,
+        ],
         lifespan=[lifespan],
         middleware=[request_context],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Request
 from litestar.datastructures import State
 
+from contracts.control import PAYER_HEADER
 from core.errors import Forbidden
 from core.services.auth import AuthService, Principal
 from core.services.hosts import HostService
@@ -13,7 +14,7 @@ from core.services.sandboxes import SandboxService
 
 async def provide_principal(request: Request) -> Principal:
     auth: AuthService = request.app.state.auth
-    return await auth.authenticate(request.headers.get("authorization"))
+    return await auth.authenticate(request.headers.get("authorization"), request.headers.get(PAYER_HEADER))
 
 
 async def provide_admin(request: Request) -> Principal:

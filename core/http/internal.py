@@ -13,7 +13,7 @@ from core.http.deps import provide_hosts
 from core.services.hosts import HostService
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     value = request.headers.get("authorization", "")
     return value[7:].strip() if value.lower().startswith("bearer ") else None
 
@@ -28,4 +28,4 @@ class InternalHosts(Controller):
 
     @post("/{host_id:str}/heartbeat", status_code=204)
     async def heartbeat(self, request: Request, host_id: str, data: Heartbeat, hosts: HostService) -> None:
-        await hosts.heartbeat(host_id, _bearer(request), data)
+        await hosts.heartbeat(host_id, bearer_token(request), data)

@@ -7,6 +7,8 @@ belongs to one org; every sandbox operation is scoped to the caller's org.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 import secrets
 
 import asyncpg
@@ -14,7 +16,10 @@ import msgspec
 
 from core.cache import Cache
 from core.db import keys as keys_db
+from core.db import payments as payments_db
 from core.errors import BadRequest, NotFound, Unauthorized
+
+_ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 
 TOKEN_PREFIX = "dnah_"  # noqa: S105 - a prefix, not a secret
 
@@ -34,20 +39,34 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def check_payer(payer: str) -> str:
+    """A payer is a lowercase 0x-prefixed 20-byte address."""
+    if not _ADDRESS.fullmatch(payer):
+        raise BadRequest("payer must be a lowercase 0x-prefixed 20-byte address")
+    return payer
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
 class AuthService:
-    def __init__(self, db: asyncpg.Pool, cache: Cache) -> None:
+    def __init__(self, db: asyncpg.Pool, cache: Cache, *, edge_token: str | None = None) -> None:
         self._db = db
         self._cache = cache
+        self._edge_token = edge_token.encode() if edge_token else None
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        """Resolve an ``Authorization: Bearer <key>`` header to its principal."""
+    async def authenticate(self, authorization: str | None, payer: str | None = None) -> Principal:
+        """Resolve an ``Authorization: Bearer <key>`` header to its principal.
+
+        The gateway's edge token with an ``x-dnah-payer`` header stands for that payer, whose
+        org is created on first use; ``payer`` is ignored with any other token.
+        """
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("missing bearer API key")
         token = authorization[7:].strip()
+        if self._edge_token and hmac.compare_digest(token.encode(), self._edge_token):
+            return await self._payer_principal(payer)
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
             raise Unauthorized("invalid API key")
         digest = hash_token(token)
@@ -60,6 +79,16 @@ class AuthService:
             raise Unauthorized("invalid API key")
         await self._cache.put_principal(digest, f"{record.org_id}|{record.id}|{int(record.is_admin)}")
         return Principal(org_id=record.org_id, key_id=record.id, is_admin=record.is_admin)
+
+    async def _payer_principal(self, payer: str | None) -> Principal:
+        if not payer:
+            raise Unauthorized("the edge token needs a payer")
+        payer = check_payer(payer.lower())
+        org_id = await self._cache.get_payer_org(payer)
+        if org_id is None:
+            org_id = await payments_db.org_for_payer(self._db, new_id("org"), payer)
+            await self._cache.put_payer_org(payer, org_id)
+        return Principal(org_id=org_id, key_id=f"payer:{payer}", is_admin=False)
 
     async def mint(
         self,

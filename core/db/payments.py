@@ -1,0 +1,88 @@
+"""Queries on ``payments`` (the ledger) and ``credits``."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from contracts.control import PaymentRecord, StoredResponse
+
+
+async def insert(db: asyncpg.Pool, payment_id: str, rec: PaymentRecord) -> None:
+    """Raises ``asyncpg.UniqueViolationError`` when the challenge, tx or key was used before."""
+    await db.execute(
+        "INSERT INTO payments (id, challenge_id, payer, method, path, amount, currency, tx_hash,"
+        " idempotency_key, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        payment_id,
+        rec.challenge_id,
+        rec.payer,
+        rec.method,
+        rec.path,
+        rec.amount,
+        rec.currency,
+        rec.tx_hash,
+        rec.idempotency_key,
+        rec.fingerprint,
+    )
+
+
+async def complete(
+    conn: asyncpg.Connection, payment_id: str, status: int, response: StoredResponse | None
+) -> asyncpg.Record | None:
+    """Record the upstream outcome once; returns the payment row, or None if it was already
+    completed (or does not exist): a retried outcome report must not credit twice."""
+    return await conn.fetchrow(
+        "UPDATE payments SET upstream_status = $2, completed_at = now(), response_status = $3,"
+        " response_headers = $4, response_body = $5"
+        " WHERE id = $1 AND completed_at IS NULL RETURNING payer, amount",
+        payment_id,
+        status,
+        response.status if response else None,
+        [list(h) for h in response.headers] if response else None,
+        response.body if response else None,
+    )
+
+
+async def add_credit(conn: asyncpg.Connection, payment_id: str, payer: str, amount: int) -> int:
+    await conn.execute("UPDATE payments SET credited = $2 WHERE id = $1", payment_id, amount)
+    return int(
+        await conn.fetchval(
+            "INSERT INTO credits (payer, balance) VALUES ($1, $2) ON CONFLICT (payer)"
+            " DO UPDATE SET balance = credits.balance + EXCLUDED.balance, updated_at = now()"
+            " RETURNING balance",
+            payer,
+            amount,
+        )
+    )
+
+
+async def balance(db: asyncpg.Pool | asyncpg.Connection, payer: str) -> int:
+    return int(await db.fetchval("SELECT COALESCE((SELECT balance FROM credits WHERE payer = $1), 0)", payer))
+
+
+async def redeem(db: asyncpg.Pool, payer: str, amount: int) -> int | None:
+    """Take ``amount`` from the payer's credit if it covers it; the new balance, or None."""
+    value = await db.fetchval(
+        "UPDATE credits SET balance = balance - $2, updated_at = now()"
+        " WHERE payer = $1 AND balance >= $2 RETURNING balance",
+        payer,
+        amount,
+    )
+    return None if value is None else int(value)
+
+
+async def stored_response(db: asyncpg.Pool, key: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT fingerprint, response_status, response_headers, response_body FROM payments"
+        " WHERE idempotency_key = $1",
+        key,
+    )
+
+
+async def org_for_payer(db: asyncpg.Pool, new_org_id: str, payer: str) -> str:
+    """The payer's org, created on first use (concurrent first payments agree on one org)."""
+    await db.execute(
+        "INSERT INTO orgs (id, name, payer) VALUES ($1, $2, $2) ON CONFLICT (payer) DO NOTHING",
+        new_org_id,
+        payer,
+    )
+    return str(await db.fetchval("SELECT id FROM orgs WHERE payer = $1", payer))
