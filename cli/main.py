@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from cli import pricing_cmd
 from cli.stack import Stack, StackConfig, StackError
 
 DEFAULT_VAR = Path("var")
