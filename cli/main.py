@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     template_sub.add_parser("build", help="build the base template if needed").set_defaults(
         func=cmd_template_build
     )
+    pricing_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
