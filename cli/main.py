@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli import pricing_cmd
+from cli import pricing_cmd, request_cmd, wallet_cmd
 from cli.stack import Stack, StackConfig, StackError
 
 DEFAULT_VAR = Path("var")
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         func=cmd_template_build
     )
     pricing_cmd.add_parser(sub)
+    request_cmd.add_parser(sub)
+    wallet_cmd.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
