@@ -1,4 +1,4 @@
-"""``dnah``: start the stack (``up``/``down``), build templates, and (later) pay and price.
+"""``dnah``: start the stack (``up``/``down``), build templates, price routes, pay for requests.
 
 ``make up`` and ``make down`` call this; so can a person.
 """
