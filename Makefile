@@ -9,7 +9,7 @@ install:
 	@bash install/deps.sh
 
 up: install
-	@$(VENV)/bin/dnah up $(ARGS)
+	@$(VENV)/bin/dnah up $(if $(PAYMENTS),--payments $(PAYMENTS)) $(ARGS)
 
 down:
 	@$(VENV)/bin/dnah down

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cli import pricing_cmd, request_cmd, wallet_cmd
 from cli.stack import Stack, StackConfig, StackError
+from devnet import cli as devnet_cli
 
 DEFAULT_VAR = Path("var")
 
@@ -39,7 +40,7 @@ def cmd_template_build(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(_: argparse.Namespace) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     var = _var_dir()
     pidfile = var / "run" / "dnah-up.pid"
     if pidfile.exists() and _alive(int(pidfile.read_text())):
@@ -57,6 +58,8 @@ def cmd_up(_: argparse.Namespace) -> int:
         database_url=env.get("DNAH_DATABASE_URL") or None,
         redis_url=env.get("DNAH_REDIS_URL") or None,
         log_format=env.get("DNAH_LOG_FORMAT", "json"),
+        payments=args.payments,
+        devnet_port=int(env.get("DNAH_DEVNET_PORT", "8545")),
     )
     print("checking the base template (the first build takes about a minute)")
     cmd_template_build(argparse.Namespace())
@@ -92,6 +95,9 @@ def cmd_up(_: argparse.Namespace) -> int:
 
 def _banner(stack: Stack) -> None:
     url = stack.config.gateway_url
+    if stack.config.payments:
+        _payment_banner(stack)
+        return
     print(
         f"""
 dnah is up.
@@ -105,6 +111,30 @@ Try it:
        -H 'content-type: application/json' -d '{{"template":"dnah-base"}}'
   curl -s -X POST {url}/v1/sandboxes/<id>/exec -H "Authorization: Bearer $TOKEN" \\
        -H 'content-type: application/json' -d '{{"cmd":["uname","-a"]}}'
+
+Ctrl-C (or `make down`) stops everything.""",
+        flush=True,
+    )
+
+
+def _payment_banner(stack: Stack) -> None:
+    url, rpc = stack.config.gateway_url, stack.config.devnet_url
+    print(
+        f"""
+dnah is up, in payment mode on the devnet (a local stand-in for the Tempo chain).
+  gateway   {url}   (every call is paid in pathUSD; free: /openapi.json /llms.txt /__mpp/*)
+  devnet    {rpc}   (chain id 1337)
+  payer     {stack.var}/demo.key  (funded with $1000 from the devnet faucet)
+  logs      {stack.var}/log/
+
+Pay for a sandbox and a command (prices: `dnah pricing show`; preview with --dry-run):
+  export DNAH_PRIVATE_KEY=$(cat {stack.var}/demo.key)
+  .venv/bin/dnah request --rpc {rpc} --dry-run -X POST --json '{{}}' {url}/sandbox
+  .venv/bin/dnah request --rpc {rpc} -X POST --json '{{}}' {url}/sandbox
+  .venv/bin/dnah request --rpc {rpc} -X POST --json '{{"command":"echo hi"}}' \\
+       {url}/sandbox/<id>/toolbox/process/execute
+  .venv/bin/dnah wallet balance --rpc {rpc} $(.venv/bin/python -c "from eth_account import Account; \\
+       print(Account.from_key(open('{stack.var}/demo.key').read().strip()).address)")
 
 Ctrl-C (or `make down`) stops everything.""",
         flush=True,
@@ -137,7 +167,11 @@ def cmd_down(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dnah", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the whole stack in the foreground").set_defaults(func=cmd_up)
+    up = sub.add_parser("up", help="start the whole stack in the foreground")
+    up.add_argument(
+        "--payments", choices=["devnet"], help="also run the devnet and put the gateway in payment mode"
+    )
+    up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop a stack started with `dnah up`").set_defaults(func=cmd_down)
     template = sub.add_parser("template", help="manage templates")
     template_sub = template.add_subparsers(dest="template_command", required=True)
@@ -147,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     pricing_cmd.add_parser(sub)
     request_cmd.add_parser(sub)
     wallet_cmd.add_parser(sub)
+    devnet_cli.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -23,6 +23,7 @@ import httpx
 import msgspec
 
 from cli.datastores import Postgres, Redis
+from cli.wallet_cmd import balance, fund
 from core.cache import Cache
 from core.db.migrate import migrate
 from core.services.auth import AuthService
@@ -53,7 +54,14 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     log_format: str = "json"
     extra_env: dict[str, str] = {}
-    """More ``DNAH_*`` settings for every service (e.g. the gateway's payment mode)."""
+    """More ``DNAH_*`` settings for every service."""
+    payments: str | None = None
+    """``devnet``: also run the local stand-in chain and put the gateway in payment mode."""
+    devnet_port: int = 8545
+
+    @property
+    def devnet_url(self) -> str:
+        return f"http://127.0.0.1:{self.devnet_port}"
 
     @property
     def gateway_url(self) -> str:
@@ -62,6 +70,12 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def core_url(self) -> str:
         return f"http://127.0.0.1:{self.core_port}"
+
+
+def wallet_address(private_key: str) -> str:
+    from eth_account import Account
+
+    return str(Account.from_key(private_key).address)
 
 
 class StackError(RuntimeError):
@@ -120,8 +134,29 @@ class Stack:
             "DNAH_HOST_SUBNET": c.subnet,
             "DNAH_HOST_CGROUP": c.cgroup,
             "DNAH_GATEWAY_PORT": str(c.gateway_port),
+            **self._payment_env(),
             **c.extra_env,
         }
+
+    def _payment_env(self) -> dict[str, str]:
+        if self.config.payments != "devnet":
+            return {}
+        return {
+            "DNAH_GATEWAY_MODE": "payment",
+            "DNAH_PAYMENT_NETWORK": "devnet",
+            "DNAH_PAYMENT_RPC_URL": self.config.devnet_url,
+            "DNAH_PAYMENT_RECIPIENT": wallet_address(self.key("operator.key")),
+            "DNAH_MPP_SECRET": self._secret("mpp.secret"),
+            "DNAH_PUBLIC_URL": self.config.gateway_url,
+        }
+
+    def key(self, name: str) -> str:
+        """A wallet private key kept in ``var/<name>`` (the operator's, the demo payer's)."""
+        path = self.var / name
+        if not path.exists():
+            path.write_text("0x" + secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def start(self) -> None:
         if os.geteuid() != 0:
@@ -138,6 +173,13 @@ class Stack:
         token_file = self.var / "admin.token"
         token_file.write_text(self.admin_token + "\n")
         token_file.chmod(0o600)
+        if self.config.payments == "devnet":
+            self.say("starting the devnet (a local stand-in for the Tempo chain)")
+            self._spawn("devnet")
+            self._wait_devnet()
+            demo = wallet_address(self.key("demo.key"))
+            if balance(self.config.devnet_url, demo) < 1_000_000:  # under $1: top up from the faucet
+                fund(self.config.devnet_url, demo)
         for name in SERVICES:
             self._spawn(name)
         self._wait_ready()
@@ -157,11 +199,23 @@ class Stack:
             await pool.close()
         return minted.token
 
-    def _spawn(self, name: str) -> None:
+    def _argv(self, name: str) -> list[str]:
+        if name == "devnet":
+            (self.var / "devnet").mkdir(exist_ok=True)
+            return [
+                sys.executable,
+                "-m",
+                "devnet",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.devnet_port),
+                "--state",
+                str(self.var / "devnet" / "state.json"),
+            ]
         target, port_field = SERVICES[name]
         port = getattr(self.config, port_field)
-        log = (self.var / "log" / f"{name}.log").open("ab")
-        argv = [
+        return [
             sys.executable,
             "-m",
             "granian",
@@ -181,6 +235,10 @@ class Stack:
             "warning",
             target,
         ]
+
+    def _spawn(self, name: str) -> None:
+        log = (self.var / "log" / f"{name}.log").open("ab")
+        argv = self._argv(name)
         self.procs[name] = subprocess.Popen(
             argv, env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
@@ -219,6 +277,23 @@ class Stack:
             time.sleep(0.1)
         raise StackError(f"the stack did not become ready in {timeout_s:.0f} s; see {self.var}/log/")
 
+    def _wait_devnet(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self.procs["devnet"]
+            if proc.poll() is not None:
+                raise StackError(f"the devnet exited with {proc.returncode}; see {self.var}/log/devnet.log")
+            try:
+                httpx.post(
+                    self.config.devnet_url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"},
+                    timeout=1,
+                )
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise StackError("the devnet did not start")
+
     def _gateway_healthy(self) -> bool:
         try:
             return httpx.get(self.config.gateway_url + "/health", timeout=1.0).status_code == 200
@@ -250,7 +325,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stop the services (gateway first, so no new work arrives), then the datastores."""
-        for name in ("gateway", "core", "hostd"):
+        for name in ("gateway", "core", "hostd", "devnet"):
             self._terminate(name)
         asyncio.run(self._settle_sandboxes(destroy=False))
         if self.redis:

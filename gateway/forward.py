@@ -8,8 +8,10 @@ same way. A request holds at most a few chunks in memory, whatever the size of i
 For each request, ``Forwarder.__call__``:
 
 1. ``prepare`` (no I/O) maps the path, drops hop-by-hop headers and adds the request id and
-   ``x-forwarded-*`` headers: the result is exactly what will be sent upstream. A step that
-   must see the request before the core does (payment) belongs right after it.
+   ``x-forwarded-*`` headers: the result is exactly what will be sent upstream. In the
+   payment modes a ``Gate`` (``gateway.payments``) takes over from there: it decides
+   whether the request may reach the core at all and calls ``Forwarder.forward`` itself,
+   with the body it has read and a ``ResponseTap`` to see (and add to) the answer.
 2. ``_exchange`` sends it upstream and relays the status, headers and body, or answers
    502/504 itself when the core is unreachable or silent.
 3. ``_watch_client`` runs alongside: it feeds the rest of the request body to the exchange
@@ -25,7 +27,7 @@ import http.cookiejar
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import unquote_to_bytes
 
 import httpcore
@@ -37,6 +39,7 @@ from contracts.control import (
     FORWARDED_HOST_HEADER,
     FORWARDED_PROTO_HEADER,
     HOP_BY_HOP_HEADERS,
+    PAYER_HEADER,
     REQUEST_ID_HEADER,
 )
 from contracts.observability import bind_request_id
@@ -78,6 +81,8 @@ _NOT_COPIED_UPSTREAM = (_HOP_BY_HOP - _RELAYED_FRAMING) | {
     # Granian has already answered the client's 100-continue, and this hop does not wait
     # for one (which also keeps _EarlyAnswerStream's "readable means answered" true).
     b"expect",
+    # Only the gateway names a payer (with the edge token); a client's claim is dropped.
+    PAYER_HEADER.encode(),
 }
 _NOT_COPIED_DOWNSTREAM = (_HOP_BY_HOP - _RELAYED_FRAMING) | {_REQUEST_ID}
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -94,6 +99,8 @@ class Upstream(msgspec.Struct, kw_only=True):
     method: str
     raw_path: bytes
     """The client's path as sent (still percent-encoded)."""
+    query: bytes = b""
+    """The client's query string as sent, without ``?``."""
     url: str
     headers: Headers
     request_id: str
@@ -102,12 +109,34 @@ class Upstream(msgspec.Struct, kw_only=True):
 class Outcome:
     """What happened to one request, filled in as it goes; read by the log line."""
 
-    __slots__ = ("complete", "error", "status")
+    __slots__ = ("complete", "error", "intercepted", "status")
 
     def __init__(self, status: int = CLIENT_CLOSED, error: str | None = None) -> None:
         self.status = status
         self.error = error
         self.complete = False
+        self.intercepted = False
+        """The core answered, but a ``ResponseTap`` kept its answer from the client (the
+        caller answers instead)."""
+
+
+class ResponseTap(Protocol):
+    """Sees a forwarded answer on its way to the client (used by the payment gate)."""
+
+    def start(self, status: int, headers: Headers) -> Headers | None:
+        """The headers to send (amended as needed), or None to keep the answer from the
+        client: the exchange then ends with ``Outcome.intercepted`` and sends nothing."""
+
+    def chunk(self, data: bytes) -> None:
+        """One chunk of the body, as relayed."""
+
+
+class Gate(Protocol):
+    """Admits (or refuses) a request before the core sees it; see ``gateway.payments``."""
+
+    async def admit(self, upstream: Upstream, receive: Receive, send: Send, forwarder: Forwarder) -> Outcome:
+        """Answer the request: itself, or through ``forwarder.forward``."""
+        ...
 
 
 def map_path(raw_path: bytes) -> bytes:
@@ -172,6 +201,7 @@ def prepare(scope: Scope, core_url: str) -> Upstream:
     return Upstream(
         method=scope["method"],
         raw_path=raw_path,
+        query=query,
         url=core_url + target.decode("latin-1"),
         headers=headers,
         request_id=rid,
@@ -310,9 +340,10 @@ class Forwarder:
 
     _client: httpx.AsyncClient
 
-    def __init__(self, core_url: str, timeout_s: float) -> None:
+    def __init__(self, core_url: str, timeout_s: float, gate: Gate | None = None) -> None:
         self._core_url = core_url
         self._timeout_s = timeout_s
+        self._gate = gate
 
     async def __aenter__(self) -> Forwarder:
         transport = httpx.AsyncHTTPTransport()
@@ -363,27 +394,48 @@ class Forwarder:
         elif is_internal(upstream.raw_path):
             outcome = Outcome(404, "internal_path")
             await send_error(send, 404, "not_found", "Not Found", upstream.request_id)
+        elif self._gate is not None:
+            outcome = await self._gate.admit(upstream, receive, send, self)
         else:
-            outcome = await self._forward(upstream, receive, send)
+            outcome = await self.forward(upstream, receive, send)
         path = upstream.raw_path.decode("latin-1")
         log_request(upstream.method, path, outcome.status, started, outcome.error)
 
-    async def _forward(self, upstream: Upstream, receive: Receive, send: Send) -> Outcome:
-        first = await receive()
-        if first["type"] == "http.disconnect":
-            return Outcome(CLIENT_CLOSED)
-        body: bytes = first.get("body", b"")
+    async def forward(
+        self,
+        upstream: Upstream,
+        receive: Receive,
+        send: Send,
+        *,
+        body: bytes | None = None,
+        more_body: bool = False,
+        tap: ResponseTap | None = None,
+        finish_without_client: bool = False,
+    ) -> Outcome:
+        """Send ``upstream`` to the core and relay the answer.
+
+        ``body``: what the caller has already read of the request body (``more_body``: and
+        the rest is still to be received); None to read it all from ``receive``.
+        ``finish_without_client``: a client that leaves does not cancel the exchange, so the
+        core's real status is known (a paid request's outcome decides a refund).
+        """
+        if body is None:
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                return Outcome(CLIENT_CLOSED)
+            body = first.get("body", b"")
+            more_body = first.get("more_body", False)
         content: bytes | AsyncIterator[bytes] = body
         rest_of_body: asyncio.Queue[Message] | None = None
-        if first.get("more_body", False):
+        if more_body:
             # One slot: the client is read no faster than the core accepts the body.
             rest_of_body = asyncio.Queue(maxsize=1)
             content = _stream_body(body, rest_of_body)
 
         outcome = Outcome()
         loop = asyncio.get_running_loop()
-        exchange = loop.create_task(self._exchange(upstream, content, send, outcome))
-        watcher = loop.create_task(_watch_client(receive, rest_of_body, exchange))
+        exchange = loop.create_task(self._exchange(upstream, content, send, outcome, tap))
+        watcher = loop.create_task(_watch_client(receive, rest_of_body, exchange, not finish_without_client))
         try:
             await exchange
         except asyncio.CancelledError:
@@ -397,7 +449,12 @@ class Forwarder:
         return outcome
 
     async def _exchange(
-        self, upstream: Upstream, content: bytes | AsyncIterator[bytes], send: Send, outcome: Outcome
+        self,
+        upstream: Upstream,
+        content: bytes | AsyncIterator[bytes],
+        send: Send,
+        outcome: Outcome,
+        tap: ResponseTap | None = None,
     ) -> None:
         request = httpx.Request(upstream.method, upstream.url, headers=upstream.headers, content=content)
         try:
@@ -415,15 +472,19 @@ class Forwarder:
             return
 
         outcome.status = response.status_code
+        headers = _response_headers(response.headers.raw, upstream.request_id)
+        if tap is not None:
+            tapped = tap.start(response.status_code, headers)
+            if tapped is None:
+                outcome.intercepted = outcome.complete = True
+                await response.aclose()
+                return
+            headers = tapped
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": _response_headers(response.headers.raw, upstream.request_id),
-                }
-            )
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             async for chunk in response.aiter_raw():
+                if tap is not None:
+                    tap.chunk(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except httpx.TransportError:
             # The status line is already out, so the only honest signal left is a cut-off
@@ -458,7 +519,10 @@ async def _stream_body(first: bytes, rest: asyncio.Queue[Message]) -> AsyncItera
 
 
 async def _watch_client(
-    receive: Receive, rest_of_body: asyncio.Queue[Message] | None, exchange: asyncio.Task[None]
+    receive: Receive,
+    rest_of_body: asyncio.Queue[Message] | None,
+    exchange: asyncio.Task[None],
+    cancel_on_disconnect: bool = True,
 ) -> None:
     """Own ``receive`` once the first message is in: pass body messages to the exchange,
     then wait for ``http.disconnect`` and cancel the exchange if it is still running.
@@ -470,7 +534,9 @@ async def _watch_client(
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            exchange.cancel()
+            # A body cut short cannot be finished for the client, whatever the caller asked.
+            if cancel_on_disconnect or rest_of_body is not None:
+                exchange.cancel()
             return
         if rest_of_body is not None:
             await rest_of_body.put(message)

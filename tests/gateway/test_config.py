@@ -53,9 +53,7 @@ TIMEOUT = "DNAH_GATEWAY_UPSTREAM_TIMEOUT_S"
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("DNAH_GATEWAY_MODE", "payment", "DNAH_GATEWAY_MODE=payment is not supported yet"),
-        ("DNAH_GATEWAY_MODE", "both", "DNAH_GATEWAY_MODE=both is not supported yet"),
-        ("DNAH_GATEWAY_MODE", "open", "DNAH_GATEWAY_MODE must be bearer, got 'open'"),
+        ("DNAH_GATEWAY_MODE", "open", "DNAH_GATEWAY_MODE must be bearer, payment or both, got 'open'"),
         ("DNAH_GATEWAY_PORT", "http", "DNAH_GATEWAY_PORT must be an integer, got 'http'"),
         ("DNAH_GATEWAY_PORT", "70000", "DNAH_GATEWAY_PORT must be between 1 and 65535, got 70000"),
         ("DNAH_GATEWAY_HOST", "a b", "DNAH_GATEWAY_HOST must be an address or host name"),
@@ -98,4 +96,4 @@ def test_bad_config_stops_the_server_at_start(tmp_path: Path) -> None:
             proc.kill()
     time.sleep(0.1)
     assert returncode != 0
-    assert "ConfigError: DNAH_GATEWAY_MODE=payment is not supported yet" in log.read_text()
+    assert "ConfigError: DNAH_PAYMENT_RECIPIENT is required" in log.read_text()
