@@ -17,6 +17,9 @@ import pytest
 from cli.stack import Stack, StackConfig
 from tests.support import free_port, mint_key, worker_index
 
+# The payment fixtures (devnet, payment-mode gateways, funded payers) for every suite.
+pytest_plugins = ["tests.gateway.payment_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:

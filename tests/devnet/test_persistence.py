@@ -72,3 +72,20 @@ def test_a_state_file_is_not_opened_as_another_chain(tmp_path: Path) -> None:
 
     assert refused.returncode == 2
     assert "error: the state file holds chain 1337, not chain 4217" in refused.stderr
+
+
+def test_a_file_that_is_not_a_state_file_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"not": "sqlite"}' * 100)
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "devnet", "--state", str(state), "--port", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert refused.returncode == 2
+    assert f"error: {state} is not a devnet state file (SQLite)" in refused.stderr
+    assert state.read_text() == '{"not": "sqlite"}' * 100

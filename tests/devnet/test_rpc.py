@@ -4,6 +4,7 @@ the shape they read, plus JSON-RPC 2.0 framing (batches, notifications, errors).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -168,13 +169,14 @@ def test_set_balance_cheat(devnet: Devnet) -> None:
 
 
 def test_invalid_params(devnet: Devnet) -> None:
-    for method, params in [
+    cases: list[tuple[str, list[object]]] = [
         ("eth_getTransactionReceipt", ["0x1234"]),
         ("eth_getTransactionCount", ["not-an-address"]),
         ("eth_chainId", [1]),
         ("eth_sendRawTransaction", ["76"]),
         ("eth_call", [{"from": "0x" + "11" * 20}]),
-    ]:
+    ]
+    for method, params in cases:
         with pytest.raises(RpcFailure) as failure:
             devnet.rpc(method, *params)
         assert failure.value.code == -32602, method
@@ -218,3 +220,27 @@ async def test_concurrent_clients_each_get_their_own_block(devnet: Devnet) -> No
     assert all(receipt["status"] == "0x1" for receipt in receipts)
     assert len({receipt["blockNumber"] for receipt in receipts}) == len(raws)
     assert devnet.balance(PATH, recipient.address) == sum(range(1, 13))
+
+
+def test_one_log_line_per_call(devnet: Devnet) -> None:
+    marker = f"dnah_marker_{time.monotonic_ns()}"
+    devnet.rpc("net_version")
+    with pytest.raises(RpcFailure):
+        devnet.rpc(marker)
+
+    def lines() -> list[dict[str, object]]:
+        return [json.loads(line) for line in devnet.log.read_text().splitlines() if line.startswith("{")]
+
+    deadline = time.monotonic() + 5
+    while not any(line.get("method") == marker for line in lines()):
+        assert time.monotonic() < deadline, "no log line for the failed call"
+        time.sleep(0.05)
+    entries = lines()
+    [failed] = [line for line in entries if line.get("method") == marker]
+    assert (failed["event"], failed["outcome"], failed["code"], failed["service"]) == (
+        "rpc",
+        "error",
+        -32601,
+        "devnet",
+    )
+    assert any(line.get("method") == "net_version" and line["outcome"] == "ok" for line in entries)

@@ -1,0 +1,53 @@
+"""One price table feeds everything: for every route of the shipped table, the live 402
+challenge, the free quote route, the live OpenAPI document and the live llms.txt all state
+the price the table gives (the discovery functions are checked the same way, offline, in
+test_discovery.py)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gateway.discovery import openapi_path
+from pricing import default_table_path, format_price, load_table
+from tests.gateway.payment_fixtures import challenges
+from tests.gateway.test_discovery import PriceCase, expected_price, price_cases
+
+TABLE = load_table(default_table_path())
+CASES = price_cases(TABLE)
+
+
+def challenged_amount(response: httpx.Response) -> int:
+    (challenge,) = challenges(response)
+    return int(challenge.request["amount"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
+async def test_402_and_quote_agree_with_the_table(case: PriceCase, anon: httpx.AsyncClient) -> None:
+    expected = expected_price(TABLE, case.method, case.path)
+    body = b"{}" if case.method in ("POST", "PUT", "PATCH") else None
+    response = await anon.request(case.method, case.path, content=body)
+    if expected is None:
+        assert response.status_code != 402, (case, response.text)
+    else:
+        assert response.status_code == 402, (case, response.text)
+        assert challenged_amount(response) == expected
+    quote = (await anon.get("/__mpp/quote", params={"method": case.method, "path": case.path})).json()
+    assert int(quote["amount"]) == (expected or 0)
+
+
+async def test_live_openapi_and_llms_txt_agree_with_the_table(anon: httpx.AsyncClient) -> None:
+    spec = (await anon.get("/openapi.json")).json()
+    llms = (await anon.get("/llms.txt")).text
+    for rule in TABLE.routes():
+        path_item = spec["paths"].get(openapi_path(rule.pattern)) or spec.get("x-dnah-wildcards", {}).get(
+            openapi_path(rule.pattern)
+        )
+        assert path_item is not None, rule.pattern
+        for method in rule.methods if rule.methods != ("*",) else ("GET",):
+            info = path_item[method.lower()].get("x-payment-info")
+            if rule.free or not rule.payable:
+                assert info is None or info == {"authMode": "none"}, (rule.pattern, info)
+            else:
+                assert int(info["amount"]) == rule.amount, (rule.pattern, method)
+                assert format_price(rule.amount) in llms or f"${rule.price}" in llms, rule.pattern
