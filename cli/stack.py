@@ -211,7 +211,7 @@ class Stack:
                 "--port",
                 str(self.config.devnet_port),
                 "--state",
-                str(self.var / "devnet" / "state.json"),
+                str(self.var / "devnet" / "state.sqlite"),
             ]
         target, port_field = SERVICES[name]
         port = getattr(self.config, port_field)

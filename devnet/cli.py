@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from contracts.tempo import DEVNET
-from devnet.config import DevnetConfig
-from devnet.state import StateMismatch, Store
+from devnet.config import ENV_STATE, DevnetConfig
+from devnet.state import StateError, Store
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8545
@@ -44,14 +44,16 @@ def run(args: argparse.Namespace) -> int:
 
     config = DevnetConfig(chain_id=args.chain_id, state=args.state, log_format=args.log_format)
     if config.state is not None:
-        store = Store(config.state)
         try:
-            store.check(config.chain_id)
-        except StateMismatch as exc:
-            print(f"error: {exc} (use that --chain-id, or another --state file)", file=sys.stderr)
+            store = Store(config.state)
+            try:
+                store.check(config.chain_id)
+            finally:
+                store.close()
+        except StateError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        finally:
-            store.close()
+    os.environ.pop(ENV_STATE, None)  # "in memory" must not inherit a state file from our caller
     os.environ.update(config.to_env())
     print(
         f"dnah-devnet (a stand-in for Tempo, chain id {config.chain_id}) on http://{args.host}:{args.port}"

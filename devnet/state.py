@@ -76,8 +76,8 @@ class Accounts(msgspec.Struct, kw_only=True):
     expiring: dict[str, int] = {}
 
 
-class StateMismatch(Exception):
-    """The state file belongs to a different chain id than the one asked for."""
+class StateError(Exception):
+    """The state file cannot be used: not a devnet state file, or another chain's."""
 
 
 class _ChainOnly(msgspec.Struct):
@@ -90,19 +90,29 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, body BLOB NOT NULL)")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS accounts (id INTEGER PRIMARY KEY CHECK (id = 0), body BLOB NOT NULL)"
-        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, body BLOB NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS accounts"
+                " (id INTEGER PRIMARY KEY CHECK (id = 0), body BLOB NOT NULL)"
+            )
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StateError(f"{path} is not a devnet state file (SQLite): {exc}") from None
         self._encoder = msgspec.json.Encoder()
 
     def check(self, chain_id: int) -> None:
-        """Raise ``StateMismatch`` unless the file is new or holds chain ``chain_id``."""
+        """Raise ``StateError`` unless the file is new or holds chain ``chain_id``."""
         row = self._db.execute("SELECT body FROM accounts WHERE id = 0").fetchone()
         held = None if row is None else msgspec.json.decode(row[0], type=_ChainOnly).chain_id
         if held is not None and held != chain_id:
-            raise StateMismatch(f"the state file holds chain {held}, not chain {chain_id}")
+            raise StateError(
+                f"the state file holds chain {held}, not chain {chain_id}"
+                " (use that --chain-id, or another file)"
+            )
 
     def load(self, chain_id: int) -> tuple[Accounts, list[Block]] | None:
         """The saved chain, or None for a new file. Refuses a file of another chain."""

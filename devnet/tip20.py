@@ -115,7 +115,8 @@ class Ledger:
         return Ledger(self._base, self)
 
     def commit(self) -> None:
-        """Fold this layer's changes into its parent (a base ledger's go to its owner)."""
+        """Fold this layer's changes into its parent. A base ledger has none: the chain
+        writes its changes into the balances itself (``Chain._apply``)."""
         if self._parent is not None:
             self._parent.changes.update(self.changes)
             self.changes = {}

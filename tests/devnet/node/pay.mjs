@@ -1,5 +1,5 @@
 // Pays one MPP charge with the mppx npm client against the devnet and prints the outcome as
-// one JSON line: node pay.mjs <url> <rpcUrl> <privateKey>
+// one JSON line: node pay.mjs <url> <rpcUrl> <privateKey> [METHOD] [JSON body]
 //
 // mppx takes the chain id from the viem client, so the client is viem's Tempo localnet chain
 // (id 1337, Tempo formatters and serializers) pointed at the devnet (mppx-peer.md §2.1).
@@ -8,7 +8,7 @@ import { privateKeyToAccount } from 'viem/accounts'
 import { tempoLocalnet } from 'viem/chains'
 import { Mppx, tempo } from 'mppx/client'
 
-const [url, rpcUrl, privateKey] = process.argv.slice(2)
+const [url, rpcUrl, privateKey, method = 'GET', body] = process.argv.slice(2)
 const chain = { ...tempoLocalnet, rpcUrls: { default: { http: [rpcUrl] } } }
 const mppx = Mppx.create({
   polyfill: false,
@@ -23,7 +23,10 @@ const mppx = Mppx.create({
 })
 
 try {
-  const response = await mppx.fetch(url)
+  const init = body === undefined
+    ? { method }
+    : { method, body, headers: { 'content-type': 'application/json' } }
+  const response = await mppx.fetch(url, init)
   console.log(JSON.stringify({
     status: response.status,
     receipt: response.headers.get('payment-receipt'),
