@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO / "load" / "peers"
 
 REQUEST = (
-    b"POST /sandbox HTTP/1.1\r\nHost: bench\r\ncontent-type: application/json\r\n"
-    b"content-length: 2\r\n\r\n{}"
+    b"POST /sandbox HTTP/1.1\r\nHost: bench\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 )
 """What every server under test gets: ``POST /sandbox`` ($0.01 in the shipped table), body ``{}``."""
 
@@ -182,10 +181,8 @@ def descendants(pid: int) -> list[int]:
         current = queue.pop()
         found.append(current)
         for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
+            with suppress(FileNotFoundError):
                 queue.extend(int(child) for child in (task / "children").read_text().split())
-            except FileNotFoundError:
-                pass
     return found
 
 
@@ -295,10 +292,8 @@ def describe_402(url: str) -> str:
 def versions(installed: Path | None) -> str:
     found = []
     for dist in ("pympp", "granian", "uvloop", "litestar"):
-        try:
+        with suppress(importlib.metadata.PackageNotFoundError):
             found.append(f"{dist} {importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
     if installed is not None:
         node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
         found.append(f"node {node}")
@@ -337,24 +332,59 @@ def print_402_table(targets: list[Target], args: argparse.Namespace) -> None:
 # paid requests ------------------------------------------------------------------------------------
 
 
-async def paid_requests(gateway_url: str, chain: Any, count: int) -> list[float]:
-    from tests.gateway.payment_fixtures import new_payer
+PAID_WARMUP = 3
+"""Paid requests made and thrown away first (connections, imports, the devnet's caches)."""
+
+
+async def paid_requests(gateway_url: str, chain: Any, count: int) -> dict[str, list[float]]:
+    """``count`` sequential paid ``GET /sandbox`` (after ``PAID_WARMUP`` more), each in three
+    timed legs: the unpaid request (402), the client making the credential (pympp signs; it
+    asks the devnet for chain id, gas price and a gas estimate), and the paid retry (gateway
+    verify, credit check, broadcast, record, forward)."""
+    import httpx
+
+    from tests.gateway.payment_fixtures import challenges, new_payer
 
     payer = new_payer(chain)
-    totals = []
-    async with payer.client(gateway_url) as client:
-        for _ in range(count):
+    legs: dict[str, list[float]] = {"402": [], "sign": [], "paid": [], "total": []}
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as client:
+        for n in range(PAID_WARMUP + count):
             started = time.perf_counter()
-            response = await client.get("/sandbox")
-            assert response.status_code == 200, response.text
-            totals.append((time.perf_counter() - started) * 1000)
-    return totals
+            unpaid = await client.get("/sandbox")
+            challenged = time.perf_counter()
+            authorization = await payer.authorization(challenges(unpaid)[0])
+            signed = time.perf_counter()
+            paid = await client.get("/sandbox", headers={"authorization": authorization})
+            done = time.perf_counter()
+            assert paid.status_code == 200, paid.text
+            assert "payment-receipt" in paid.headers, paid.headers
+            if n < PAID_WARMUP:
+                continue
+            legs["402"].append((challenged - started) * 1000)
+            legs["sign"].append((signed - challenged) * 1000)
+            legs["paid"].append((done - signed) * 1000)
+            legs["total"].append((done - started) * 1000)
+    return legs
 
 
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
-    return f"median {statistics.median(ordered):7.2f} ms   p90 {p90:7.2f} ms"
+    return f"P50 {statistics.median(ordered):7.2f} ms   P90 {p90:7.2f} ms"
+
+
+def print_paid(gateway: Any, chain: Any, count: int) -> None:
+    legs = asyncio.run(paid_requests(gateway.url, chain, count))
+    events = gateway.events("payment")[-count:]
+    print(f"\npaid GET /sandbox ($0.0001, pympp client, devnet), {count} sequential requests:")
+    print(f"  {'client: whole paid call':34s} {summary(legs['total'])}")
+    print(f"  {'client: unpaid request → 402':34s} {summary(legs['402'])}")
+    print(f"  {'client: make credential (sign)':34s} {summary(legs['sign'])}")
+    print(f"  {'client: paid retry → 200':34s} {summary(legs['paid'])}")
+    for key in ("verify_ms", "credit_ms", "broadcast_ms", "record_ms", "forward_ms"):
+        values = [float(e[key]) for e in events if key in e]
+        if values:
+            print(f"  {'  gateway ' + key.removesuffix('_ms'):34s} {summary(values)}")
 
 
 def main() -> int:
@@ -409,6 +439,7 @@ def main() -> int:
             with peer_server(args, installed, work, stack.config.core_url, chain.url) as peer:
                 targets = [ours] if peer is None else [ours, peer]
                 pin([pid for t in targets for pid in t.pids()], SERVER_CPU)
+                print("what each server's 402 says:")
                 for target in targets:
                     print(f"  {target.name}: {describe_402(target.url)}")
                 for _ in range(args.rounds):
@@ -418,14 +449,7 @@ def main() -> int:
             pin(ours.pids(), all_cpus())
 
             if args.paid:
-                totals = asyncio.run(paid_requests(gateway.url, chain, args.paid))
-                events = gateway.events("payment")[-args.paid :]
-                print(f"\npaid GET /sandbox ($0.0001, pympp client, devnet), {args.paid} sequential requests:")
-                print(f"  {'client, 402 + sign + paid retry':32s} {summary(totals)}")
-                for key in ("verify_ms", "credit_ms", "broadcast_ms", "record_ms", "forward_ms"):
-                    values = [float(e[key]) for e in events if key in e]
-                    if values:
-                        print(f"  {'gateway ' + key.removesuffix('_ms'):32s} {summary(values)}")
+                print_paid(gateway, chain, args.paid)
         finally:
             gateway.stop()
     finally:
