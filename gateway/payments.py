@@ -35,7 +35,7 @@ import contextlib
 import json
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
@@ -133,6 +133,9 @@ class PaymentGate:
         self._origin = pay.public_url or f"http://{pay.realm}"
         self._edge_auth = f"Bearer {pay.edge_token}".encode()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[tuple[str, str], Any] = {}
+        """pympp challenge handlers by (price, description): building one per 402 cost ~9% of
+        the issuance path; expiry and body are per request (``expires_in``, ``_bound_body``)."""
         self._stale_after_s = pay.confirmation_timeout_s + 3 * pay.rpc_timeout_s + 30
         """A claim still ``pending`` after this long was abandoned mid-payment."""
 
@@ -232,14 +235,9 @@ class PaymentGate:
         self, send: Send, call: _Call, error: PaymentError | None = None, *, status: int = 402
     ) -> Outcome:
         """A fresh 402 for this request (``error`` says why the credential was refused)."""
-        expires = datetime.now(UTC) + timedelta(seconds=self.config.expires_s)
-        handler = self.mpp.charge(
-            amount=call.quote.price,
-            description=call.quote.description,
-            expires=expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            body=call.bound_body,
-        )
-        result = await handler(call.request)
+        handler = self._handler(call.quote)
+        request = call.request
+        result = await handler(Request(request.method, request.url, body=call.bound_body))
         issued = result.challenge
         problem: dict[str, Any] = json.loads(issued.body or b"{}")
         if error is not None:
@@ -253,6 +251,21 @@ class PaymentGate:
         ]
         await _send_json(send, call.upstream, status, problem, [*headers, (b"cache-control", b"no-store")])
         return Outcome(status, None if error is None else _slug(error))
+
+    def _handler(self, quote: Quote) -> Any:
+        key = (quote.price, quote.description)
+        handler = self._handlers.get(key)
+        if handler is None:
+            if len(self._handlers) >= _MAX_HANDLERS:  # only after many price-table reloads
+                self._handlers.clear()
+            handler = self.mpp.charge(
+                amount=quote.price,
+                description=quote.description,
+                expires_in=timedelta(seconds=self.config.expires_s),
+                body=_bound_body,
+            )
+            self._handlers[key] = handler
+        return handler
 
     def _price(self, quote: Quote) -> dict[str, Any]:
         return {
@@ -711,6 +724,15 @@ class _RefuseUnauthorized:
 
 
 # helpers ------------------------------------------------------------------------------------
+
+
+_MAX_HANDLERS = 4096
+
+
+def _bound_body(request: Request) -> bytes | None:
+    """The body a challenge's digest binds: the one the gateway put on the pympp request
+    (``None`` for a GET without a body, so no digest)."""
+    return request.body
 
 
 def _private(cache_control: bytes) -> bytes:
