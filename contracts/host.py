@@ -19,9 +19,25 @@ POST       /sandboxes/{id}/start           SandboxSpec         SandboxInfo
 POST       /sandboxes/{id}/stop            —                   SandboxInfo
 DELETE     /sandboxes/{id}                 —                   204
 POST       /sandboxes/{id}/exec            ExecRequest         ExecResult
+POST       /sandboxes/{id}/agent           a guest request     its reply
+GET        /sandboxes/{id}/disk            —                   DiskUsage
 =========  ==============================  ==================  ==============
 
 Errors come back as ``HostErrorBody`` with a 4xx/5xx status.
+
+``/agent`` is the generic relay to the sandbox's agent. Its body is one host → guest message
+of ``contracts.guest`` (``HostToGuest``, decoded by ``guest.decode_relayed``: ``t`` picks the
+operation, an unknown one is a 400, ``id`` may be left out because hostd numbers the frames of
+its agent connection itself). The answer is 200 with the agent's reply message as JSON
+(``guest.GuestToHost``), *including* an agent ``error`` reply: the status describes the relay
+(sandbox absent 404, not running 409, agent unreachable 502), the body what the agent said, so
+the caller maps the agent's error codes to its own. The reply's ``id`` is hostd's frame id and
+means nothing to the caller. How long hostd waits for the reply follows the request: its
+``timeout_ms`` plus a margin, or 30 s for requests without one; callers time their HTTP
+request accordingly.
+
+``/disk`` measures the sandbox's writable layer on the host (any state: a stopped sandbox
+keeps its disk), which the sandbox cannot measure from the inside.
 """
 
 from __future__ import annotations
@@ -68,6 +84,12 @@ class ExecResult(_Wire, frozen=True):
     exit_code: int
     duration_ms: float
     timed_out: bool = False
+
+
+class DiskUsage(_Wire, frozen=True):
+    """Bytes allocated to the sandbox's own data: the files it wrote, not the template's."""
+
+    used_bytes: int
 
 
 class HostHealth(_Wire, frozen=True):

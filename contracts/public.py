@@ -90,6 +90,51 @@ class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
     timed_out: bool = False
 
 
+CODE_MAX_CHARS = 1_000_000
+"""Longest snippet run-code accepts (both shapes): far beyond any hand-written script, and well
+inside the agent protocol's frame limit even when JSON escapes every character."""
+
+
+class RunCode(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/run-code``: run ``code`` with ``lang``'s interpreter
+    (python, bash, javascript, typescript — run as JavaScript); without ``lang``, the
+    sandbox's ``language``. ``argv`` are the program's arguments."""
+
+    code: Annotated[str, msgspec.Meta(max_length=CODE_MAX_CHARS)]
+    lang: str | None = None
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 60_000
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    cwd: str | None = None
+
+
+class Dirs(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/sandboxes/{id}/dirs``: the user's home; the working directory commands start
+    in without a ``cwd`` (the home); the project directory (``/workspace`` when the template
+    has one, else the home)."""
+
+    home: str
+    work: str
+    project: str
+
+
+class Metrics(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/sandboxes/{id}/metrics``. CPU and memory are the sandbox's own cgroup limits
+    and use, as its agent reads them (used memory excludes reclaimable file cache);
+    ``load_1m`` is /proc/loadavg inside (the shared kernel's under the namespace runtime);
+    ``disk_used_mb`` is what the sandbox wrote, measured on its host; age, state and last
+    activity come from the control plane. Reading metrics counts as activity."""
+
+    cpu_count: int
+    mem_total_mb: int
+    mem_used_mb: int
+    load_1m: float
+    disk_used_mb: int
+    age_seconds: int
+    state: str
+    last_activity_at: str
+
+
 class CreateApiKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/api-keys`` (admin only). Without ``org_id`` a new org is created."""
 
@@ -191,3 +236,34 @@ class DaytonaExecute(msgspec.Struct, frozen=True, kw_only=True):
 class DaytonaExecuteResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     exit_code: int
     result: str
+
+
+class DaytonaCodeRun(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /toolbox/{id}/process/code-run``. ``language`` defaults to the sandbox's;
+    ``timeout`` is in seconds."""
+
+    code: Annotated[str, msgspec.Meta(max_length=CODE_MAX_CHARS)]
+    language: str | None = None
+    argv: list[str] | None = None
+    envs: dict[str, str] | None = None
+    timeout: Annotated[int, msgspec.Meta(ge=0, le=3600)] | None = None
+
+
+class DaytonaCharts(msgspec.Struct, frozen=True, kw_only=True):
+    """Matplotlib charts are not captured: always empty."""
+
+    charts: list[dict[str, object]] = []
+
+
+class DaytonaCodeRunResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``result`` is stdout then stderr, as for ``process/execute``."""
+
+    exit_code: int
+    result: str
+    artifacts: DaytonaCharts
+
+
+class DaytonaDir(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /toolbox/{id}/user-home-dir``, ``/work-dir`` and ``/project-dir``."""
+
+    dir: str

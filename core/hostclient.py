@@ -7,18 +7,24 @@ being served travels along in ``x-request-id``.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import httpx
 import msgspec
 import structlog
 
+from contracts import guest
 from contracts.control import REQUEST_ID_HEADER
-from contracts.host import ExecRequest, ExecResult, HostErrorBody, SandboxInfo, SandboxSpec
+from contracts.host import DiskUsage, ExecRequest, ExecResult, HostErrorBody, SandboxInfo, SandboxSpec
 from core.db.hosts import HostRecord
 from core.errors import HostUnavailable, NotFound
 
 T = TypeVar("T")
+
+AGENT_CALL_WAIT_S = 30
+"""How long hostd waits for the reply to an agent request that has no ``timeout_ms``."""
+_GUEST_REPLY = cast("type[guest.GuestToHost]", guest.GuestToHost)
+"""The union of the agent's replies, as the decoder's target type."""
 
 
 class HostClient:
@@ -47,6 +53,18 @@ class HostClient:
         return await self._call(
             host, "POST", f"/sandboxes/{sandbox_id}/exec", req, ExecResult, timeout_s=timeout
         )
+
+    async def call(self, host: HostRecord, sandbox_id: str, msg: guest.HostToGuest) -> guest.GuestToHost:
+        """Relay ``msg`` to the sandbox's agent through hostd; returns the agent's reply, which
+        may be a ``guest.Error`` (the caller maps its code). ``msg.id`` is ignored by hostd."""
+        timeout_ms = getattr(msg, "timeout_ms", None)
+        timeout = (timeout_ms / 1000 if timeout_ms is not None else AGENT_CALL_WAIT_S) + 10
+        return await self._call(
+            host, "POST", f"/sandboxes/{sandbox_id}/agent", msg, _GUEST_REPLY, timeout_s=timeout
+        )
+
+    async def disk_usage(self, host: HostRecord, sandbox_id: str) -> DiskUsage:
+        return await self._call(host, "GET", f"/sandboxes/{sandbox_id}/disk", None, DiskUsage)
 
     async def list(self, host: HostRecord) -> list[SandboxInfo]:
         return await self._call(host, "GET", "/sandboxes", None, list[SandboxInfo])

@@ -41,12 +41,13 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
+from typing import Any
 
-from guest import framing, runner
+from guest import framing, ops
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 AGENT = f"dnah-guest/{VERSION}"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HANDSHAKE_MAX = 64
@@ -291,26 +292,25 @@ class Connection:
         return True
 
 
+_HANDLERS: dict[type, Callable[[Any, dict[str, str]], dict[str, object]]] = {
+    framing.ExecRequest: ops.exec_command,
+    framing.CodeRunRequest: ops.run_code,
+    framing.DirsRequest: ops.dirs,
+    framing.MetricsRequest: ops.metrics,
+}
+"""The handler of each request type but ``ping`` (answered here, it needs the agent's name)."""
+
+
 def _answer(request: framing.Request, base_env: dict[str, str]) -> dict[str, object]:
     """Compute the reply to one request. Never raises: the host always gets an answer."""
     if isinstance(request, framing.PingRequest):
         return framing.pong(request.id, AGENT)
     try:
-        outcome = runner.run(
-            request.argv, env=base_env | request.env, cwd=request.cwd, timeout_ms=request.timeout_ms
-        )
+        return _HANDLERS[type(request)](request, base_env)
     except ValueError as exc:  # NUL bytes or '=' in an env name: Popen refuses before forking
         return framing.error(request.id, "bad_request", str(exc))
     except Exception as exc:
         return framing.error(request.id, "internal", f"{type(exc).__name__}: {exc}")
-    return framing.exec_result(
-        request.id,
-        stdout=outcome.stdout,
-        stderr=outcome.stderr,
-        exit_code=outcome.exit_code,
-        duration_ms=outcome.duration_ms,
-        timed_out=outcome.timed_out,
-    )
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024
 HEADER_SIZE = 4
 
 DEFAULT_TIMEOUT_MS = 60_000
+LANGUAGES = ("python", "bash", "javascript", "typescript")
 
 
 class BadRequest(Exception):
@@ -51,7 +52,28 @@ class ExecRequest:
     timeout_ms: int = DEFAULT_TIMEOUT_MS
 
 
-Request = PingRequest | ExecRequest
+@dataclass(frozen=True)
+class CodeRunRequest:
+    id: int
+    language: str
+    code: str
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+
+
+@dataclass(frozen=True)
+class DirsRequest:
+    id: int
+
+
+@dataclass(frozen=True)
+class MetricsRequest:
+    id: int
+
+
+Request = PingRequest | ExecRequest | CodeRunRequest | DirsRequest | MetricsRequest
 
 
 def parse_header(header: bytes) -> tuple[int, bool]:
@@ -89,6 +111,24 @@ def exec_result(
     }
 
 
+def dirs_result(request_id: int, *, home: str, work: str, project: str) -> dict[str, object]:
+    return {"t": "dirs.result", "home": home, "work": work, "project": project, "id": request_id}
+
+
+def metrics_result(
+    request_id: int, *, cpus: float, mem_limit_bytes: int, mem_used_bytes: int, load_1m: float
+) -> dict[str, object]:
+    """Floats are rounded to 3 decimals for the same reason as ``exec_result``'s duration."""
+    return {
+        "t": "metrics.result",
+        "cpus": round(cpus, 3),
+        "mem_limit_bytes": mem_limit_bytes,
+        "mem_used_bytes": mem_used_bytes,
+        "load_1m": round(load_1m, 3),
+        "id": request_id,
+    }
+
+
 def error(request_id: int, code: str, message: str) -> dict[str, object]:
     return {"t": "error", "code": code, "message": message, "id": request_id}
 
@@ -114,13 +154,42 @@ def parse_request(payload: bytes) -> Request:
         return PingRequest(request_id)
     if kind == "exec":
         return _parse_exec(request_id, message)
+    if kind == "code.run":
+        return _parse_code_run(request_id, message)
+    if kind == "dirs":
+        return DirsRequest(request_id)
+    if kind == "metrics":
+        return MetricsRequest(request_id)
     raise BadRequest(request_id, f"unknown message type {kind!r}")
 
 
 def _parse_exec(request_id: int, message: dict[str, object]) -> ExecRequest:
     argv = message.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+    if not _is_str_list(argv) or not argv:
         raise BadRequest(request_id, "'argv' must be a non-empty list of strings")
+    env, cwd, timeout_ms = _parse_run_options(request_id, message)
+    return ExecRequest(request_id, argv=argv, env=env, cwd=cwd, timeout_ms=timeout_ms)
+
+
+def _parse_code_run(request_id: int, message: dict[str, object]) -> CodeRunRequest:
+    language = message.get("language")
+    if language not in LANGUAGES:
+        raise BadRequest(request_id, f"'language' must be one of {', '.join(LANGUAGES)}")
+    assert isinstance(language, str)
+    code = message.get("code")
+    if not isinstance(code, str):
+        raise BadRequest(request_id, "'code' must be a string")
+    argv = message.get("argv", [])
+    if not _is_str_list(argv):
+        raise BadRequest(request_id, "'argv' must be a list of strings")
+    env, cwd, timeout_ms = _parse_run_options(request_id, message)
+    return CodeRunRequest(
+        request_id, language=language, code=code, argv=argv, env=env, cwd=cwd, timeout_ms=timeout_ms
+    )
+
+
+def _parse_run_options(request_id: int, message: dict[str, object]) -> tuple[dict[str, str], str | None, int]:
+    """The ``env``, ``cwd`` and ``timeout_ms`` that ``exec`` and ``code.run`` share."""
     env = message.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
         raise BadRequest(request_id, "'env' must map strings to strings")
@@ -130,7 +199,11 @@ def _parse_exec(request_id: int, message: dict[str, object]) -> ExecRequest:
     timeout_ms = message.get("timeout_ms", DEFAULT_TIMEOUT_MS)
     if not _is_int(timeout_ms) or timeout_ms <= 0:
         raise BadRequest(request_id, "'timeout_ms' must be a positive integer")
-    return ExecRequest(request_id, argv=argv, env=env, cwd=cwd, timeout_ms=timeout_ms)
+    return env, cwd, timeout_ms
+
+
+def _is_str_list(value: object) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -10,9 +10,12 @@ Failure model:
   a binary frame, an oversize header, a reply of the wrong type), closes the connection and
   fails every pending request with ``AgentUnavailable``; the caller reconnects. A
   connection lost while an ``exec`` was in flight does not say whether the command ran.
-* A request the agent rejects comes back as an ``error`` frame and raises ``AgentError``;
+* A request the agent rejects comes back as an ``error`` frame: ``call`` returns it (the
+  relay hands it on), the typed helpers (``ping``, ``exec``) raise ``AgentError``; either way
   the connection stays usable.
 * A request with no answer in time raises ``AgentUnavailable``; a late reply is dropped.
+  Requests with a ``timeout_ms`` (``exec``, ``code.run``) wait that long plus
+  ``EXEC_MARGIN``; the others ``CALL_TIMEOUT``.
 
 The connect handshake retries while the socket is missing, refused or reset, because that is
 what an agent that has not started listening yet looks like, under Cloud Hypervisor (the
@@ -38,6 +41,8 @@ log = structlog.get_logger("hosts.agent_client")
 
 EXEC_MARGIN = 5.0
 """Seconds an ``exec`` reply may lag its ``timeout_ms``: the agent's kill, reap and reply."""
+CALL_TIMEOUT = 30.0
+"""Seconds to wait for the reply to a request that has no ``timeout_ms`` of its own."""
 RETRY_FIRST = 0.002
 RETRY_MAX = 0.005
 """Backoff between handshake attempts, doubling from RETRY_FIRST up to RETRY_MAX seconds."""
@@ -53,6 +58,13 @@ _NOT_LISTENING_YET = (
 _Reply = TypeVar("_Reply", guest.Pong, guest.ExecResult)
 
 
+def reply_wait(message: guest.HostToGuest) -> float:
+    """Seconds to wait for the reply to ``message``: its own ``timeout_ms`` plus the margin
+    for the agent's kill and reply, or ``CALL_TIMEOUT`` for requests without one."""
+    timeout_ms = getattr(message, "timeout_ms", None)
+    return CALL_TIMEOUT if timeout_ms is None else timeout_ms / 1000 + EXEC_MARGIN
+
+
 class AgentClient:
     """A multiplexed connection to one agent. Create it with ``connect`` or ``wait_ready``."""
 
@@ -61,7 +73,7 @@ class AgentClient:
         self._writer = writer
         self._name = name
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[asyncio.Future[Any], type[msgspec.Struct]]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], type[guest.GuestToHost]]] = {}
         self._closed = False
         self._reader_task = asyncio.create_task(self._read_replies(), name=f"agent-reader {name}")
 
@@ -92,9 +104,25 @@ class AgentClient:
     def closed(self) -> bool:
         return self._closed
 
+    async def call(
+        self,
+        message: guest.HostToGuest,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 — overrides the rule in reply_wait
+    ) -> guest.GuestToHost:
+        """Send any request and return the agent's reply: the request's reply type
+        (``guest.REPLIES``) or an ``error``. The request's ``id`` is replaced by the next id of
+        this connection. ``timeout`` defaults to ``reply_wait(message)``."""
+        wait = reply_wait(message) if timeout is None else timeout
+        return await self._call(
+            lambda request_id: msgspec.structs.replace(message, id=request_id),
+            guest.REPLIES[type(message)],
+            wait,
+        )
+
     async def ping(self, *, timeout: float = 2.0) -> guest.Pong:  # noqa: ASYNC109 — callers' one knob
         """Check that the agent is alive and learn its protocol version."""
-        return await self._call(lambda request_id: guest.Ping(id=request_id), guest.Pong, timeout)
+        return _unwrap(await self.call(guest.Ping(id=0), timeout=timeout), guest.Pong)
 
     async def exec(
         self,
@@ -109,13 +137,8 @@ class AgentClient:
         The agent enforces ``timeout_ms`` itself (``timed_out=True`` in the result); this side
         waits ``EXEC_MARGIN`` seconds longer before giving up on the reply.
         """
-        return await self._call(
-            lambda request_id: guest.Exec(
-                id=request_id, argv=argv, env=env or {}, cwd=cwd, timeout_ms=timeout_ms
-            ),
-            guest.ExecResult,
-            timeout_ms / 1000 + EXEC_MARGIN,
-        )
+        message = guest.Exec(id=0, argv=argv, env=env or {}, cwd=cwd, timeout_ms=timeout_ms)
+        return _unwrap(await self.call(message), guest.ExecResult)
 
     async def close(self) -> None:
         """Close the connection and fail whatever is still pending. Idempotent."""
@@ -128,9 +151,9 @@ class AgentClient:
             await self._writer.wait_closed()
 
     async def _call(
-        self, make: Callable[[int], msgspec.Struct], reply_type: type[_Reply], wait: float
-    ) -> _Reply:
-        """Send one request and wait for the reply with its id.
+        self, make: Callable[[int], msgspec.Struct], reply_type: type[guest.GuestToHost], wait: float
+    ) -> guest.GuestToHost:
+        """Send one request and wait for the reply with its id (``reply_type`` or an error).
 
         There is no ``drain``: requests are small and each caller waits for its reply anyway,
         and a write to a dead connection needs no handling here because the reader task sees
@@ -139,7 +162,7 @@ class AgentClient:
         if self._closed:
             raise AgentUnavailable(f"the connection to {self._name} is closed")
         request_id = next(self._ids)
-        future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[guest.GuestToHost] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, reply_type)
         try:
             self._writer.write(guest.encode(make(request_id)))
@@ -187,11 +210,7 @@ class AgentClient:
         if not isinstance(reply, guest.Error | expected):
             raise _ProtocolViolation(f"{type(reply).__name__} in reply to a {expected.__name__} request")
         del self._pending[reply.id]
-        if future.done():  # the caller was cancelled and has not unregistered yet
-            return
-        if isinstance(reply, guest.Error):
-            future.set_exception(AgentError(reply.code, reply.message))
-        else:
+        if not future.done():  # else the caller was cancelled and has not unregistered yet
             future.set_result(reply)
 
     def _shut(self, reason: str) -> None:
@@ -223,6 +242,14 @@ async def wait_ready(socket_path: str | Path, *, timeout: float) -> AgentClient:
                 raise
             continue
         return client
+
+
+def _unwrap(reply: guest.GuestToHost, expected: type[_Reply]) -> _Reply:
+    """``reply`` as the expected type; an ``error`` reply raises ``AgentError``."""
+    if isinstance(reply, guest.Error):
+        raise AgentError(reply.code, reply.message)
+    assert isinstance(reply, expected), "_deliver admits only the expected type or an error"
+    return reply
 
 
 class _ProtocolViolation(Exception):

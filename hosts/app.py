@@ -25,18 +25,29 @@ from typing import TypeVar, cast
 
 import msgspec
 import structlog
-from litestar import Litestar, Request, Response, delete, get, post
+from litestar import Litestar, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from contracts.host import ExecRequest, ExecResult, HostErrorBody, HostHealth, SandboxInfo, SandboxSpec
+from contracts import guest
+from contracts.host import (
+    DiskUsage,
+    ExecRequest,
+    ExecResult,
+    HostErrorBody,
+    HostHealth,
+    SandboxInfo,
+    SandboxSpec,
+)
 from contracts.observability import REQUEST_ID_HEADER, bind_request_id, configure_logging
 from hosts.commands import (
+    AgentCall,
     CreateSandbox,
     DestroySandbox,
     ExecInSandbox,
+    GetDiskUsage,
     GetHealth,
     ListSandboxes,
     StartSandbox,
@@ -74,6 +85,8 @@ def create_app() -> Litestar:
             stop_sandbox,
             destroy_sandbox,
             exec_in,
+            agent_call,
+            disk_usage,
         ],
         lifespan=[_lifespan(config)],
         middleware=[DefineMiddleware(_AuthAndLog, api_token=config.api_token)],
@@ -161,6 +174,22 @@ async def destroy_sandbox(sandbox_id: str, state: State) -> None:
 async def exec_in(sandbox_id: str, request: Request, state: State) -> ExecResult:
     exec_request = await _decode(request, ExecRequest)
     return await _controller(state).handle(ExecInSandbox(sandbox_id=sandbox_id, request=exec_request))
+
+
+@post("/sandboxes/{sandbox_id:str}/agent", status_code=200)
+async def agent_call(sandbox_id: str, request: Request, state: State) -> Response[bytes]:
+    """The generic relay: one guest request in, the agent's reply out (see contracts/host.py)."""
+    try:
+        message = guest.decode_relayed(await request.body())
+    except msgspec.DecodeError as exc:
+        raise ValidationException(f"invalid agent request: {exc}") from None
+    reply = await _controller(state).handle(AgentCall(sandbox_id=sandbox_id, message=message))
+    return Response(msgspec.json.encode(reply), media_type=MediaType.JSON)
+
+
+@get("/sandboxes/{sandbox_id:str}/disk")
+async def disk_usage(sandbox_id: str, state: State) -> DiskUsage:
+    return await _controller(state).handle(GetDiskUsage(sandbox_id=sandbox_id))
 
 
 def _controller(state: State) -> HostController:

@@ -16,6 +16,7 @@ import re
 
 import msgspec
 
+from contracts import guest
 from contracts.host import ExecRequest, SandboxSpec
 
 _SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
@@ -82,6 +83,29 @@ class ExecInSandbox(_Command, frozen=True, tag="exec"):
     request: ExecRequest
 
 
+class AgentCall(_Command, frozen=True, tag="agent"):
+    """Relay one request to the sandbox's agent and return its reply, whatever operation it
+    is: the controller only checks the state and owns the connection; ``message.id`` is
+    replaced by the connection's own numbering.
+
+    Allowed when: running. Result: the reply (``contracts.guest.GuestToHost``), an agent
+    ``error`` reply included (the relay's caller interprets it).
+    """
+
+    sandbox_id: str
+    message: guest.HostToGuest
+
+
+class GetDiskUsage(_Command, frozen=True, tag="disk"):
+    """How much disk the sandbox's own data takes (its writable layer), in bytes.
+
+    Allowed when: present, in any state (a stopped sandbox keeps its disk).
+    Result: ``contracts.host.DiskUsage``.
+    """
+
+    sandbox_id: str
+
+
 class ListSandboxes(_Command, frozen=True, tag="list"):
     """Every sandbox whose disk this host holds.
 
@@ -97,5 +121,13 @@ class GetHealth(_Command, frozen=True, tag="health"):
 
 
 Command = (
-    CreateSandbox | StartSandbox | StopSandbox | DestroySandbox | ExecInSandbox | ListSandboxes | GetHealth
+    CreateSandbox
+    | StartSandbox
+    | StopSandbox
+    | DestroySandbox
+    | ExecInSandbox
+    | AgentCall
+    | GetDiskUsage
+    | ListSandboxes
+    | GetHealth
 )

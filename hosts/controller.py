@@ -3,15 +3,17 @@
 The controller is where sandbox states are enforced (see ``hosts/commands.py``) and where
 commands on one sandbox are ordered. Lifecycle commands (create, start, stop, destroy) on the
 same sandbox run one at a time, in arrival order: a destroy that arrives while the create is
-still booting waits for it, then removes what it built. Exec takes no lock; it only needs
-the sandbox to be running when it starts, and if a stop or destroy kills the sandbox under
-it, it fails with the error that describes the new state.
+still booting waits for it, then removes what it built. Exec and agent calls (the generic
+relay, ``AgentCall``) take no lock; they only need the sandbox to be running when they start,
+and if a stop or destroy kills the sandbox under them, they fail with the error that describes
+the new state.
 
 Each running sandbox has at most one agent connection, opened on first use and shared by all
 concurrent execs (the guest protocol multiplexes requests by id). A connection found closed
 (the agent restarted, the sandbox was stopped and started) is replaced before the request is
-sent. An exec whose connection fails after it was sent is never retried, since the command
-may already have run; it fails with ``AgentUnavailable`` and the next exec reconnects.
+sent. An exec or agent call whose connection fails after it was sent is never retried, since
+the command may already have run; it fails with ``AgentUnavailable`` and the next request
+reconnects.
 
 No transport lives here: front ends (HTTP in ``hosts/app.py``) translate to and from commands.
 """
@@ -20,18 +22,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import overload
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar, overload
 
 import structlog
 
-from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo, SandboxSpec
+from contracts import guest
+from contracts.host import DiskUsage, ExecRequest, ExecResult, HostHealth, SandboxInfo, SandboxSpec
 from hosts.agent_client import AgentClient
 from hosts.commands import (
+    AgentCall,
     Command,
     CreateSandbox,
     DestroySandbox,
     ExecInSandbox,
+    GetDiskUsage,
     GetHealth,
     ListSandboxes,
     StartSandbox,
@@ -42,6 +47,8 @@ from hosts.errors import AgentUnavailable, SandboxConflict, SandboxNotFound
 from hosts.runtime.base import SandboxRuntime
 
 log = structlog.get_logger("hosts.controller")
+
+_R = TypeVar("_R")
 
 
 class HostController:
@@ -60,11 +67,17 @@ class HostController:
     @overload
     async def handle(self, cmd: ExecInSandbox) -> ExecResult: ...
     @overload
+    async def handle(self, cmd: AgentCall) -> guest.GuestToHost: ...
+    @overload
+    async def handle(self, cmd: GetDiskUsage) -> DiskUsage: ...
+    @overload
     async def handle(self, cmd: ListSandboxes) -> list[SandboxInfo]: ...
     @overload
     async def handle(self, cmd: GetHealth) -> HostHealth: ...
 
-    async def handle(self, cmd: Command) -> SandboxInfo | ExecResult | HostHealth | list[SandboxInfo] | None:
+    async def handle(
+        self, cmd: Command
+    ) -> SandboxInfo | ExecResult | guest.GuestToHost | DiskUsage | HostHealth | list[SandboxInfo] | None:
         """Execute ``cmd`` and return its result (see each command's docstring).
 
         Raises:
@@ -73,6 +86,12 @@ class HostController:
         match cmd:
             case ExecInSandbox(sandbox_id=sandbox_id, request=request):
                 return await self._exec(_checked(sandbox_id), request)
+            case AgentCall(sandbox_id=sandbox_id, message=message):
+                return await self._on_agent(_checked(sandbox_id), lambda client: client.call(message))
+            case GetDiskUsage(sandbox_id=sandbox_id):
+                sandbox_id = _checked(sandbox_id)
+                self._get(sandbox_id)
+                return DiskUsage(used_bytes=await self._runtime.disk_used_bytes(sandbox_id))
             case CreateSandbox(spec=spec):
                 return await self._create(spec)
             case StartSandbox(spec=spec):
@@ -124,20 +143,12 @@ class HostController:
             await self._drop_agent(sandbox_id)
 
     async def _exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
-        self._require_running(sandbox_id)
-        client = await self._agent(sandbox_id)
-        try:
-            result = await client.exec(
+        result = await self._on_agent(
+            sandbox_id,
+            lambda client: client.exec(
                 request.cmd, env=request.env, cwd=request.cwd, timeout_ms=request.timeout_ms
-            )
-        except AgentUnavailable:
-            # The request was sent and its connection failed, so whether the command ran is
-            # unknown: it is not retried (the next exec reconnects). If a stop or destroy
-            # killed the sandbox meanwhile, that is the error to report.
-            await self._drop_agent(sandbox_id, client)
-            await self._settled(sandbox_id)
-            self._require_running(sandbox_id)
-            raise
+            ),
+        )
         return ExecResult(
             stdout=result.stdout,
             stderr=result.stderr,
@@ -145,6 +156,21 @@ class HostController:
             duration_ms=result.duration_ms,
             timed_out=result.timed_out,
         )
+
+    async def _on_agent(self, sandbox_id: str, request: Callable[[AgentClient], Awaitable[_R]]) -> _R:
+        """Send ``request`` on the running sandbox's agent connection and return its answer."""
+        self._require_running(sandbox_id)
+        client = await self._agent(sandbox_id)
+        try:
+            return await request(client)
+        except AgentUnavailable:
+            # The request was sent and its connection failed, so whether it ran is unknown:
+            # it is not retried (the next request reconnects). If a stop or destroy killed
+            # the sandbox meanwhile, that is the error to report.
+            await self._drop_agent(sandbox_id, client)
+            await self._settled(sandbox_id)
+            self._require_running(sandbox_id)
+            raise
 
     async def _agent(self, sandbox_id: str) -> AgentClient:
         """The sandbox's pooled agent connection, reconnecting if it was lost (the agent

@@ -127,6 +127,23 @@ async def transition(
     return _record(row) if row else None
 
 
+async def touch(
+    db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str, granularity_s: float
+) -> datetime | None:
+    """Record activity: set ``last_activity_at`` to now unless it is already less than
+    ``granularity_s`` old. Returns the new value, or None when nothing was written (recent
+    enough already, or no such sandbox). The condition keeps a burst of calls from writing
+    the row once per call."""
+    stamp: datetime | None = await db.fetchval(
+        "UPDATE sandboxes SET last_activity_at = now()"
+        " WHERE id = $1 AND last_activity_at < now() - make_interval(secs => $2)"
+        " RETURNING last_activity_at",
+        sandbox_id,
+        granularity_s,
+    )
+    return stamp
+
+
 async def on_host(db: asyncpg.Pool, host_id: str) -> list[SandboxRecord]:
     rows = await db.fetch(
         f"SELECT {_COLUMNS} FROM sandboxes WHERE host_id = $1 AND state <> 'destroyed'", host_id

@@ -2,7 +2,7 @@
 
 Only translation lives here: GiB ↔ MiB, camelCase DTOs, labels that carry the SDK's
 language, a shell command line turned into an argv, and Daytona's status conventions
-(``POST /sandbox`` answers 200, a command timeout is 408).
+(``POST /sandbox`` answers 200, a command or code-run timeout is 408).
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from contracts.public import (
+    DaytonaCharts,
+    DaytonaCodeRun,
+    DaytonaCodeRunResult,
     DaytonaCreateSandbox,
+    DaytonaDir,
     DaytonaExecute,
     DaytonaExecuteResult,
     DaytonaSandbox,
@@ -30,6 +34,8 @@ from core.services.auth import Principal
 from core.services.sandboxes import NewSandbox, SandboxService
 
 LANGUAGE_LABEL = "code-toolbox-language"
+SDK_LANGUAGES = frozenset({"python", "typescript", "javascript"})
+"""The values of ``LANGUAGE_LABEL`` the Daytona SDK accepts."""
 DAEMON_VERSION = "dnah-0.1.0"
 SANDBOX_USER = "user"
 DEFAULT_EXEC_TIMEOUT_S = 600
@@ -58,7 +64,7 @@ def to_daytona(rec: SandboxRecord, toolbox_url: str) -> DaytonaSandbox:
         name=rec.name,
         user=SANDBOX_USER,
         env=rec.env,
-        labels={LANGUAGE_LABEL: rec.language, **rec.labels},
+        labels=_labels(rec),
         public=False,
         network_block_all=False,
         kvm=False,
@@ -83,6 +89,15 @@ def to_daytona(rec: SandboxRecord, toolbox_url: str) -> DaytonaSandbox:
     )
 
 
+def _labels(rec: SandboxRecord) -> dict[str, str]:
+    """The sandbox's labels plus the SDK's language label, for the languages the SDK knows.
+    A ``bash`` sandbox (native API only) has none: the SDK refuses a label it does not know,
+    and would fail to list the whole org, so it takes the sandbox for a python one."""
+    if rec.language not in SDK_LANGUAGES:
+        return rec.labels
+    return {LANGUAGE_LABEL: rec.language, **rec.labels}
+
+
 def _minutes_to_days(minutes: int | None) -> int:
     if not minutes or minutes < 0:
         return 0
@@ -90,8 +105,7 @@ def _minutes_to_days(minutes: int | None) -> int:
 
 
 def _language(labels: dict[str, str]) -> str:
-    language = labels.get(LANGUAGE_LABEL, "python")
-    return "typescript" if language == "javascript" else language
+    return labels.get(LANGUAGE_LABEL, "python")
 
 
 class DaytonaSandboxes(Controller):
@@ -197,3 +211,41 @@ class DaytonaToolbox(Controller):
         if result.timed_out:
             raise ExecTimeout(f"command timed out after {timeout_s} s")
         return DaytonaExecuteResult(exit_code=result.exit_code, result=result.stdout + result.stderr)
+
+    @post("/process/code-run", status_code=200)
+    async def code_run(
+        self, sandbox_id: str, data: DaytonaCodeRun, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaCodeRunResult:
+        """The SDK sends the sandbox's ``code-toolbox-language`` label as ``language``."""
+        timeout_s = data.timeout or DEFAULT_EXEC_TIMEOUT_S
+        result = await sandboxes.run_code(
+            principal.org_id,
+            sandbox_id,
+            code=data.code,
+            language=data.language,
+            argv=data.argv or [],
+            env=data.envs or {},
+            cwd=None,
+            timeout_ms=timeout_s * 1000,
+        )
+        if result.timed_out:
+            raise ExecTimeout(f"code timed out after {timeout_s} s")
+        return DaytonaCodeRunResult(
+            exit_code=result.exit_code, result=result.stdout + result.stderr, artifacts=DaytonaCharts()
+        )
+
+    @get("/user-home-dir")
+    async def user_home_dir(
+        self, sandbox_id: str, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaDir:
+        return DaytonaDir(dir=(await sandboxes.dirs(principal.org_id, sandbox_id)).home)
+
+    @get("/work-dir")
+    async def work_dir(self, sandbox_id: str, principal: Principal, sandboxes: SandboxService) -> DaytonaDir:
+        return DaytonaDir(dir=(await sandboxes.dirs(principal.org_id, sandbox_id)).work)
+
+    @get("/project-dir")
+    async def project_dir(
+        self, sandbox_id: str, principal: Principal, sandboxes: SandboxService
+    ) -> DaytonaDir:
+        return DaytonaDir(dir=(await sandboxes.dirs(principal.org_id, sandbox_id)).project)

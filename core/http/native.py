@@ -13,8 +13,11 @@ from contracts.public import (
     ApiKeyCreated,
     CreateApiKey,
     CreateSandbox,
+    Dirs,
     Exec,
     ExecResult,
+    Metrics,
+    RunCode,
     Sandbox,
     SandboxList,
 )
@@ -138,6 +141,48 @@ class NativeSandboxes(Controller):
             exit_code=result.exit_code,
             duration_ms=result.duration_ms,
             timed_out=result.timed_out,
+        )
+
+    @post("/{sandbox_id:str}/run-code", status_code=200)
+    async def run_code(
+        self, sandbox_id: str, data: RunCode, principal: Principal, sandboxes: SandboxService
+    ) -> ExecResult:
+        """A timeout is a result (``timed_out``, exit code -9), as for exec."""
+        result = await sandboxes.run_code(
+            principal.org_id,
+            sandbox_id,
+            code=data.code,
+            language=data.lang,
+            argv=data.argv,
+            env=data.env,
+            cwd=data.cwd,
+            timeout_ms=data.timeout_ms,
+        )
+        return ExecResult(
+            stdout=result.stdout,
+            stderr=result.stderr,
+            exit_code=result.exit_code,
+            duration_ms=result.duration_ms,
+            timed_out=result.timed_out,
+        )
+
+    @get("/{sandbox_id:str}/dirs")
+    async def dirs(self, sandbox_id: str, principal: Principal, sandboxes: SandboxService) -> Dirs:
+        found = await sandboxes.dirs(principal.org_id, sandbox_id)
+        return Dirs(home=found.home, work=found.work, project=found.project)
+
+    @get("/{sandbox_id:str}/metrics")
+    async def metrics(self, sandbox_id: str, principal: Principal, sandboxes: SandboxService) -> Metrics:
+        m = await sandboxes.metrics(principal.org_id, sandbox_id)
+        return Metrics(
+            cpu_count=m.cpu_count,
+            mem_total_mb=m.mem_total_mb,
+            mem_used_mb=m.mem_used_mb,
+            load_1m=m.load_1m,
+            disk_used_mb=m.disk_used_mb,
+            age_seconds=m.age_seconds,
+            state=m.state,
+            last_activity_at=iso(m.last_activity_at),
         )
 
 

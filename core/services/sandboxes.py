@@ -1,16 +1,34 @@
-"""Sandbox operations: create, read, list, delete, exec. One implementation; the native and
-Daytona HTTP shapes both call it."""
+"""Sandbox operations: create, read, list, delete, and the operations inside a sandbox (exec,
+run-code, dirs, metrics). One implementation; the native and Daytona HTTP shapes both call it.
+
+Operations inside a sandbox reach its agent through hostd: ``exec`` through its own host
+route, everything else through the generic relay (``HostClient.call`` with a
+``contracts.guest`` request). A new in-sandbox operation is a request/reply pair in
+``contracts/guest.py``, a handler in the agent, and a method here built on ``_ask``.
+
+Activity. Operations inside a sandbox count as activity (seed 001: exec, run-code, files,
+sessions, git, metrics, terminal); reading or listing sandboxes does not. Activity moves
+``last_activity_at``, at most once per ``ACTIVITY_GRANULARITY_S``: the row's value, already
+loaded with the sandbox, is compared with the core's clock, and only when it is older is the
+conditional UPDATE sent (``sandboxes_db.touch``), so a busy sandbox costs one write per
+second, not one per call. (The core's and Postgres's clocks are assumed to agree to well
+within the idle timeouts this feeds, which are minutes.)
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TypeVar, cast
 
 import asyncpg
 import msgspec
 import structlog
 
+from contracts import guest
 from contracts.host import ExecRequest, ExecResult, SandboxSpec
 from core.config import CoreConfig
 from core.db import hosts as hosts_db
@@ -25,6 +43,24 @@ from core.states import sources
 log = structlog.get_logger()
 
 LANGUAGES = frozenset({"python", "typescript", "javascript", "bash"})
+ACTIVITY_GRANULARITY_S = 1.0
+"""``last_activity_at`` is moved only when it is at least this old (see the module doc)."""
+
+_Reply = TypeVar("_Reply", guest.ExecResult, guest.DirsResult, guest.MetricsResult)
+
+
+class SandboxMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """A sandbox's resources as it sees them (its agent), its disk as its host measures it,
+    and its age, state and last activity from its row."""
+
+    cpu_count: int
+    mem_total_mb: int
+    mem_used_mb: int
+    load_1m: float
+    disk_used_mb: int
+    age_seconds: int
+    state: str
+    last_activity_at: datetime
 
 
 class NewSandbox(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,19 +221,111 @@ class SandboxService:
     async def exec(
         self, org_id: str, ref: str, *, cmd: list[str], env: dict[str, str], cwd: str | None, timeout_ms: int
     ) -> ExecResult:
+        rec, host = await self._active(org_id, ref)
+        return await self._hosts.exec(
+            host, rec.id, ExecRequest(cmd=cmd, env=env, cwd=cwd, timeout_ms=timeout_ms)
+        )
+
+    async def run_code(
+        self,
+        org_id: str,
+        ref: str,
+        *,
+        code: str,
+        language: str | None,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str | None,
+        timeout_ms: int,
+    ) -> guest.ExecResult:
+        """Run ``code`` with ``language``'s interpreter; no language means the sandbox's own."""
+        if language is not None and language not in LANGUAGES:
+            raise BadRequest(f"language must be one of {', '.join(sorted(LANGUAGES))}, got {language!r}")
+        rec, host = await self._active(org_id, ref)
+        msg = guest.CodeRun(
+            id=0,
+            language=cast("guest.Language", language or rec.language),  # checked: one of LANGUAGES
+            code=code,
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            timeout_ms=timeout_ms,
+        )
+        return await self._ask(host, rec, msg, guest.ExecResult)
+
+    async def dirs(self, org_id: str, ref: str) -> guest.DirsResult:
+        """The sandbox's home, working and project directories. Not activity: it reads what
+        the template fixed."""
+        rec, host = await self._running(org_id, ref)
+        return await self._ask(host, rec, guest.Dirs(id=0), guest.DirsResult)
+
+    async def metrics(self, org_id: str, ref: str) -> SandboxMetrics:
+        """Limits and use from inside (the agent reads its cgroup) and the disk from the host,
+        asked concurrently."""
+        rec, host = await self._active(org_id, ref)
+        inside, disk = await asyncio.gather(
+            self._ask(host, rec, guest.Metrics(id=0), guest.MetricsResult),
+            self._hosts.disk_usage(host, rec.id),
+        )
+        age = datetime.now(rec.created_at.tzinfo) - rec.created_at
+        return SandboxMetrics(
+            cpu_count=max(1, math.ceil(inside.cpus)),
+            mem_total_mb=inside.mem_limit_bytes // 2**20,
+            mem_used_mb=inside.mem_used_bytes // 2**20,
+            load_1m=inside.load_1m,
+            disk_used_mb=disk.used_bytes // 2**20,
+            age_seconds=max(0, int(age.total_seconds())),
+            state=rec.state,
+            last_activity_at=rec.last_activity_at,
+        )
+
+    async def _running(self, org_id: str, ref: str) -> tuple[SandboxRecord, HostRecord]:
+        """The org's sandbox and its host, if it is started (else 404 or 409)."""
         found = await sandboxes_db.get_with_host(self._db, org_id, ref)
         if found is None or found[0].state == "destroyed":
             raise NotFound(f"sandbox {ref!r} not found")
         rec, host = found
         if rec.state != "started" or host is None:
             raise Conflict(f"sandbox is {rec.state}; commands need a started sandbox")
-        return await self._hosts.exec(
-            host, rec.id, ExecRequest(cmd=cmd, env=env, cwd=cwd, timeout_ms=timeout_ms)
-        )
+        return rec, host
+
+    async def _active(self, org_id: str, ref: str) -> tuple[SandboxRecord, HostRecord]:
+        """``_running``, recording the call as activity; the record carries the new stamp."""
+        rec, host = await self._running(org_id, ref)
+        now = datetime.now(rec.last_activity_at.tzinfo)
+        if now - rec.last_activity_at >= timedelta(seconds=ACTIVITY_GRANULARITY_S):
+            stamp = await sandboxes_db.touch(self._db, rec.id, ACTIVITY_GRANULARITY_S)
+            if stamp is not None:
+                rec = msgspec.structs.replace(rec, last_activity_at=stamp)
+        return rec, host
+
+    async def _ask(
+        self, host: HostRecord, rec: SandboxRecord, msg: guest.HostToGuest, expect: type[_Reply]
+    ) -> _Reply:
+        """Relay ``msg`` to the sandbox's agent; an agent error becomes the matching core error."""
+        reply = await self._hosts.call(host, rec.id, msg)
+        if isinstance(reply, guest.Error):
+            raise _agent_error(reply)
+        if not isinstance(reply, expect):
+            answered = type(reply).__name__
+            raise HostUnavailable(f"the sandbox's agent answered {answered} to {type(msg).__name__}")
+        return reply
 
     async def _destroy_on_host(self, host: HostRecord, sandbox_id: str) -> None:
         with contextlib.suppress(NotFound):  # already gone on the host: the goal is reached
             await self._hosts.destroy(host, sandbox_id)
+
+
+def _agent_error(reply: guest.Error) -> CoreError:
+    """The core error for an agent's ``error`` reply: the request's fault (400, 404) or the
+    agent's (502)."""
+    if reply.code == "bad_request":
+        return BadRequest(reply.message)
+    if reply.code == "not_found":
+        return NotFound(reply.message)
+    if reply.code == "unsupported":
+        return BadRequest(f"not supported by this sandbox's agent: {reply.message}")
+    return HostUnavailable(f"the sandbox's agent failed: {reply.message}")
 
 
 def spec_for(rec: SandboxRecord) -> SandboxSpec:

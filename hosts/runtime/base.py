@@ -62,6 +62,11 @@ class SandboxRuntime(Protocol):
         """Remove every trace of the sandbox. Idempotent."""
         ...
 
+    async def disk_used_bytes(self, sandbox_id: str) -> int:
+        """Bytes allocated to the sandbox's own data (its writable layer or disk image), in
+        any state. Raises ``SandboxNotFound`` for a sandbox the runtime does not hold."""
+        ...
+
     def list(self) -> list[SandboxInfo]: ...
 
     def agent_socket(self, sandbox_id: str) -> Path:

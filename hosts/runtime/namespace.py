@@ -33,7 +33,9 @@ import collections
 import contextlib
 import functools
 import ipaddress
+import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -130,6 +132,14 @@ class NamespaceRuntime:
     def agent_socket(self, sandbox_id: str) -> Path:
         _check_id(sandbox_id)
         return self._dir(sandbox_id).agent_socket
+
+    async def disk_used_bytes(self, sandbox_id: str) -> int:
+        """The allocated size of the sandbox's overlay upper layer: what it wrote, the
+        template excluded. Measured by a walk (like ``du``), in a thread, without the
+        sandbox's lock: files that come and go meanwhile are counted or not."""
+        _check_id(sandbox_id)
+        self._get(sandbox_id)
+        return await _blocking("measure disk", _allocated_bytes, self._dir(sandbox_id).upper)
 
     async def recover(self) -> builtins.list[SandboxInfo]:
         """Adopt what a previous hostd left: sandboxes whose processes still run are running
@@ -532,6 +542,35 @@ async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
         raise
     except (OSError, ValueError) as exc:
         raise RuntimeFailure(f"{what}: {exc}") from exc
+
+
+def _allocated_bytes(root: Path) -> int:
+    """Bytes allocated to everything under ``root`` (``du -s``): blocks, not apparent sizes,
+    each hard-linked inode once, symlinks not followed. Entries that vanish during the walk
+    are skipped."""
+    seen: set[int] = set()
+    total = 0
+    pending = [root]
+    while pending:
+        try:
+            entries = os.scandir(pending.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                is_dir = stat.S_ISDIR(info.st_mode)
+                if info.st_nlink > 1 and not is_dir:
+                    if info.st_ino in seen:
+                        continue
+                    seen.add(info.st_ino)
+                total += info.st_blocks * 512
+                if is_dir:
+                    pending.append(Path(entry.path))
+    return total
 
 
 def _pid(sandbox: _Sandbox) -> int | None:

@@ -7,6 +7,8 @@ and decoded by the agent, and the agent's encoder reproduces msgspec's bytes for
 
 from __future__ import annotations
 
+import typing
+
 import msgspec
 import pytest
 
@@ -27,7 +29,10 @@ def test_constants_match() -> None:
 # guest → host --------------------------------------------------------------------------------
 
 GUEST_MESSAGES: list[tuple[dict[str, object], guest.GuestToHost]] = [
-    (framing.pong(1, "dnah-guest/0.1.0"), guest.Pong(id=1, version=1, agent="dnah-guest/0.1.0")),
+    (
+        framing.pong(1, "dnah-guest/0.2.0"),
+        guest.Pong(id=1, version=guest.PROTOCOL_VERSION, agent="dnah-guest/0.2.0"),
+    ),
     (
         framing.exec_result(2, stdout="hello\n", stderr="", exit_code=0, duration_ms=12.5, timed_out=False),
         guest.ExecResult(id=2, stdout="hello\n", stderr="", exit_code=0, duration_ms=12.5),
@@ -45,6 +50,22 @@ GUEST_MESSAGES: list[tuple[dict[str, object], guest.GuestToHost]] = [
             3, stdout="", stderr="x: not found\n", exit_code=127, duration_ms=0.4, timed_out=False
         ),
         guest.ExecResult(id=3, stdout="", stderr="x: not found\n", exit_code=127, duration_ms=0.4),
+    ),
+    (
+        framing.dirs_result(4, home="/home/user", work="/home/ünï", project="/workspace"),
+        guest.DirsResult(id=4, home="/home/user", work="/home/ünï", project="/workspace"),
+    ),
+    (
+        framing.metrics_result(
+            5, cpus=2.0, mem_limit_bytes=512 * 2**20, mem_used_bytes=123_456_789, load_1m=0.52
+        ),
+        guest.MetricsResult(
+            id=5, cpus=2.0, mem_limit_bytes=512 * 2**20, mem_used_bytes=123_456_789, load_1m=0.52
+        ),
+    ),
+    (
+        framing.metrics_result(6, cpus=1 / 3, mem_limit_bytes=0, mem_used_bytes=0, load_1m=12.345678),
+        guest.MetricsResult(id=6, cpus=0.333, mem_limit_bytes=0, mem_used_bytes=0, load_1m=12.346),
     ),
     (
         framing.error(0, "bad_request", AWKWARD_TEXT),
@@ -109,6 +130,32 @@ HOST_MESSAGES: list[tuple[guest.HostToGuest, framing.Request]] = [
             timeout_ms=1,
         ),
     ),
+    (
+        guest.CodeRun(id=3, language="python", code="print(1)"),
+        framing.CodeRunRequest(id=3, language="python", code="print(1)"),
+    ),
+    (
+        guest.CodeRun(
+            id=4,
+            language="typescript",
+            code=AWKWARD_TEXT,
+            argv=["-x", AWKWARD_TEXT],
+            env={"A": "b"},
+            cwd="/tmp",
+            timeout_ms=5,
+        ),
+        framing.CodeRunRequest(
+            id=4,
+            language="typescript",
+            code=AWKWARD_TEXT,
+            argv=["-x", AWKWARD_TEXT],
+            env={"A": "b"},
+            cwd="/tmp",
+            timeout_ms=5,
+        ),
+    ),
+    (guest.Dirs(id=5), framing.DirsRequest(id=5)),
+    (guest.Metrics(id=6), framing.MetricsRequest(id=6)),
 ]
 
 
@@ -138,6 +185,73 @@ def test_defaults_agree() -> None:
     assert isinstance(request, framing.ExecRequest)
     assert (request.env, request.cwd, request.timeout_ms) == (struct.env, struct.cwd, struct.timeout_ms)
 
+    payload = b'{"t":"code.run","id":5,"language":"bash","code":"true"}'
+    code_run = guest.decode_from_host(payload)
+    assert isinstance(code_run, guest.CodeRun)
+    code_request = framing.parse_request(payload)
+    assert isinstance(code_request, framing.CodeRunRequest)
+    assert (code_request.argv, code_request.env, code_request.cwd, code_request.timeout_ms) == (
+        code_run.argv,
+        code_run.env,
+        code_run.cwd,
+        code_run.timeout_ms,
+    )
+
+
+def test_every_request_has_a_reply_type_and_the_agent_parses_it() -> None:
+    """``REPLIES`` covers the whole request union, and the agent knows every request tag."""
+    requests = set(typing.get_args(guest.HostToGuest))
+    assert set(guest.REPLIES) == requests
+    assert set(guest.REPLIES.values()) <= set(typing.get_args(guest.GuestToHost))
+    for request in requests:
+        tag = request.__struct_config__.tag
+        body = {"language": "python", "code": "", "argv": ["x"]} if tag in ("exec", "code.run") else {}
+        payload = msgspec.json.encode({"t": tag, "id": 1, **body})
+        assert type(guest.decode_from_host(payload)) is request
+        framing.parse_request(payload)  # raises if the agent does not know the tag
+
+
+def test_code_arg_max_agrees() -> None:
+    from guest import ops
+
+    assert ops.CODE_ARG_MAX == guest.CODE_ARG_MAX
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"t":"dirs"}', guest.Dirs(id=0)),
+        (b'{"t":"dirs","id":99}', guest.Dirs(id=0)),
+        (b'{"t":"metrics","extra":1}', guest.Metrics(id=0)),
+        (
+            b'{"t":"code.run","language":"bash","code":"echo"}',
+            guest.CodeRun(id=0, language="bash", code="echo"),
+        ),
+    ],
+)
+def test_relayed_messages_need_no_id(payload: bytes, expected: guest.HostToGuest) -> None:
+    assert guest.decode_relayed(payload) == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"{not json",
+        b"[1]",
+        b'"dirs"',
+        b"{}",
+        b'{"t":"launch"}',
+        b'{"t":"pong","version":2,"agent":"x"}',
+        b'{"t":"code.run","language":"cobol","code":"x"}',
+        b'{"t":"code.run","language":"python"}',
+        b'{"t":"code.run","language":"python","code":1}',
+        b'{"t":"exec","argv":"ls"}',
+    ],
+)
+def test_relay_rejects_what_is_not_a_known_request(payload: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        guest.decode_relayed(payload)
+
 
 def test_unknown_fields_are_ignored_by_both() -> None:
     payload = b'{"t":"ping","id":9,"added_in_v2":{"x":[1,2]}}'
@@ -165,6 +279,16 @@ def test_unknown_fields_are_ignored_by_both() -> None:
         b'{"t":"exec","id":1,"argv":["ls"],"cwd":7}',
         b'{"t":"exec","id":1,"argv":["ls"],"timeout_ms":"5"}',
         b'{"t":"exec","id":1,"argv":["ls"],"timeout_ms":1.5}',
+        b'{"t":"code.run","id":1,"code":"x"}',
+        b'{"t":"code.run","id":1,"language":"ruby","code":"x"}',
+        b'{"t":"code.run","id":1,"language":"python"}',
+        b'{"t":"code.run","id":1,"language":"python","code":["x"]}',
+        b'{"t":"code.run","id":1,"language":"python","code":"x","argv":"a"}',
+        b'{"t":"code.run","id":1,"language":"python","code":"x","argv":[1]}',
+        b'{"t":"code.run","id":1,"language":"python","code":"x","env":{"A":1}}',
+        b'{"t":"code.run","id":1,"language":"python","code":"x","timeout_ms":"1"}',
+        b'{"t":"dirs"}',
+        b'{"t":"metrics","id":"1"}',
     ],
 )
 def test_both_ends_reject_the_same_malformed_requests(payload: bytes) -> None:

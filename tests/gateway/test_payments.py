@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +42,7 @@ from tests.gateway.payment_fixtures import (  # noqa: F401 - fixtures are used b
     rid,
     rpc_proxy,
     start_payment_gateway,
+    wait_for,
 )
 from tests.gateway.servers import Server
 
@@ -321,7 +323,15 @@ async def test_idempotency_key_replays_the_stored_response_without_paying(
 async def test_pay_request_logs_the_time_split(payer: Payer, pay_gateway: PayGateway) -> None:
     async with payer.client(pay_gateway.url) as client:
         assert (await client.get("/sandbox")).status_code == 200
-    [entry] = [e for e in pay_gateway.events("payment") if e["payer"] == payer.address]
+
+    def logged() -> list[dict[str, Any]]:  # the line is written just after the answer is sent
+        return [e for e in pay_gateway.events("payment") if e["payer"] == payer.address]
+
+    async def appeared() -> bool:
+        return bool(logged())
+
+    await wait_for(appeared)
+    [entry] = logged()
     assert entry["via"] == "chain" and entry["amount"] == GET_PRICE and entry["status"] == 200
     assert entry["verify_ms"] >= 0 and entry["broadcast_ms"] > 0 and entry["forward_ms"] > 0
 

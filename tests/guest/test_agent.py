@@ -290,6 +290,105 @@ async def test_many_connections_at_once(agent: Agent, client: AgentClient) -> No
         await asyncio.gather(*(c.close() for c in clients))
 
 
+# code.run, dirs, metrics ---------------------------------------------------------------------
+
+
+async def run_code(client: AgentClient, language: str, code: str, **fields: object) -> guest.ExecResult:
+    reply = await client.call(guest.CodeRun(id=0, language=language, code=code, **fields))  # type: ignore[arg-type]
+    assert isinstance(reply, guest.ExecResult), reply
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("language", "code", "stdout"),
+    [
+        (
+            "python",
+            "import sys; print(sys.argv[1:], 6 * 7); sys.stderr.write('e\\n'); sys.exit(3)",
+            "['-a', 'b c'] 42\n",
+        ),
+        ("bash", 'echo "$0" "$@" $((6 * 7)); echo e >&2; exit 3', "bash -a b c 42\n"),
+        (
+            "javascript",
+            "console.log(JSON.stringify(process.argv.slice(1)), 6 * 7); console.error('e'); process.exit(3)",
+            '["-a","b c"] 42\n',
+        ),
+        (
+            "typescript",
+            "console.log(JSON.stringify(process.argv.slice(1)), 6 * 7); console.error('e'); process.exit(3)",
+            '["-a","b c"] 42\n',
+        ),
+    ],
+)
+async def test_code_run_each_language(client: AgentClient, language: str, code: str, stdout: str) -> None:
+    result = await run_code(client, language, code, argv=["-a", "b c"])
+    assert (result.stdout, result.stderr, result.exit_code, result.timed_out) == (stdout, "e\n", 3, False)
+
+
+async def test_code_run_env_and_cwd(client: AgentClient, workdir: Path) -> None:
+    code = "import os; print(os.environ['GREETING'], os.getcwd())"
+    result = await run_code(client, "python", code, env={"GREETING": "héllo"}, cwd=str(workdir))
+    assert result.stdout == f"héllo {workdir}\n"
+
+
+async def test_typescript_syntax_fails_like_node(client: AgentClient) -> None:
+    """TypeScript runs as JavaScript: type annotations are Node's SyntaxError, exit code 1."""
+    result = await run_code(client, "typescript", "const x: number = 1; console.log(x)")
+    assert result.exit_code == 1
+    assert "SyntaxError" in result.stderr
+
+
+@pytest.mark.parametrize("language", ["python", "bash", "javascript"])
+async def test_long_code_runs_from_a_removed_temporary_file(client: AgentClient, language: str) -> None:
+    """Over ``CODE_ARG_MAX`` bytes the code cannot be one argument (Linux caps it at 128 KiB);
+    it runs from a file, with the same arguments, and the file is gone afterwards."""
+    comment = {"python": "#", "bash": "#", "javascript": "//"}[language]
+    show = {
+        "python": "import sys; print(sys.argv[1:])",
+        "bash": 'echo "[$1]"',
+        "javascript": "console.log(process.argv.slice(1))",
+    }[language]
+    code = f"{comment} {'x' * 200_000}\n{show}\n"
+    before = set(Path(tempfile.gettempdir()).glob("dnah-code-*"))
+    result = await run_code(client, language, code, argv=["arg"])
+    assert result.exit_code == 0, result.stderr
+    assert "arg" in result.stdout
+    assert set(Path(tempfile.gettempdir()).glob("dnah-code-*")) == before
+
+
+async def test_code_run_timeout_kills_the_group(client: AgentClient) -> None:
+    result = await run_code(client, "bash", "sleep 100 & sleep 100", timeout_ms=300)
+    assert (result.timed_out, result.exit_code) == (True, -9)
+    assert result.duration_ms < 3000
+
+
+async def test_code_run_refusals(client: AgentClient) -> None:
+    error = await client.call(guest.CodeRun(id=0, language="python", code="print('nul\x00')"))
+    assert isinstance(error, guest.Error) and error.code == "bad_request"
+    missing = await run_code(client, "python", "print(1)", cwd="/nonexistent")
+    assert missing.exit_code == 127
+
+
+async def test_dirs(client: AgentClient, workdir: Path) -> None:
+    dirs = await client.call(guest.Dirs(id=0))
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    project = "/workspace" if os.path.isdir("/workspace") else home
+    assert dirs == guest.DirsResult(id=dirs.id, home=home, work=str(workdir), project=project)
+
+
+async def test_metrics_outside_a_sandbox_are_the_machine_s(client: AgentClient) -> None:
+    metrics = await client.call(guest.Metrics(id=0))
+    assert isinstance(metrics, guest.MetricsResult)
+    assert metrics.cpus >= 1
+    assert (
+        0
+        < metrics.mem_used_bytes
+        < metrics.mem_limit_bytes
+        <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    )
+    assert metrics.load_1m >= 0
+
+
 # the wire ------------------------------------------------------------------------------------
 
 

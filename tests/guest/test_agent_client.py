@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from contracts import guest
-from hosts.agent_client import AgentClient
+from hosts.agent_client import CALL_TIMEOUT, EXEC_MARGIN, AgentClient, reply_wait
 from hosts.errors import AgentError, AgentUnavailable
 
 Respond = Callable[[guest.HostToGuest], list[bytes]]
@@ -178,3 +178,47 @@ async def test_close_right_after_connect_returns(serve_fake: ServeFake) -> None:
     client = await AgentClient.connect(await serve_fake(FakeAgent(lambda request: [])))
     await asyncio.wait_for(client.close(), 2)
     assert client.closed
+
+
+async def test_call_numbers_the_frame_and_returns_an_error_reply(serve_fake: ServeFake) -> None:
+    """The relay's entry point: any request, the connection's own id, an ``error`` reply
+    returned (not raised) so the relay can hand it on."""
+    seen: list[guest.HostToGuest] = []
+
+    def respond(request: guest.HostToGuest) -> list[bytes]:
+        seen.append(request)
+        if isinstance(request, guest.Dirs):
+            return [guest.encode(guest.DirsResult(id=request.id, home="/h", work="/w", project="/p"))]
+        return [guest.encode(guest.Error(id=request.id, code="not_found", message="no such thing"))]
+
+    client = await AgentClient.connect(await serve_fake(FakeAgent(respond)))
+    try:
+        dirs = await client.call(guest.Dirs(id=777))
+        assert dirs == guest.DirsResult(id=seen[0].id, home="/h", work="/w", project="/p")
+        assert seen[0].id != 777
+        error = await client.call(guest.Metrics(id=0))
+        assert error == guest.Error(id=seen[1].id, code="not_found", message="no such thing")
+        assert seen[1].id == seen[0].id + 1
+        assert not client.closed
+    finally:
+        await client.close()
+
+
+async def test_call_checks_the_reply_type_of_each_operation(serve_fake: ServeFake) -> None:
+    def respond(request: guest.HostToGuest) -> list[bytes]:
+        return [guest.encode(guest.DirsResult(id=request.id, home="/h", work="/w", project="/p"))]
+
+    client = await AgentClient.connect(await serve_fake(FakeAgent(respond)))
+    try:
+        with pytest.raises(AgentUnavailable, match="DirsResult in reply to a MetricsResult request"):
+            await client.call(guest.Metrics(id=0))
+        assert client.closed
+    finally:
+        await client.close()
+
+
+def test_reply_wait_follows_the_request_timeout() -> None:
+    assert reply_wait(guest.Exec(id=0, argv=["true"], timeout_ms=1500)) == 1.5 + EXEC_MARGIN
+    code = guest.CodeRun(id=0, language="python", code="", timeout_ms=120_000)
+    assert reply_wait(code) == 120 + EXEC_MARGIN
+    assert reply_wait(guest.Dirs(id=0)) == reply_wait(guest.Metrics(id=0)) == CALL_TIMEOUT

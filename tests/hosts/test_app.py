@@ -11,7 +11,8 @@ import httpx
 import msgspec
 import pytest
 
-from contracts.host import ExecResult, HostErrorBody, HostHealth, SandboxInfo
+from contracts import guest
+from contracts.host import DiskUsage, ExecResult, HostErrorBody, HostHealth, SandboxInfo
 from hosts.config import GUEST_DIR
 from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
 from hosts.templates import TemplateStore
@@ -34,6 +35,8 @@ ROUTES = [
     ("POST", "/sandboxes/x/stop"),
     ("DELETE", "/sandboxes/x"),
     ("POST", "/sandboxes/x/exec"),
+    ("POST", "/sandboxes/x/agent"),
+    ("GET", "/sandboxes/x/disk"),
 ]
 
 
@@ -251,6 +254,12 @@ def test_create_exec_stop_start_destroy(http: httpx.Client) -> None:
         ("/sandboxes/a/start", b'{"id": "b", "template": "dnah-base", "cpu": 1, "ram_mb": 1, "disk_gb": 1}'),
         ("/sandboxes/a/exec", b'{"cmd": "echo hi"}'),
         ("/sandboxes/a/exec", b'{"argv": ["echo"]}'),
+        ("/sandboxes/a/agent", b"not json"),
+        ("/sandboxes/a/agent", b'["dirs"]'),
+        ("/sandboxes/a/agent", b'{"t": "launch"}'),
+        ("/sandboxes/a/agent", b'{"t": "pong", "version": 2, "agent": "me"}'),
+        ("/sandboxes/a/agent", b'{"t": "code.run", "language": "cobol", "code": ""}'),
+        ("/sandboxes/a/agent", b'{"t": "exec", "argv": "ls"}'),
     ],
 )
 def test_bad_bodies_get_400(http: httpx.Client, path: str, body: bytes) -> None:
@@ -261,9 +270,72 @@ def test_bad_bodies_get_400(http: httpx.Client, path: str, body: bytes) -> None:
     assert error(response).message
 
 
+def relay(http: httpx.Client, sandbox_id: str, message: dict[str, object]) -> httpx.Response:
+    return http.post(f"/sandboxes/{sandbox_id}/agent", json=message)
+
+
+def reply(response: httpx.Response) -> guest.GuestToHost:
+    assert response.status_code == 200, response.text
+    return guest.decode_from_guest(response.content)
+
+
+def test_agent_relay_carries_any_operation(http: httpx.Client) -> None:
+    create(http, "app-relay")
+    try:
+        dirs = reply(relay(http, "app-relay", {"t": "dirs"}))
+        assert dirs == guest.DirsResult(
+            id=dirs.id, home="/home/user", work="/home/user", project="/workspace"
+        )
+
+        ran = reply(
+            relay(
+                http,
+                "app-relay",
+                {"t": "code.run", "language": "python", "code": "import os; print(os.getuid())", "id": 9},
+            )
+        )
+        assert isinstance(ran, guest.ExecResult)
+        assert (ran.stdout, ran.exit_code) == ("1000\n", 0)
+
+        metrics = reply(relay(http, "app-relay", {"t": "metrics"}))
+        assert isinstance(metrics, guest.MetricsResult)
+        assert (metrics.cpus, metrics.mem_limit_bytes) == (SPEC["cpu"], SPEC["ram_mb"] * 2**20)
+
+        # An agent error is the agent's answer, relayed with 200 for the caller to interpret.
+        refused = reply(relay(http, "app-relay", {"t": "code.run", "language": "bash", "code": "\u0000"}))
+        assert isinstance(refused, guest.Error) and refused.code == "bad_request"
+    finally:
+        assert http.delete("/sandboxes/app-relay").status_code == 204
+
+
+def test_agent_relay_and_disk_follow_the_sandbox_state(http: httpx.Client) -> None:
+    create(http, "app-states")
+    try:
+        before = msgspec.json.decode(http.get("/sandboxes/app-states/disk").content, type=DiskUsage)
+        assert (
+            run(http, "app-states", ["dd", "if=/dev/urandom", "of=/tmp/blob", "bs=1M", "count=8"]).json()[
+                "exit_code"
+            ]
+            == 0
+        )
+        after = msgspec.json.decode(http.get("/sandboxes/app-states/disk").content, type=DiskUsage)
+        assert after.used_bytes - before.used_bytes >= 8 * 2**20
+
+        assert http.post("/sandboxes/app-states/stop").status_code == 200
+        refused = relay(http, "app-states", {"t": "dirs"})
+        assert refused.status_code == 409 and error(refused).code == "sandbox_conflict"
+        kept = msgspec.json.decode(http.get("/sandboxes/app-states/disk").content, type=DiskUsage)
+        assert kept.used_bytes >= after.used_bytes - 2**20  # a stopped sandbox keeps its disk
+    finally:
+        assert http.delete("/sandboxes/app-states").status_code == 204
+
+
 def test_unknown_sandboxes_get_404(http: httpx.Client) -> None:
     for response in (
         run(http, "app-nope", ["true"]),
+        relay(http, "app-nope", {"t": "dirs"}),
+        http.get("/sandboxes/app-nope/disk"),
+        http.get("/sandboxes/%2E%2E/disk"),
         http.post("/sandboxes/app-nope/stop"),
         http.post("/sandboxes/app-nope/start", json={"id": "app-nope", **SPEC}),
         http.post("/sandboxes/%2E%2E/stop"),

@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from contracts import guest
 from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo
 from hosts.commands import (
+    AgentCall,
     CreateSandbox,
     DestroySandbox,
     ExecInSandbox,
+    GetDiskUsage,
     GetHealth,
     ListSandboxes,
     StartSandbox,
@@ -209,6 +212,10 @@ async def test_unknown_sandbox(controller: HostController) -> None:
         await controller.handle(StopSandbox(sandbox_id=unknown))
     with pytest.raises(SandboxNotFound):
         await controller.handle(StartSandbox(spec=make_spec(unknown)))
+    with pytest.raises(SandboxNotFound):
+        await controller.handle(AgentCall(sandbox_id=unknown, message=guest.Dirs(id=0)))
+    with pytest.raises(SandboxNotFound):
+        await controller.handle(GetDiskUsage(sandbox_id=unknown))
     await controller.handle(DestroySandbox(sandbox_id=unknown))  # idempotent: no error
 
 
@@ -218,9 +225,34 @@ async def test_malformed_ids_never_reach_the_runtime(controller: HostController,
         DestroySandbox(sandbox_id=bad_id),
         StopSandbox(sandbox_id=bad_id),
         ExecInSandbox(sandbox_id=bad_id, request=ExecRequest(cmd=["true"])),
+        AgentCall(sandbox_id=bad_id, message=guest.Metrics(id=0)),
+        GetDiskUsage(sandbox_id=bad_id),
     ):
         with pytest.raises(SandboxNotFound, match="is not a sandbox id"):
             await controller.handle(command)
+
+
+async def test_agent_calls_share_the_pooled_connection_and_state_checks(
+    controller: HostController, running: SandboxInfo
+) -> None:
+    """Concurrent relayed requests of different kinds go out on the one connection exec uses;
+    a stopped sandbox refuses them; the disk stays measurable."""
+    code = guest.CodeRun(id=0, language="bash", code="sleep 0.2; echo $1", argv=["late"])
+    slow, dirs, ran = await asyncio.gather(
+        controller.handle(AgentCall(sandbox_id=running.id, message=code)),
+        controller.handle(AgentCall(sandbox_id=running.id, message=guest.Dirs(id=0))),
+        controller.handle(sh(running.id, "echo exec")),
+    )
+    assert isinstance(slow, guest.ExecResult) and slow.stdout == "late\n"
+    assert isinstance(dirs, guest.DirsResult) and dirs.home == "/home/user"
+    assert ran.stdout == "exec\n"
+    assert len(controller._agents) == 1  # one connection for the sandbox
+
+    used = (await controller.handle(GetDiskUsage(sandbox_id=running.id))).used_bytes
+    await controller.handle(StopSandbox(sandbox_id=running.id))
+    with pytest.raises(SandboxConflict):
+        await controller.handle(AgentCall(sandbox_id=running.id, message=guest.Dirs(id=0)))
+    assert (await controller.handle(GetDiskUsage(sandbox_id=running.id))).used_bytes == used
 
 
 async def test_unknown_template(controller: HostController) -> None:
