@@ -245,7 +245,15 @@ async def test_pay_for_create_exec_and_delete(
     fees = sum(devnet.fee(r["tx_hash"]) for r in rows)
     assert devnet.balance(pay_gateway.recipient) - recipient_before == prices
     assert before - devnet.balance(payer.address) == prices + fees
-    timings = [e for e in pay_gateway.events("payment") if e["payer"] == payer.address]
+
+    def timings_logged() -> list[dict[str, Any]]:
+        return [e for e in pay_gateway.events("payment") if e["payer"] == payer.address]
+
+    async def all_logged() -> bool:
+        return len(timings_logged()) >= 5
+
+    await wait_for(all_logged)
+    timings = timings_logged()
     assert len(timings) == 5
     assert all({"verify_ms", "broadcast_ms", "record_ms", "forward_ms"} <= set(t) for t in timings)
 

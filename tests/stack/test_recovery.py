@@ -95,7 +95,17 @@ def test_one_request_id_across_every_hop(stack: Stack, org: httpx.Client) -> Non
     resp = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true"]}, headers={"x-request-id": rid})
     assert resp.headers["x-request-id"] == rid
     for service in ("gateway", "core", "hostd"):
-        lines = (stack.var / "log" / f"{service}.log").read_text().splitlines()
-        tagged = [json.loads(line) for line in lines if rid in line]
+        tagged = _logged_with(stack.var / "log" / f"{service}.log", rid)
         assert tagged, f"{service} logged nothing with the request id"
         assert all(entry["request_id"] == rid for entry in tagged)
+
+
+def _logged_with(log: Path, request_id: str, timeout_s: float = 10.0) -> list[dict]:
+    """The log lines carrying ``request_id``; each service writes its request line just after
+    answering, so give it a moment."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tagged = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
+        if tagged or time.monotonic() > deadline:
+            return tagged
+        time.sleep(0.05)
