@@ -27,6 +27,7 @@ request ``t``   reply ``t``             what
 ``code.run``    ``exec.result``         run a code snippet with the language's interpreter
 ``dirs``        ``dirs.result``         the home, working and project directories
 ``metrics``     ``metrics.result``      CPU and memory limits and use, load
+``git.*``       ``git.*`` (see below)   clone, status, add, commit, push, pull, branches, checkout, log
 ==============  ======================  ===================================================
 
 Any request may instead be answered with ``error`` (``REPLIES`` maps each request type to its
@@ -44,7 +45,7 @@ import msgspec
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Bumped on every change to the messages below; the agent reports it in ``pong``."""
 
 BINARY_FLAG = 0x8000_0000
@@ -107,6 +108,61 @@ class Metrics(_Msg, frozen=True, tag="metrics"):
     """What the sandbox sees of its limits and use; answered with ``MetricsResult``."""
 
 
+class SessionCreate(_Msg, frozen=True, tag="session.create"):
+    """Start a persistent shell (one ``bash``) in ``cwd`` (default: the home); answered with
+    ``SessionResult``. No ``session_id`` means a new UUID; an existing one is a ``conflict``."""
+
+    session_id: str | None = None
+    cwd: str | None = None
+
+
+class SessionList(_Msg, frozen=True, tag="session.list"):
+    """Every session, with its commands (no output); answered with ``SessionListResult``."""
+
+
+class SessionGet(_Msg, frozen=True, tag="session.get"):
+    """One session and its last 100 commands; with ``output``, each command's stdout and
+    stderr, at most ``SESSION_HISTORY_OUTPUT`` bytes each. Answered with ``SessionResult``."""
+
+    session_id: str
+    output: bool = False
+
+
+class SessionDelete(_Msg, frozen=True, tag="session.delete"):
+    """Kill the session's shell and everything it started; answered with ``SessionResult``."""
+
+    session_id: str
+
+
+class SessionExec(_Msg, frozen=True, tag="session.exec"):
+    """Run ``command`` in the session's shell (``cd``/``export`` persist); answered with
+    ``SessionCommandResult``. Commands of a session run one after another; the deadline
+    (``timeout_ms``, 0 for none) counts from this request. At the deadline the processes the
+    command started are killed, not the shell, and the result says ``timed_out`` with exit
+    code -9. With ``run_async`` the reply comes at once, ``exit_code`` null until it ends. A
+    command that exits the shell ends the session (``alive`` false afterwards)."""
+
+    session_id: str
+    command: str
+    timeout_ms: int = 60_000
+    run_async: bool = False
+
+
+class SessionCommand(_Msg, frozen=True, tag="session.command"):
+    """A command's state, without output; answered with ``SessionCommandResult``."""
+
+    session_id: str
+    command_id: str
+
+
+class SessionLogs(_Msg, frozen=True, tag="session.logs"):
+    """A command's state and output so far (up to 1 MiB per stream); answered with
+    ``SessionCommandResult``."""
+
+    session_id: str
+    command_id: str
+
+
 # guest → host -------------------------------------------------------------------------------
 
 
@@ -151,16 +207,251 @@ class MetricsResult(_Msg, frozen=True, tag="metrics.result"):
     load_1m: float
 
 
+class SessionCommandInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One command of a session. ``exit_code`` is null while it runs; ``cwd`` is the shell's
+    directory after it (null if it ended the shell)."""
+
+    command_id: str
+    command: str
+    exit_code: int | None = None
+    timed_out: bool = False
+    cwd: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+
+class SessionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A session: its shell's current directory, whether the shell still runs, and its
+    commands, oldest first."""
+
+    session_id: str
+    cwd: str
+    alive: bool
+    commands: list[SessionCommandInfo] = []
+
+
+class SessionResult(_Msg, frozen=True, tag="session.result"):
+    session: SessionInfo
+
+
+class SessionListResult(_Msg, frozen=True, tag="session.list.result"):
+    sessions: list[SessionInfo]
+
+
+class SessionCommandResult(_Msg, frozen=True, tag="session.command.result"):
+    command: SessionCommandInfo
+
+
 class Error(_Msg, frozen=True, tag="error"):
     """A request failed inside the agent. ``code`` is one of ``bad_request``, ``not_found``,
-    ``unsupported``, ``internal``."""
+    ``conflict``, ``unsupported``, ``internal``."""
 
     code: str
     message: str
 
 
-HostToGuest = Ping | Exec | CodeRun | Dirs | Metrics
-GuestToHost = Pong | ExecResult | DirsResult | MetricsResult | Error
+# git (run with the sandbox's own git CLI, as the sandbox user) ------------------------------
+#
+# ``path`` is the repository (the clone's target for ``git.clone``); relative paths start at
+# the agent's working directory. ``username``/``password`` are handed to that one git process
+# through its environment and a credential helper given on its command line, never written to
+# disk: not to the repository's config, not to its remote URL, not to a file. A failing git
+# command is answered with ``error`` ``bad_request`` carrying git's own message (``not_found``
+# when ``path`` does not exist).
+
+GIT_TIMEOUT_MS = 300_000
+"""How long a git command may run (clone, push and pull reach the network)."""
+
+
+class GitClone(_Msg, frozen=True, tag="git.clone"):
+    """``git clone`` ``url`` into ``path``; ``commit_id`` then detaches HEAD at that commit.
+    Answered with ``GitDone``."""
+
+    url: str
+    path: str
+    branch: str | None = None
+    depth: int | None = None
+    commit_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout_ms: int = GIT_TIMEOUT_MS
+
+
+class GitStatus(_Msg, frozen=True, tag="git.status"):
+    """Answered with ``GitStatusResult``."""
+
+    path: str
+
+
+class GitAdd(_Msg, frozen=True, tag="git.add"):
+    """Stage ``files`` (relative to the repository root); answered with ``GitDone``."""
+
+    path: str
+    files: list[str]
+
+
+class GitCommit(_Msg, frozen=True, tag="git.commit"):
+    """Commit what is staged, as ``author_name <author_email>`` when given (both author and
+    committer); answered with ``GitCommitResult``."""
+
+    path: str
+    message: str
+    author_name: str | None = None
+    author_email: str | None = None
+    allow_empty: bool = False
+
+
+class GitPush(_Msg, frozen=True, tag="git.push"):
+    """Push ``branch`` (default: the current one) to ``remote`` (default ``origin``);
+    answered with ``GitDone``."""
+
+    path: str
+    remote: str | None = None
+    branch: str | None = None
+    username: str | None = None
+    password: str | None = None
+    set_upstream: bool = False
+    timeout_ms: int = GIT_TIMEOUT_MS
+
+
+class GitPull(_Msg, frozen=True, tag="git.pull"):
+    """Pull ``branch`` from ``remote`` (default: the current branch's upstream); answered with
+    ``GitDone``."""
+
+    path: str
+    remote: str | None = None
+    branch: str | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout_ms: int = GIT_TIMEOUT_MS
+
+
+class GitBranches(_Msg, frozen=True, tag="git.branches"):
+    """The local branches; answered with ``GitBranchesResult``."""
+
+    path: str
+
+
+class GitBranchCreate(_Msg, frozen=True, tag="git.branch.create"):
+    """Create branch ``name`` at HEAD (without switching to it); answered with ``GitDone``."""
+
+    path: str
+    name: str
+
+
+class GitBranchDelete(_Msg, frozen=True, tag="git.branch.delete"):
+    """Delete local branch ``name``, merged or not; answered with ``GitDone``."""
+
+    path: str
+    name: str
+
+
+class GitCheckout(_Msg, frozen=True, tag="git.checkout"):
+    """Switch to ``ref`` (a branch, also one only a remote has, or a commit); answered with
+    ``GitDone``."""
+
+    path: str
+    ref: str
+
+
+class GitLog(_Msg, frozen=True, tag="git.log"):
+    """The newest ``limit`` commits reachable from HEAD; answered with ``GitLogResult``."""
+
+    path: str
+    limit: int = 100
+
+
+class GitDone(_Msg, frozen=True, tag="git.done"):
+    """A git operation that has nothing to report succeeded."""
+
+
+class GitFileStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One changed path as ``git status --porcelain=v2`` reports it: ``staging`` and
+    ``worktree`` are its X and Y letters (``.`` unmodified, ``M``, ``A``, ``D``, ``R``, ``C``,
+    ``U`` unmerged, ``?`` untracked); ``orig_path`` is a rename's or copy's source."""
+
+    path: str
+    staging: str
+    worktree: str
+    orig_path: str | None = None
+
+
+class GitStatusResult(_Msg, frozen=True, tag="git.status.result"):
+    """``branch`` is empty when HEAD is detached; ``upstream`` empty when there is none."""
+
+    branch: str
+    detached: bool
+    upstream: str
+    ahead: int
+    behind: int
+    files: list[GitFileStatus]
+
+
+class GitCommitResult(_Msg, frozen=True, tag="git.commit.result"):
+    sha: str
+
+
+class GitBranchesResult(_Msg, frozen=True, tag="git.branches.result"):
+    """``current`` is empty when HEAD is detached."""
+
+    branches: list[str]
+    current: str
+
+
+class GitCommitInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """``timestamp``: the author date, ISO 8601 with its offset."""
+
+    sha: str
+    author_name: str
+    author_email: str
+    timestamp: str
+    message: str
+
+
+class GitLogResult(_Msg, frozen=True, tag="git.log.result"):
+    commits: list[GitCommitInfo]
+
+
+HostToGuest = (
+    Ping
+    | Exec
+    | CodeRun
+    | Dirs
+    | Metrics
+    | GitClone
+    | GitStatus
+    | GitAdd
+    | GitCommit
+    | GitPush
+    | GitPull
+    | GitBranches
+    | GitBranchCreate
+    | GitBranchDelete
+    | GitCheckout
+    | GitLog
+    | SessionCreate
+    | SessionList
+    | SessionGet
+    | SessionDelete
+    | SessionExec
+    | SessionCommand
+    | SessionLogs
+)
+GuestToHost = (
+    Pong
+    | ExecResult
+    | DirsResult
+    | MetricsResult
+    | GitDone
+    | GitStatusResult
+    | GitCommitResult
+    | GitBranchesResult
+    | GitLogResult
+    | SessionResult
+    | SessionListResult
+    | SessionCommandResult
+    | Error
+)
 
 REPLIES: dict[type[HostToGuest], type[GuestToHost]] = {
     Ping: Pong,
@@ -168,8 +459,30 @@ REPLIES: dict[type[HostToGuest], type[GuestToHost]] = {
     CodeRun: ExecResult,
     Dirs: DirsResult,
     Metrics: MetricsResult,
+    GitClone: GitDone,
+    GitStatus: GitStatusResult,
+    GitAdd: GitDone,
+    GitCommit: GitCommitResult,
+    GitPush: GitDone,
+    GitPull: GitDone,
+    GitBranches: GitBranchesResult,
+    GitBranchCreate: GitDone,
+    GitBranchDelete: GitDone,
+    GitCheckout: GitDone,
+    GitLog: GitLogResult,
+    SessionCreate: SessionResult,
+    SessionList: SessionListResult,
+    SessionGet: SessionResult,
+    SessionDelete: SessionResult,
+    SessionExec: SessionCommandResult,
+    SessionCommand: SessionCommandResult,
+    SessionLogs: SessionCommandResult,
 }
 """The reply type of each request type (besides ``Error``, which answers any of them)."""
+
+SESSION_HISTORY_OUTPUT = 8 * 1024
+"""Bytes of each stream per command in ``SessionGet`` with ``output`` (100 commands must fit
+one frame); ``SessionLogs`` gives a command's output up to 1 MiB per stream."""
 
 CODE_ARG_MAX = 100_000
 """Bytes of ``CodeRun.code`` passed as an argument; longer code goes through a file, because

@@ -267,3 +267,298 @@ class DaytonaDir(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /toolbox/{id}/user-home-dir``, ``/work-dir`` and ``/project-dir``."""
 
     dir: str
+
+
+# git, both shapes ---------------------------------------------------------------------------
+# ``path`` is the repository (the clone's target); relative paths start at the sandbox's
+# working directory (the user's home). ``username``/``password`` are used for that one
+# operation and never stored in the sandbox (see ``guest/git.py``).
+
+
+class GitClone(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/git/clone``."""
+
+    url: str
+    path: str
+    branch: str | None = None
+    depth: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    commit_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class GitAdd(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/git/add``: ``files`` relative to the repository root."""
+
+    path: str
+    files: list[str]
+
+
+class GitCommit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/git/commit``: what is staged, as the given author."""
+
+    path: str
+    message: str
+    author_name: str | None = None
+    author_email: str | None = None
+    allow_empty: bool = False
+
+
+class GitSync(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/git/push`` and ``/git/pull``: ``remote`` defaults to
+    ``origin``, ``branch`` to the current one (pull: its upstream)."""
+
+    path: str
+    remote: str | None = None
+    branch: str | None = None
+    username: str | None = None
+    password: str | None = None
+    set_upstream: bool = False
+
+
+class GitBranch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/git/branches``: create ``name`` at HEAD."""
+
+    path: str
+    name: str
+
+
+class GitCheckout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/git/checkout``: a branch (also one only the remote has) or a
+    commit."""
+
+    path: str
+    ref: str
+
+
+class GitOk(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool = True
+
+
+class GitFile(msgspec.Struct, frozen=True, kw_only=True):
+    """``staging``/``worktree``: unmodified, modified, type_changed, added, deleted, renamed,
+    copied, unmerged or untracked."""
+
+    path: str
+    staging: str
+    worktree: str
+    orig_path: str | None = None
+
+
+class GitStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/sandboxes/{id}/git/status?path=``: ``branch`` is empty when HEAD is
+    detached, ``upstream`` when the branch tracks nothing."""
+
+    branch: str
+    detached: bool
+    upstream: str
+    ahead: int
+    behind: int
+    files: list[GitFile]
+
+
+class GitCommitted(msgspec.Struct, frozen=True, kw_only=True):
+    sha: str
+
+
+class GitBranches(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/sandboxes/{id}/git/branches?path=``: ``current`` is empty when detached."""
+
+    branches: list[str]
+    current: str
+
+
+class GitCommitInfo(msgspec.Struct, frozen=True, kw_only=True):
+    sha: str
+    author_name: str
+    author_email: str
+    timestamp: str
+    message: str
+
+
+class GitLog(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/sandboxes/{id}/git/log?path=&limit=``: newest first."""
+
+    commits: list[GitCommitInfo]
+
+
+class DaytonaGitClone(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /toolbox/{id}/git/clone`` (snake_case, like every Daytona git body).
+    ``insecure_skip_tls`` is accepted and ignored: TLS is always verified."""
+
+    url: str
+    path: str
+    branch: str | None = None
+    commit_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    depth: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class DaytonaGitAdd(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    files: list[str]
+
+
+class DaytonaGitCommit(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    message: str
+    author: str
+    email: str
+    allow_empty: bool | None = None
+
+
+class DaytonaGitSync(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /toolbox/{id}/git/push`` and ``/git/pull``."""
+
+    path: str
+    username: str | None = None
+    password: str | None = None
+    branch: str | None = None
+    remote: str | None = None
+    set_upstream: bool | None = None
+
+
+class DaytonaGitBranch(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST`` and ``DELETE /toolbox/{id}/git/branches``."""
+
+    path: str
+    name: str
+
+
+class DaytonaGitCheckout(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    branch: str
+
+
+class DaytonaGitFileStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """``staging``/``worktree``: Unmodified, Untracked, Modified, Added, Deleted, Renamed,
+    Copied or ``Updated but unmerged``; ``extra`` is a rename's or copy's source."""
+
+    name: str
+    staging: str
+    worktree: str
+    extra: str
+
+
+class DaytonaGitStatus(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    current_branch: str
+    file_status: list[DaytonaGitFileStatus]
+    ahead: int
+    behind: int
+    branch_published: bool
+    detached: bool
+    upstream: str
+
+
+class DaytonaGitCommitted(msgspec.Struct, frozen=True, kw_only=True):
+    hash: str
+
+
+class DaytonaGitBranches(msgspec.Struct, frozen=True, kw_only=True):
+    branches: list[str]
+    current: str
+
+
+class DaytonaGitCommitInfo(msgspec.Struct, frozen=True, kw_only=True):
+    hash: str
+    author: str
+    email: str
+    message: str
+    timestamp: str
+
+
+# sessions: persistent shells (native /v1/sandboxes/{id}/sessions, Daytona /toolbox/{id}/process/session)
+
+
+class CreateSession(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/sessions``: a new shell in ``cwd`` (default: the home);
+    ``id`` picks the session's id (default: a new UUID)."""
+
+    cwd: str | None = None
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+
+
+class SessionOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A session: its shell's current directory and whether the shell still runs (a command
+    that exits the shell ends the session)."""
+
+    id: str
+    cwd: str
+    alive: bool = True
+
+
+class SessionList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SessionOut]
+
+
+class SessionExec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/sessions/{sid}/exec``: run the shell line ``cmd`` in the
+    session (``cd`` and ``export`` persist)."""
+
+    cmd: Annotated[str, msgspec.Meta(min_length=1, max_length=CODE_MAX_CHARS)]
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 60_000
+
+
+class SessionCommandOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A session command: its output (each stream up to 1 MiB; 8 KiB in a history listing),
+    exit code (null while it runs; -9 with ``timed_out``), and the shell's directory after it."""
+
+    command_id: str
+    cmd: str
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    cwd: str | None
+    timed_out: bool = False
+
+
+class SessionCommandList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SessionCommandOut]
+
+
+class DaytonaCreateSession(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class DaytonaSessionCommand(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """``exitCode`` is absent while the command runs."""
+
+    id: str
+    command: str
+    exit_code: int | None = None
+
+
+class DaytonaSession(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    session_id: str
+    commands: list[DaytonaSessionCommand]
+
+
+class DaytonaSessionExecute(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``runAsync`` (or the older ``async``) answers 202 at once; ``suppressInputEcho`` is
+    accepted and has no effect (commands never read input)."""
+
+    command: Annotated[str, msgspec.Meta(min_length=1, max_length=CODE_MAX_CHARS)]
+    run_async: bool | None = None
+    async_: bool | None = msgspec.field(default=None, name="async")
+    suppress_input_echo: bool | None = None
+
+
+class DaytonaSessionExecuteResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``output`` is stdout then stderr (as ``/process/execute``'s ``result``)."""
+
+    cmd_id: str
+    output: str
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+class DaytonaSessionStarted(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    cmd_id: str
+
+
+class DaytonaCommandLogs(msgspec.Struct, frozen=True, kw_only=True):
+    output: str
+    stdout: str
+    stderr: str

@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-from guest import framing, ops
+from guest import framing, git, ops, sessions
 
 VERSION = "0.2.0"
 AGENT = f"dnah-guest/{VERSION}"
@@ -139,6 +139,7 @@ def serve(socket_path: str) -> int:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
+        sessions.close_all()
     return 0
 
 
@@ -297,6 +298,18 @@ _HANDLERS: dict[type, Callable[[Any, dict[str, str]], dict[str, object]]] = {
     framing.CodeRunRequest: ops.run_code,
     framing.DirsRequest: ops.dirs,
     framing.MetricsRequest: ops.metrics,
+    framing.GitCloneRequest: git.clone,
+    framing.GitStatusRequest: git.status,
+    framing.GitAddRequest: git.add,
+    framing.GitCommitRequest: git.commit,
+    framing.GitPushRequest: git.push,
+    framing.GitPullRequest: git.pull,
+    framing.GitBranchesRequest: git.branches,
+    framing.GitBranchCreateRequest: git.branch_create,
+    framing.GitBranchDeleteRequest: git.branch_delete,
+    framing.GitCheckoutRequest: git.checkout,
+    framing.GitLogRequest: git.log,
+    framing.SessionRequest: sessions.handle,
 }
 """The handler of each request type but ``ping`` (answered here, it needs the agent's name)."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024
@@ -27,6 +27,7 @@ HEADER_SIZE = 4
 
 DEFAULT_TIMEOUT_MS = 60_000
 LANGUAGES = ("python", "bash", "javascript", "typescript")
+GIT_TIMEOUT_MS = 300_000
 
 
 class BadRequest(Exception):
@@ -73,7 +74,133 @@ class MetricsRequest:
     id: int
 
 
-Request = PingRequest | ExecRequest | CodeRunRequest | DirsRequest | MetricsRequest
+@dataclass(frozen=True)
+class GitCloneRequest:
+    id: int
+    url: str
+    path: str
+    branch: str | None = None
+    depth: int | None = None
+    commit_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout_ms: int = GIT_TIMEOUT_MS
+
+
+@dataclass(frozen=True)
+class GitStatusRequest:
+    id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class GitAddRequest:
+    id: int
+    path: str
+    files: list[str]
+
+
+@dataclass(frozen=True)
+class GitCommitRequest:
+    id: int
+    path: str
+    message: str
+    author_name: str | None = None
+    author_email: str | None = None
+    allow_empty: bool = False
+
+
+@dataclass(frozen=True)
+class GitPushRequest:
+    id: int
+    path: str
+    remote: str | None = None
+    branch: str | None = None
+    username: str | None = None
+    password: str | None = None
+    set_upstream: bool = False
+    timeout_ms: int = GIT_TIMEOUT_MS
+
+
+@dataclass(frozen=True)
+class GitPullRequest:
+    id: int
+    path: str
+    remote: str | None = None
+    branch: str | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout_ms: int = GIT_TIMEOUT_MS
+
+
+@dataclass(frozen=True)
+class GitBranchesRequest:
+    id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class GitBranchCreateRequest:
+    id: int
+    path: str
+    name: str
+
+
+@dataclass(frozen=True)
+class GitBranchDeleteRequest:
+    id: int
+    path: str
+    name: str
+
+
+@dataclass(frozen=True)
+class GitCheckoutRequest:
+    id: int
+    path: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class GitLogRequest:
+    id: int
+    path: str
+    limit: int = 100
+
+
+GitRequest = (
+    GitCloneRequest
+    | GitStatusRequest
+    | GitAddRequest
+    | GitCommitRequest
+    | GitPushRequest
+    | GitPullRequest
+    | GitBranchesRequest
+    | GitBranchCreateRequest
+    | GitBranchDeleteRequest
+    | GitCheckoutRequest
+    | GitLogRequest
+)
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """Any ``session.*`` request: ``kind`` is its ``t``; the fields it does not take keep their
+    defaults (``contracts.guest`` has one class per request, the agent one handler)."""
+
+    id: int
+    kind: str
+    session_id: str | None = None
+    cwd: str | None = None
+    command: str = ""
+    command_id: str = ""
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    run_async: bool = False
+    output: bool = False
+
+
+Request = (
+    PingRequest | ExecRequest | CodeRunRequest | DirsRequest | MetricsRequest | GitRequest | SessionRequest
+)
 
 
 def parse_header(header: bytes) -> tuple[int, bool]:
@@ -129,6 +256,103 @@ def metrics_result(
     }
 
 
+def git_done(request_id: int) -> dict[str, object]:
+    return {"t": "git.done", "id": request_id}
+
+
+def git_status_result(
+    request_id: int,
+    *,
+    branch: str,
+    detached: bool,
+    upstream: str,
+    ahead: int,
+    behind: int,
+    files: list[dict[str, object]],
+) -> dict[str, object]:
+    """``files``: ``git_file_status`` dicts."""
+    return {
+        "t": "git.status.result",
+        "branch": branch,
+        "detached": detached,
+        "upstream": upstream,
+        "ahead": ahead,
+        "behind": behind,
+        "files": files,
+        "id": request_id,
+    }
+
+
+def git_file_status(
+    path: str, staging: str, worktree: str, orig_path: str | None = None
+) -> dict[str, object]:
+    return {"path": path, "staging": staging, "worktree": worktree, "orig_path": orig_path}
+
+
+def git_commit_result(request_id: int, sha: str) -> dict[str, object]:
+    return {"t": "git.commit.result", "sha": sha, "id": request_id}
+
+
+def git_branches_result(request_id: int, *, branches: list[str], current: str) -> dict[str, object]:
+    return {"t": "git.branches.result", "branches": branches, "current": current, "id": request_id}
+
+
+def git_commit_info(
+    *, sha: str, author_name: str, author_email: str, timestamp: str, message: str
+) -> dict[str, object]:
+    return {
+        "sha": sha,
+        "author_name": author_name,
+        "author_email": author_email,
+        "timestamp": timestamp,
+        "message": message,
+    }
+
+
+def git_log_result(request_id: int, commits: list[dict[str, object]]) -> dict[str, object]:
+    return {"t": "git.log.result", "commits": commits, "id": request_id}
+
+
+def session_command_info(
+    *,
+    command_id: str,
+    command: str,
+    exit_code: int | None,
+    timed_out: bool,
+    cwd: str | None,
+    stdout: str = "",
+    stderr: str = "",
+) -> dict[str, object]:
+    """A ``SessionCommandInfo`` (nested, so no ``t`` and no ``id``)."""
+    return {
+        "command_id": command_id,
+        "command": command,
+        "exit_code": exit_code,
+        "timed_out": timed_out,
+        "cwd": cwd,
+        "stdout": stdout,
+        "stderr": stderr,
+    }
+
+
+def session_info(
+    *, session_id: str, cwd: str, alive: bool, commands: list[dict[str, object]]
+) -> dict[str, object]:
+    return {"session_id": session_id, "cwd": cwd, "alive": alive, "commands": commands}
+
+
+def session_result(request_id: int, session: dict[str, object]) -> dict[str, object]:
+    return {"t": "session.result", "session": session, "id": request_id}
+
+
+def session_list_result(request_id: int, sessions: list[dict[str, object]]) -> dict[str, object]:
+    return {"t": "session.list.result", "sessions": sessions, "id": request_id}
+
+
+def session_command_result(request_id: int, command: dict[str, object]) -> dict[str, object]:
+    return {"t": "session.command.result", "command": command, "id": request_id}
+
+
 def error(request_id: int, code: str, message: str) -> dict[str, object]:
     return {"t": "error", "code": code, "message": message, "id": request_id}
 
@@ -160,7 +384,72 @@ def parse_request(payload: bytes) -> Request:
         return DirsRequest(request_id)
     if kind == "metrics":
         return MetricsRequest(request_id)
+    if isinstance(kind, str) and kind in _GIT_FIELDS:
+        return _parse_git(request_id, kind, message)
+    if isinstance(kind, str) and kind in _SESSION_FIELDS:
+        return _parse_session(request_id, kind, message)
     raise BadRequest(request_id, f"unknown message type {kind!r}")
+
+
+_GIT_FIELDS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
+    # tag: (request class, required str fields, optional str fields)
+    "git.clone": (GitCloneRequest, ("url", "path"), ("branch", "commit_id", "username", "password")),
+    "git.status": (GitStatusRequest, ("path",), ()),
+    "git.add": (GitAddRequest, ("path",), ()),
+    "git.commit": (GitCommitRequest, ("path", "message"), ("author_name", "author_email")),
+    "git.push": (GitPushRequest, ("path",), ("remote", "branch", "username", "password")),
+    "git.pull": (GitPullRequest, ("path",), ("remote", "branch", "username", "password")),
+    "git.branches": (GitBranchesRequest, ("path",), ()),
+    "git.branch.create": (GitBranchCreateRequest, ("path", "name"), ()),
+    "git.branch.delete": (GitBranchDeleteRequest, ("path", "name"), ()),
+    "git.checkout": (GitCheckoutRequest, ("path", "ref"), ()),
+    "git.log": (GitLogRequest, ("path",), ()),
+}
+
+
+def _parse_git(request_id: int, kind: str, message: dict[str, object]) -> GitRequest:
+    """The git requests: string fields, plus ``files``, ``depth``, ``limit``, ``timeout_ms``
+    and the two flags where the request has them."""
+    cls, required, optional = _GIT_FIELDS[kind]
+    fields: dict[str, object] = {}
+    for name in required:
+        value = message.get(name)
+        if not isinstance(value, str):
+            raise BadRequest(request_id, f"{name!r} must be a string")
+        fields[name] = value
+    for name in optional:
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(request_id, f"{name!r} must be a string or null")
+        fields[name] = value
+    if kind == "git.add":
+        files = message.get("files")
+        if not _is_str_list(files):
+            raise BadRequest(request_id, "'files' must be a list of strings")
+        fields["files"] = files
+    if kind == "git.clone":
+        depth = message.get("depth")
+        if depth is not None and not _is_int(depth):
+            raise BadRequest(request_id, "'depth' must be an integer or null")
+        fields["depth"] = depth
+    if kind == "git.log":
+        limit = message.get("limit", 100)
+        if not _is_int(limit):
+            raise BadRequest(request_id, "'limit' must be an integer")
+        fields["limit"] = limit
+    for flag, owner in (("allow_empty", "git.commit"), ("set_upstream", "git.push")):
+        if kind == owner:
+            value = message.get(flag, False)
+            if not isinstance(value, bool):
+                raise BadRequest(request_id, f"{flag!r} must be a boolean")
+            fields[flag] = value
+    if kind in ("git.clone", "git.push", "git.pull"):
+        timeout_ms = message.get("timeout_ms", GIT_TIMEOUT_MS)
+        if not _is_int(timeout_ms):
+            raise BadRequest(request_id, "'timeout_ms' must be an integer")
+        fields["timeout_ms"] = timeout_ms
+    request: GitRequest = cls(request_id, **fields)
+    return request
 
 
 def _parse_exec(request_id: int, message: dict[str, object]) -> ExecRequest:
@@ -200,6 +489,50 @@ def _parse_run_options(request_id: int, message: dict[str, object]) -> tuple[dic
     if not _is_int(timeout_ms) or timeout_ms <= 0:
         raise BadRequest(request_id, "'timeout_ms' must be a positive integer")
     return env, cwd, timeout_ms
+
+
+_SESSION_FIELDS: dict[str, tuple[str, ...]] = {
+    # tag: required string fields
+    "session.create": (),
+    "session.list": (),
+    "session.get": ("session_id",),
+    "session.delete": ("session_id",),
+    "session.exec": ("session_id", "command"),
+    "session.command": ("session_id", "command_id"),
+    "session.logs": ("session_id", "command_id"),
+}
+
+
+def _parse_session(request_id: int, kind: str, message: dict[str, object]) -> SessionRequest:
+    strings: dict[str, str] = {}
+    for name in _SESSION_FIELDS[kind]:
+        value = message.get(name)
+        if not isinstance(value, str):
+            raise BadRequest(request_id, f"'{name}' must be a string")
+        strings[name] = value
+    session_id = strings.get("session_id", message.get("session_id"))
+    cwd = message.get("cwd")
+    for name, optional in (("session_id", session_id), ("cwd", cwd)):
+        if optional is not None and not isinstance(optional, str):
+            raise BadRequest(request_id, f"'{name}' must be a string or null")
+    timeout_ms = message.get("timeout_ms", DEFAULT_TIMEOUT_MS)
+    if not _is_int(timeout_ms) or timeout_ms < 0:
+        raise BadRequest(request_id, "'timeout_ms' must be a non-negative integer")
+    flags = {name: message.get(name, False) for name in ("run_async", "output")}
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise BadRequest(request_id, f"'{name}' must be a boolean")
+    return SessionRequest(
+        request_id,
+        kind=kind,
+        session_id=session_id if isinstance(session_id, str) else None,
+        cwd=cwd if isinstance(cwd, str) else None,
+        command=strings.get("command", ""),
+        command_id=strings.get("command_id", ""),
+        timeout_ms=timeout_ms,
+        run_async=bool(flags["run_async"]),
+        output=bool(flags["output"]),
+    )
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cli.stack import Stack, StackConfig
-from tests.support import free_port, mint_key, worker_index
+from tests.support import exclusive_index, free_port, mint_key
 
 # The payment fixtures (devnet, payment-mode gateways, funded payers) for every suite.
 pytest_plugins = ["tests.gateway.payment_fixtures"]
@@ -23,24 +23,24 @@ pytest_plugins = ["tests.gateway.payment_fixtures"]
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    n = worker_index()
-    var = Path(tempfile.mkdtemp(prefix=f"dnah-stack{n}-"))
-    config = StackConfig(
-        var_dir=var,
-        gateway_port=free_port(),
-        core_port=free_port(),
-        hostd_port=free_port(),
-        bridge=f"dnahs{n}",
-        subnet=f"10.216.{n}.0/24",
-        cgroup=f"dnahs{n}",
-        host_name=f"test-host-{n}",
-    )
-    stack = Stack(config, say=lambda _: None)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.remove()
+    with exclusive_index("stack") as n:
+        var = Path(tempfile.mkdtemp(prefix=f"dnah-stack{n}-"))
+        config = StackConfig(
+            var_dir=var,
+            gateway_port=free_port(),
+            core_port=free_port(),
+            hostd_port=free_port(),
+            bridge=f"dnahs{n}",
+            subnet=f"10.216.{n}.0/24",
+            cgroup=f"dnahs{n}",
+            host_name=f"test-host-{n}",
+        )
+        stack = Stack(config, say=lambda _: None)
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.remove()
 
 
 @pytest.fixture(scope="session")

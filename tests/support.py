@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
@@ -26,3 +30,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def exclusive_index(kind: str, limit: int = 200) -> Iterator[int]:
+    """A small number no other test session on this machine holds for ``kind`` (an flock per
+    number in /run/lock), starting from this xdist worker's index. Kernel names (bridges,
+    cgroups, subnets) are derived from it, so two sessions running at once never tear down
+    each other's bridge."""
+    start = worker_index()
+    for offset in range(limit):
+        index = (start + offset) % limit
+        lock = open(Path("/run/lock") / f"dnah-{kind}-{index}.lock", "w")  # noqa: SIM115 - held while in use
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        with lock:
+            yield index
+        return
+    raise RuntimeError(f"all {limit} {kind} indexes are held by other test sessions")

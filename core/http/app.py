@@ -21,9 +21,11 @@ from core.hostclient import HostClient
 from core.http.daytona import DaytonaSandboxes, DaytonaToolbox
 from core.http.edge import EdgePayments
 from core.http.errors import EXCEPTION_HANDLERS
+from core.http.git import DaytonaGit, NativeGit
 from core.http.internal import InternalHosts
 from core.http.middleware import request_context
 from core.http.native import ApiKeys, NativeSandboxes
+from core.http.sessions import DaytonaSessions, NativeSessions
 from core.services.auth import AuthService
 from core.services.hosts import HostService
 from core.services.payments import PaymentService
@@ -89,6 +91,10 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             ApiKeys,
             DaytonaSandboxes,
             DaytonaToolbox,
+            NativeSessions,
+            DaytonaSessions,
+            NativeGit,
+            DaytonaGit,
             InternalHosts,
             EdgePayments,
         ],

@@ -46,7 +46,8 @@ LANGUAGES = frozenset({"python", "typescript", "javascript", "bash"})
 ACTIVITY_GRANULARITY_S = 1.0
 """``last_activity_at`` is moved only when it is at least this old (see the module doc)."""
 
-_Reply = TypeVar("_Reply", guest.ExecResult, guest.DirsResult, guest.MetricsResult)
+_Reply = TypeVar("_Reply", bound=msgspec.Struct)
+"""The reply type ``_ask`` expects: one of ``contracts.guest.GuestToHost``."""
 
 
 class SandboxMetrics(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,6 +280,63 @@ class SandboxService:
             last_activity_at=rec.last_activity_at,
         )
 
+    async def git(self, org_id: str, ref: str, msg: guest.HostToGuest, expect: type[_Reply]) -> _Reply:
+        """A git operation in the sandbox (one of ``contracts.guest``'s ``Git*`` requests,
+        answered with ``expect``); activity. Git's own failures come back as 400s with its
+        message, a missing repository directory as a 404."""
+        rec, host = await self._active(org_id, ref)
+        return await self._ask(host, rec, msg, expect)
+
+    # sessions: persistent shells in the sandbox (guest/sessions.py); all of it is activity
+
+    async def session_create(
+        self, org_id: str, ref: str, *, session_id: str | None, cwd: str | None
+    ) -> guest.SessionInfo:
+        """A new shell; an id already taken is a 409."""
+        rec, host = await self._active(org_id, ref)
+        msg = guest.SessionCreate(id=0, session_id=session_id, cwd=cwd)
+        return (await self._ask(host, rec, msg, guest.SessionResult)).session
+
+    async def session_list(self, org_id: str, ref: str) -> list[guest.SessionInfo]:
+        rec, host = await self._active(org_id, ref)
+        return (await self._ask(host, rec, guest.SessionList(id=0), guest.SessionListResult)).sessions
+
+    async def session_get(
+        self, org_id: str, ref: str, session_id: str, *, output: bool = False
+    ) -> guest.SessionInfo:
+        """The session and its last 100 commands (with ``output``, up to 8 KiB a stream)."""
+        rec, host = await self._active(org_id, ref)
+        msg = guest.SessionGet(id=0, session_id=session_id, output=output)
+        return (await self._ask(host, rec, msg, guest.SessionResult)).session
+
+    async def session_delete(self, org_id: str, ref: str, session_id: str) -> guest.SessionInfo:
+        rec, host = await self._active(org_id, ref)
+        msg = guest.SessionDelete(id=0, session_id=session_id)
+        return (await self._ask(host, rec, msg, guest.SessionResult)).session
+
+    async def session_exec(
+        self, org_id: str, ref: str, session_id: str, *, command: str, timeout_ms: int, run_async: bool
+    ) -> guest.SessionCommandInfo:
+        """Run ``command`` in the session's shell; ``run_async`` answers at once (no exit code
+        yet). A timeout is a result (``timed_out``, exit code -9), the session lives on."""
+        rec, host = await self._active(org_id, ref)
+        msg = guest.SessionExec(
+            id=0, session_id=session_id, command=command, timeout_ms=timeout_ms, run_async=run_async
+        )
+        return (await self._ask(host, rec, msg, guest.SessionCommandResult)).command
+
+    async def session_command(
+        self, org_id: str, ref: str, session_id: str, command_id: str, *, logs: bool = False
+    ) -> guest.SessionCommandInfo:
+        """A command's state; with ``logs``, its output so far (up to 1 MiB a stream)."""
+        rec, host = await self._active(org_id, ref)
+        msg: guest.HostToGuest = (
+            guest.SessionLogs(id=0, session_id=session_id, command_id=command_id)
+            if logs
+            else guest.SessionCommand(id=0, session_id=session_id, command_id=command_id)
+        )
+        return (await self._ask(host, rec, msg, guest.SessionCommandResult)).command
+
     async def _running(self, org_id: str, ref: str) -> tuple[SandboxRecord, HostRecord]:
         """The org's sandbox and its host, if it is started (else 404 or 409)."""
         found = await sandboxes_db.get_with_host(self._db, org_id, ref)
@@ -323,6 +381,8 @@ def _agent_error(reply: guest.Error) -> CoreError:
         return BadRequest(reply.message)
     if reply.code == "not_found":
         return NotFound(reply.message)
+    if reply.code == "conflict":
+        return Conflict(reply.message)
     if reply.code == "unsupported":
         return BadRequest(f"not supported by this sandbox's agent: {reply.message}")
     return HostUnavailable(f"the sandbox's agent failed: {reply.message}")

@@ -198,6 +198,23 @@ def test_defaults_agree() -> None:
     )
 
 
+REQUIRED_FIELDS: dict[str, object] = {
+    "language": "python",
+    "code": "",
+    "argv": ["x"],
+    "url": "u",
+    "path": "p",
+    "files": ["f"],
+    "message": "m",
+    "name": "n",
+    "ref": "r",
+    "session_id": "s",
+    "command_id": "c",
+    "command": "true",
+}
+"""Enough fields for every request type's required ones."""
+
+
 def test_every_request_has_a_reply_type_and_the_agent_parses_it() -> None:
     """``REPLIES`` covers the whole request union, and the agent knows every request tag."""
     requests = set(typing.get_args(guest.HostToGuest))
@@ -205,7 +222,7 @@ def test_every_request_has_a_reply_type_and_the_agent_parses_it() -> None:
     assert set(guest.REPLIES.values()) <= set(typing.get_args(guest.GuestToHost))
     for request in requests:
         tag = request.__struct_config__.tag
-        body = {"language": "python", "code": "", "argv": ["x"]} if tag in ("exec", "code.run") else {}
+        body = REQUIRED_FIELDS  # unknown fields are ignored by both ends
         payload = msgspec.json.encode({"t": tag, "id": 1, **body})
         assert type(guest.decode_from_host(payload)) is request
         framing.parse_request(payload)  # raises if the agent does not know the tag

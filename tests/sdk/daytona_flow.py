@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from daytona import CreateSandboxFromSnapshotParams, Daytona
+from daytona import CreateSandboxFromSnapshotParams, Daytona, SessionExecuteRequest
 
 
 def value(state: Any) -> str:
@@ -51,6 +51,68 @@ def main() -> int:
     timed("code_run_again", lambda: sandbox.process.code_run("print(6*7)"))
     broken = sandbox.process.code_run("import sys; print('partial'); sys.exit(4)")
     report["code_run_failed"] = {"exit_code": broken.exit_code, "result": broken.result}
+
+    process = sandbox.process
+    timed("session_create", lambda: process.create_session("dev"))
+    process.execute_session_command("dev", SessionExecuteRequest(command="cd /tmp && export X=42"))
+    echoed = timed(
+        "session_exec",
+        lambda: process.execute_session_command(
+            "dev", SessionExecuteRequest(command="echo $X; pwd; echo e >&2")
+        ),
+    )
+    report["session_exec"] = {
+        "exit_code": echoed.exit_code,
+        "stdout": echoed.stdout,
+        "stderr": echoed.stderr,
+        "output": echoed.output,
+    }
+    started = process.execute_session_command(
+        "dev", SessionExecuteRequest(command="sleep 0.3; echo later; exit_code=0; (exit 3)", run_async=True)
+    )
+    report["session_async_started"] = {"has_id": bool(started.cmd_id), "exit_code": started.exit_code}
+    for _ in range(200):
+        polled = process.get_session_command("dev", started.cmd_id)
+        if polled.exit_code is not None:
+            break
+        time.sleep(0.05)
+    report["session_async_done"] = {"command": polled.command, "exit_code": polled.exit_code}
+    logs = timed("session_logs", lambda: process.get_session_command_logs("dev", started.cmd_id))
+    report["session_logs"] = {"stdout": logs.stdout, "stderr": logs.stderr, "output": logs.output}
+    session = process.get_session("dev")
+    report["session"] = {
+        "id": session.session_id,
+        "commands": [[c.command, c.exit_code] for c in session.commands or []],
+    }
+    report["sessions_listed"] = [s.session_id for s in process.list_sessions()]
+    timed("session_delete", lambda: process.delete_session("dev"))
+    report["sessions_after_delete"] = [s.session_id for s in process.list_sessions()]
+
+    # git: a bare repository inside the sandbox stands in for a remote (sandboxes cannot
+    # reach the host); cloned over file:// like any URL
+    sandbox.process.exec(
+        "git init -q --bare -b main /tmp/origin.git && git init -q -b main /tmp/seed && cd /tmp/seed"
+        " && git -c user.name=S -c user.email=s@example.com commit -q --allow-empty -m first"
+        " && git push -q /tmp/origin.git main"
+    )
+    git = sandbox.git
+    timed("git_clone", lambda: git.clone("file:///tmp/origin.git", "repo"))
+    sandbox.process.exec("cd && echo hi > repo/hi.txt")
+    git.add("repo", ["hi.txt"])
+    staged = timed("git_status", lambda: git.status("repo"))
+    report["git_status"] = {
+        "branch": staged.current_branch,
+        "files": [[f.name, value(f.staging)] for f in staged.file_status],
+    }
+    committed = timed("git_commit", lambda: git.commit("repo", "add hi", "Ada", "ada@example.com"))
+    timed("git_push", lambda: git.push("repo"))
+    origin = sandbox.process.exec("git --git-dir=/tmp/origin.git log -1 --format='%H %an %s' main").result
+    report["git_pushed"] = origin.strip() == f"{committed.sha} Ada add hi"
+    git.create_branch("repo", "side")
+    git.checkout_branch("repo", "side")
+    listed = git.branches("repo")
+    report["git_branches"] = {"branches": listed.branches, "current": listed.current}
+    report["git_clean"] = git.status("repo").file_status == []
 
     report["home"] = timed("home", sandbox.get_user_home_dir)
     report["work"] = sandbox.get_work_dir()

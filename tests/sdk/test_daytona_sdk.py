@@ -79,6 +79,25 @@ def test_the_daytona_sdk_runs_unmodified(
         assert report["code_run"] == {"exit_code": 0, "result": "42\n", "charts": []}
         assert report["code_run_failed"] == {"exit_code": 4, "result": "partial\n"}
         assert report["js_code_run"] == {"exit_code": 0, "result": "21 42\n"}
+        assert report["session_exec"] == {
+            "exit_code": 0,
+            "stdout": "42\n/tmp\n",
+            "stderr": "e\n",
+            "output": "42\n/tmp\ne\n",
+        }
+        assert report["session_async_started"] == {"has_id": True, "exit_code": None}
+        assert report["session_async_done"] == {
+            "command": "sleep 0.3; echo later; exit_code=0; (exit 3)",
+            "exit_code": 3,
+        }
+        assert report["session_logs"] == {"stdout": "later\n", "stderr": "", "output": "later\n"}
+        assert report["session"]["id"] == "dev"
+        assert [c[1] for c in report["session"]["commands"]] == [0, 0, 3]
+        assert (report["sessions_listed"], report["sessions_after_delete"]) == (["dev"], [])
+        assert report["git_status"] == {"branch": "main", "files": [["hi.txt", "Added"]]}
+        assert report["git_pushed"] is True
+        assert report["git_branches"] == {"branches": ["main", "side"], "current": "side"}
+        assert report["git_clean"] is True
         assert (report["home"], report["work"]) == ("/home/user", "/home/user")
         assert report["get"] == {"id": sid, "state": "started"}
         assert sid in report["list"] and bash.json()["id"] in report["list"]

@@ -14,30 +14,30 @@ import httpx
 import pytest
 
 from cli.stack import Stack, StackConfig
-from tests.support import free_port, worker_index
+from tests.support import exclusive_index, free_port
 
 
 @pytest.fixture(scope="module")
 def paid_stack() -> Iterator[Stack]:
-    n = worker_index()
-    config = StackConfig(
-        var_dir=Path(tempfile.mkdtemp(prefix=f"dnah-paystack{n}-")),
-        gateway_port=free_port(),
-        core_port=free_port(),
-        hostd_port=free_port(),
-        devnet_port=free_port(),
-        bridge=f"dnahp{n}",
-        subnet=f"10.219.{n}.0/24",
-        cgroup=f"dnahp{n}",
-        host_name=f"paid-host-{n}",
-        payments="devnet",
-    )
-    stack = Stack(config, say=lambda _: None)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.remove()
+    with exclusive_index("paid-stack") as n:
+        config = StackConfig(
+            var_dir=Path(tempfile.mkdtemp(prefix=f"dnah-paystack{n}-")),
+            gateway_port=free_port(),
+            core_port=free_port(),
+            hostd_port=free_port(),
+            devnet_port=free_port(),
+            bridge=f"dnahp{n}",
+            subnet=f"10.219.{n}.0/24",
+            cgroup=f"dnahp{n}",
+            host_name=f"paid-host-{n}",
+            payments="devnet",
+        )
+        stack = Stack(config, say=lambda _: None)
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.remove()
 
 
 def dnah_request(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
