@@ -28,6 +28,7 @@ request ``t``   reply ``t``             what
 ``dirs``        ``dirs.result``         the home, working and project directories
 ``metrics``     ``metrics.result``      CPU and memory limits and use, load
 ``git.*``       ``git.*`` (see below)   clone, status, add, commit, push, pull, branches, checkout, log
+``fs.*``        ``fs.*`` (see below)    list, stat, mkdir, remove, move, chmod, find names, grep, replace
 ==============  ======================  ===================================================
 
 Any request may instead be answered with ``error`` (``REPLIES`` maps each request type to its
@@ -45,7 +46,7 @@ import msgspec
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Bumped on every change to the messages below; the agent reports it in ``pong``."""
 
 BINARY_FLAG = 0x8000_0000
@@ -244,7 +245,8 @@ class SessionCommandResult(_Msg, frozen=True, tag="session.command.result"):
 
 class Error(_Msg, frozen=True, tag="error"):
     """A request failed inside the agent. ``code`` is one of ``bad_request``, ``not_found``,
-    ``conflict``, ``unsupported``, ``internal``."""
+    ``forbidden`` (the kernel refused the sandbox user), ``conflict``, ``unsupported``,
+    ``internal``."""
 
     code: str
     message: str
@@ -412,6 +414,171 @@ class GitLogResult(_Msg, frozen=True, tag="git.log.result"):
     commits: list[GitCommitInfo]
 
 
+# files (metadata, not byte streams) ---------------------------------------------------------
+#
+# Paths are resolved by the agent inside the sandbox, as the sandbox user, like any system
+# call of its own: relative paths start at the user's home, ``..`` stops at the sandbox's root
+# and symlinks resolve inside the sandbox (the agent's root is the sandbox's). A missing path
+# is ``not_found``, a wrong kind of file ``bad_request``, a refusal of the kernel
+# (EACCES/EPERM) ``forbidden``. Walks (``fs.find_names``, ``fs.grep``, ``fs.replace`` over
+# ``path``) never follow symlinks, read regular files only and stop at ``max`` results or
+# after ``FS_WALK_BUDGET_MS``, saying ``truncated``.
+
+FS_MAX_RESULTS = 10_000
+"""Largest ``max`` of a walk and most entries ``fs.list`` returns."""
+FS_WALK_BUDGET_MS = 20_000
+"""How long a walk may take: less than the 30 s hostd waits for a reply."""
+
+
+class FsList(_Msg, frozen=True, tag="fs.list"):
+    """The entries of directory ``path``, sorted by name; ``depth`` > 1 also lists their
+    children (each right after its directory; symlinked directories are not entered).
+    Answered with ``FsListResult``."""
+
+    path: str
+    depth: int = 1
+
+
+class FsStat(_Msg, frozen=True, tag="fs.stat"):
+    """``path``'s entry (a symlink is followed; a dangling one is described itself).
+    Answered with ``FsStatResult``."""
+
+    path: str
+
+
+class FsMkdir(_Msg, frozen=True, tag="fs.mkdir"):
+    """``mkdir -p path``; the directories it creates get ``mode`` (octal, umask not applied).
+    An existing directory is fine. Answered with ``FsDone``."""
+
+    path: str
+    mode: str = "755"
+
+
+class FsRemove(_Msg, frozen=True, tag="fs.remove"):
+    """Remove a file, a symlink (not its target) or, with ``recursive``, a directory and
+    everything in it. Answered with ``FsDone``."""
+
+    path: str
+    recursive: bool = False
+
+
+class FsMove(_Msg, frozen=True, tag="fs.move"):
+    """Rename ``source`` to ``destination`` (across filesystems: copy, then remove). An
+    existing destination is a ``conflict``; its parent must exist. Answered with ``FsDone``."""
+
+    source: str
+    destination: str
+
+
+class FsChmod(_Msg, frozen=True, tag="fs.chmod"):
+    """Set ``mode`` (octal) and/or ``owner``/``group`` (names or numeric ids) of ``path``;
+    null leaves one unchanged. Answered with ``FsDone``."""
+
+    path: str
+    mode: str | None = None
+    owner: str | None = None
+    group: str | None = None
+
+
+class FsFindNames(_Msg, frozen=True, tag="fs.find_names"):
+    """Files and directories under ``path`` whose name matches the glob ``pattern`` (a
+    pattern with ``/`` matches the path relative to ``path``). Answered with
+    ``FsPathsResult``."""
+
+    path: str
+    pattern: str
+    max: int = 1000
+
+
+class FsGrep(_Msg, frozen=True, tag="fs.grep"):
+    """Lines containing ``pattern`` (a regular expression with ``regex``) in ``path`` or the
+    text files under it; files with a NUL byte in their first 8 KiB are skipped. Answered
+    with ``FsGrepResult``."""
+
+    path: str
+    pattern: str
+    max: int = 1000
+    regex: bool = False
+
+
+class FsReplace(_Msg, frozen=True, tag="fs.replace"):
+    """Replace every ``find`` (a regular expression with ``regex``) with ``replace`` in
+    ``files``, or in the text files under ``path`` whose name matches ``glob`` (all without
+    one). Answered with ``FsReplaceResult``: one outcome per file, failures included."""
+
+    find: str
+    replace: str
+    files: list[str] = []
+    path: str | None = None
+    glob: str | None = None
+    regex: bool = False
+
+
+class FsEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One file. ``path`` is absolute. ``mode`` is Go's ``FileMode.String()`` (what
+    Daytona's daemon reports: ``-rw-r--r--``, ``drwxr-xr-x``, ``Lrwxrwxrwx``); ``permissions``
+    the permission bits in octal (``0644``). ``owner``/``group`` are names where the sandbox
+    knows them, else numeric ids. ``mtime_ns``: nanoseconds since the epoch. ``link_target``:
+    a symlink's target."""
+
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+    mode: str
+    permissions: str
+    owner: str
+    group: str
+    mtime_ns: int
+    link_target: str | None = None
+
+
+class FsDone(_Msg, frozen=True, tag="fs.done"):
+    """A file operation that has nothing to report succeeded."""
+
+
+class FsListResult(_Msg, frozen=True, tag="fs.list.result"):
+    entries: list[FsEntry]
+    truncated: bool = False
+
+
+class FsStatResult(_Msg, frozen=True, tag="fs.stat.result"):
+    entry: FsEntry
+
+
+class FsPathsResult(_Msg, frozen=True, tag="fs.paths.result"):
+    paths: list[str]
+    truncated: bool = False
+
+
+class FsMatch(msgspec.Struct, frozen=True, kw_only=True):
+    """``line`` counts from 1; ``content`` is the line without its newline (at most
+    ``FS_LINE_MAX`` characters)."""
+
+    file: str
+    line: int
+    content: str
+
+
+class FsGrepResult(_Msg, frozen=True, tag="fs.grep.result"):
+    matches: list[FsMatch]
+    truncated: bool = False
+
+
+class FsReplaceOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    file: str
+    success: bool
+    replacements: int = 0
+    error: str | None = None
+
+
+class FsReplaceResult(_Msg, frozen=True, tag="fs.replace.result"):
+    results: list[FsReplaceOutcome]
+
+
+FS_LINE_MAX = 1000
+
+
 HostToGuest = (
     Ping
     | Exec
@@ -436,6 +603,15 @@ HostToGuest = (
     | SessionExec
     | SessionCommand
     | SessionLogs
+    | FsList
+    | FsStat
+    | FsMkdir
+    | FsRemove
+    | FsMove
+    | FsChmod
+    | FsFindNames
+    | FsGrep
+    | FsReplace
 )
 GuestToHost = (
     Pong
@@ -450,6 +626,12 @@ GuestToHost = (
     | SessionResult
     | SessionListResult
     | SessionCommandResult
+    | FsDone
+    | FsListResult
+    | FsStatResult
+    | FsPathsResult
+    | FsGrepResult
+    | FsReplaceResult
     | Error
 )
 
@@ -477,6 +659,15 @@ REPLIES: dict[type[HostToGuest], type[GuestToHost]] = {
     SessionExec: SessionCommandResult,
     SessionCommand: SessionCommandResult,
     SessionLogs: SessionCommandResult,
+    FsList: FsListResult,
+    FsStat: FsStatResult,
+    FsMkdir: FsDone,
+    FsRemove: FsDone,
+    FsMove: FsDone,
+    FsChmod: FsDone,
+    FsFindNames: FsPathsResult,
+    FsGrep: FsGrepResult,
+    FsReplace: FsReplaceResult,
 }
 """The reply type of each request type (besides ``Error``, which answers any of them)."""
 

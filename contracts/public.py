@@ -562,3 +562,119 @@ class DaytonaCommandLogs(msgspec.Struct, frozen=True, kw_only=True):
     output: str
     stdout: str
     stderr: str
+
+
+# files: metadata and text operations (native /v1/sandboxes/{id}/files/..., Daytona
+# /toolbox/{id}/files...). Paths are the sandbox's; relative ones start at the user's home.
+# Naming swap: native ``find`` matches names and ``grep`` contents; Daytona's ``search``
+# matches names and its ``find`` contents.
+
+
+class FileInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """``mode``: ``-rw-r--r--`` style (Go's); ``permissions``: octal (``0644``);
+    ``mod_time``: RFC 3339; ``link_target``: a symlink's target."""
+
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+    mode: str
+    permissions: str
+    owner: str
+    group: str
+    mod_time: str
+    link_target: str | None = None
+
+
+class FileList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[FileInfo]
+    truncated: bool = False
+
+
+class FileOk(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool = True
+
+
+class FilePaths(msgspec.Struct, frozen=True, kw_only=True):
+    paths: list[str]
+    truncated: bool = False
+
+
+class FileMatch(msgspec.Struct, frozen=True, kw_only=True):
+    file: str
+    line: int
+    content: str
+
+
+class FileMatches(msgspec.Struct, frozen=True, kw_only=True):
+    matches: list[FileMatch]
+    truncated: bool = False
+
+
+class FileMove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    source: str
+    destination: str
+
+
+class FileChmod(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``mode`` in octal (``755``); ``owner``/``group`` as names or numeric ids."""
+
+    path: str
+    mode: str | None = None
+    owner: str | None = None
+    group: str | None = None
+
+
+class FileReplace(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Replace ``find`` with ``replace`` in ``files``, or in the files under ``path`` whose
+    name matches ``glob``; ``regex`` makes ``find`` a (Python) regular expression."""
+
+    find: str
+    replace: str
+    path: str | None = None
+    glob: str | None = None
+    files: list[str] = []
+    regex: bool = False
+
+
+class FileReplaced(msgspec.Struct, frozen=True, kw_only=True):
+    file: str
+    success: bool
+    replacements: int
+    error: str | None = None
+
+
+class FileReplaceResults(msgspec.Struct, frozen=True, kw_only=True):
+    results: list[FileReplaced]
+
+
+class DaytonaFileInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``modTime`` in Go's ``time.String()`` layout (as Daytona's daemon), ``modifiedAt`` in
+    RFC 3339."""
+
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+    mode: str
+    permissions: str
+    owner: str
+    group: str
+    mod_time: str
+    modified_at: str
+
+
+class DaytonaSearchFiles(msgspec.Struct, frozen=True, kw_only=True):
+    files: list[str]
+
+
+class DaytonaReplace(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    files: list[str]
+    pattern: str
+    new_value: str
+
+
+class DaytonaReplaceResult(msgspec.Struct, frozen=True, kw_only=True):
+    file: str
+    success: bool
+    error: str | None = None

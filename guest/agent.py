@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-from guest import framing, git, ops, sessions
+from guest import files, framing, git, ops, sessions
 
 VERSION = "0.2.0"
 AGENT = f"dnah-guest/{VERSION}"
@@ -310,6 +310,7 @@ _HANDLERS: dict[type, Callable[[Any, dict[str, str]], dict[str, object]]] = {
     framing.GitCheckoutRequest: git.checkout,
     framing.GitLogRequest: git.log,
     framing.SessionRequest: sessions.handle,
+    framing.FsRequest: files.handle,
 }
 """The handler of each request type but ``ping`` (answered here, it needs the agent's name)."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024
@@ -28,6 +28,9 @@ HEADER_SIZE = 4
 DEFAULT_TIMEOUT_MS = 60_000
 LANGUAGES = ("python", "bash", "javascript", "typescript")
 GIT_TIMEOUT_MS = 300_000
+FS_MAX_RESULTS = 10_000
+FS_WALK_BUDGET_MS = 20_000
+FS_LINE_MAX = 1000
 
 
 class BadRequest(Exception):
@@ -198,8 +201,39 @@ class SessionRequest:
     output: bool = False
 
 
+@dataclass(frozen=True)
+class FsRequest:
+    """Any ``fs.*`` request: ``kind`` is its ``t``; the fields it does not take keep their
+    defaults (``contracts.guest`` has one class per request, the agent one module)."""
+
+    id: int
+    kind: str
+    path: str | None = None
+    depth: int = 1
+    mode: str | None = None
+    recursive: bool = False
+    source: str = ""
+    destination: str = ""
+    owner: str | None = None
+    group: str | None = None
+    pattern: str = ""
+    max: int = 1000
+    regex: bool = False
+    files: list[str] = field(default_factory=list)
+    glob: str | None = None
+    find: str = ""
+    replace: str = ""
+
+
 Request = (
-    PingRequest | ExecRequest | CodeRunRequest | DirsRequest | MetricsRequest | GitRequest | SessionRequest
+    PingRequest
+    | ExecRequest
+    | CodeRunRequest
+    | DirsRequest
+    | MetricsRequest
+    | GitRequest
+    | SessionRequest
+    | FsRequest
 )
 
 
@@ -353,6 +387,68 @@ def session_command_result(request_id: int, command: dict[str, object]) -> dict[
     return {"t": "session.command.result", "command": command, "id": request_id}
 
 
+def fs_entry(
+    *,
+    name: str,
+    path: str,
+    is_dir: bool,
+    size: int,
+    mode: str,
+    permissions: str,
+    owner: str,
+    group: str,
+    mtime_ns: int,
+    link_target: str | None,
+) -> dict[str, object]:
+    """An ``FsEntry`` (nested, so no ``t`` and no ``id``)."""
+    return {
+        "name": name,
+        "path": path,
+        "is_dir": is_dir,
+        "size": size,
+        "mode": mode,
+        "permissions": permissions,
+        "owner": owner,
+        "group": group,
+        "mtime_ns": mtime_ns,
+        "link_target": link_target,
+    }
+
+
+def fs_done(request_id: int) -> dict[str, object]:
+    return {"t": "fs.done", "id": request_id}
+
+
+def fs_list_result(request_id: int, entries: list[dict[str, object]], truncated: bool) -> dict[str, object]:
+    return {"t": "fs.list.result", "entries": entries, "truncated": truncated, "id": request_id}
+
+
+def fs_stat_result(request_id: int, entry: dict[str, object]) -> dict[str, object]:
+    return {"t": "fs.stat.result", "entry": entry, "id": request_id}
+
+
+def fs_paths_result(request_id: int, paths: list[str], truncated: bool) -> dict[str, object]:
+    return {"t": "fs.paths.result", "paths": paths, "truncated": truncated, "id": request_id}
+
+
+def fs_match(file: str, line: int, content: str) -> dict[str, object]:
+    return {"file": file, "line": line, "content": content}
+
+
+def fs_grep_result(request_id: int, matches: list[dict[str, object]], truncated: bool) -> dict[str, object]:
+    return {"t": "fs.grep.result", "matches": matches, "truncated": truncated, "id": request_id}
+
+
+def fs_replace_outcome(
+    file: str, success: bool, replacements: int = 0, error: str | None = None
+) -> dict[str, object]:
+    return {"file": file, "success": success, "replacements": replacements, "error": error}
+
+
+def fs_replace_result(request_id: int, results: list[dict[str, object]]) -> dict[str, object]:
+    return {"t": "fs.replace.result", "results": results, "id": request_id}
+
+
 def error(request_id: int, code: str, message: str) -> dict[str, object]:
     return {"t": "error", "code": code, "message": message, "id": request_id}
 
@@ -388,6 +484,8 @@ def parse_request(payload: bytes) -> Request:
         return _parse_git(request_id, kind, message)
     if isinstance(kind, str) and kind in _SESSION_FIELDS:
         return _parse_session(request_id, kind, message)
+    if isinstance(kind, str) and kind in _FS_FIELDS:
+        return _parse_fs(request_id, kind, message)
     raise BadRequest(request_id, f"unknown message type {kind!r}")
 
 
@@ -533,6 +631,52 @@ def _parse_session(request_id: int, kind: str, message: dict[str, object]) -> Se
         run_async=bool(flags["run_async"]),
         output=bool(flags["output"]),
     )
+
+
+_FS_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    # tag: (required str fields, optional str fields, int fields, bool fields)
+    "fs.list": (("path",), (), ("depth",), ()),
+    "fs.stat": (("path",), (), (), ()),
+    "fs.mkdir": (("path", "mode"), (), (), ()),
+    "fs.remove": (("path",), (), (), ("recursive",)),
+    "fs.move": (("source", "destination"), (), (), ()),
+    "fs.chmod": (("path",), ("mode", "owner", "group"), (), ()),
+    "fs.find_names": (("path", "pattern"), (), ("max",), ()),
+    "fs.grep": (("path", "pattern"), (), ("max",), ("regex",)),
+    "fs.replace": (("find", "replace"), ("path", "glob"), (), ("regex",)),
+}
+_FS_DEFAULTS: dict[str, object] = {"depth": 1, "max": 1000, "mode": "755"}
+
+
+def _parse_fs(request_id: int, kind: str, message: dict[str, object]) -> FsRequest:
+    required, optional, ints, bools = _FS_FIELDS[kind]
+    fields: dict[str, object] = {}
+    for name in required:
+        value = message.get(name, _FS_DEFAULTS.get(name))
+        if not isinstance(value, str):
+            raise BadRequest(request_id, f"{name!r} must be a string")
+        fields[name] = value
+    for name in optional:
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(request_id, f"{name!r} must be a string or null")
+        fields[name] = value
+    for name in ints:
+        value = message.get(name, _FS_DEFAULTS[name])
+        if not _is_int(value):
+            raise BadRequest(request_id, f"{name!r} must be an integer")
+        fields[name] = value
+    for name in bools:
+        value = message.get(name, False)
+        if not isinstance(value, bool):
+            raise BadRequest(request_id, f"{name!r} must be a boolean")
+        fields[name] = value
+    if kind == "fs.replace":
+        files = message.get("files", [])
+        if not _is_str_list(files):
+            raise BadRequest(request_id, "'files' must be a list of strings")
+        fields["files"] = files
+    return FsRequest(request_id, kind, **fields)  # type: ignore[arg-type]
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

@@ -21,6 +21,7 @@ from core.hostclient import HostClient
 from core.http.daytona import DaytonaSandboxes, DaytonaToolbox
 from core.http.edge import EdgePayments
 from core.http.errors import EXCEPTION_HANDLERS
+from core.http.files import DaytonaFiles, NativeFiles
 from core.http.git import DaytonaGit, NativeGit
 from core.http.internal import InternalHosts
 from core.http.middleware import request_context
@@ -95,6 +96,8 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             DaytonaSessions,
             NativeGit,
             DaytonaGit,
+            NativeFiles,
+            DaytonaFiles,
             InternalHosts,
             EdgePayments,
         ],

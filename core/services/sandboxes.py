@@ -36,7 +36,15 @@ from core.db import sandboxes as sandboxes_db
 from core.db.errors import translate
 from core.db.hosts import HostRecord
 from core.db.sandboxes import SandboxRecord
-from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NoCapacity, NotFound
+from core.errors import (
+    BadRequest,
+    Conflict,
+    CoreError,
+    Forbidden,
+    HostUnavailable,
+    NoCapacity,
+    NotFound,
+)
 from core.hostclient import HostClient
 from core.states import sources
 
@@ -287,6 +295,13 @@ class SandboxService:
         rec, host = await self._active(org_id, ref)
         return await self._ask(host, rec, msg, expect)
 
+    async def files(self, org_id: str, ref: str, msg: guest.HostToGuest, expect: type[_Reply]) -> _Reply:
+        """A file operation in the sandbox (one of ``contracts.guest``'s ``Fs*`` requests,
+        answered with ``expect``); activity. The agent resolves paths inside the sandbox as its
+        user: a missing path is a 404, a refusal of the kernel a 403."""
+        rec, host = await self._active(org_id, ref)
+        return await self._ask(host, rec, msg, expect)
+
     # sessions: persistent shells in the sandbox (guest/sessions.py); all of it is activity
 
     async def session_create(
@@ -383,6 +398,8 @@ def _agent_error(reply: guest.Error) -> CoreError:
         return NotFound(reply.message)
     if reply.code == "conflict":
         return Conflict(reply.message)
+    if reply.code == "forbidden":
+        return Forbidden(reply.message)
     if reply.code == "unsupported":
         return BadRequest(f"not supported by this sandbox's agent: {reply.message}")
     return HostUnavailable(f"the sandbox's agent failed: {reply.message}")

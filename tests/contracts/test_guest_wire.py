@@ -211,6 +211,11 @@ REQUIRED_FIELDS: dict[str, object] = {
     "session_id": "s",
     "command_id": "c",
     "command": "true",
+    "pattern": "*",
+    "source": "a",
+    "destination": "b",
+    "find": "x",
+    "replace": "y",
 }
 """Enough fields for every request type's required ones."""
 

@@ -114,6 +114,33 @@ def main() -> int:
     report["git_branches"] = {"branches": listed.branches, "current": listed.current}
     report["git_clean"] = git.status("repo").file_status == []
 
+    # files: metadata and text operations (relative paths start at the home)
+    fs = sandbox.fs
+    timed("fs_create_folder", lambda: fs.create_folder("data/raw", "750"))
+    sandbox.process.exec("cd && printf 'a TODO\\n' > data/raw/x.txt")
+    listed_files = timed("fs_list_files", lambda: fs.list_files("data"))
+    report["fs_list"] = [[f.name, f.is_dir, f.permissions, f.path] for f in listed_files]
+    report["fs_list_deep"] = [f.path for f in fs.list_files("data", depth=2)]
+    info = timed("fs_get_file_info", lambda: fs.get_file_info("data/raw/x.txt"))
+    report["fs_info"] = {
+        "name": info.name,
+        "is_dir": info.is_dir,
+        "size": info.size,
+        "mode": info.mode,
+        "permissions": info.permissions,
+        "owner": info.owner,
+        "has_mod_time": bool(info.mod_time),
+    }
+    report["fs_search"] = fs.search_files("data", "*.txt").files
+    report["fs_find"] = [[m.file, m.line, m.content] for m in fs.find_files("data", "TODO")]
+    fs.move_files("data/raw/x.txt", "data/y.txt")
+    fs.set_file_permissions("data/y.txt", mode="600")
+    replaced = fs.replace_in_files(["data/y.txt"], "TODO", "DONE")
+    report["fs_replace"] = [[r.file, r.success] for r in replaced]
+    report["fs_after"] = sandbox.process.exec("cd && stat -c %a data/y.txt && cat data/y.txt").result
+    fs.delete_file("data", recursive=True)
+    report["fs_deleted"] = sandbox.process.exec("cd && test -e data || echo gone").result
+
     report["home"] = timed("home", sandbox.get_user_home_dir)
     report["work"] = sandbox.get_work_dir()
 

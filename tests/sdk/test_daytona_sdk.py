@@ -99,6 +99,22 @@ def test_the_daytona_sdk_runs_unmodified(
         assert report["git_branches"] == {"branches": ["main", "side"], "current": "side"}
         assert report["git_clean"] is True
         assert (report["home"], report["work"]) == ("/home/user", "/home/user")
+        assert report["fs_list"] == [["raw", True, "0750", "/home/user/data/raw"]]
+        assert report["fs_list_deep"] == ["/home/user/data/raw", "/home/user/data/raw/x.txt"]
+        assert report["fs_info"] == {
+            "name": "x.txt",
+            "is_dir": False,
+            "size": 7,
+            "mode": "-rw-r--r--",
+            "permissions": "0644",
+            "owner": "user",
+            "has_mod_time": True,
+        }
+        assert report["fs_search"] == ["/home/user/data/raw/x.txt"]
+        assert report["fs_find"] == [["/home/user/data/raw/x.txt", 1, "a TODO"]]
+        assert report["fs_replace"] == [["/home/user/data/y.txt", True]]
+        assert report["fs_after"] == "600\na DONE\n"
+        assert report["fs_deleted"] == "gone\n"
         assert report["get"] == {"id": sid, "state": "started"}
         assert sid in report["list"] and bash.json()["id"] in report["list"]
         assert report["after_delete"] == report["js_after_delete"] == "destroyed"
