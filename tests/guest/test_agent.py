@@ -69,7 +69,11 @@ def start_agent(workdir: Path) -> Iterator[StartAgent]:
     def start(*, init: bool = False) -> Agent:
         socket_path = workdir / "agent.sock"
         argv = [sys.executable, "-S", "-m", "guest.agent", "--uds", str(socket_path)]
-        process = subprocess.Popen([*argv, "--init"] if init else argv, env=AGENT_ENV, cwd=workdir)
+        # Its own process group, so teardown reaches the server child of an --init agent too,
+        # even when a test killed the init parent.
+        process = subprocess.Popen(
+            [*argv, "--init"] if init else argv, env=AGENT_ENV, cwd=workdir, start_new_session=True
+        )
         started.append(process)
         return Agent(process, socket_path)
 
@@ -82,6 +86,7 @@ def start_agent(workdir: Path) -> Iterator[StartAgent]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        kill_group(process.pid)  # whatever of the agent's group is left (an orphaned server child)
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "init"])
