@@ -36,7 +36,10 @@ def configure_logging(service: str, *, fmt: str | None = None, level: str = "inf
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write() per line (message and newline together): processes and threads that
+        # share a log file (Granian's main process and worker, hostd's helpers) then never
+        # splice two lines into one, as print()'s separate newline write can.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
