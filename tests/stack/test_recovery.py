@@ -105,7 +105,10 @@ def _logged_with(log: Path, request_id: str, timeout_s: float = 10.0) -> list[di
     answering, so give it a moment."""
     deadline = time.monotonic() + timeout_s
     while True:
-        tagged = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
+        try:
+            tagged = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
+        except json.JSONDecodeError:  # caught a line mid-write: read again
+            tagged = []
         if tagged or time.monotonic() > deadline:
             return tagged
         time.sleep(0.05)
