@@ -71,6 +71,45 @@ _DEPS = {
 }
 
 
+# The native and Daytona bodies name these fields alike; one builder each serves both shapes.
+
+
+def _clone(data: GitClone | DaytonaGitClone) -> guest.GitClone:
+    return guest.GitClone(
+        id=0,
+        url=data.url,
+        path=data.path,
+        branch=data.branch,
+        depth=data.depth,
+        commit_id=data.commit_id,
+        username=data.username,
+        password=data.password,
+    )
+
+
+def _push(data: GitSync | DaytonaGitSync) -> guest.GitPush:
+    return guest.GitPush(
+        id=0,
+        path=data.path,
+        remote=data.remote,
+        branch=data.branch,
+        username=data.username,
+        password=data.password,
+        set_upstream=bool(data.set_upstream),
+    )
+
+
+def _pull(data: GitSync | DaytonaGitSync) -> guest.GitPull:
+    return guest.GitPull(
+        id=0,
+        path=data.path,
+        remote=data.remote,
+        branch=data.branch,
+        username=data.username,
+        password=data.password,
+    )
+
+
 class NativeGit(Controller):
     path = "/v1/sandboxes/{sandbox_id:str}/git"
     dependencies = _DEPS
@@ -79,16 +118,7 @@ class NativeGit(Controller):
     async def clone(
         self, sandbox_id: str, data: GitClone, principal: Principal, sandboxes: SandboxService
     ) -> GitOk:
-        msg = guest.GitClone(
-            id=0,
-            url=data.url,
-            path=data.path,
-            branch=data.branch,
-            depth=data.depth,
-            commit_id=data.commit_id,
-            username=data.username,
-            password=data.password,
-        )
+        msg = _clone(data)
         await sandboxes.git(principal.org_id, sandbox_id, msg, guest.GitDone)
         return GitOk()
 
@@ -143,15 +173,7 @@ class NativeGit(Controller):
     async def push(
         self, sandbox_id: str, data: GitSync, principal: Principal, sandboxes: SandboxService
     ) -> GitOk:
-        msg = guest.GitPush(
-            id=0,
-            path=data.path,
-            remote=data.remote,
-            branch=data.branch,
-            username=data.username,
-            password=data.password,
-            set_upstream=data.set_upstream,
-        )
+        msg = _push(data)
         await sandboxes.git(principal.org_id, sandbox_id, msg, guest.GitDone)
         return GitOk()
 
@@ -159,14 +181,7 @@ class NativeGit(Controller):
     async def pull(
         self, sandbox_id: str, data: GitSync, principal: Principal, sandboxes: SandboxService
     ) -> GitOk:
-        msg = guest.GitPull(
-            id=0,
-            path=data.path,
-            remote=data.remote,
-            branch=data.branch,
-            username=data.username,
-            password=data.password,
-        )
+        msg = _pull(data)
         await sandboxes.git(principal.org_id, sandbox_id, msg, guest.GitDone)
         return GitOk()
 
@@ -239,16 +254,7 @@ class DaytonaGit(Controller):
     async def clone(
         self, sandbox_id: str, data: DaytonaGitClone, principal: Principal, sandboxes: SandboxService
     ) -> None:
-        msg = guest.GitClone(
-            id=0,
-            url=data.url,
-            path=data.path,
-            branch=data.branch,
-            depth=data.depth,
-            commit_id=data.commit_id,
-            username=data.username,
-            password=data.password,
-        )
+        msg = _clone(data)
         await sandboxes.git(principal.org_id, sandbox_id, msg, guest.GitDone)
 
     @get("/status")
@@ -302,29 +308,14 @@ class DaytonaGit(Controller):
     async def push(
         self, sandbox_id: str, data: DaytonaGitSync, principal: Principal, sandboxes: SandboxService
     ) -> None:
-        msg = guest.GitPush(
-            id=0,
-            path=data.path,
-            remote=data.remote,
-            branch=data.branch,
-            username=data.username,
-            password=data.password,
-            set_upstream=bool(data.set_upstream),
-        )
+        msg = _push(data)
         await sandboxes.git(principal.org_id, sandbox_id, msg, guest.GitDone)
 
     @post("/pull", status_code=200)
     async def pull(
         self, sandbox_id: str, data: DaytonaGitSync, principal: Principal, sandboxes: SandboxService
     ) -> None:
-        msg = guest.GitPull(
-            id=0,
-            path=data.path,
-            remote=data.remote,
-            branch=data.branch,
-            username=data.username,
-            password=data.password,
-        )
+        msg = _pull(data)
         await sandboxes.git(principal.org_id, sandbox_id, msg, guest.GitDone)
 
     @get("/branches")
