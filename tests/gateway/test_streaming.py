@@ -71,19 +71,25 @@ def test_early_answer_during_an_upload_reaches_the_client(client: httpx.Client) 
     One race is left that no proxy can close: when the core closes with our unsent body still
     unread, its kernel answers with a TCP reset, and Linux drops an answer we had received but
     not yet read. On a loaded machine that happens now and then, and the client gets a 502 —
-    never anything else. So: every answer is the 413 or that 502, and the 413 gets through.
+    or, the same race one hop nearer, the gateway's own early answer is reset away from the
+    client, which sees the connection close. Never anything else. So: every attempt ends in the
+    413, that 502 or that reset, and the 413 gets through.
     """
     size = 8 * 1024 * 1024
     for headers in ({"content-length": str(size)}, {}):  # declared length, then chunked
-        statuses = []
+        outcomes: list[int | str] = []
         for _ in range(5):
-            response = client.post("/limited", content=pattern(size), headers=headers)
-            statuses.append(response.status_code)
+            try:
+                response = client.post("/limited", content=pattern(size), headers=headers)
+            except httpx.RemoteProtocolError:
+                outcomes.append("reset")
+                continue
+            outcomes.append(response.status_code)
             if response.status_code == 413:
                 assert response.json() == {"status_code": 413, "detail": "Request Entity Too Large"}
                 break
-        assert set(statuses) <= {413, 502}, statuses
-        assert statuses[-1] == 413, statuses
+        assert set(outcomes) <= {413, 502, "reset"}, outcomes
+        assert outcomes[-1] == 413, outcomes
 
 
 def _request_then_leave(server: Server, request: bytes, read_first: int = 0) -> None:
