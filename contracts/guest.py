@@ -46,7 +46,7 @@ import msgspec
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 """Bumped on every change to the messages below; the agent reports it in ``pong``."""
 
 BINARY_FLAG = 0x8000_0000
@@ -579,6 +579,71 @@ class FsReplaceResult(_Msg, frozen=True, tag="fs.replace.result"):
 FS_LINE_MAX = 1000
 
 
+# Streams --------------------------------------------------------------------------------------
+#
+# A byte stream (a file's content, a terminal) gets a connection of its own: its opener must be
+# the first frame after the handshake, and the connection then carries that stream only, until
+# either side closes it. One connection per stream gives each stream the transport's own flow
+# control (a slow reader stalls its own writer, never a neighbour's request on the shared
+# connection), and closing the connection is the one way to abort a stream. Binary frames
+# carry the bytes, at most ``MAX_BINARY_FRAME`` each; an *empty* binary frame ends a direction.
+# Openers are not ``HostToGuest`` messages, so hostd's relay can never send one on the shared
+# connection, and the agent answers an opener that arrives on a connection already in use with
+# ``error`` (``bad_request``).
+
+MAX_BINARY_FRAME = 1024 * 1024
+"""Largest binary frame either end sends or accepts."""
+
+
+class FsWrite(_Msg, frozen=True, tag="fs.write"):
+    """Replace the file ``path`` with the bytes that follow.
+
+    The agent creates missing parent directories, opens a temporary file next to ``path`` and
+    answers ``FsReady`` (or ``error``, before any byte is sent: a directory at ``path`` is
+    ``bad_request``, a refusal of the kernel ``forbidden``). The host then sends the content in
+    binary frames and an empty binary frame; the agent renames the temporary file over ``path``
+    and answers ``FsWritten``. If the connection ends before the empty frame, the temporary
+    file is removed and ``path`` is as it was: an upload is all or nothing. ``mode`` (octal)
+    is the new file's mode; without it an existing file keeps its mode and a new one gets 0644.
+    """
+
+    path: str
+    mode: str | None = None
+
+
+class FsRead(_Msg, frozen=True, tag="fs.read"):
+    """Send the content of the regular file ``path``: ``FsReading`` (its size when opened),
+    binary frames, an empty binary frame. An ``error`` instead of ``FsReading`` means nothing
+    was read (``not_found``, ``bad_request`` for a directory, ``forbidden``); an ``error``
+    after some data means the read failed midway and the bytes sent are incomplete."""
+
+    path: str
+
+
+class FsReady(_Msg, frozen=True, tag="fs.ready"):
+    """The agent is ready for an ``FsWrite``'s bytes."""
+
+
+class FsWritten(_Msg, frozen=True, tag="fs.written"):
+    """An ``FsWrite`` is complete: ``path`` (absolute) now holds ``size`` bytes."""
+
+    path: str
+    size: int
+
+
+class FsReading(_Msg, frozen=True, tag="fs.reading"):
+    """An ``FsRead``'s file is open: ``path`` (absolute), ``size`` bytes when opened."""
+
+    path: str
+    size: int
+
+
+StreamOpener = FsWrite | FsRead
+"""The first frame of a stream connection."""
+StreamReply = FsReady | FsWritten | FsReading | Error
+"""The JSON frames the agent sends on a stream connection."""
+
+
 HostToGuest = (
     Ping
     | Exec
@@ -680,6 +745,8 @@ CODE_ARG_MAX = 100_000
 Linux limits one argument to 128 KiB (``MAX_ARG_STRLEN``)."""
 
 _host_decoder = msgspec.json.Decoder(HostToGuest)
+_opener_decoder = msgspec.json.Decoder(StreamOpener)
+_stream_reply_decoder = msgspec.json.Decoder(StreamReply)
 _any_decoder = msgspec.json.Decoder()
 _guest_decoder = msgspec.json.Decoder(GuestToHost)
 _encoder = msgspec.json.Encoder()
@@ -699,6 +766,24 @@ def decode_from_guest(payload: bytes) -> GuestToHost:
 def decode_from_host(payload: bytes) -> HostToGuest:
     """Decode a JSON frame payload the host sent (used by contract tests)."""
     return _host_decoder.decode(payload)
+
+
+def decode_opener(payload: bytes) -> StreamOpener:
+    """Decode the opener of a stream connection (used by contract tests)."""
+    return _opener_decoder.decode(payload)
+
+
+def decode_stream_reply(payload: bytes) -> StreamReply:
+    """Decode a JSON frame the agent sent on a stream connection."""
+    return _stream_reply_decoder.decode(payload)
+
+
+def encode_binary(data: bytes | bytearray | memoryview) -> bytes:
+    """The header of a binary frame carrying ``data`` (sent separately, so the data is never
+    copied). ``data`` must be at most ``MAX_BINARY_FRAME`` bytes."""
+    if len(data) > MAX_BINARY_FRAME:
+        raise ValueError(f"a binary frame carries at most {MAX_BINARY_FRAME} bytes")
+    return (len(data) | BINARY_FLAG).to_bytes(4, "big")
 
 
 def decode_relayed(payload: bytes) -> HostToGuest:

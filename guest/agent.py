@@ -12,7 +12,7 @@ which is what the muxer does when nothing listens on a port. hostd's client is t
 same for both runtimes.
 
 Concurrency. One thread per connection reads frames; each request runs in its own worker
-thread, so a long ``exec`` never delays a ``ping`` on the same connection. Replies are written
+thread (a stream runs in the reader thread itself: it owns its connection), so a long ``exec`` never delays a ``ping`` on the same connection. Replies are written
 whole under a per-connection lock, so frames never interleave. A frame that is not valid JSON
 or not a valid request gets an ``error`` frame and the connection carries on; a JSON frame
 whose header claims more than ``MAX_JSON_FRAME`` bytes means the stream cannot be trusted,
@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-from guest import files, framing, git, ops, sessions
+from guest import files, framing, git, ops, sessions, transfer
 
 VERSION = "0.2.0"
 AGENT = f"dnah-guest/{VERSION}"
@@ -233,33 +233,47 @@ class Connection:
         return True
 
     def _read_frames(self) -> None:
-        """Read frames until EOF or an oversize JSON header."""
+        """Read frames until EOF or an oversize header. A stream opener as the first frame
+        hands the connection to that stream (see "Streams" in ``contracts/guest.py``)."""
+        first = True
         while True:
             header = self._read_exact(framing.HEADER_SIZE)
             if header is None:
                 return
             length, binary = framing.parse_header(header)
             if binary:
-                if not self._skip(length):
+                if length > framing.MAX_BINARY_FRAME or not self._skip(length):
                     return
-                self._send(framing.error(0, "bad_request", "no request takes a binary frame"))
+                self._send(framing.error(0, "bad_request", "a binary frame outside a stream"))
                 continue
             if length > framing.MAX_JSON_FRAME:
                 return
             payload = self._read_exact(length)
             if payload is None:
                 return
-            self._dispatch(payload)
+            if self._dispatch(payload, first):
+                return
+            first = False
 
-    def _dispatch(self, payload: bytes) -> None:
+    def _dispatch(self, payload: bytes, first: bool) -> bool:
+        """Start the work a frame asks for; True when it was a stream, which has now ended
+        (and with it the connection)."""
         try:
             request = framing.parse_request(payload)
         except framing.BadRequest as exc:
             self._send(framing.error(exc.request_id, "bad_request", str(exc)))
-            return
+            return False
+        if isinstance(request, framing.StreamRequest):
+            if not first:
+                message = "a stream must open its own connection (its first frame)"
+                self._send(framing.error(request.id, "bad_request", message))
+                return False
+            _STREAMS[type(request)](request, self, self._base_env)
+            return True
         with self._idle:
             self._in_flight += 1
         threading.Thread(target=self._work, args=(request,), daemon=True).start()
+        return False
 
     def _work(self, request: framing.Request) -> None:
         try:
@@ -277,6 +291,27 @@ class Connection:
     def _write(self, data: bytes) -> None:
         with self._write_lock:
             self._sock.sendall(data)
+
+    # the stream handlers' view of the connection (``transfer.Channel``)
+
+    def read_frame(self) -> tuple[bytes, bool] | None:
+        header = self._read_exact(framing.HEADER_SIZE)
+        if header is None:
+            return None
+        length, binary = framing.parse_header(header)
+        if length > (framing.MAX_BINARY_FRAME if binary else framing.MAX_JSON_FRAME):
+            return None  # the stream cannot be trusted any more: treat it as gone
+        payload = self._read_exact(length)
+        return None if payload is None else (payload, binary)
+
+    def send(self, message: dict[str, object]) -> None:
+        self._send(message)
+
+    def send_binary(self, data: bytes) -> None:
+        with self._write_lock:
+            self._sock.sendall(framing.binary_header(len(data)))
+            if data:
+                self._sock.sendall(data)
 
     def _read_exact(self, size: int) -> bytes | None:
         """``size`` bytes, or None at EOF (a frame cut short is treated as EOF too)."""
@@ -313,6 +348,13 @@ _HANDLERS: dict[type, Callable[[Any, dict[str, str]], dict[str, object]]] = {
     framing.FsRequest: files.handle,
 }
 """The handler of each request type but ``ping`` (answered here, it needs the agent's name)."""
+
+_STREAMS: dict[type, Callable[[Any, Connection, dict[str, str]], None]] = {
+    framing.FsWriteRequest: transfer.write,
+    framing.FsReadRequest: transfer.read,
+}
+"""The handler of each stream opener; it runs in the connection's reader thread and owns the
+connection until it returns."""
 
 
 def _answer(request: framing.Request, base_env: dict[str, str]) -> dict[str, object]:

@@ -1,5 +1,5 @@
 """The agent's file handlers (``fs.*`` in ``contracts/guest.py``): metadata and text
-operations, not byte streams.
+operations. The byte streams (``fs.write``/``fs.read``) are in ``guest/transfer.py``.
 
 Confinement. The agent runs inside the sandbox, as the sandbox user, in the sandbox's own
 mount namespace after ``pivot_root``: its ``/`` is the sandbox's root and nothing of the host
@@ -53,10 +53,10 @@ def handle(request: framing.FsRequest, base_env: dict[str, str]) -> dict[str, ob
     except FsError as exc:
         return framing.error(request.id, exc.code, str(exc))
     except OSError as exc:
-        return framing.error(request.id, *_os_error(exc))
+        return framing.error(request.id, *os_error(exc))
 
 
-def _os_error(exc: OSError) -> tuple[str, str]:
+def os_error(exc: OSError) -> tuple[str, str]:
     where = f"{exc.filename}: " if exc.filename else ""
     message = f"{where}{exc.strerror or exc}"
     if exc.errno == errno.ENOENT:
@@ -65,10 +65,12 @@ def _os_error(exc: OSError) -> tuple[str, str]:
         return "forbidden", message
     if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
         return "conflict", message
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no_space", message
     return "bad_request", message
 
 
-def _resolve(path: str | None, home: str) -> str:
+def resolve(path: str | None, home: str) -> str:
     if not path:
         raise FsError("bad_request", "'path' must not be empty")
     if "\0" in path:
@@ -152,7 +154,7 @@ def _cap(value: int) -> int:
 
 
 def _list(request: framing.FsRequest, home: str) -> dict[str, object]:
-    root = _resolve(request.path, home)
+    root = resolve(request.path, home)
     if request.depth < 1:
         raise FsError("bad_request", "'depth' must be at least 1")
     if not stat.S_ISDIR(os.stat(root).st_mode):
@@ -187,7 +189,7 @@ def _list(request: framing.FsRequest, home: str) -> dict[str, object]:
 
 
 def _stat(request: framing.FsRequest, home: str) -> dict[str, object]:
-    path = _resolve(request.path, home)
+    path = resolve(request.path, home)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -195,7 +197,7 @@ def _stat(request: framing.FsRequest, home: str) -> dict[str, object]:
     return framing.fs_stat_result(request.id, _entry(path, st))
 
 
-def _octal(mode: str) -> int:
+def octal(mode: str) -> int:
     text = mode.strip().lower().removeprefix("0o")
     try:
         value = int(text, 8)
@@ -207,8 +209,8 @@ def _octal(mode: str) -> int:
 
 
 def _mkdir(request: framing.FsRequest, home: str) -> dict[str, object]:
-    path = _resolve(request.path, home)
-    mode = _octal(request.mode or "755")
+    path = resolve(request.path, home)
+    mode = octal(request.mode or "755")
     missing: list[str] = []
     current = path
     while not os.path.lexists(current):
@@ -229,7 +231,7 @@ def _mkdir(request: framing.FsRequest, home: str) -> dict[str, object]:
 
 
 def _remove(request: framing.FsRequest, home: str) -> dict[str, object]:
-    path = _resolve(request.path, home)
+    path = resolve(request.path, home)
     if path == "/":
         raise FsError("bad_request", "refusing to remove /")
     st = os.lstat(path)
@@ -243,8 +245,8 @@ def _remove(request: framing.FsRequest, home: str) -> dict[str, object]:
 
 
 def _move(request: framing.FsRequest, home: str) -> dict[str, object]:
-    source = _resolve(request.source, home)
-    destination = _resolve(request.destination, home)
+    source = resolve(request.source, home)
+    destination = resolve(request.destination, home)
     os.lstat(source)
     if os.path.lexists(destination):
         raise FsError("conflict", f"{destination}: already exists")
@@ -261,7 +263,7 @@ def _move(request: framing.FsRequest, home: str) -> dict[str, object]:
 
 
 def _chmod(request: framing.FsRequest, home: str) -> dict[str, object]:
-    path = _resolve(request.path, home)
+    path = resolve(request.path, home)
     if request.mode is None and request.owner is None and request.group is None:
         raise FsError("bad_request", "give at least one of 'mode', 'owner', 'group'")
     os.stat(path)
@@ -277,7 +279,7 @@ def _chmod(request: framing.FsRequest, home: str) -> dict[str, object]:
                 " belongs to (changing the owner needs root)",
             ) from None
     if request.mode is not None:
-        os.chmod(path, _octal(request.mode))
+        os.chmod(path, octal(request.mode))
     return framing.fs_done(request.id)
 
 
@@ -328,7 +330,7 @@ def _walk(root: str, deadline: float) -> Iterator[tuple[str, str, os.stat_result
 
 
 def _find_names(request: framing.FsRequest, home: str) -> dict[str, object]:
-    root = _resolve(request.path, home)
+    root = resolve(request.path, home)
     limit = _cap(request.max)
     if not request.pattern:
         raise FsError("bad_request", "'pattern' must not be empty")
@@ -383,7 +385,7 @@ def _text_files(root: str, deadline: float, glob: str | None = None) -> Iterator
 
 
 def _grep(request: framing.FsRequest, home: str) -> dict[str, object]:
-    root = _resolve(request.path, home)
+    root = resolve(request.path, home)
     limit = _cap(request.max)
     matches_line = _matcher(request.pattern, request.regex)
     matches: list[dict[str, object]] = []
@@ -427,12 +429,12 @@ def _replace(request: framing.FsRequest, home: str) -> dict[str, object]:
     if request.files:
         if request.path is not None or request.glob is not None:
             raise FsError("bad_request", "give either 'files' or 'path' (and 'glob'), not both")
-        targets = [_resolve(name, home) for name in request.files]
+        targets = [resolve(name, home) for name in request.files]
     elif request.path:
         targets = []
         deadline = _deadline()
         try:
-            for path in _text_files(_resolve(request.path, home), deadline, request.glob):
+            for path in _text_files(resolve(request.path, home), deadline, request.glob):
                 if len(targets) >= framing.FS_MAX_RESULTS:
                     break
                 targets.append(path)
@@ -464,7 +466,7 @@ def _replace_in(path: str, compiled: re.Pattern[bytes], replacement: bytes, rege
     except re.error as exc:
         return framing.fs_replace_outcome(path, False, error=f"invalid replacement: {exc}")
     except OSError as exc:
-        return framing.fs_replace_outcome(path, False, error=_os_error(exc)[1])
+        return framing.fs_replace_outcome(path, False, error=os_error(exc)[1])
 
 
 _HANDLERS: dict[str, Callable[[framing.FsRequest, str], dict[str, object]]] = {

@@ -7,8 +7,8 @@ byte, which is why the reply builders below fix the key order msgspec uses: the 
 then the message's own fields in the order ``contracts.guest`` declares them, then ``id``
 (msgspec puts the keyword-only fields inherited from ``_Msg`` after the subclass's fields).
 
-Only JSON frames are produced here. No request takes binary data yet, but the header parser
-recognises binary frames so the agent can skip one without losing its place in the stream.
+Binary frames belong to streams (``FsWrite``/``FsRead`` in ``contracts.guest``), which get a
+connection of their own; ``binary_header`` frames their bytes.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024
 HEADER_SIZE = 4
+MAX_BINARY_FRAME = 1024 * 1024
 
 DEFAULT_TIMEOUT_MS = 60_000
 LANGUAGES = ("python", "bash", "javascript", "typescript")
@@ -225,6 +226,26 @@ class FsRequest:
     replace: str = ""
 
 
+@dataclass(frozen=True)
+class FsWriteRequest:
+    """``fs.write``: the opener of an upload stream."""
+
+    id: int
+    path: str
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class FsReadRequest:
+    """``fs.read``: the opener of a download stream."""
+
+    id: int
+    path: str
+
+
+StreamRequest = FsWriteRequest | FsReadRequest
+"""The requests that open a stream: each must be the first frame of its own connection."""
+
 Request = (
     PingRequest
     | ExecRequest
@@ -252,6 +273,23 @@ def encode(message: Mapping[str, object]) -> bytes:
     """
     payload = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     return len(payload).to_bytes(HEADER_SIZE, "big") + payload
+
+
+def binary_header(size: int) -> bytes:
+    """The header of a binary frame of ``size`` bytes (at most ``MAX_BINARY_FRAME``)."""
+    return (size | BINARY_FLAG).to_bytes(HEADER_SIZE, "big")
+
+
+def fs_ready(request_id: int) -> dict[str, object]:
+    return {"t": "fs.ready", "id": request_id}
+
+
+def fs_written(request_id: int, path: str, size: int) -> dict[str, object]:
+    return {"t": "fs.written", "path": path, "size": size, "id": request_id}
+
+
+def fs_reading(request_id: int, path: str, size: int) -> dict[str, object]:
+    return {"t": "fs.reading", "path": path, "size": size, "id": request_id}
 
 
 def pong(request_id: int, agent: str) -> dict[str, object]:
@@ -453,7 +491,7 @@ def error(request_id: int, code: str, message: str) -> dict[str, object]:
     return {"t": "error", "code": code, "message": message, "id": request_id}
 
 
-def parse_request(payload: bytes) -> Request:
+def parse_request(payload: bytes) -> Request | StreamRequest:
     """Decode and validate one JSON frame from the host.
 
     Unknown fields are ignored, as msgspec does, so a newer host can add optional fields
@@ -486,6 +524,8 @@ def parse_request(payload: bytes) -> Request:
         return _parse_session(request_id, kind, message)
     if isinstance(kind, str) and kind in _FS_FIELDS:
         return _parse_fs(request_id, kind, message)
+    if kind in ("fs.write", "fs.read"):
+        return _parse_transfer(request_id, kind, message)
     raise BadRequest(request_id, f"unknown message type {kind!r}")
 
 
@@ -677,6 +717,18 @@ def _parse_fs(request_id: int, kind: str, message: dict[str, object]) -> FsReque
             raise BadRequest(request_id, "'files' must be a list of strings")
         fields["files"] = files
     return FsRequest(request_id, kind, **fields)  # type: ignore[arg-type]
+
+
+def _parse_transfer(request_id: int, kind: str, message: dict[str, object]) -> StreamRequest:
+    path = message.get("path")
+    if not isinstance(path, str):
+        raise BadRequest(request_id, "'path' must be a string")
+    if kind == "fs.read":
+        return FsReadRequest(request_id, path)
+    mode = message.get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise BadRequest(request_id, "'mode' must be a string or null")
+    return FsWriteRequest(request_id, path, mode)
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

@@ -93,7 +93,7 @@ class AgentClient:
         name = f"{socket_path}:{port}"
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await _open_with_retry(str(socket_path), port)
+                reader, writer = await open_channel(str(socket_path), port)
         except TimeoutError:
             raise AgentUnavailable(f"no agent answered on {name} within {timeout}s") from None
         except OSError as exc:
@@ -256,8 +256,9 @@ class _ProtocolViolation(Exception):
     """The agent sent something the protocol does not allow; the connection is unusable."""
 
 
-async def _open_with_retry(socket_path: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Handshake until it succeeds; the caller's timeout bounds the loop."""
+async def open_channel(socket_path: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the agent, after the handshake (retried until it succeeds; the
+    caller's timeout bounds the loop). ``AgentStream`` opens its connections here too."""
     delay = RETRY_FIRST
     while True:
         try:

@@ -96,6 +96,18 @@ class AgentCall(_Command, frozen=True, tag="agent"):
     message: guest.HostToGuest
 
 
+class OpenStream(_Command, frozen=True, tag="stream"):
+    """Open a stream connection to the sandbox's agent (a file transfer, a terminal) with
+    ``opener`` as its first frame.
+
+    Allowed when: running. Result: the ``AgentStream`` and the agent's first reply (an
+    ``error`` reply included); the caller owns the stream and must close it.
+    """
+
+    sandbox_id: str
+    opener: guest.StreamOpener
+
+
 class GetDiskUsage(_Command, frozen=True, tag="disk"):
     """How much disk the sandbox's own data takes (its writable layer), in bytes.
 
@@ -127,6 +139,7 @@ Command = (
     | DestroySandbox
     | ExecInSandbox
     | AgentCall
+    | OpenStream
     | GetDiskUsage
     | ListSandboxes
     | GetHealth

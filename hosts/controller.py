@@ -11,7 +11,8 @@ the new state.
 Each running sandbox has at most one agent connection, opened on first use and shared by all
 concurrent execs (the guest protocol multiplexes requests by id). A connection found closed
 (the agent restarted, the sandbox was stopped and started) is replaced before the request is
-sent. An exec or agent call whose connection fails after it was sent is never retried, since
+sent. Streams (file transfers, terminals: ``OpenStream``) get a connection each, owned by
+the caller. An exec or agent call whose connection fails after it was sent is never retried, since
 the command may already have run; it fails with ``AgentUnavailable`` and the next request
 reconnects.
 
@@ -30,6 +31,7 @@ import structlog
 from contracts import guest
 from contracts.host import DiskUsage, ExecRequest, ExecResult, HostHealth, SandboxInfo, SandboxSpec
 from hosts.agent_client import AgentClient
+from hosts.agent_stream import AgentStream
 from hosts.commands import (
     AgentCall,
     Command,
@@ -39,6 +41,7 @@ from hosts.commands import (
     GetDiskUsage,
     GetHealth,
     ListSandboxes,
+    OpenStream,
     StartSandbox,
     StopSandbox,
     is_sandbox_id,
@@ -69,6 +72,8 @@ class HostController:
     @overload
     async def handle(self, cmd: AgentCall) -> guest.GuestToHost: ...
     @overload
+    async def handle(self, cmd: OpenStream) -> tuple[AgentStream, guest.StreamReply]: ...
+    @overload
     async def handle(self, cmd: GetDiskUsage) -> DiskUsage: ...
     @overload
     async def handle(self, cmd: ListSandboxes) -> list[SandboxInfo]: ...
@@ -77,7 +82,16 @@ class HostController:
 
     async def handle(
         self, cmd: Command
-    ) -> SandboxInfo | ExecResult | guest.GuestToHost | DiskUsage | HostHealth | list[SandboxInfo] | None:
+    ) -> (
+        SandboxInfo
+        | ExecResult
+        | guest.GuestToHost
+        | tuple[AgentStream, guest.StreamReply]
+        | DiskUsage
+        | HostHealth
+        | list[SandboxInfo]
+        | None
+    ):
         """Execute ``cmd`` and return its result (see each command's docstring).
 
         Raises:
@@ -88,6 +102,8 @@ class HostController:
                 return await self._exec(_checked(sandbox_id), request)
             case AgentCall(sandbox_id=sandbox_id, message=message):
                 return await self._on_agent(_checked(sandbox_id), lambda client: client.call(message))
+            case OpenStream(sandbox_id=sandbox_id, opener=opener):
+                return await self._open_stream(_checked(sandbox_id), opener)
             case GetDiskUsage(sandbox_id=sandbox_id):
                 sandbox_id = _checked(sandbox_id)
                 self._get(sandbox_id)
@@ -168,6 +184,18 @@ class HostController:
             # it is not retried (the next request reconnects). If a stop or destroy killed
             # the sandbox meanwhile, that is the error to report.
             await self._drop_agent(sandbox_id, client)
+            await self._settled(sandbox_id)
+            self._require_running(sandbox_id)
+            raise
+
+    async def _open_stream(
+        self, sandbox_id: str, opener: guest.StreamOpener
+    ) -> tuple[AgentStream, guest.StreamReply]:
+        """A connection of its own for one stream; nothing is pooled (see ``AgentStream``)."""
+        self._require_running(sandbox_id)
+        try:
+            return await AgentStream.open(self._runtime.agent_socket(sandbox_id), opener)
+        except AgentUnavailable:
             await self._settled(sandbox_id)
             self._require_running(sandbox_id)
             raise
