@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install up down test lint bench template
+.PHONY: install up down test lint bench bench-toolbox template
 
 install:
 	@bash install/deps.sh
@@ -29,3 +29,6 @@ lint: install
 
 bench: install
 	@$(PY) -m load.bench_core $(ARGS)
+
+bench-toolbox: install
+	@$(PY) -m load.bench_toolbox $(ARGS)

@@ -230,7 +230,7 @@ class Stack:
             "1",
             "--loop",
             "uvloop",
-            "--no-ws",
+            "--ws",
             "--log-level",
             "warning",
             target,

@@ -29,6 +29,7 @@ request ``t``   reply ``t``             what
 ``metrics``     ``metrics.result``      CPU and memory limits and use, load
 ``git.*``       ``git.*`` (see below)   clone, status, add, commit, push, pull, branches, checkout, log
 ``fs.*``        ``fs.*`` (see below)    list, stat, mkdir, remove, move, chmod, find names, grep, replace
+``pty.*``       ``pty.*`` (see below)   terminals: create, list, get, kill, resize (attach is a stream)
 ==============  ======================  ===================================================
 
 Any request may instead be answered with ``error`` (``REPLIES`` maps each request type to its
@@ -46,7 +47,7 @@ import msgspec
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 """Bumped on every change to the messages below; the agent reports it in ``pong``."""
 
 BINARY_FLAG = 0x8000_0000
@@ -638,9 +639,136 @@ class FsReading(_Msg, frozen=True, tag="fs.reading"):
     size: int
 
 
-StreamOpener = FsWrite | FsRead
+# Terminals (PTY sessions) ------------------------------------------------------------------
+#
+# A PTY session is a named object of the agent: an interactive login ``bash`` as the sandbox
+# user, on a pseudo-terminal, in a process session of its own with the terminal as its
+# controlling tty. ``session_id`` is 1-128 letters, digits, ``.``, ``_`` or ``-`` (starting
+# with a letter or digit); at most ``PTY_MAX_SESSIONS`` exist per sandbox. The agent drains
+# the terminal's output continuously, whether or not a client is attached, and keeps the last
+# ``PTY_SCROLLBACK`` bytes, which every attaching client receives first.
+#
+# Lifetime. A session made by ``pty.create`` (``ephemeral`` false) lives until ``pty.kill``,
+# or until its shell exits; it then stays listed with ``active`` false and its exit code until
+# killed. A session made by ``pty.attach`` with ``create`` (``ephemeral``: a terminal opened by
+# a WebSocket) is killed when its last client detaches, and forgotten once its shell exits.
+# Killing a session sends SIGHUP to every process of its process session, then SIGKILL to
+# those left after ``PTY_KILL_GRACE_MS``, so a dropped client leaves no process behind.
+#
+# Attaching is a stream (see "Streams"): ``pty.attach`` opens it, the agent answers
+# ``pty.attached`` (or ``error``) and then sends the terminal's output in binary frames; the
+# host sends input in binary frames and may send ``pty.resize`` JSON frames (not answered). An
+# empty binary frame from the host, or the connection's end, detaches. When the shell exits
+# the agent sends ``pty.exited`` and nothing more; the host then closes the connection.
+
+PTY_MAX_SESSIONS = 32
+"""PTY sessions per sandbox (exited ones that nobody watches are dropped first)."""
+PTY_SCROLLBACK = 64 * 1024
+"""Bytes of recent output each session keeps and replays to a client that attaches."""
+PTY_MAX_SIZE = 1000
+"""Largest ``cols`` and ``rows`` (Daytona's limit); the smallest is 1."""
+PTY_KILL_GRACE_MS = 1000
+"""How long the processes of a killed session get between SIGHUP and SIGKILL."""
+
+
+class PtyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A PTY session. ``active``: its shell runs (false before a lazy session's first attach,
+    and after the shell exited, when ``exit_code`` is set). ``created_at``: ISO 8601, UTC.
+    ``clients``: how many streams are attached. ``pid``: the shell's, inside the sandbox."""
+
+    session_id: str
+    cols: int
+    rows: int
+    cwd: str
+    env: dict[str, str]
+    created_at: str
+    active: bool
+    exit_code: int | None = None
+    clients: int = 0
+    ephemeral: bool = False
+    lazy_start: bool = False
+    pid: int | None = None
+
+
+class PtyCreate(_Msg, frozen=True, tag="pty.create"):
+    """Create a session that outlives its clients; answered with ``PtyResult``. No
+    ``session_id`` means a new UUID; an existing one is a ``conflict``. ``env`` goes on top of
+    the agent's base environment (``TERM`` defaults to ``xterm-256color``); ``cwd`` defaults
+    to the home and must be a directory (else ``bad_request``). With ``lazy_start`` the shell
+    starts at the first attach."""
+
+    session_id: str | None = None
+    cols: int = 80
+    rows: int = 24
+    cwd: str | None = None
+    env: dict[str, str] = {}
+    lazy_start: bool = False
+
+
+class PtyList(_Msg, frozen=True, tag="pty.list"):
+    """Every session, oldest first; answered with ``PtyListResult``."""
+
+
+class PtyGet(_Msg, frozen=True, tag="pty.get"):
+    """Answered with ``PtyResult``."""
+
+    session_id: str
+
+
+class PtyKill(_Msg, frozen=True, tag="pty.kill"):
+    """Kill the session's processes (see "Lifetime") and forget it; attached clients get
+    ``pty.exited``. Answered with ``PtyResult`` (the session as it ended)."""
+
+    session_id: str
+
+
+class PtyResize(_Msg, frozen=True, tag="pty.resize"):
+    """Set the terminal's size (the shell gets SIGWINCH); answered with ``PtyResult``, or
+    ``conflict`` when the shell has exited. Also sent, unanswered, on an attach stream."""
+
+    session_id: str
+    cols: int
+    rows: int
+
+
+class PtyResult(_Msg, frozen=True, tag="pty.result"):
+    session: PtyInfo
+
+
+class PtyListResult(_Msg, frozen=True, tag="pty.list.result"):
+    sessions: list[PtyInfo]
+
+
+class PtyAttach(_Msg, frozen=True, tag="pty.attach"):
+    """Open a stream to session ``session_id``. With ``create`` the session is made first,
+    ``ephemeral`` (``cols``, ``rows``, ``cwd``, ``env`` as in ``PtyCreate``; an existing id is
+    a ``conflict``); without it they are ignored and a missing session is ``not_found``, an
+    exited one ``conflict``. Answered with ``PtyAttached``, then output."""
+
+    session_id: str
+    create: bool = False
+    cols: int = 80
+    rows: int = 24
+    cwd: str | None = None
+    env: dict[str, str] = {}
+
+
+class PtyAttached(_Msg, frozen=True, tag="pty.attached"):
+    """The stream is attached; the scrollback follows in binary frames, then live output."""
+
+    session: PtyInfo
+
+
+class PtyExited(_Msg, frozen=True, tag="pty.exited"):
+    """The session's shell exited (or the session was killed: ``exit_code`` is then the
+    shell's, e.g. -1 for SIGHUP); the last frame of an attach stream."""
+
+    exit_code: int
+
+
+StreamOpener = FsWrite | FsRead | PtyAttach
 """The first frame of a stream connection."""
-StreamReply = FsReady | FsWritten | FsReading | Error
+StreamReply = FsReady | FsWritten | FsReading | PtyAttached | PtyExited | Error
 """The JSON frames the agent sends on a stream connection."""
 
 
@@ -677,6 +805,11 @@ HostToGuest = (
     | FsFindNames
     | FsGrep
     | FsReplace
+    | PtyCreate
+    | PtyList
+    | PtyGet
+    | PtyKill
+    | PtyResize
 )
 GuestToHost = (
     Pong
@@ -697,6 +830,8 @@ GuestToHost = (
     | FsPathsResult
     | FsGrepResult
     | FsReplaceResult
+    | PtyResult
+    | PtyListResult
     | Error
 )
 
@@ -733,6 +868,11 @@ REPLIES: dict[type[HostToGuest], type[GuestToHost]] = {
     FsFindNames: FsPathsResult,
     FsGrep: FsGrepResult,
     FsReplace: FsReplaceResult,
+    PtyCreate: PtyResult,
+    PtyList: PtyListResult,
+    PtyGet: PtyResult,
+    PtyKill: PtyResult,
+    PtyResize: PtyResult,
 }
 """The reply type of each request type (besides ``Error``, which answers any of them)."""
 

@@ -20,7 +20,10 @@ POST       /sandboxes/{id}/stop            —                   SandboxInfo
 DELETE     /sandboxes/{id}                 —                   204
 POST       /sandboxes/{id}/exec            ExecRequest         ExecResult
 POST       /sandboxes/{id}/agent           a guest request     its reply
+PUT        /sandboxes/{id}/files?path=     the file's bytes    FileWritten
+GET        /sandboxes/{id}/files?path=     —                   the file's bytes
 GET        /sandboxes/{id}/disk            —                   DiskUsage
+WebSocket  /sandboxes/{id}/pty             guest.PtyAttach     a terminal
 =========  ==============================  ==================  ==============
 
 Errors come back as ``HostErrorBody`` with a 4xx/5xx status.
@@ -35,6 +38,26 @@ the caller maps the agent's error codes to its own. The reply's ``id`` is hostd'
 means nothing to the caller. How long hostd waits for the reply follows the request: its
 ``timeout_ms`` plus a margin, or 30 s for requests without one; callers time their HTTP
 request accordingly.
+
+``/files`` streams a file's bytes to or from the sandbox (``guest.FsWrite``/``guest.FsRead``
+on a stream connection of their own): the body is never held whole by hostd, and an upload
+is all or nothing (a request that ends early leaves the file as it was). ``PUT`` takes
+``mode`` (octal) as an optional query parameter. ``GET`` answers with ``Content-Length``
+set to the file's size when opened; if the file shrinks while it is read, hostd cuts the
+response short (the client sees an incomplete body, never a wrong one), and bytes appended
+meanwhile are not sent. When the agent refuses (missing file, a directory, permission
+denied), the answer is **422** with the agent's ``guest.Error`` as its body, so the caller
+maps the agent's code exactly as for a relayed reply; 422 is used for nothing else.
+
+``/pty`` is a WebSocket bridged to a terminal stream of the agent (``guest.PtyAttach``; the
+upgrade needs the same bearer token, else it is refused with 403). The core's first message
+is the opener as JSON text; hostd answers with the agent's first reply as text
+(``guest.PtyAttached`` or ``guest.Error``). Then binary messages carry the terminal's input
+(core → hostd) and output (hostd → core), and text messages from the core are
+``guest.PtyResize``. When the shell exits, hostd sends the agent's ``guest.PtyExited`` as text
+and closes with 1000. When hostd cannot open the stream it closes with ``4000 + status``
+(4404 no such sandbox, 4409 not running, 4502 agent unreachable; 4400 a malformed opener)
+and the message as the reason. Either side closing ends the stream (``hosts/terminal.py``).
 
 ``/disk`` measures the sandbox's writable layer on the host (any state: a stopped sandbox
 keeps its disk), which the sandbox cannot measure from the inside.
@@ -84,6 +107,17 @@ class ExecResult(_Wire, frozen=True):
     exit_code: int
     duration_ms: float
     timed_out: bool = False
+
+
+class FileWritten(_Wire, frozen=True):
+    """An upload is complete: ``path`` (absolute, inside the sandbox) holds ``size`` bytes."""
+
+    path: str
+    size: int
+
+
+AGENT_REFUSED = 422
+"""The status of a stream route the agent refused; the body is the agent's ``guest.Error``."""
 
 
 class DiskUsage(_Wire, frozen=True):

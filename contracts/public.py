@@ -678,3 +678,115 @@ class DaytonaReplaceResult(msgspec.Struct, frozen=True, kw_only=True):
     file: str
     success: bool
     error: str | None = None
+
+
+# file byte streams (native PUT/GET /v1/sandboxes/{id}/files?path=, Daytona /toolbox/{id}/files/
+# upload, download, bulk-upload, bulk-download). The bytes themselves travel as they are, never
+# in JSON, except in seed 004's quick-start upload (``DaytonaUploadJson``, base64).
+
+
+class FileUploaded(msgspec.Struct, frozen=True, kw_only=True):
+    """An upload is complete: ``path`` (absolute, inside the sandbox) holds ``size`` bytes."""
+
+    path: str
+    size: int
+
+
+class FilesUploaded(msgspec.Struct, frozen=True, kw_only=True):
+    """Daytona's bulk upload succeeded for every file (the SDK ignores the body)."""
+
+    files: list[FileUploaded]
+
+
+class FileTransferError(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One file of a bulk transfer that failed, with the status it would have had alone."""
+
+    path: str
+    status_code: int
+    message: str
+    code: str
+
+
+class BulkUploadFailed(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Some files of a bulk upload failed (the others were stored): the error shape, plus
+    ``errors`` (one per failed file, which the Daytona SDK reads) and ``files`` (the stored ones)."""
+
+    status_code: int
+    message: str
+    code: str
+    errors: list[FileTransferError]
+    files: list[FileUploaded]
+
+
+class DaytonaUploadJson(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Seed 004's quick-start upload: the content in base64 (so at most 32 MiB through a paid
+    gateway, which buffers JSON bodies; use the streaming routes for big files)."""
+
+    path: str
+    content: str
+
+
+class DaytonaBulkDownload(msgspec.Struct, frozen=True, kw_only=True):
+    paths: list[str]
+
+
+# terminals (core/http/terminals.py) ------------------------------------------------------------
+#
+# Native: ``GET /v1/sandboxes/{id}/terminal`` is a WebSocket. The server's text messages are
+# ``TerminalReady`` (first) and ``TerminalExit`` (last, then close 1000); its binary messages
+# are the terminal's output. The client's binary messages, and text messages that are not a
+# ``TerminalResize``, are typed into the terminal.
+
+
+class TerminalReady(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="ready"):
+    session_id: str
+    cols: int
+    rows: int
+
+
+class TerminalResize(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="resize"):
+    cols: int
+    rows: int
+
+
+class TerminalExit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="exit"):
+    """``exit_code``: the shell's; negative when a signal ended it (-1: SIGHUP, a kill)."""
+
+    exit_code: int
+
+
+class DaytonaPtyCreate(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Daytona's ``PtyCreateRequest`` (every field optional)."""
+
+    id: str | None = None
+    cols: int | None = None
+    rows: int | None = None
+    cwd: str | None = None
+    envs: dict[str, str] | None = None
+    lazy_start: bool | None = None
+
+
+class DaytonaPtyCreated(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    session_id: str
+
+
+class DaytonaPtySessionInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``active``: the session's shell runs."""
+
+    id: str
+    cols: int
+    rows: int
+    cwd: str
+    envs: dict[str, str]
+    created_at: str
+    active: bool
+    lazy_start: bool
+
+
+class DaytonaPtyList(msgspec.Struct, frozen=True, kw_only=True):
+    sessions: list[DaytonaPtySessionInfo]
+
+
+class DaytonaPtyResize(msgspec.Struct, frozen=True, kw_only=True):
+    cols: int
+    rows: int

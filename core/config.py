@@ -49,6 +49,9 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 5.0
     reconcile_interval_s: float = 10.0
     host_timeout_s: float = 30.0
+    max_upload_bytes: int = 256 * 1024 * 1024
+    """Largest file one upload may carry (``DNAH_MAX_UPLOAD_MB``); bigger ones get 413 and
+    nothing of them is stored."""
     log_format: str | None = None
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -101,6 +104,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         heartbeat_interval_s=_number(env, "DNAH_HEARTBEAT_S", 5.0, kind=float),
         reconcile_interval_s=_number(env, "DNAH_RECONCILE_S", 10.0, kind=float),
         host_timeout_s=_number(env, "DNAH_HOST_TIMEOUT_S", 30.0, kind=float),
+        max_upload_bytes=int(_number(env, "DNAH_MAX_UPLOAD_MB", 256)) * 1024 * 1024,
         log_format=log_format,
         scheduler=SchedulerConfig(
             cpu_overcommit=_number(env, "DNAH_CPU_OVERCOMMIT", 16.0, kind=float),

@@ -7,8 +7,10 @@ CoreError
 ├── Forbidden            403  a valid key without the needed role (admin routes only)
 ├── NotFound             404  no such object *in the caller's org* (never 403: no existence leak)
 ├── Conflict             409  the object's state does not allow the operation right now
+├── PayloadTooLarge      413  an upload over the configured limit (nothing of it is stored)
 ├── NoCapacity           503  no ready host has room for the sandbox
 ├── HostUnavailable      502  the sandbox's host did not answer or failed the command
+├── InsufficientStorage  507  the sandbox's disk is full
 └── ExecTimeout          408  a command ran past its timeout (Daytona maps 408 to a timeout)
 """
 
@@ -47,6 +49,16 @@ class NotFound(CoreError):
 class Conflict(CoreError):
     status_code = 409
     code = "conflict"
+
+
+class PayloadTooLarge(CoreError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InsufficientStorage(CoreError):
+    status_code = 507
+    code = "insufficient_storage"
 
 
 class NoCapacity(CoreError):

@@ -7,6 +7,7 @@ being served travels along in ``x-request-id``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import TypeVar, cast
 
 import httpx
@@ -15,7 +16,16 @@ import structlog
 
 from contracts import guest
 from contracts.control import REQUEST_ID_HEADER
-from contracts.host import DiskUsage, ExecRequest, ExecResult, HostErrorBody, SandboxInfo, SandboxSpec
+from contracts.host import (
+    AGENT_REFUSED,
+    DiskUsage,
+    ExecRequest,
+    ExecResult,
+    FileWritten,
+    HostErrorBody,
+    SandboxInfo,
+    SandboxSpec,
+)
 from core.db.hosts import HostRecord
 from core.errors import HostUnavailable, NotFound
 
@@ -25,6 +35,24 @@ AGENT_CALL_WAIT_S = 30
 """How long hostd waits for the reply to an agent request that has no ``timeout_ms``."""
 _GUEST_REPLY = cast("type[guest.GuestToHost]", guest.GuestToHost)
 """The union of the agent's replies, as the decoder's target type."""
+
+
+class HostFile:
+    """A file being downloaded from a sandbox: its size, then its bytes as they arrive.
+
+    Iterate it once, then ``aclose`` it (also after an early stop): it holds a connection to
+    hostd, which holds a stream to the agent, until then.
+    """
+
+    def __init__(self, response: httpx.Response, size: int) -> None:
+        self._response = response
+        self.size = size
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_raw()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 class HostClient:
@@ -63,6 +91,58 @@ class HostClient:
             host, "POST", f"/sandboxes/{sandbox_id}/agent", msg, _GUEST_REPLY, timeout_s=timeout
         )
 
+    async def write_file(
+        self, host: HostRecord, sandbox_id: str, path: str, mode: str | None, content: AsyncIterable[bytes]
+    ) -> FileWritten | guest.Error:
+        """Stream ``content`` into the file ``path`` of the sandbox; all or nothing (hostd and
+        the agent discard a partial upload). An exception raised by ``content`` (the client's
+        upload failing, or going over the limit) propagates as it is, and aborts the upload.
+        The agent's refusal comes back as its ``guest.Error``."""
+        params = {"path": path} if mode is None else {"path": path, "mode": mode}
+        try:
+            resp = await self._http.put(
+                f"{host.api_url}/sandboxes/{sandbox_id}/files",
+                params=params,
+                content=content,
+                headers=self._headers(host, "application/octet-stream"),
+            )
+        except httpx.HTTPError as exc:
+            raise HostUnavailable(f"host {host.name} did not answer: {type(exc).__name__}") from exc
+        if resp.status_code == AGENT_REFUSED:
+            return msgspec.json.decode(resp.content, type=guest.Error)
+        self._raise_for_status(host, resp)
+        return msgspec.json.decode(resp.content, type=FileWritten)
+
+    async def read_file(self, host: HostRecord, sandbox_id: str, path: str) -> HostFile | guest.Error:
+        """Open the file ``path`` of the sandbox for download (see ``HostFile``), or the
+        agent's refusal."""
+        request = self._http.build_request(
+            "GET",
+            f"{host.api_url}/sandboxes/{sandbox_id}/files",
+            params={"path": path},
+            headers=self._headers(host, None),
+        )
+        try:
+            resp = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise HostUnavailable(f"host {host.name} did not answer: {type(exc).__name__}") from exc
+        if resp.status_code != 200:
+            try:
+                await resp.aread()
+            except httpx.HTTPError as exc:
+                raise HostUnavailable(f"host {host.name} failed: {type(exc).__name__}") from exc
+            finally:
+                await resp.aclose()
+            if resp.status_code == AGENT_REFUSED:
+                return msgspec.json.decode(resp.content, type=guest.Error)
+            self._raise_for_status(host, resp)
+        try:
+            size = int(resp.headers["content-length"])
+        except (KeyError, ValueError):
+            await resp.aclose()
+            raise HostUnavailable(f"host {host.name} sent a file without a valid length") from None
+        return HostFile(resp, size)
+
     async def disk_usage(self, host: HostRecord, sandbox_id: str) -> DiskUsage:
         return await self._call(host, "GET", f"/sandboxes/{sandbox_id}/disk", None, DiskUsage)
 
@@ -79,29 +159,41 @@ class HostClient:
         *,
         timeout_s: float | None = None,
     ) -> T:
-        headers = {"authorization": f"Bearer {host.api_token}", "content-type": "application/json"}
-        request_id = structlog.contextvars.get_contextvars().get("request_id")
-        if request_id:
-            headers[REQUEST_ID_HEADER] = request_id
         try:
             resp = await self._http.request(
                 method,
                 host.api_url + path,
                 content=msgspec.json.encode(body) if body is not None else None,
-                headers=headers,
+                headers=self._headers(host, "application/json"),
                 timeout=timeout_s or self._timeout,
             )
         except httpx.HTTPError as exc:
             raise HostUnavailable(f"host {host.name} did not answer: {type(exc).__name__}") from exc
-        if resp.status_code >= 400:
-            try:
-                err = msgspec.json.decode(resp.content, type=HostErrorBody)
-                detail = f"{err.code}: {err.message}"
-            except msgspec.DecodeError:
-                detail = f"HTTP {resp.status_code}"
-            if resp.status_code == 404 and path.startswith("/sandboxes/"):
-                raise NotFound(f"sandbox is not on host {host.name} ({detail})")
-            raise HostUnavailable(f"host {host.name} failed: {detail}")
+        self._raise_for_status(host, resp)
         if answer is None:
             return None  # type: ignore[return-value]
         return msgspec.json.decode(resp.content, type=answer)
+
+    @staticmethod
+    def _headers(host: HostRecord, content_type: str | None) -> dict[str, str]:
+        headers = {"authorization": f"Bearer {host.api_token}"}
+        if content_type:
+            headers["content-type"] = content_type
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
+        return headers
+
+    @staticmethod
+    def _raise_for_status(host: HostRecord, resp: httpx.Response) -> None:
+        """Translate a hostd error answer (its body read) into the core's error."""
+        if resp.status_code < 400:
+            return
+        try:
+            err = msgspec.json.decode(resp.content, type=HostErrorBody)
+            detail = f"{err.code}: {err.message}"
+        except msgspec.DecodeError:
+            detail = f"HTTP {resp.status_code}"
+        if resp.status_code == 404 and resp.request.url.path.startswith("/sandboxes/"):
+            raise NotFound(f"sandbox is not on host {host.name} ({detail})")
+        raise HostUnavailable(f"host {host.name} failed: {detail}")

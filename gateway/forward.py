@@ -138,6 +138,10 @@ class Gate(Protocol):
         """Answer the request: itself, or through ``forwarder.forward``."""
         ...
 
+    def refuse_websocket(self, upstream: Upstream) -> tuple[int, str, str] | None:
+        """Why a WebSocket upgrade may not go to the core (status, code, message), or None."""
+        ...
+
 
 def map_path(raw_path: bytes) -> bytes:
     """Seed 004's route shape: ``/sandbox/{id}/toolbox/{rest}`` is the core's
@@ -381,10 +385,11 @@ class Forwarder:
         return "ok" if response.is_success else "unhealthy"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            # Only reachable when Granian runs with websockets on; nothing behind the
-            # gateway speaks them yet. Closing before accepting is an HTTP 403.
-            await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] == "websocket":
+            # Terminals: see gateway/wsforward.py (imported here, as it builds on this module).
+            from gateway.wsforward import forward_websocket
+
+            await forward_websocket(scope, receive, send, self._core_url, self._gate)
             return
         started = time.perf_counter()
         upstream = prepare(scope, self._core_url)

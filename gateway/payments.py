@@ -173,6 +173,28 @@ class PaymentGate:
             log.warning("redis_unavailable", error=str(exc))
             return await _unavailable(send, upstream)
 
+    def refuse_websocket(self, upstream: Upstream) -> tuple[int, str, str] | None:
+        """A WebSocket (a terminal) cannot be paid per call: a 402 challenge binds one request
+        and its answer, not a stream. Free routes pass; a bearer-only route (``payable =
+        false``, as the default table marks the terminals) needs an API key, which the core
+        then checks; a priced route is refused (see ``gateway/wsforward.py``)."""
+        quote = self.prices.table.quote("GET", upstream.raw_path.decode("latin-1"))
+        if quote.free:
+            return None
+        if quote.payable:
+            message = (
+                "this WebSocket route has a price, but a WebSocket cannot be paid per call; "
+                "the operator must mark it payable = false (then an API key opens it)"
+            )
+            return 400, "websocket_not_payable", message
+        if not _has_bearer(upstream.headers):
+            message = (
+                "a terminal (WebSocket) cannot be paid per call: open it with an API key "
+                "(Authorization: Bearer)"
+            )
+            return 401, "api_key_required", message
+        return None
+
     async def _bearer(
         self, upstream: Upstream, quote: Quote, receive: Receive, send: Send, forwarder: Forwarder
     ) -> Outcome:

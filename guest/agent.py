@@ -12,7 +12,8 @@ which is what the muxer does when nothing listens on a port. hostd's client is t
 same for both runtimes.
 
 Concurrency. One thread per connection reads frames; each request runs in its own worker
-thread (a stream runs in the reader thread itself: it owns its connection), so a long ``exec`` never delays a ``ping`` on the same connection. Replies are written
+thread (a stream runs in the reader thread itself: it owns its connection), so a long
+``exec`` never delays a ``ping`` on the same connection. Replies are written
 whole under a per-connection lock, so frames never interleave. A frame that is not valid JSON
 or not a valid request gets an ``error`` frame and the connection carries on; a JSON frame
 whose header claims more than ``MAX_JSON_FRAME`` bytes means the stream cannot be trusted,
@@ -45,7 +46,7 @@ from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-from guest import files, framing, git, ops, sessions, transfer
+from guest import files, framing, git, ops, pty, sessions, transfer
 
 VERSION = "0.2.0"
 AGENT = f"dnah-guest/{VERSION}"
@@ -140,6 +141,7 @@ def serve(socket_path: str) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
         sessions.close_all()
+        pty.close_all()
     return 0
 
 
@@ -313,6 +315,12 @@ class Connection:
             if data:
                 self._sock.sendall(data)
 
+    def close(self) -> None:
+        """End a stream from the agent's side: the host sees the end, and ``read_frame``
+        returns None (the descriptor itself is closed by ``serve``)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
     def _read_exact(self, size: int) -> bytes | None:
         """``size`` bytes, or None at EOF (a frame cut short is treated as EOF too)."""
         data = self._reader.read(size)
@@ -346,12 +354,14 @@ _HANDLERS: dict[type, Callable[[Any, dict[str, str]], dict[str, object]]] = {
     framing.GitLogRequest: git.log,
     framing.SessionRequest: sessions.handle,
     framing.FsRequest: files.handle,
+    framing.PtyRequest: pty.handle,
 }
 """The handler of each request type but ``ping`` (answered here, it needs the agent's name)."""
 
 _STREAMS: dict[type, Callable[[Any, Connection, dict[str, str]], None]] = {
     framing.FsWriteRequest: transfer.write,
     framing.FsReadRequest: transfer.read,
+    framing.PtyAttachRequest: pty.attach,
 }
 """The handler of each stream opener; it runs in the connection's reader thread and owns the
 connection until it returns."""

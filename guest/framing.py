@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024
@@ -32,6 +32,10 @@ GIT_TIMEOUT_MS = 300_000
 FS_MAX_RESULTS = 10_000
 FS_WALK_BUDGET_MS = 20_000
 FS_LINE_MAX = 1000
+PTY_MAX_SESSIONS = 32
+PTY_SCROLLBACK = 64 * 1024
+PTY_MAX_SIZE = 1000
+PTY_KILL_GRACE_MS = 1000
 
 
 class BadRequest(Exception):
@@ -243,7 +247,35 @@ class FsReadRequest:
     path: str
 
 
-StreamRequest = FsWriteRequest | FsReadRequest
+@dataclass(frozen=True)
+class PtyRequest:
+    """Any ``pty.*`` relay request: ``kind`` is its ``t``; the fields it does not take keep
+    their defaults (``contracts.guest`` has one class per request, the agent one module)."""
+
+    id: int
+    kind: str
+    session_id: str | None = None
+    cols: int = 80
+    rows: int = 24
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    lazy_start: bool = False
+
+
+@dataclass(frozen=True)
+class PtyAttachRequest:
+    """``pty.attach``: the opener of a terminal stream."""
+
+    id: int
+    session_id: str
+    create: bool = False
+    cols: int = 80
+    rows: int = 24
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+StreamRequest = FsWriteRequest | FsReadRequest | PtyAttachRequest
 """The requests that open a stream: each must be the first frame of its own connection."""
 
 Request = (
@@ -255,6 +287,7 @@ Request = (
     | GitRequest
     | SessionRequest
     | FsRequest
+    | PtyRequest
 )
 
 
@@ -487,6 +520,54 @@ def fs_replace_result(request_id: int, results: list[dict[str, object]]) -> dict
     return {"t": "fs.replace.result", "results": results, "id": request_id}
 
 
+def pty_info(
+    *,
+    session_id: str,
+    cols: int,
+    rows: int,
+    cwd: str,
+    env: dict[str, str],
+    created_at: str,
+    active: bool,
+    exit_code: int | None,
+    clients: int,
+    ephemeral: bool,
+    lazy_start: bool,
+    pid: int | None,
+) -> dict[str, object]:
+    """A ``PtyInfo`` (nested, so no ``t`` and no ``id``)."""
+    return {
+        "session_id": session_id,
+        "cols": cols,
+        "rows": rows,
+        "cwd": cwd,
+        "env": env,
+        "created_at": created_at,
+        "active": active,
+        "exit_code": exit_code,
+        "clients": clients,
+        "ephemeral": ephemeral,
+        "lazy_start": lazy_start,
+        "pid": pid,
+    }
+
+
+def pty_result(request_id: int, session: dict[str, object]) -> dict[str, object]:
+    return {"t": "pty.result", "session": session, "id": request_id}
+
+
+def pty_list_result(request_id: int, sessions: list[dict[str, object]]) -> dict[str, object]:
+    return {"t": "pty.list.result", "sessions": sessions, "id": request_id}
+
+
+def pty_attached(request_id: int, session: dict[str, object]) -> dict[str, object]:
+    return {"t": "pty.attached", "session": session, "id": request_id}
+
+
+def pty_exited(request_id: int, exit_code: int) -> dict[str, object]:
+    return {"t": "pty.exited", "exit_code": exit_code, "id": request_id}
+
+
 def error(request_id: int, code: str, message: str) -> dict[str, object]:
     return {"t": "error", "code": code, "message": message, "id": request_id}
 
@@ -526,6 +607,8 @@ def parse_request(payload: bytes) -> Request | StreamRequest:
         return _parse_fs(request_id, kind, message)
     if kind in ("fs.write", "fs.read"):
         return _parse_transfer(request_id, kind, message)
+    if isinstance(kind, str) and kind in _PTY_FIELDS:
+        return _parse_pty(request_id, kind, message)
     raise BadRequest(request_id, f"unknown message type {kind!r}")
 
 
@@ -729,6 +812,53 @@ def _parse_transfer(request_id: int, kind: str, message: dict[str, object]) -> S
     if mode is not None and not isinstance(mode, str):
         raise BadRequest(request_id, "'mode' must be a string or null")
     return FsWriteRequest(request_id, path, mode)
+
+
+_PTY_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    # tag: (required str fields, optional str fields, int fields, bool fields)
+    "pty.create": ((), ("session_id", "cwd"), ("cols", "rows"), ("lazy_start",)),
+    "pty.list": ((), (), (), ()),
+    "pty.get": (("session_id",), (), (), ()),
+    "pty.kill": (("session_id",), (), (), ()),
+    "pty.resize": (("session_id", "cols", "rows"), (), (), ()),
+    "pty.attach": (("session_id",), ("cwd",), ("cols", "rows"), ("create",)),
+}
+
+
+def _parse_pty(request_id: int, kind: str, message: dict[str, object]) -> PtyRequest | PtyAttachRequest:
+    required, optional, ints, bools = _PTY_FIELDS[kind]
+    fields: dict[str, object] = {}
+    for name in required:
+        value = message.get(name)
+        if name in ("cols", "rows"):
+            if not _is_int(value):
+                raise BadRequest(request_id, f"{name!r} must be an integer")
+        elif not isinstance(value, str):
+            raise BadRequest(request_id, f"{name!r} must be a string")
+        fields[name] = value
+    for name in optional:
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(request_id, f"{name!r} must be a string or null")
+        fields[name] = value
+    for name in ints:
+        value = message.get(name, 80 if name == "cols" else 24)
+        if not _is_int(value):
+            raise BadRequest(request_id, f"{name!r} must be an integer")
+        fields[name] = value
+    for name in bools:
+        value = message.get(name, False)
+        if not isinstance(value, bool):
+            raise BadRequest(request_id, f"{name!r} must be a boolean")
+        fields[name] = value
+    if kind in ("pty.create", "pty.attach"):
+        env = message.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
+            raise BadRequest(request_id, "'env' must map strings to strings")
+        fields["env"] = env
+    if kind == "pty.attach":
+        return PtyAttachRequest(request_id, **fields)  # type: ignore[arg-type]
+    return PtyRequest(request_id, kind, **fields)  # type: ignore[arg-type]
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

@@ -60,6 +60,8 @@ from hosts.errors import HostError, TemplateNotFound
 from hosts.registration import Registrar
 from hosts.runtime.factory import make_runtime
 from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
+from hosts.terminal import pty_socket
+from hosts.transfers import read_file, write_file
 
 log = structlog.get_logger("hosts.app")
 
@@ -86,7 +88,10 @@ def create_app() -> Litestar:
             destroy_sandbox,
             exec_in,
             agent_call,
+            write_file,
+            read_file,
             disk_usage,
+            pty_socket,
         ],
         lifespan=[_lifespan(config)],
         middleware=[DefineMiddleware(_AuthAndLog, api_token=config.api_token)],
@@ -244,8 +249,30 @@ class _AuthAndLog:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(cast("HTTPScope", scope), receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
         else:
             await self._app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The terminal route needs the token as much as any other: a refused upgrade is
+        closed before it is accepted (the client sees HTTP 403)."""
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        bind_request_id(headers.get(_REQUEST_ID_KEY, b"").decode("latin-1"))
+        authorized = self._authorized(headers.get(b"authorization", b""))
+        try:
+            if authorized:
+                await self._app(scope, receive, send)
+            else:
+                await send({"type": "websocket.close", "code": 1008, "reason": ""})
+        finally:
+            log.info(
+                "websocket",
+                path=scope["path"],
+                authorized=authorized,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
 
     def _authorized(self, authorization: bytes) -> bool:
         scheme, _, token = authorization.partition(b" ")

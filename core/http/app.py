@@ -27,6 +27,8 @@ from core.http.internal import InternalHosts
 from core.http.middleware import request_context
 from core.http.native import ApiKeys, NativeSandboxes
 from core.http.sessions import DaytonaSessions, NativeSessions
+from core.http.terminals import TERMINAL_ROUTES
+from core.http.transfers import DaytonaTransfers
 from core.services.auth import AuthService
 from core.services.hosts import HostService
 from core.services.payments import PaymentService
@@ -98,8 +100,10 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             DaytonaGit,
             NativeFiles,
             DaytonaFiles,
+            DaytonaTransfers,
             InternalHosts,
             EdgePayments,
+            *TERMINAL_ROUTES,
         ],
         lifespan=[lifespan],
         middleware=[request_context],

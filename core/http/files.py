@@ -8,19 +8,19 @@ outside the sandbox can be named. Mind the naming swap: native ``find`` matches 
 ``grep`` contents, Daytona's ``search`` matches names and its ``find`` contents. Daytona's
 text operations take ``pattern`` literally.
 
-The byte streams (upload, download) belong to a later slice; their handlers at a path used
-here (native ``GET``/``PUT /v1/sandboxes/{id}/files``) must go into these controllers, because
-Litestar refuses two controllers registering the same path (their automatic ``OPTIONS``
-handlers collide).
+The byte streams are in ``core/http/transfers.py``; only native ``GET``/``PUT
+/v1/sandboxes/{id}/files`` are declared here, on top of its helpers, because Litestar refuses
+two controllers registering the same path (their automatic ``OPTIONS`` handlers collide).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
+from litestar.response import Stream
 
 from contracts import guest
 from contracts.public import (
@@ -39,8 +39,10 @@ from contracts.public import (
     FileReplace,
     FileReplaced,
     FileReplaceResults,
+    FileUploaded,
 )
 from core.http.deps import provide_principal, provide_sandboxes
+from core.http.transfers import file_response, upload_body
 from core.services.auth import Principal
 from core.services.sandboxes import SandboxService
 
@@ -96,6 +98,26 @@ def daytona_info(entry: guest.FsEntry) -> DaytonaFileInfo:
 class NativeFiles(Controller):
     path = "/v1/sandboxes/{sandbox_id:str}/files"
     dependencies = _DEPS
+
+    @put("/", status_code=200, request_max_body_size=None)
+    async def upload(
+        self,
+        request: Request,
+        sandbox_id: str,
+        principal: Principal,
+        sandboxes: SandboxService,
+        path: str,
+        mode: str | None = None,
+    ) -> FileUploaded:
+        """The body is the file's content, streamed (up to ``DNAH_MAX_UPLOAD_MB``); all or
+        nothing."""
+        return await upload_body(request, sandboxes, principal.org_id, sandbox_id, path, mode)
+
+    @get("/")
+    async def download(
+        self, sandbox_id: str, principal: Principal, sandboxes: SandboxService, path: str
+    ) -> Stream:
+        return file_response(await sandboxes.download(principal.org_id, sandbox_id, path), path)
 
     @get("/list")
     async def list_files(

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import math
 import uuid
+from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime, timedelta
 from typing import TypeVar, cast
 
@@ -29,7 +30,7 @@ import msgspec
 import structlog
 
 from contracts import guest
-from contracts.host import ExecRequest, ExecResult, SandboxSpec
+from contracts.host import ExecRequest, ExecResult, FileWritten, SandboxSpec
 from core.config import CoreConfig
 from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
@@ -42,11 +43,14 @@ from core.errors import (
     CoreError,
     Forbidden,
     HostUnavailable,
+    InsufficientStorage,
     NoCapacity,
     NotFound,
+    PayloadTooLarge,
 )
-from core.hostclient import HostClient
+from core.hostclient import HostClient, HostFile
 from core.states import sources
+from core.terminal_client import HostTerminal, open_terminal
 
 log = structlog.get_logger()
 
@@ -302,6 +306,43 @@ class SandboxService:
         rec, host = await self._active(org_id, ref)
         return await self._ask(host, rec, msg, expect)
 
+    # byte streams: a file's content, never held whole here (see docs/architecture.md)
+
+    async def upload(
+        self, org_id: str, ref: str, path: str, content: AsyncIterable[bytes], *, mode: str | None = None
+    ) -> FileWritten:
+        """Stream ``content`` into ``path`` (parents created; an existing file replaced, keeping
+        its mode unless ``mode`` is given); activity. All or nothing: more than
+        ``max_upload_bytes`` is a 413, and then, as after any failure midway, the file is as it
+        was before."""
+        rec, host = await self._active(org_id, ref)
+        result = await self._hosts.write_file(
+            host, rec.id, path, mode, _limited(content, self._config.max_upload_bytes)
+        )
+        if isinstance(result, guest.Error):
+            raise _agent_error(result)
+        return result
+
+    async def download(self, org_id: str, ref: str, path: str) -> HostFile:
+        """Open the regular file ``path`` for download; activity. The caller iterates the
+        result and must ``aclose`` it."""
+        rec, host = await self._active(org_id, ref)
+        result = await self._hosts.read_file(host, rec.id, path)
+        if isinstance(result, guest.Error):
+            raise _agent_error(result)
+        return result
+
+    async def require_started(self, org_id: str, ref: str) -> None:
+        """Fail as any toolbox call would (404, 409) unless the sandbox is started; activity.
+        For operations that answer about several things at once (a bulk download), so a
+        sandbox-level error is the answer instead of one error per item."""
+        await self._active(org_id, ref)
+
+    def check_upload_size(self, announced: int | None) -> None:
+        """Refuse an upload whose announced length is over the limit before reading it."""
+        if announced is not None and announced > self._config.max_upload_bytes:
+            raise PayloadTooLarge(_too_large(self._config.max_upload_bytes))
+
     # sessions: persistent shells in the sandbox (guest/sessions.py); all of it is activity
 
     async def session_create(
@@ -388,6 +429,66 @@ class SandboxService:
         with contextlib.suppress(NotFound):  # already gone on the host: the goal is reached
             await self._hosts.destroy(host, sandbox_id)
 
+    # terminals: PTY sessions in the sandbox (guest/pty.py, core/http/terminals.py); activity
+
+    async def pty_create(self, org_id: str, ref: str, msg: guest.PtyCreate) -> guest.PtyInfo:
+        """A session that outlives its clients; an id already taken is a 409."""
+        rec, host = await self._active(org_id, ref)
+        return (await self._ask(host, rec, msg, guest.PtyResult)).session
+
+    async def pty_list(self, org_id: str, ref: str) -> list[guest.PtyInfo]:
+        rec, host = await self._active(org_id, ref)
+        return (await self._ask(host, rec, guest.PtyList(id=0), guest.PtyListResult)).sessions
+
+    async def pty_get(self, org_id: str, ref: str, session_id: str) -> guest.PtyInfo:
+        rec, host = await self._active(org_id, ref)
+        msg = guest.PtyGet(id=0, session_id=session_id)
+        return (await self._ask(host, rec, msg, guest.PtyResult)).session
+
+    async def pty_kill(self, org_id: str, ref: str, session_id: str) -> guest.PtyInfo:
+        """Kill every process of the session and forget it; attached clients see the exit."""
+        rec, host = await self._active(org_id, ref)
+        msg = guest.PtyKill(id=0, session_id=session_id)
+        return (await self._ask(host, rec, msg, guest.PtyResult)).session
+
+    async def pty_resize(self, org_id: str, ref: str, session_id: str, cols: int, rows: int) -> guest.PtyInfo:
+        """A session whose shell has exited is a 409."""
+        rec, host = await self._active(org_id, ref)
+        msg = guest.PtyResize(id=0, session_id=session_id, cols=cols, rows=rows)
+        return (await self._ask(host, rec, msg, guest.PtyResult)).session
+
+    async def pty_attach(
+        self, org_id: str, ref: str, opener: guest.PtyAttach
+    ) -> tuple[str, HostTerminal, guest.PtyInfo]:
+        """Attach to a terminal (with ``opener.create``, a new ephemeral one); returns the
+        sandbox id, the terminal and the session. The caller owns the terminal and must close
+        it, which detaches (and kills an ephemeral session with no client left)."""
+        rec, host = await self._active(org_id, ref)
+        terminal, first = await open_terminal(host, rec.id, opener)
+        if isinstance(first, guest.Error):
+            raise _agent_error(first)
+        return rec.id, terminal, first.session
+
+    async def pty_activity(self, sandbox_id: str) -> None:
+        """Typing in a terminal is activity: one conditional write a second at most."""
+        await sandboxes_db.touch(self._db, sandbox_id, ACTIVITY_GRANULARITY_S)
+
+
+async def _limited(content: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
+    """``content``, raising ``PayloadTooLarge`` as soon as it goes over ``limit`` bytes (the
+    bytes beyond it are never passed on)."""
+    total = 0
+    async for chunk in content:
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(_too_large(limit))
+        if chunk:
+            yield chunk
+
+
+def _too_large(limit: int) -> str:
+    return f"an upload may carry at most {limit // (1024 * 1024)} MiB"
+
 
 def _agent_error(reply: guest.Error) -> CoreError:
     """The core error for an agent's ``error`` reply: the request's fault (400, 404) or the
@@ -400,6 +501,8 @@ def _agent_error(reply: guest.Error) -> CoreError:
         return Conflict(reply.message)
     if reply.code == "forbidden":
         return Forbidden(reply.message)
+    if reply.code == "no_space":
+        return InsufficientStorage(reply.message)
     if reply.code == "unsupported":
         return BadRequest(f"not supported by this sandbox's agent: {reply.message}")
     return HostUnavailable(f"the sandbox's agent failed: {reply.message}")

@@ -216,6 +216,8 @@ REQUIRED_FIELDS: dict[str, object] = {
     "destination": "b",
     "find": "x",
     "replace": "y",
+    "cols": 80,
+    "rows": 24,
 }
 """Enough fields for every request type's required ones."""
 

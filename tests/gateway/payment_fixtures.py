@@ -201,7 +201,8 @@ def start_payment_gateway(
         **env,
     }
     log = log_dir / f"gateway-{mode}-{uuid.uuid4().hex[:8]}.log"
-    server = start("gateway.app:create_app", gateway_env(stack.config.core_url, **settings), log)
+    server_env = gateway_env(stack.config.core_url, **settings)
+    server = start("gateway.app:create_app", server_env, log, websockets=True)
     return PayGateway(server=server, recipient=recipient, pricing_file=pricing_file, mode=mode)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from tests.gateway.servers import Server, StartGateway, free_port
 
@@ -325,13 +327,27 @@ def test_core_stalls_mid_body(start_gateway: StartGateway, upstream: Server) -> 
         assert (entry["status"], entry["error"]) == (200, "upstream_broken")
 
 
-def test_websockets_are_refused(start_gateway: StartGateway, upstream: Server) -> None:
-    """Nothing behind the gateway speaks websockets yet: a handshake gets a plain 403."""
+def test_websocket_upgrades_are_checked_and_refusals_relayed(
+    start_gateway: StartGateway, upstream: Server
+) -> None:
+    """An upgrade is vetted like a request (``.``/``..`` segments, ``/internal``) and forwarded;
+    an upstream that does not accept it has its answer relayed as the upgrade's answer (the
+    terminals themselves are tested against the real core in ``test_websockets.py``)."""
     gateway = start_gateway(upstream.url, websockets=True)
-    handshake = (
-        b"GET /sandbox/sb1/toolbox/pty HTTP/1.1\r\nhost: gw\r\nupgrade: websocket\r\n"
-        b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"sec-websocket-version: 13\r\n\r\n"
+    base = gateway.url.replace("http://", "ws://")
+    cases = [("/internal/hosts", 404, "not_found"), ("/v1/%2e%2e/internal", 400, "invalid_path")]
+    for path, status, code in cases:
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(base + path, proxy=None, additional_headers={"x-request-id": "ws-probe"}).close()
+        response = refused.value.response
+        assert response.status_code == status, path
+        assert json.loads(response.body or b"{}")["code"] == code
+        assert response.headers["x-request-id"] == "ws-probe"
+    # The stand-in core answers the upgrade as a plain GET (200, its echo): relayed as is.
+    with pytest.raises(InvalidStatus) as relayed:
+        ws_connect(base + "/sandbox/sb1/toolbox/process/pty/x/connect", proxy=None).close()
+    assert relayed.value.response.status_code == 200
+    assert (
+        json.loads(relayed.value.response.body or b"{}")["raw_path"] == "/toolbox/sb1/process/pty/x/connect"
     )
-    assert _raw_exchange(gateway, handshake).startswith(b"HTTP/1.1 403")
     assert "unhandled_error" not in gateway.log.read_text()

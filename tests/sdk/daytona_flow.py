@@ -9,13 +9,23 @@ assert on values and print timings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from daytona import CreateSandboxFromSnapshotParams, Daytona, SessionExecuteRequest
+from daytona import (
+    CreateSandboxFromSnapshotParams,
+    Daytona,
+    DaytonaNotFoundError,
+    FileDownloadRequest,
+    FileUpload,
+    SessionExecuteRequest,
+)
 
 
 def value(state: Any) -> str:
@@ -138,6 +148,46 @@ def main() -> int:
     replaced = fs.replace_in_files(["data/y.txt"], "TODO", "DONE")
     report["fs_replace"] = [[r.file, r.success] for r in replaced]
     report["fs_after"] = sandbox.process.exec("cd && stat -c %a data/y.txt && cat data/y.txt").result
+
+    # files: byte streams (multipart bulk-upload / bulk-download under the SDK's calls)
+    payload = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and 4 bytes, every byte value
+    timed("fs_upload_file", lambda: fs.upload_file(payload, "data/up/blob.bin"))
+    report["fs_uploaded_sha"] = sandbox.process.exec("cd && sha256sum data/up/blob.bin").result.split()[0]
+    report["fs_expected_sha"] = hashlib.sha256(payload).hexdigest()
+    downloaded = timed("fs_download_file", lambda: fs.download_file("data/up/blob.bin"))
+    report["fs_download_matches"] = downloaded == payload
+    try:
+        fs.download_file("data/nope")
+        report["fs_download_missing"] = "no error"
+    except DaytonaNotFoundError:
+        report["fs_download_missing"] = "not found"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "local.txt"
+        local.write_text("from disk\n")
+        fs.upload_files(
+            [
+                FileUpload(source=str(local), destination="data/bulk/a.txt"),
+                FileUpload(source=b"from bytes\n", destination="data/bulk/deeper/b.txt"),
+            ]
+        )
+        out = Path(tmp) / "out" / "a.txt"
+        results = fs.download_files(
+            [
+                FileDownloadRequest(source="data/bulk/a.txt", destination=str(out)),
+                FileDownloadRequest(source="data/bulk/deeper/b.txt"),
+                FileDownloadRequest(source="data/bulk/missing.txt"),
+            ]
+        )
+        report["fs_bulk"] = [
+            [
+                r.source,
+                "file" if isinstance(r.result, str) else r.result and r.result.decode(),
+                r.error is not None,
+            ]
+            for r in results
+        ]
+        report["fs_bulk_local"] = out.read_text()
+
     fs.delete_file("data", recursive=True)
     report["fs_deleted"] = sandbox.process.exec("cd && test -e data || echo gone").result
 

@@ -115,6 +115,15 @@ def test_the_daytona_sdk_runs_unmodified(
         assert report["fs_replace"] == [["/home/user/data/y.txt", True]]
         assert report["fs_after"] == "600\na DONE\n"
         assert report["fs_deleted"] == "gone\n"
+        assert report["fs_uploaded_sha"] == report["fs_expected_sha"]
+        assert report["fs_download_matches"] is True
+        assert report["fs_download_missing"] == "not found"
+        assert report["fs_bulk"] == [
+            ["data/bulk/a.txt", "file", False],
+            ["data/bulk/deeper/b.txt", "from bytes\n", False],
+            ["data/bulk/missing.txt", None, True],
+        ]
+        assert report["fs_bulk_local"] == "from disk\n"
         assert report["get"] == {"id": sid, "state": "started"}
         assert sid in report["list"] and bash.json()["id"] in report["list"]
         assert report["after_delete"] == report["js_after_delete"] == "destroyed"
