@@ -90,7 +90,9 @@ class SandboxSpec(_Wire, frozen=True):
 
 class SandboxInfo(_Wire, frozen=True):
     id: str
-    state: Literal["running", "stopped", "paused"]
+    state: Literal["running", "stopped", "paused", "archived"]
+    """``archived``: the host keeps the sandbox's record but its disk is in the archive store
+    (``POST /sandboxes/{id}/archive``); ``start`` or ``unarchive`` brings the disk back."""
     ip: str | None = None
 
 
@@ -118,6 +120,54 @@ class FileWritten(_Wire, frozen=True):
 
 AGENT_REFUSED = 422
 """The status of a stream route the agent refused; the body is the agent's ``guest.Error``."""
+
+
+class SnapshotRequest(_Wire, frozen=True):
+    """Body of ``POST /sandboxes/{id}/snapshots``: the id the core chose for the snapshot
+    (1-63 letters, digits, ``-`` or ``_``; unique on the host)."""
+
+    snapshot_id: str
+
+
+class SnapshotTaken(_Wire, frozen=True):
+    """A snapshot is written (manifest included) but not trusted until it is signed
+    (``PUT /snapshots/{id}/signature`` with a ``contracts.snapshots.SignedSnapshot`` whose
+    claim carries exactly this ``manifest_hash`` and ``size``)."""
+
+    snapshot_id: str
+    sandbox_id: str
+    manifest_hash: str
+    """Hex sha256 of the stored ``manifest.json`` bytes."""
+    size: int
+    """Bytes of the snapshot's data files."""
+    memory: bool
+    """Whether the snapshot holds memory too; False on the namespace runtime (disk only)."""
+
+
+class RestoreRequest(_Wire, frozen=True):
+    """Body of ``POST /sandboxes/{id}/restore``. ``verify_keys`` maps each accepted key id to
+    its base64 Ed25519 public key; the snapshot's signature must be by one of them."""
+
+    snapshot_id: str
+    verify_keys: dict[str, str]
+
+
+class CloneRequest(_Wire, frozen=True):
+    """Body of ``POST /snapshots/{snapshot_id}/clone``: a new sandbox ``spec`` whose disk is
+    the (verified) snapshot's; ``spec.template`` must be the snapshot's template."""
+
+    spec: SandboxSpec
+    verify_keys: dict[str, str]
+
+
+class ResizeRequest(_Wire, frozen=True):
+    """Body of ``POST /sandboxes/{id}/resize``; a field left out keeps its value. A running
+    sandbox may only grow (CPU, memory: applied live); a stopped one may also shrink CPU and
+    memory; disk only ever grows. The core keeps the spec it sends on ``start`` in step."""
+
+    cpu: int | None = None
+    ram_mb: int | None = None
+    disk_gb: int | None = None
 
 
 class DiskUsage(_Wire, frozen=True):

@@ -11,7 +11,7 @@ Every error, in both shapes, is an ``ErrorBody``: ``{statusCode, message, code}`
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -37,9 +37,14 @@ class CreateSandbox(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     env: dict[str, str] = {}
     labels: dict[str, str] = {}
     language: str | None = None
-    auto_stop_minutes: int = 0
-    auto_archive_days: int = 0
-    auto_delete_days: int = 0
+    lifecycle: Literal["persistent", "ephemeral"] | None = None
+    """A preset of the three timers (docs/lifecycle.md); explicit timers win over it."""
+    auto_stop_minutes: int | msgspec.UnsetType = msgspec.UNSET
+    """Idle minutes before an automatic stop; 0: never."""
+    auto_archive_days: int | msgspec.UnsetType = msgspec.UNSET
+    """Days after the stop before an automatic archive; 0: never."""
+    auto_delete_days: int | msgspec.UnsetType = msgspec.UNSET
+    """Days after the stop before an automatic delete; 0: never."""
     # E2B's create body
     templateID: str | None = None
     metadata: dict[str, str] = {}
@@ -60,12 +65,34 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
     labels: dict[str, str]
     language: str
     error_reason: str | None
+    lifecycle: str
     auto_stop_minutes: int
+    """0: never."""
     auto_archive_days: int
+    """0: never; rounded up when the timer is not whole days (``auto_archive_minutes`` is exact)."""
     auto_delete_days: int
+    auto_archive_minutes: int | None
+    """None: never."""
+    auto_delete_minutes: int | None
+    """None: never; 0: as soon as it stops."""
     created_at: str
     updated_at: str
     last_activity_at: str
+    stopped_at: str | None
+
+
+class Resize(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/sandboxes/{id}/resize``: new values, or null to keep one."""
+
+    cpu: int | None = None
+    ram_mb: int | None = None
+    disk_gb: int | None = None
+
+
+class Labels(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``PUT /v1/sandboxes/{id}/labels``: the new set (it replaces the old one)."""
+
+    labels: dict[str, str]
 
 
 class SandboxList(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,6 +204,7 @@ class DaytonaCreateSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="ca
     auto_stop_interval: int | None = None
     auto_archive_interval: int | None = None
     auto_delete_interval: int | None = None
+    ephemeral: bool = False
     network_block_all: bool = False
     target: str | None = None
 
@@ -790,3 +818,77 @@ class DaytonaPtyList(msgspec.Struct, frozen=True, kw_only=True):
 class DaytonaPtyResize(msgspec.Struct, frozen=True, kw_only=True):
     cols: int
     rows: int
+
+
+# webhooks (core/http/webhooks.py, docs/webhooks.md) ------------------------------------------
+
+WEBHOOK_EVENTS = ("sandbox.state_updated", "template.state_updated")
+"""The events a webhook can subscribe to; ``"*"`` subscribes to all, present and future."""
+
+
+class CreateWebhook(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/webhooks``. Without ``secret`` the server generates one."""
+
+    url: str
+    events: list[str]
+    secret: str | None = None
+
+
+class Webhook(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook as listed: ``secret`` is always ``"[redacted]"``."""
+
+    id: str
+    url: str
+    events: list[str]
+    secret: str
+    created_at: str
+
+
+class WebhookCreated(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a create: the only time ``secret`` is shown."""
+
+    id: str
+    url: str
+    events: list[str]
+    secret: str
+    created_at: str
+
+
+class WebhookList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Webhook]
+
+
+class WebhookDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One event sent (or being sent) to one webhook. ``status``: pending, delivered or dead;
+    ``id`` is the ``x-dnah-delivery-id`` header of every attempt."""
+
+    id: str
+    event: str
+    status: str
+    attempts: int
+    next_attempt_at: str | None
+    delivered_at: str | None
+    last_status: int | None
+    last_error: str | None
+    created_at: str
+
+
+class WebhookDeliveryList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[WebhookDelivery]
+
+
+# lifecycle (Daytona shapes; the native ones, ``Resize`` and ``Labels``, are with ``Sandbox``)
+
+
+class DaytonaResize(msgspec.Struct, frozen=True, kw_only=True):
+    """``POST /sandbox/{id}/resize``: ``memory`` and ``disk`` in GiB; absent keeps a value."""
+
+    cpu: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+
+
+class DaytonaLabels(msgspec.Struct, frozen=True, kw_only=True):
+    """``PUT /sandbox/{id}/labels`` body and answer: the whole new set."""
+
+    labels: dict[str, str]

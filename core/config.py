@@ -36,6 +36,18 @@ class SchedulerConfig(msgspec.Struct, frozen=True, kw_only=True):
     host_stale_after_s: float = 15.0
 
 
+class WebhookConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How the webhook dispatcher sends (docs/webhooks.md). Attempt n waits
+    ``min(backoff_s * 2**(n-1), backoff_max_s)`` (plus up to 10 % jitter) after a failure;
+    after ``max_attempts`` the delivery is dead."""
+
+    poll_interval_s: float = 1.0
+    timeout_s: float = 5.0
+    max_attempts: int = 10
+    backoff_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+
 class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 3100
@@ -49,12 +61,15 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 5.0
     reconcile_interval_s: float = 10.0
     host_timeout_s: float = 30.0
+    reaper_interval_s: float = 30.0
+    """How often the reaper applies the automatic timers (``DNAH_REAPER_S``)."""
     max_upload_bytes: int = 256 * 1024 * 1024
     """Largest file one upload may carry (``DNAH_MAX_UPLOAD_MB``); bigger ones get 413 and
     nothing of them is stored."""
     log_format: str | None = None
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
+    webhooks: WebhookConfig = WebhookConfig()
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -104,10 +119,18 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         heartbeat_interval_s=_number(env, "DNAH_HEARTBEAT_S", 5.0, kind=float),
         reconcile_interval_s=_number(env, "DNAH_RECONCILE_S", 10.0, kind=float),
         host_timeout_s=_number(env, "DNAH_HOST_TIMEOUT_S", 30.0, kind=float),
+        reaper_interval_s=_number(env, "DNAH_REAPER_S", 30.0, kind=float),
         max_upload_bytes=int(_number(env, "DNAH_MAX_UPLOAD_MB", 256)) * 1024 * 1024,
         log_format=log_format,
         scheduler=SchedulerConfig(
             cpu_overcommit=_number(env, "DNAH_CPU_OVERCOMMIT", 16.0, kind=float),
             ram_overcommit=_number(env, "DNAH_RAM_OVERCOMMIT", 2.0, kind=float),
+        ),
+        webhooks=WebhookConfig(
+            poll_interval_s=_number(env, "DNAH_WEBHOOK_POLL_S", 1.0, kind=float),
+            timeout_s=_number(env, "DNAH_WEBHOOK_TIMEOUT_S", 5.0, kind=float),
+            max_attempts=int(_number(env, "DNAH_WEBHOOK_MAX_ATTEMPTS", 10)),
+            backoff_s=_number(env, "DNAH_WEBHOOK_BACKOFF_S", 1.0, kind=float),
+            backoff_max_s=_number(env, "DNAH_WEBHOOK_BACKOFF_MAX_S", 300.0, kind=float),
         ),
     )

@@ -70,6 +70,12 @@ class HostUnavailable(CoreError):
     status_code = 502
     code = "host_unavailable"
 
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
+        """True when the host answered with an error (it did not do it); False when the
+        outcome is unknown (no answer)."""
+
 
 class ExecTimeout(CoreError):
     status_code = 408

@@ -23,6 +23,7 @@ from contracts.host import (
     ExecResult,
     FileWritten,
     HostErrorBody,
+    ResizeRequest,
     SandboxInfo,
     SandboxSpec,
 )
@@ -31,6 +32,8 @@ from core.errors import HostUnavailable, NotFound
 
 T = TypeVar("T")
 
+LONG_OP_S = 600
+"""How long operations that copy a whole disk (archive, snapshot, restore) may take."""
 AGENT_CALL_WAIT_S = 30
 """How long hostd waits for the reply to an agent request that has no ``timeout_ms``."""
 _GUEST_REPLY = cast("type[guest.GuestToHost]", guest.GuestToHost)
@@ -71,6 +74,32 @@ class HostClient:
 
     async def start(self, host: HostRecord, spec: SandboxSpec) -> SandboxInfo:
         return await self._call(host, "POST", f"/sandboxes/{spec.id}/start", spec, SandboxInfo)
+
+    async def stop(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
+        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/stop", None, SandboxInfo)
+
+    async def pause(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
+        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/pause", None, SandboxInfo)
+
+    async def resume(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
+        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/resume", None, SandboxInfo)
+
+    async def archive(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
+        # writing the whole disk to the archive store takes as long as it takes
+        return await self._call(
+            host, "POST", f"/sandboxes/{sandbox_id}/archive", None, SandboxInfo, timeout_s=LONG_OP_S
+        )
+
+    async def unarchive(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
+        return await self._call(
+            host, "POST", f"/sandboxes/{sandbox_id}/unarchive", None, SandboxInfo, timeout_s=LONG_OP_S
+        )
+
+    async def resize(
+        self, host: HostRecord, sandbox_id: str, *, cpu: int, ram_mb: int, disk_gb: int
+    ) -> SandboxInfo:
+        body = ResizeRequest(cpu=cpu, ram_mb=ram_mb, disk_gb=disk_gb)
+        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/resize", body, SandboxInfo)
 
     async def destroy(self, host: HostRecord, sandbox_id: str) -> None:
         await self._call(host, "DELETE", f"/sandboxes/{sandbox_id}", None, None)
@@ -196,4 +225,4 @@ class HostClient:
             detail = f"HTTP {resp.status_code}"
         if resp.status_code == 404 and resp.request.url.path.startswith("/sandboxes/"):
             raise NotFound(f"sandbox is not on host {host.name} ({detail})")
-        raise HostUnavailable(f"host {host.name} failed: {detail}")
+        raise HostUnavailable(f"host {host.name} failed: {detail}", answered=resp.status_code < 500)

@@ -2,37 +2,64 @@
 
 ::
 
-    creating ──► started ──► stopping ──► stopped ──► starting ──► started
-        │           │                        │
-        │           └──────────┬─────────────┘
-        ▼                      ▼
-      error ◄───────────── destroying ──► destroyed
+    creating ──► started ──pausing──► paused ──resuming──► started
+                 started ──stopping──► stopped ──starting──► started
+                 paused  ──stopping──► stopped
+                 stopped ──archiving─► archived ──unarchiving──► stopped
+                 error   ──starting──► started                      (recover)
+    any live state ──destroying──► destroyed
 
-``creating`` that fails goes to ``destroyed`` (with ``error_reason``): a failed create leaves
-no live row behind. ``error`` is entered when a host fails an operation on a live sandbox; it
-can only be destroyed (``recover`` arrives with the lifecycle work). Every transition is one
+Each arrow's label is a transitional state; each is one operation on the host: the core
+moves the row into the transitional state (claiming the sandbox: a second operation now gets
+409), calls hostd, then moves it to the final state, or back, or to ``error`` when the outcome
+is unknown. ``creating`` that fails goes to ``destroyed`` (with ``error_reason``): a failed
+create leaves no live row behind. ``error`` is entered when a host fails an operation on a
+live sandbox; ``recover`` starts it again on its kept disk. Every transition is one
 conditional UPDATE (``core.db.sandboxes.transition``) naming the states it may leave from, so
-of two conflicting requests exactly one wins and the other gets 409.
+of two conflicting requests exactly one wins and the other gets 409. A sandbox stuck in a
+transitional state (the core died mid-operation) is settled by the sweeper from what its host
+reports (``core/services/hosts.py``).
 """
 
 from __future__ import annotations
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     # to-state: the states it may be entered from
-    "started": frozenset({"creating", "starting"}),
-    "stopping": frozenset({"started"}),
-    "stopped": frozenset({"stopping"}),
-    "starting": frozenset({"stopped"}),
-    "destroying": frozenset({"started", "stopped", "error"}),
+    "started": frozenset({"creating", "starting", "resuming", "pausing"}),
+    "stopping": frozenset({"started", "paused"}),
+    "stopped": frozenset({"stopping", "unarchiving", "archiving", "starting"}),
+    "starting": frozenset({"stopped", "error"}),
+    "pausing": frozenset({"started"}),
+    "paused": frozenset({"pausing", "resuming"}),
+    "resuming": frozenset({"paused"}),
+    "archiving": frozenset({"stopped"}),
+    "archived": frozenset({"archiving", "unarchiving"}),
+    "unarchiving": frozenset({"archived"}),
+    "destroying": frozenset({"started", "stopped", "paused", "archived", "error"}),
     "destroyed": frozenset({"creating", "destroying"}),
-    "error": frozenset({"creating", "starting", "stopping", "destroying", "started"}),
+    "error": frozenset(
+        {"creating", "starting", "stopping", "destroying", "started", "pausing", "paused", "resuming"}
+        | {"archiving", "unarchiving"}
+    ),
 }
+"""Back-edges (``pausing`` → ``started``, ``archiving`` → ``stopped``, ``starting`` →
+``stopped``…) are how an operation the host refused returns the sandbox to where it was."""
 
-LIVE_STATES = frozenset({"creating", "started", "stopping", "stopped", "starting", "destroying", "error"})
+TRANSITIONAL = frozenset({"stopping", "starting", "pausing", "resuming", "archiving", "unarchiving"})
+"""The lifecycle operations in flight (``creating``/``destroying`` have their own sweep)."""
+
+LIVE_STATES = frozenset(TRANSITIONS) - {"destroyed"} | {"creating"}
 """Every state but ``destroyed``: the sandbox still holds resources somewhere."""
 
-RUNNING_STATES = frozenset({"creating", "started", "starting", "stopping", "destroying"})
-"""States in which the sandbox holds CPU and memory on its host (the scheduler counts them)."""
+RUNNING_STATES = frozenset(
+    {"creating", "started", "starting", "stopping", "destroying", "pausing", "paused", "resuming"}
+)
+"""States in which the sandbox holds CPU and memory on its host (the scheduler counts them;
+a paused sandbox keeps its memory)."""
+
+DISK_STATES = LIVE_STATES - {"archived"}
+"""States in which the sandbox's disk is on its host (an archived one is in the archive store;
+one being unarchived needs its room back)."""
 
 ALL_STATES = LIVE_STATES | {"destroyed"}
 

@@ -42,6 +42,7 @@ from contracts.host import (
     SandboxSpec,
 )
 from contracts.observability import REQUEST_ID_HEADER, bind_request_id, configure_logging
+from hosts import lifecycle
 from hosts.commands import (
     AgentCall,
     CreateSandbox,
@@ -59,6 +60,7 @@ from hosts.controller import HostController
 from hosts.errors import HostError, TemplateNotFound
 from hosts.registration import Registrar
 from hosts.runtime.factory import make_runtime
+from hosts.snapshot_store import EntryStore
 from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 from hosts.terminal import pty_socket
 from hosts.transfers import read_file, write_file
@@ -92,6 +94,7 @@ def create_app() -> Litestar:
             read_file,
             disk_usage,
             pty_socket,
+            *lifecycle.ROUTES,
         ],
         lifespan=[_lifespan(config)],
         middleware=[DefineMiddleware(_AuthAndLog, api_token=config.api_token)],
@@ -110,7 +113,13 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
         runtime = make_runtime(config, templates)
         inventory = await runtime.recover()
         log.info("hostd starting", runtime=runtime.kind, adopted=len(inventory), api_url=config.api_url)
-        controller = HostController(runtime)
+        snapshots = EntryStore(config.snapshot_dir, "snapshot")
+        archives = EntryStore(config.archive_dir, "archive")
+        for store in (snapshots, archives):
+            # Whatever a killed hostd was writing or deleting there is not an entry: drop it.
+            if swept := await asyncio.to_thread(store.sweep):
+                log.warning("removed unfinished store entries", store=str(store.root), entries=swept)
+        controller = HostController(runtime, snapshots=snapshots, archives=archives)
         app.state.controller = controller
         registrar = Registrar(config, runtime, functools.partial(_ready_templates, templates))
         registration = asyncio.create_task(registrar.run(), name="hostd-registration")

@@ -5,7 +5,7 @@ the HTTP API (``hosts/app.py``) and any other front end (a config-file runner, a
 ``HostController.handle`` the same values, and a list of commands can be decoded from JSON.
 
 Sandbox states are those of ``contracts.host.SandboxInfo``: ``running``, ``stopped``,
-``paused``; "absent" means the host holds no sandbox with that id. A command sent in a state
+``paused``, ``archived``; "absent" means the host holds no sandbox with that id. A command sent in a state
 it is not allowed in fails with ``SandboxConflict``, or ``SandboxNotFound`` when absent. An
 id that cannot name a sandbox (``is_sandbox_id``) names nothing, so it counts as absent.
 """
@@ -18,6 +18,7 @@ import msgspec
 
 from contracts import guest
 from contracts.host import ExecRequest, SandboxSpec
+from contracts.snapshots import SignedSnapshot
 
 _SANDBOX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
@@ -45,13 +46,113 @@ class CreateSandbox(_Command, frozen=True, tag="create"):
 
 
 class StartSandbox(_Command, frozen=True, tag="start"):
-    """Boot a stopped sandbox on the disk it kept.
+    """Boot a stopped sandbox on the disk it kept (an archived one is unarchived first).
 
-    Allowed when: stopped; running (a no-op, so a retried start succeeds).
+    Allowed when: stopped, archived; running (a no-op, so a retried start succeeds).
     Result: ``SandboxInfo`` (running).
     """
 
     spec: SandboxSpec
+
+
+class PauseSandbox(_Command, frozen=True, tag="pause"):
+    """Freeze every process of the sandbox in place (memory kept, no CPU used).
+
+    Allowed when: running; paused (a no-op). Result: ``SandboxInfo`` (paused).
+    """
+
+    sandbox_id: str
+
+
+class ResumeSandbox(_Command, frozen=True, tag="resume"):
+    """Thaw a paused sandbox.
+
+    Allowed when: paused; running (a no-op). Result: ``SandboxInfo`` (running).
+    """
+
+    sandbox_id: str
+
+
+class ResizeSandbox(_Command, frozen=True, tag="resize"):
+    """Change the sandbox's CPU, memory and disk size; ``None`` keeps a value.
+
+    Allowed when: running or paused (CPU and memory only grow, live), stopped or archived
+    (CPU and memory either way); disk only grows, in every state. Result: ``SandboxInfo``.
+    """
+
+    sandbox_id: str
+    cpu: int | None = None
+    ram_mb: int | None = None
+    disk_gb: int | None = None
+
+
+class TakeSnapshot(_Command, frozen=True, tag="snapshot"):
+    """Write the sandbox's disk to the snapshot store as ``snapshot_id`` (a running sandbox
+    is frozen meanwhile). The snapshot is not trusted until ``SealSnapshot``.
+
+    Allowed when: running, paused, stopped. Result: ``contracts.host.SnapshotTaken``.
+    """
+
+    sandbox_id: str
+    snapshot_id: str
+
+
+class SealSnapshot(_Command, frozen=True, tag="seal"):
+    """Store the core's signature of a snapshot, if its claim describes the stored snapshot.
+
+    Allowed when: the snapshot exists. Result: ``None``.
+    """
+
+    snapshot_id: str
+    signed: SignedSnapshot
+
+
+class DeleteSnapshot(_Command, frozen=True, tag="delete_snapshot"):
+    """Remove a snapshot. Allowed: always (idempotent). Result: ``None``."""
+
+    snapshot_id: str
+
+
+class RestoreSnapshot(_Command, frozen=True, tag="restore"):
+    """Replace the sandbox's disk with one of its own snapshots, verified first (signature by
+    one of ``verify_keys`` {kid: base64 public key}, hashes), and boot it.
+
+    Allowed when: running, paused, stopped. Result: ``SandboxInfo`` (running).
+    """
+
+    sandbox_id: str
+    snapshot_id: str
+    verify_keys: dict[str, str]
+
+
+class CloneSnapshot(_Command, frozen=True, tag="clone"):
+    """Create ``spec.id`` with the (verified) snapshot's disk and boot it.
+
+    Allowed when: ``spec.id`` absent. Result: ``SandboxInfo`` (running).
+    """
+
+    snapshot_id: str
+    spec: SandboxSpec
+    verify_keys: dict[str, str]
+
+
+class ArchiveSandbox(_Command, frozen=True, tag="archive"):
+    """Move a stopped sandbox's disk into the archive store (tar + zstd) and free it locally.
+
+    Allowed when: stopped; archived (a no-op). Result: ``SandboxInfo`` (archived).
+    """
+
+    sandbox_id: str
+
+
+class UnarchiveSandbox(_Command, frozen=True, tag="unarchive"):
+    """Bring an archived sandbox's disk back (hash-checked), then drop the archive.
+
+    Allowed when: archived; stopped (a no-op). Result: ``SandboxInfo`` (stopped).
+    ``StartSandbox`` on an archived sandbox does this first, implicitly.
+    """
+
+    sandbox_id: str
 
 
 class StopSandbox(_Command, frozen=True, tag="stop"):
@@ -136,6 +237,16 @@ Command = (
     CreateSandbox
     | StartSandbox
     | StopSandbox
+    | PauseSandbox
+    | ResumeSandbox
+    | ResizeSandbox
+    | TakeSnapshot
+    | SealSnapshot
+    | DeleteSnapshot
+    | RestoreSnapshot
+    | CloneSnapshot
+    | ArchiveSandbox
+    | UnarchiveSandbox
     | DestroySandbox
     | ExecInSandbox
     | AgentCall

@@ -77,6 +77,10 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str | None
     guest_dir: Path
     build_script: Path
+    snapshot_dir: Path
+    """The snapshot store (``DNAH_SNAPSHOT_DIR``, default ``<var dir>/snapshots``)."""
+    archive_dir: Path
+    """The archive store (``DNAH_ARCHIVE_DIR``, default ``<var dir>/archives``)."""
 
     @property
     def state_dir(self) -> Path:
@@ -116,6 +120,8 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         log_format=env.parse("DNAH_LOG_FORMAT", _log_format, None),
         guest_dir=GUEST_DIR,
         build_script=BUILD_SCRIPT,
+        snapshot_dir=Path(env.text("DNAH_SNAPSHOT_DIR", str(var_dir / "snapshots"))).absolute(),
+        archive_dir=Path(env.text("DNAH_ARCHIVE_DIR", str(var_dir / "archives"))).absolute(),
     )
 
 

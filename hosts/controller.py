@@ -16,6 +16,12 @@ the caller. An exec or agent call whose connection fails after it was sent is ne
 the command may already have run; it fails with ``AgentUnavailable`` and the next request
 reconnects.
 
+Snapshots, clones, archives and resizes are lifecycle commands too (they hold the sandbox's
+lock); a command that reads or writes a snapshot also holds that snapshot's lock (key
+``snapshot:<id>``, which no sandbox id can be), so a deletion never races a restore or a
+clone reading it. A snapshot is verified in full (``hosts/snapshot_store.py``) before the
+sandbox it would overwrite, or the clone it would create, is touched.
+
 No transport lives here: front ends (HTTP in ``hosts/app.py``) translate to and from commands.
 """
 
@@ -27,27 +33,49 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar, overload
 
 import structlog
+from nacl.signing import VerifyKey
 
 from contracts import guest
-from contracts.host import DiskUsage, ExecRequest, ExecResult, HostHealth, SandboxInfo, SandboxSpec
+from contracts.host import (
+    DiskUsage,
+    ExecRequest,
+    ExecResult,
+    HostHealth,
+    SandboxInfo,
+    SandboxSpec,
+    SnapshotTaken,
+)
+from contracts.snapshots import verify_keys_from_wire
+from hosts import snapshot_store
 from hosts.agent_client import AgentClient
 from hosts.agent_stream import AgentStream
 from hosts.commands import (
     AgentCall,
+    ArchiveSandbox,
+    CloneSnapshot,
     Command,
     CreateSandbox,
+    DeleteSnapshot,
     DestroySandbox,
     ExecInSandbox,
     GetDiskUsage,
     GetHealth,
     ListSandboxes,
     OpenStream,
+    PauseSandbox,
+    ResizeSandbox,
+    RestoreSnapshot,
+    ResumeSandbox,
+    SealSnapshot,
     StartSandbox,
     StopSandbox,
+    TakeSnapshot,
+    UnarchiveSandbox,
     is_sandbox_id,
 )
-from hosts.errors import AgentUnavailable, SandboxConflict, SandboxNotFound
+from hosts.errors import AgentUnavailable, InvalidRequest, RuntimeFailure, SandboxConflict, SandboxNotFound
 from hosts.runtime.base import SandboxRuntime
+from hosts.snapshot_store import EntryStore
 
 log = structlog.get_logger("hosts.controller")
 
@@ -57,16 +85,40 @@ _R = TypeVar("_R")
 class HostController:
     """Runs commands on one host. Create one per runtime; call ``close`` at shutdown."""
 
-    def __init__(self, runtime: SandboxRuntime) -> None:
+    def __init__(
+        self,
+        runtime: SandboxRuntime,
+        *,
+        snapshots: EntryStore | None = None,
+        archives: EntryStore | None = None,
+    ) -> None:
+        """``snapshots`` and ``archives`` are the stores (see ``hosts/snapshot_store.py``);
+        without them, the commands that need one fail with ``RuntimeFailure``."""
         self._runtime = runtime
+        self._snapshots = snapshots
+        self._archives = archives
         self._lifecycle = _KeyedLocks()
         self._connecting = _KeyedLocks()
         self._agents: dict[str, AgentClient] = {}
 
     @overload
-    async def handle(self, cmd: CreateSandbox | StartSandbox | StopSandbox) -> SandboxInfo: ...
+    async def handle(
+        self,
+        cmd: CreateSandbox
+        | StartSandbox
+        | StopSandbox
+        | PauseSandbox
+        | ResumeSandbox
+        | ResizeSandbox
+        | RestoreSnapshot
+        | CloneSnapshot
+        | ArchiveSandbox
+        | UnarchiveSandbox,
+    ) -> SandboxInfo: ...
     @overload
-    async def handle(self, cmd: DestroySandbox) -> None: ...
+    async def handle(self, cmd: DestroySandbox | SealSnapshot | DeleteSnapshot) -> None: ...
+    @overload
+    async def handle(self, cmd: TakeSnapshot) -> SnapshotTaken: ...
     @overload
     async def handle(self, cmd: ExecInSandbox) -> ExecResult: ...
     @overload
@@ -90,6 +142,7 @@ class HostController:
         | DiskUsage
         | HostHealth
         | list[SandboxInfo]
+        | SnapshotTaken
         | None
     ):
         """Execute ``cmd`` and return its result (see each command's docstring).
@@ -117,6 +170,35 @@ class HostController:
             case DestroySandbox(sandbox_id=sandbox_id):
                 await self._destroy(_checked(sandbox_id))
                 return None
+            case PauseSandbox(sandbox_id=sandbox_id):
+                return await self._pause(_checked(sandbox_id), pause=True)
+            case ResumeSandbox(sandbox_id=sandbox_id):
+                return await self._pause(_checked(sandbox_id), pause=False)
+            case ResizeSandbox():
+                return await self._resize(cmd)
+            case TakeSnapshot(sandbox_id=sandbox_id, snapshot_id=snapshot_id):
+                return await self._snapshot(_checked(sandbox_id), snapshot_id)
+            case SealSnapshot(snapshot_id=snapshot_id, signed=signed):
+                store = self._store(self._snapshots)
+                async with self._lifecycle.hold(_snapshot_key(snapshot_id)):
+                    directory = store.existing(snapshot_id)
+                    await asyncio.to_thread(snapshot_store.seal, snapshot_id, directory, signed)
+                return None
+            case DeleteSnapshot(snapshot_id=snapshot_id):
+                store = self._store(self._snapshots)
+                async with self._lifecycle.hold(_snapshot_key(snapshot_id)):
+                    await asyncio.to_thread(store.delete, snapshot_id)
+                return None
+            case RestoreSnapshot(sandbox_id=sandbox_id, snapshot_id=snapshot_id, verify_keys=keys):
+                return await self._restore(_checked(sandbox_id), snapshot_id, keys)
+            case CloneSnapshot(snapshot_id=snapshot_id, spec=spec, verify_keys=keys):
+                return await self._clone(snapshot_id, spec, keys)
+            case ArchiveSandbox(sandbox_id=sandbox_id):
+                return await self._archive(_checked(sandbox_id))
+            case UnarchiveSandbox(sandbox_id=sandbox_id):
+                sandbox_id = _checked(sandbox_id)
+                async with self._lifecycle.hold(sandbox_id):
+                    return await self._unarchive(sandbox_id)
             case ListSandboxes():
                 return self._runtime.list()
             case GetHealth():
@@ -140,6 +222,9 @@ class HostController:
             info = self._get(spec.id)
             if info.state == "running":
                 return info
+            if info.state == "archived":
+                await self._unarchive(spec.id)
+                info = self._get(spec.id)
             if info.state != "stopped":
                 raise SandboxConflict(f"sandbox {spec.id} is {info.state}; only a stopped one starts")
             return await self._runtime.start(spec)
@@ -157,6 +242,118 @@ class HostController:
         async with self._lifecycle.hold(sandbox_id):
             await self._runtime.destroy(sandbox_id)
             await self._drop_agent(sandbox_id)
+            if self._archives is not None:
+                await asyncio.to_thread(self._archives.delete, sandbox_id)
+
+    async def _pause(self, sandbox_id: str, *, pause: bool) -> SandboxInfo:
+        async with self._lifecycle.hold(sandbox_id):
+            info = self._get(sandbox_id)
+            if info.state not in ("running", "paused"):
+                raise SandboxConflict(f"sandbox {sandbox_id} is {info.state}; only a booted one pauses")
+            if pause:
+                return await self._runtime.pause(sandbox_id)
+            return await self._runtime.resume(sandbox_id)
+
+    async def _resize(self, cmd: ResizeSandbox) -> SandboxInfo:
+        sandbox_id = _checked(cmd.sandbox_id)
+        async with self._lifecycle.hold(sandbox_id):
+            info = self._get(sandbox_id)
+            spec = self._runtime.spec(sandbox_id)
+            cpu = spec.cpu if cmd.cpu is None else cmd.cpu
+            ram_mb = spec.ram_mb if cmd.ram_mb is None else cmd.ram_mb
+            disk_gb = spec.disk_gb if cmd.disk_gb is None else cmd.disk_gb
+            if cpu < 1 or ram_mb < 1 or disk_gb < 1:
+                raise InvalidRequest("cpu, ram_mb and disk_gb must be positive")
+            if disk_gb < spec.disk_gb:
+                raise InvalidRequest(f"a disk only grows: {spec.disk_gb} GB now, {disk_gb} GB asked")
+            if info.state in ("running", "paused") and (cpu < spec.cpu or ram_mb < spec.ram_mb):
+                raise SandboxConflict(
+                    f"sandbox {sandbox_id} is {info.state}: CPU and memory only grow live "
+                    f"(now {spec.cpu} CPU, {spec.ram_mb} MB); stop it to shrink them"
+                )
+            return await self._runtime.resize(sandbox_id, cpu, ram_mb, disk_gb)
+
+    async def _snapshot(self, sandbox_id: str, snapshot_id: str) -> SnapshotTaken:
+        store = self._store(self._snapshots)
+        async with self._lifecycle.hold(sandbox_id), self._lifecycle.hold(_snapshot_key(snapshot_id)):
+            info = self._get(sandbox_id)
+            if info.state == "archived":
+                raise SandboxConflict(f"sandbox {sandbox_id} is archived; unarchive it to snapshot it")
+            if store.path(snapshot_id).exists():
+                raise SandboxConflict(f"snapshot {snapshot_id} already exists")
+            staging = await asyncio.to_thread(store.staging, snapshot_id)
+            try:
+                await self._runtime.snapshot(sandbox_id, staging)
+                directory = await asyncio.to_thread(store.publish, snapshot_id, staging, replace=False)
+            except BaseException:
+                await asyncio.to_thread(store.discard, staging)
+                raise
+            return await asyncio.to_thread(snapshot_store.describe, snapshot_id, directory)
+
+    async def _restore(self, sandbox_id: str, snapshot_id: str, keys: dict[str, str]) -> SandboxInfo:
+        store, verify_keys = self._store(self._snapshots), _verify_keys(keys)
+        async with self._lifecycle.hold(sandbox_id), self._lifecycle.hold(_snapshot_key(snapshot_id)):
+            info = self._get(sandbox_id)
+            if info.state == "archived":
+                raise SandboxConflict(f"sandbox {sandbox_id} is archived; unarchive it first")
+            directory = store.existing(snapshot_id)
+            await asyncio.to_thread(
+                snapshot_store.trusted_snapshot, snapshot_id, directory, verify_keys, sandbox_id
+            )
+            await self._drop_agent(sandbox_id)
+            return await self._runtime.restore(sandbox_id, directory)
+
+    async def _clone(self, snapshot_id: str, spec: SandboxSpec, keys: dict[str, str]) -> SandboxInfo:
+        store, verify_keys = self._store(self._snapshots), _verify_keys(keys)
+        if not is_sandbox_id(spec.id):
+            raise InvalidRequest(f"spec.id {spec.id!r} is not 1-63 letters, digits, '-' or '_'")
+        async with self._lifecycle.hold(spec.id), self._lifecycle.hold(_snapshot_key(snapshot_id)):
+            if self._find(spec.id) is not None:
+                raise SandboxConflict(f"sandbox {spec.id} already exists")
+            directory = store.existing(snapshot_id)
+            await asyncio.to_thread(
+                snapshot_store.trusted_snapshot, snapshot_id, directory, verify_keys, None
+            )
+            return await self._runtime.create(spec, directory)
+
+    async def _archive(self, sandbox_id: str) -> SandboxInfo:
+        """Archive first, publish it, then drop the local disk: a crash before the publish
+        leaves the disk alone (the staging directory is swept), a crash after it leaves a
+        complete archive whichever way the runtime's step went (see ``recover``)."""
+        store = self._store(self._archives)
+        async with self._lifecycle.hold(sandbox_id):
+            info = self._get(sandbox_id)
+            if info.state == "archived":
+                return info
+            if info.state != "stopped":
+                raise SandboxConflict(f"sandbox {sandbox_id} is {info.state}; only a stopped one is archived")
+            staging = await asyncio.to_thread(store.staging, sandbox_id)
+            try:
+                await self._runtime.snapshot(sandbox_id, staging)
+                await asyncio.to_thread(store.publish, sandbox_id, staging, replace=True)
+            except BaseException:
+                await asyncio.to_thread(store.discard, staging)
+                raise
+            return await self._runtime.archive(sandbox_id)
+
+    async def _unarchive(self, sandbox_id: str) -> SandboxInfo:
+        """Put the disk back, then drop the archive. The caller holds the sandbox's lock."""
+        store = self._store(self._archives)
+        info = self._get(sandbox_id)
+        if info.state != "archived":
+            if info.state == "stopped":
+                return info
+            raise SandboxConflict(f"sandbox {sandbox_id} is {info.state}, not archived")
+        directory = store.existing(sandbox_id)
+        info = await self._runtime.unarchive(sandbox_id, directory)
+        await asyncio.to_thread(store.delete, sandbox_id)
+        return info
+
+    @staticmethod
+    def _store(store: EntryStore | None) -> EntryStore:
+        if store is None:
+            raise RuntimeFailure("this hostd has no snapshot or archive store configured")
+        return store
 
     async def _exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
         result = await self._on_agent(
@@ -247,6 +444,20 @@ class HostController:
         state = self._get(sandbox_id).state
         if state != "running":
             raise SandboxConflict(f"sandbox {sandbox_id} is {state}, not running")
+
+
+def _snapshot_key(snapshot_id: str) -> str:
+    """The lock key of a snapshot: ``:`` keeps it apart from every sandbox id."""
+    return f"snapshot:{snapshot_id}"
+
+
+def _verify_keys(keys: dict[str, str]) -> dict[str, VerifyKey]:
+    if not keys:
+        raise InvalidRequest("verify_keys is empty: no snapshot could be trusted")
+    try:
+        return verify_keys_from_wire(keys)
+    except ValueError as exc:
+        raise InvalidRequest(f"verify_keys: {exc}") from None
 
 
 def _checked(sandbox_id: str) -> str:

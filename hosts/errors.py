@@ -1,12 +1,16 @@
 """hostd's exception tree. The HTTP front end (``hosts/app.py``) maps each to a status once.
 
 HostError
+├── InvalidRequest         400  a command's values make no sense (a malformed key, a shrink)
 ├── SandboxNotFound        404  no such sandbox on this host
 ├── SandboxConflict        409  the sandbox is not in a state that allows the command
 ├── TemplateNotFound       404  the host has no such template
 ├── AgentUnavailable       502  the in-sandbox agent did not answer (dead sandbox, not booted)
 ├── AgentError             502  the agent answered with an error frame
-└── RuntimeFailure         500  a runtime step (mount, cgroup, netns, spawn) failed
+├── RuntimeFailure         500  a runtime step (mount, cgroup, netns, spawn) failed
+│   └── SnapshotInvalid    422  a snapshot or archive fails verification (unsigned, unknown
+│                               key, bad signature, a hash that does not match)
+└── SnapshotNotFound       404  no such snapshot (or archive) on this host
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ from __future__ import annotations
 class HostError(Exception):
     status_code = 500
     code = "host_error"
+
+
+class InvalidRequest(HostError):
+    status_code = 400
+    code = "bad_request"
 
 
 class SandboxNotFound(HostError):
@@ -49,3 +58,16 @@ class AgentError(HostError):
 class RuntimeFailure(HostError):
     status_code = 500
     code = "runtime_failure"
+
+
+class SnapshotInvalid(RuntimeFailure):
+    """The snapshot must not be trusted; nothing was touched. A ``RuntimeFailure`` so runtime
+    code that checks snapshots keeps one error type, with a status of its own."""
+
+    status_code = 422
+    code = "snapshot_rejected"
+
+
+class SnapshotNotFound(HostError):
+    status_code = 404
+    code = "snapshot_not_found"

@@ -34,6 +34,8 @@ def stack() -> Iterator[Stack]:
             subnet=f"10.216.{n}.0/24",
             cgroup=f"dnahs{n}",
             host_name=f"test-host-{n}",
+            # the reaper every second, so tests that backdate a timer see it act promptly
+            extra_env={"DNAH_REAPER_S": "1"},
         )
         stack = Stack(config, say=lambda _: None)
         try:

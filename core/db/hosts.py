@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from core.states import RUNNING_STATES
+from core.states import DISK_STATES, RUNNING_STATES
 
 
 class HostRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +115,7 @@ async def place(
             SELECT host_id,
                    sum(CASE WHEN state = ANY($2::text[]) THEN cpu ELSE 0 END) AS cpu,
                    sum(CASE WHEN state = ANY($2::text[]) THEN ram_mb ELSE 0 END) AS ram_mb,
-                   sum(disk_gb) AS disk_gb
+                   sum(CASE WHEN state <> 'archived' THEN disk_gb ELSE 0 END) AS disk_gb
             FROM sandboxes
             WHERE state <> 'destroyed' AND host_id = ANY($1::text[])
             GROUP BY host_id
@@ -138,3 +138,35 @@ async def place(
         disk_gb,
     )
     return _record(row) if row else None
+
+
+async def has_room(
+    conn: asyncpg.Connection,
+    host_id: str,
+    *,
+    cpu: int,
+    ram_mb: int,
+    disk_gb: int,
+    cpu_overcommit: float,
+    ram_overcommit: float,
+) -> bool:
+    """Whether ``host_id`` can take ``cpu``/``ram_mb``/``disk_gb`` more (a resize), counted as
+    ``place`` counts. The host row is locked first, for the reason ``place`` gives; archived
+    sandboxes use no host disk."""
+    await conn.execute("SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", host_id)
+    row = await conn.fetchrow(
+        """
+        SELECT h.cpu * $3 - COALESCE(sum(s.cpu) FILTER (WHERE s.state = ANY($2::text[])), 0) AS cpu,
+               h.ram_mb * $4 - COALESCE(sum(s.ram_mb) FILTER (WHERE s.state = ANY($2::text[])), 0) AS ram_mb,
+               h.disk_gb - COALESCE(sum(s.disk_gb) FILTER (WHERE s.state = ANY($5::text[])), 0) AS disk_gb
+        FROM hosts h LEFT JOIN sandboxes s ON s.host_id = h.id
+        WHERE h.id = $1
+        GROUP BY h.id
+        """,
+        host_id,
+        list(RUNNING_STATES),
+        cpu_overcommit,
+        ram_overcommit,
+        list(DISK_STATES),
+    )
+    return row is not None and row["cpu"] >= cpu and row["ram_mb"] >= ram_mb and row["disk_gb"] >= disk_gb

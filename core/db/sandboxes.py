@@ -27,18 +27,24 @@ class SandboxRecord(msgspec.Struct, frozen=True, kw_only=True):
     state: str
     error_reason: str | None
     ip: str | None
-    auto_stop_minutes: int
-    auto_archive_days: int
-    auto_delete_days: int
+    lifecycle: str
+    auto_stop_minutes: int | None
+    """Idle minutes (no activity) before a started sandbox is stopped; None: never."""
+    auto_archive_minutes: int | None
+    """Minutes after it stopped before a stopped sandbox is archived; None: never."""
+    auto_delete_minutes: int | None
+    """Minutes after it stopped before a stopped or archived sandbox is deleted; 0: as soon
+    as it stops; None: never."""
     created_at: datetime
     updated_at: datetime
     last_activity_at: datetime
+    stopped_at: datetime | None = None
 
 
-_COLUMNS = ", ".join(SandboxRecord.__struct_fields__)
+COLUMNS = ", ".join(SandboxRecord.__struct_fields__)
 
 
-def _record(row: asyncpg.Record) -> SandboxRecord:
+def record(row: asyncpg.Record) -> SandboxRecord:
     return SandboxRecord(**dict(row))
 
 
@@ -46,26 +52,26 @@ async def insert(conn: asyncpg.Connection, rec: SandboxRecord) -> SandboxRecord:
     values = [getattr(rec, f) for f in SandboxRecord.__struct_fields__]
     placeholders = ", ".join(f"${i + 1}" for i in range(len(values)))
     row = await conn.fetchrow(
-        f"INSERT INTO sandboxes ({_COLUMNS}) VALUES ({placeholders}) RETURNING {_COLUMNS}", *values
+        f"INSERT INTO sandboxes ({COLUMNS}) VALUES ({placeholders}) RETURNING {COLUMNS}", *values
     )
-    return _record(row)
+    return record(row)
 
 
 async def get(db: asyncpg.Pool | asyncpg.Connection, org_id: str, ref: str) -> SandboxRecord | None:
     """Find an org's sandbox by id, or by name among its live sandboxes."""
     row = await db.fetchrow(
-        f"SELECT {_COLUMNS} FROM sandboxes"
+        f"SELECT {COLUMNS} FROM sandboxes"
         " WHERE org_id = $1 AND (id = $2 OR (name = $2 AND state <> 'destroyed'))"
         " ORDER BY (id = $2) DESC LIMIT 1",
         org_id,
         ref,
     )
-    return _record(row) if row else None
+    return record(row) if row else None
 
 
 async def get_any(db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str) -> SandboxRecord | None:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM sandboxes WHERE id = $1", sandbox_id)
-    return _record(row) if row else None
+    row = await db.fetchrow(f"SELECT {COLUMNS} FROM sandboxes WHERE id = $1", sandbox_id)
+    return record(row) if row else None
 
 
 async def list_for_org(
@@ -94,11 +100,11 @@ async def list_for_org(
         clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit)
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM sandboxes WHERE {' AND '.join(clauses)}"
+        f"SELECT {COLUMNS} FROM sandboxes WHERE {' AND '.join(clauses)}"
         f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
         *args,
     )
-    return [_record(r) for r in rows]
+    return [record(r) for r in rows]
 
 
 async def transition(
@@ -116,15 +122,66 @@ async def transition(
     the caller lost a race or asked for something the state machine forbids.
     """
     row = await db.fetchrow(
-        f"UPDATE sandboxes SET state = $3, error_reason = $4, ip = COALESCE($5, ip), updated_at = now()"
-        f" WHERE id = $1 AND state = ANY($2::text[]) RETURNING {_COLUMNS}",
+        f"UPDATE sandboxes SET state = $3, error_reason = $4, ip = COALESCE($5, ip), updated_at = now(),"
+        " stopped_at = CASE WHEN $3 = 'stopped' AND state = 'stopping' THEN now() ELSE stopped_at END"
+        f" WHERE id = $1 AND state = ANY($2::text[]) RETURNING {COLUMNS}",
         sandbox_id,
         list(from_states),
         to,
         error_reason,
         ip,
     )
-    return _record(row) if row else None
+    return record(row) if row else None
+
+
+async def force_state(
+    db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str, *, from_state: str, to: str, ip: str | None = None
+) -> SandboxRecord | None:
+    """Set the state to what the host reports, whatever the machine says about the edge —
+    only for settling a row whose operation's outcome was unknown; guarded by ``from_state``
+    so a concurrent operation is never overwritten."""
+    row = await db.fetchrow(
+        f"UPDATE sandboxes SET state = $3, ip = COALESCE($4, ip), updated_at = now(),"
+        " error_reason = CASE WHEN $3 = 'error' THEN error_reason END,"
+        " stopped_at = CASE WHEN $3 IN ('stopped', 'archived')"
+        " THEN COALESCE(stopped_at, now()) ELSE stopped_at END"
+        f" WHERE id = $1 AND state = $2 RETURNING {COLUMNS}",
+        sandbox_id,
+        from_state,
+        to,
+        ip,
+    )
+    return record(row) if row else None
+
+
+_UPDATABLE = frozenset(
+    {"labels", "cpu", "ram_mb", "disk_gb", "auto_stop_minutes", "auto_archive_minutes", "auto_delete_minutes"}
+)
+
+
+async def update_fields(
+    db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str, **fields: Any
+) -> SandboxRecord | None:
+    """Set settings that are not the state (labels, size, timers) of a live sandbox."""
+    unknown = set(fields) - _UPDATABLE
+    assert not unknown, f"not updatable: {unknown}"
+    if not fields:
+        return await get_any(db, sandbox_id)
+    names = list(fields)
+    sets = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
+    row = await db.fetchrow(
+        f"UPDATE sandboxes SET {sets}, updated_at = now() WHERE id = $1 AND state <> 'destroyed'"
+        f" RETURNING {COLUMNS}",
+        sandbox_id,
+        *[fields[n] for n in names],
+    )
+    return record(row) if row else None
+
+
+async def lock(conn: asyncpg.Connection, sandbox_id: str) -> SandboxRecord | None:
+    """The row, locked until the caller's transaction ends."""
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM sandboxes WHERE id = $1 FOR UPDATE", sandbox_id)
+    return record(row) if row else None
 
 
 async def touch(
@@ -146,20 +203,20 @@ async def touch(
 
 async def on_host(db: asyncpg.Pool, host_id: str) -> list[SandboxRecord]:
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM sandboxes WHERE host_id = $1 AND state <> 'destroyed'", host_id
+        f"SELECT {COLUMNS} FROM sandboxes WHERE host_id = $1 AND state <> 'destroyed'", host_id
     )
-    return [_record(r) for r in rows]
+    return [record(r) for r in rows]
 
 
 async def stale_in(db: asyncpg.Pool, states: frozenset[str], older_than_s: float) -> list[SandboxRecord]:
     """Sandboxes stuck in a transient state, e.g. after the core died mid-operation."""
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM sandboxes WHERE state = ANY($1::text[])"
+        f"SELECT {COLUMNS} FROM sandboxes WHERE state = ANY($1::text[])"
         " AND updated_at < now() - make_interval(secs => $2)",
         list(states),
         older_than_s,
     )
-    return [_record(r) for r in rows]
+    return [record(r) for r in rows]
 
 
 async def get_with_host(

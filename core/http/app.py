@@ -24,15 +24,21 @@ from core.http.errors import EXCEPTION_HANDLERS
 from core.http.files import DaytonaFiles, NativeFiles
 from core.http.git import DaytonaGit, NativeGit
 from core.http.internal import InternalHosts
+from core.http.lifecycle import DaytonaLifecycle, NativeLifecycle
 from core.http.middleware import request_context
 from core.http.native import ApiKeys, NativeSandboxes
 from core.http.sessions import DaytonaSessions, NativeSessions
 from core.http.terminals import TERMINAL_ROUTES
 from core.http.transfers import DaytonaTransfers
+from core.http.webhooks import NativeWebhooks
 from core.services.auth import AuthService
 from core.services.hosts import HostService
+from core.services.lifecycle import LifecycleService
 from core.services.payments import PaymentService
+from core.services.reaper import Reaper
 from core.services.sandboxes import SandboxService
+from core.services.webhook_dispatch import Dispatcher
+from core.services.webhooks import WebhookService
 
 log = structlog.get_logger()
 
@@ -50,11 +56,12 @@ async def health(state: State) -> Response[Health]:
     return Response(Health(status="ok" if ok else "degraded", checks=checks), status_code=200 if ok else 503)
 
 
-async def _sweeper(hosts: HostService, interval_s: float) -> None:
+async def _sweeper(hosts: HostService, lifecycle: LifecycleService, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
             await hosts.sweep_stale()
+            await lifecycle.sweep_stale()
         except Exception:
             log.exception("sweep_failed")
 
@@ -76,12 +83,23 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         state.payments = PaymentService(db, config.edge_token)
         state.sandboxes = SandboxService(db, host_client, config)
         state.hosts = HostService(db, host_client, config)
-        sweeper = asyncio.create_task(_sweeper(state.hosts, config.reconcile_interval_s))
+        state.lifecycle = LifecycleService(db, host_client, config)
+        state.webhooks = WebhookService(db)
+        dispatcher = Dispatcher(db, config.webhooks, database_url=config.database_url)
+        sweeper = asyncio.create_task(_sweeper(state.hosts, state.lifecycle, config.reconcile_interval_s))
+        reaper = asyncio.create_task(
+            Reaper(db, state.lifecycle, state.sandboxes).run(config.reaper_interval_s), name="reaper"
+        )
+        dispatching = asyncio.create_task(dispatcher.run())
         log.info("core_started", port=config.port)
         try:
             yield
         finally:
             sweeper.cancel()
+            reaper.cancel()
+            dispatching.cancel()
+            await asyncio.gather(dispatching, return_exceptions=True)
+            await dispatcher.close()
             await state.hosts.wait_idle()
             await host_client.close()
             await cache.close()
@@ -91,6 +109,8 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         route_handlers=[
             health,
             NativeSandboxes,
+            NativeLifecycle,
+            DaytonaLifecycle,
             ApiKeys,
             DaytonaSandboxes,
             DaytonaToolbox,
@@ -101,6 +121,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             NativeFiles,
             DaytonaFiles,
             DaytonaTransfers,
+            NativeWebhooks,
             InternalHosts,
             EdgePayments,
             *TERMINAL_ROUTES,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -46,10 +47,20 @@ _DESIRED = {
     "starting": "started",
     "stopping": "stopped",
     "stopped": "stopped",
+    "pausing": "paused",
+    "paused": "paused",
+    "resuming": "started",
+    "archiving": "archived",
+    "archived": "archived",
+    "unarchiving": "stopped",
     "destroying": "destroyed",
     "destroyed": "destroyed",
     "error": "started",
 }
+_STATE = {"unarchiving": "restoring"}
+"""Our states in Daytona's words, where they differ (its enum has every other one)."""
+ARCHIVE_MAX_MINUTES = 30 * 1440
+"""Daytona's ``autoArchiveInterval`` 0 means this maximum."""
 
 
 def toolbox_base(request: Request) -> str:
@@ -74,14 +85,14 @@ def to_daytona(rec: SandboxRecord, toolbox_url: str) -> DaytonaSandbox:
         memory=max(1, rec.ram_mb // 1024),
         disk=rec.disk_gb,
         toolbox_proxy_url=toolbox_url,
-        state=rec.state,
+        state=_STATE.get(rec.state, rec.state),
         desired_state=_DESIRED[rec.state],
         snapshot=rec.template,
         error_reason=rec.error_reason,
-        recoverable=False,
-        auto_stop_interval=rec.auto_stop_minutes,
-        auto_archive_interval=rec.auto_archive_days * 24 * 60,
-        auto_delete_interval=rec.auto_delete_days * 24 * 60 if rec.auto_delete_days else -1,
+        recoverable=rec.state == "error",
+        auto_stop_interval=rec.auto_stop_minutes or 0,
+        auto_archive_interval=rec.auto_archive_minutes or 0,
+        auto_delete_interval=-1 if rec.auto_delete_minutes is None else rec.auto_delete_minutes,
         created_at=iso(rec.created_at),
         updated_at=iso(rec.updated_at),
         last_activity_at=iso(rec.last_activity_at),
@@ -98,10 +109,26 @@ def _labels(rec: SandboxRecord) -> dict[str, str]:
     return {LANGUAGE_LABEL: rec.language, **rec.labels}
 
 
-def _minutes_to_days(minutes: int | None) -> int:
-    if not minutes or minutes < 0:
-        return 0
-    return -(-minutes // (24 * 60))
+def daytona_auto_stop(minutes: int | None) -> int | msgspec.UnsetType | None:
+    """Daytona's ``autoStopInterval``: 0 disables; absent keeps the preset."""
+    if minutes is None:
+        return msgspec.UNSET
+    return None if minutes <= 0 else minutes
+
+
+def daytona_auto_archive(minutes: int | None) -> int | msgspec.UnsetType | None:
+    """Daytona's ``autoArchiveInterval``: 0 means its 30-day maximum (it cannot be disabled)."""
+    if minutes is None:
+        return msgspec.UNSET
+    return ARCHIVE_MAX_MINUTES if minutes <= 0 else minutes
+
+
+def daytona_auto_delete(minutes: int | None) -> int | msgspec.UnsetType | None:
+    """Daytona's ``autoDeleteInterval``: -1 (any negative) disables, 0 deletes as soon as the
+    sandbox stops."""
+    if minutes is None:
+        return msgspec.UNSET
+    return None if minutes < 0 else minutes
 
 
 def _language(labels: dict[str, str]) -> str:
@@ -129,9 +156,10 @@ class DaytonaSandboxes(Controller):
             env=data.env,
             labels=labels,
             language=_language(data.labels),
-            auto_stop_minutes=max(data.auto_stop_interval or 0, 0),
-            auto_archive_days=_minutes_to_days(data.auto_archive_interval),
-            auto_delete_days=_minutes_to_days(data.auto_delete_interval),
+            lifecycle="ephemeral" if data.ephemeral else None,
+            auto_stop_minutes=daytona_auto_stop(data.auto_stop_interval),
+            auto_archive_minutes=daytona_auto_archive(data.auto_archive_interval),
+            auto_delete_minutes=daytona_auto_delete(0 if data.ephemeral else data.auto_delete_interval),
         )
         return to_daytona(await sandboxes.create(principal.org_id, new), toolbox_base(request))
 

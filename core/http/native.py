@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 
+import msgspec
 from litestar import Controller, delete, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -47,13 +48,29 @@ def to_native(rec: SandboxRecord) -> Sandbox:
         labels=rec.labels,
         language=rec.language,
         error_reason=rec.error_reason,
-        auto_stop_minutes=rec.auto_stop_minutes,
-        auto_archive_days=rec.auto_archive_days,
-        auto_delete_days=rec.auto_delete_days,
+        lifecycle=rec.lifecycle,
+        auto_stop_minutes=rec.auto_stop_minutes or 0,
+        auto_archive_days=_days(rec.auto_archive_minutes),
+        auto_delete_days=_days(rec.auto_delete_minutes),
+        auto_archive_minutes=rec.auto_archive_minutes,
+        auto_delete_minutes=rec.auto_delete_minutes,
         created_at=iso(rec.created_at),
         updated_at=iso(rec.updated_at),
         last_activity_at=iso(rec.last_activity_at),
+        stopped_at=iso(rec.stopped_at) if rec.stopped_at else None,
     )
+
+
+def _days(minutes: int | None) -> int:
+    """Whole days, rounded up (0 only for never)."""
+    return 0 if minutes is None else max(1, -(-minutes // 1440))
+
+
+def _never_if_zero(value: int | msgspec.UnsetType, per: int) -> int | msgspec.UnsetType | None:
+    """The native body's timers: 0 is never, otherwise ``value`` × ``per`` minutes."""
+    if isinstance(value, msgspec.UnsetType):
+        return value
+    return None if value == 0 else value * per
 
 
 def parse_states(raw: str | None) -> list[str] | None:
@@ -99,9 +116,10 @@ class NativeSandboxes(Controller):
             env={**data.envVars, **data.env},
             labels={**data.metadata, **data.labels},
             language=data.language,
-            auto_stop_minutes=data.auto_stop_minutes,
-            auto_archive_days=data.auto_archive_days,
-            auto_delete_days=data.auto_delete_days,
+            lifecycle=data.lifecycle,
+            auto_stop_minutes=_never_if_zero(data.auto_stop_minutes, 1),
+            auto_archive_minutes=_never_if_zero(data.auto_archive_days, 1440),
+            auto_delete_minutes=_never_if_zero(data.auto_delete_days, 1440),
         )
         return to_native(await sandboxes.create(principal.org_id, new))
 

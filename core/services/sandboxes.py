@@ -87,9 +87,41 @@ class NewSandbox(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str] = {}
     labels: dict[str, str] = {}
     language: str | None = None
-    auto_stop_minutes: int = 0
-    auto_archive_days: int = 0
-    auto_delete_days: int = 0
+    lifecycle: str | None = None
+    """A preset (``PRESETS``); None: ``persistent``."""
+    auto_stop_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
+    """UNSET: the preset's value; None: never; else minutes (and the same for the others)."""
+    auto_archive_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
+    auto_delete_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class Timers(msgspec.Struct, frozen=True, kw_only=True):
+    """A lifecycle preset's automatic timers, in minutes; None: never."""
+
+    auto_stop_minutes: int | None = None
+    auto_archive_minutes: int | None = None
+    auto_delete_minutes: int | None = None
+
+
+PRESETS: dict[str, Timers] = {
+    "persistent": Timers(),
+    "ephemeral": Timers(auto_stop_minutes=15, auto_archive_minutes=7 * 1440, auto_delete_minutes=30 * 1440),
+}
+"""``persistent`` (the default): nothing happens by itself. ``ephemeral``: stopped after 15
+idle minutes, archived 7 days after it stopped, deleted 30 days after it stopped (seed 001's
+presets; see docs/lifecycle.md). Explicit values always win over the preset."""
+
+TIMER_MAX_MINUTES = 525_600 * 10
+"""Ten years: longer is a typo, not a plan."""
+
+
+def check_timer(field: str, minutes: int | None, *, zero_ok: bool = False) -> int | None:
+    if minutes is not None and not (0 if zero_ok else 1) <= minutes <= TIMER_MAX_MINUTES:
+        low = 0 if zero_ok else 1
+        raise BadRequest(
+            f"{field} must be between {low} and {TIMER_MAX_MINUTES} minutes (or never), got {minutes}"
+        )
+    return minutes
 
 
 def _check_range(field: str, value: int, low: int, high: int) -> int:
@@ -120,8 +152,18 @@ class SandboxService:
         language = new.language or "python"
         if language not in LANGUAGES:
             raise BadRequest(f"language must be one of {', '.join(sorted(LANGUAGES))}, got {language!r}")
-        for field in ("auto_stop_minutes", "auto_archive_days", "auto_delete_days"):
-            _check_range(field, getattr(new, field), 0, 525_600)
+        lifecycle = new.lifecycle or "persistent"
+        if lifecycle not in PRESETS:
+            raise BadRequest(f"lifecycle must be one of {', '.join(PRESETS)}, got {lifecycle!r}")
+        preset = PRESETS[lifecycle]
+        timers = {
+            field: getattr(preset, field)
+            if isinstance(getattr(new, field), msgspec.UnsetType)
+            else getattr(new, field)
+            for field in Timers.__struct_fields__
+        }
+        for field, minutes in timers.items():
+            check_timer(field, minutes, zero_ok=field == "auto_delete_minutes")
         now = datetime.now().astimezone()
         return SandboxRecord(
             id=sandbox_id,
@@ -138,9 +180,10 @@ class SandboxService:
             state="creating",
             error_reason=None,
             ip=None,
-            auto_stop_minutes=new.auto_stop_minutes,
-            auto_archive_days=new.auto_archive_days,
-            auto_delete_days=new.auto_delete_days,
+            lifecycle=lifecycle,
+            auto_stop_minutes=timers["auto_stop_minutes"],
+            auto_archive_minutes=timers["auto_archive_minutes"],
+            auto_delete_minutes=timers["auto_delete_minutes"],
             created_at=now,
             updated_at=now,
             last_activity_at=now,
@@ -216,6 +259,11 @@ class SandboxService:
         if moving is None:
             current = await self.get(org_id, rec.id)
             raise Conflict(f"sandbox is {current.state}; it cannot be deleted now")
+        return await self.finish_delete(moving)
+
+    async def finish_delete(self, rec: SandboxRecord) -> SandboxRecord:
+        """Destroy on the host a sandbox already moved to ``destroying`` (by ``delete`` or by
+        the reaper's claim), then mark it destroyed; a host failure leaves it in ``error``."""
         host = await hosts_db.get(self._db, rec.host_id) if rec.host_id else None
         if host is not None:
             try:

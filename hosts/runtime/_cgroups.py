@@ -83,6 +83,10 @@ class SandboxCgroup(abc.ABC):
         self._set_frozen(False)
         _wait_for(lambda: not self.frozen(), f"thawing {self.dirs[0]}")
 
+    def set_limits(self, limits: Limits) -> None:
+        """Apply new limits to the live cgroup: its processes are held to them at once."""
+        self._apply(limits)
+
     def kill(self) -> None:
         """SIGKILL every process and wait until the cgroup is empty; a no-op when it is.
 
@@ -129,11 +133,16 @@ class _V1Sandbox(SandboxCgroup):
         _write(cpu / "cpu.cfs_period_us", CPU_PERIOD_US)
         _write(cpu / "cpu.cfs_quota_us", limits.cpu * CPU_PERIOD_US)
         ram = limits.ram_mb * 2**20
-        _write(memory / "memory.limit_in_bytes", ram)
         # memsw (memory + swap) equal to memory means no swap; it exists only when the kernel
-        # accounts swap (swapaccount=1), and must be written after limit_in_bytes.
-        if (memory / "memory.memsw.limit_in_bytes").exists():
-            _write(memory / "memory.memsw.limit_in_bytes", ram)
+        # accounts swap (swapaccount=1). The kernel wants limit ≤ memsw at every step, so memsw
+        # goes first when the limit grows (a resize) and last otherwise.
+        memsw = memory / "memory.memsw.limit_in_bytes"
+        grows = int((memory / "memory.limit_in_bytes").read_text()) < ram
+        if memsw.exists() and grows:
+            _write(memsw, ram)
+        _write(memory / "memory.limit_in_bytes", ram)
+        if memsw.exists() and not grows:
+            _write(memsw, ram)
         _write(self._by_controller["pids"] / "pids.max", limits.pids)
 
 

@@ -1,13 +1,18 @@
 """Filesystem snapshots of a sandbox's disk (the overlay's upper layer).
 
-A snapshot directory holds ``rootfs.tar`` and ``manifest.json``. The manifest is written
+A snapshot directory holds ``rootfs.tar.zst`` and ``manifest.json``. The manifest is written
 last, so a directory with a manifest is a complete snapshot; it names the template build the
 disk sits on (a disk restored over any other lower layer would be meaningless) and the
 sha256 of every file, checked before a restore touches anything.
 
 The archive is GNU tar with numeric owners, permissions and every extended attribute: the
 upper layer encodes deletions as 0:0 character devices and replaced directories as
-``trusted.overlay.opaque`` xattrs, and both must survive the round trip.
+``trusted.overlay.opaque`` xattrs, and both must survive the round trip. It is compressed
+with zstd as tar produces it and decompressed as tar consumes it (``zstandard`` on the pipe),
+so neither the archive nor the disk is ever held whole in memory. Both files are fsynced
+before the manifest names them.
+
+Whether the snapshot also holds memory is recorded (``memory``): never, for this backend.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import tempfile
 from pathlib import Path
+from typing import IO
 
 import msgspec
+import zstandard
 
-from hosts.errors import RuntimeFailure
+from hosts.errors import RuntimeFailure, SnapshotInvalid
 from hosts.runtime._layout import DiskBase
 
-ARCHIVE = "rootfs.tar"
+ARCHIVE = "rootfs.tar.zst"
 MANIFEST = "manifest.json"
 _TAR_COMMON = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
 _CHUNK = 1 << 20
@@ -39,6 +47,12 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     template: str
     content_hash: str
     files: list[SnapshotFile]
+    memory: bool = False
+    """Whether the snapshot holds the sandbox's memory too (a VMM's); the disk only here."""
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
 
 
 def write(upper: Path, directory: Path, sandbox_id: str, base: DiskBase) -> Manifest:
@@ -49,7 +63,7 @@ def write(upper: Path, directory: Path, sandbox_id: str, base: DiskBase) -> Mani
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
     archive = directory / ARCHIVE
-    _tar(["--create", "--file", str(archive), "--directory", str(upper), *_TAR_COMMON, "."])
+    _create(upper, archive)
     manifest = Manifest(
         sandbox_id=sandbox_id,
         template=base.template,
@@ -57,7 +71,10 @@ def write(upper: Path, directory: Path, sandbox_id: str, base: DiskBase) -> Mani
         files=[_describe(archive)],
     )
     tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(manifest)) + b"\n")
+    with open(tmp, "wb") as f:
+        f.write(msgspec.json.format(msgspec.json.encode(manifest)) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, directory / MANIFEST)
     return manifest
 
@@ -66,44 +83,76 @@ def read(directory: Path) -> Manifest:
     """Load and verify the snapshot in ``directory``.
 
     Raises:
-        RuntimeFailure: no manifest, or a file is missing or differs from its digest.
+        SnapshotInvalid: no manifest, or a file is missing or differs from its digest.
     """
     try:
-        manifest = msgspec.json.decode((directory / MANIFEST).read_bytes(), type=Manifest)
-    except (FileNotFoundError, msgspec.DecodeError) as exc:
-        raise RuntimeFailure(f"no valid snapshot manifest in {directory}: {exc}") from None
+        manifest = decode_manifest((directory / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        raise SnapshotInvalid(f"no snapshot manifest in {directory}") from None
     for expected in manifest.files:
+        if "/" in expected.name or expected.name in ("", ".", ".."):
+            raise SnapshotInvalid(f"snapshot manifest names a file outside it: {expected.name!r}")
         try:
             actual = _describe(directory / expected.name)
         except FileNotFoundError:
-            raise RuntimeFailure(f"snapshot file {expected.name} is missing in {directory}") from None
+            raise SnapshotInvalid(f"snapshot file {expected.name} is missing in {directory}") from None
         if actual != expected:
-            raise RuntimeFailure(f"snapshot file {expected.name} in {directory} does not match its manifest")
+            raise SnapshotInvalid(f"snapshot file {expected.name} in {directory} does not match its manifest")
     if ARCHIVE not in {f.name for f in manifest.files}:
-        raise RuntimeFailure(f"snapshot in {directory} has no {ARCHIVE}")
+        raise SnapshotInvalid(f"snapshot in {directory} has no {ARCHIVE}")
     return manifest
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """Parse a manifest's bytes.
+
+    Raises:
+        SnapshotInvalid: not a manifest.
+    """
+    try:
+        return msgspec.json.decode(data, type=Manifest)
+    except msgspec.DecodeError as exc:
+        raise SnapshotInvalid(f"invalid snapshot manifest: {exc}") from None
 
 
 def extract(directory: Path, target: Path) -> None:
     """Unpack the snapshot's archive into the empty directory ``target``."""
-    _tar(
-        [
-            "--extract",
-            "--file",
-            str(directory / ARCHIVE),
-            "--directory",
-            str(target),
-            "--same-owner",
-            "--same-permissions",
-            *_TAR_COMMON,
-        ]
-    )
+    args = ["--extract", "--file", "-", "--directory", str(target), "--same-owner", "--same-permissions"]
+    with tempfile.TemporaryFile() as errors:
+        tar = subprocess.Popen(["tar", *args, *_TAR_COMMON], stdin=subprocess.PIPE, stderr=errors)
+        assert tar.stdin is not None
+        try:
+            with open(directory / ARCHIVE, "rb") as source:
+                zstandard.ZstdDecompressor().copy_stream(source, tar.stdin, write_size=_CHUNK)
+            tar.stdin.close()
+        except BrokenPipeError:
+            pass  # tar gave up early; its status and message say why
+        except zstandard.ZstdError as exc:
+            tar.kill()
+            tar.wait()
+            raise RuntimeFailure(f"snapshot archive does not decompress: {exc}") from None
+        _check(tar, "extract", errors)
 
 
-def _tar(args: list[str]) -> None:
-    done = subprocess.run(["tar", *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeFailure(f"tar {args[0]} failed: {done.stderr.strip()}")
+def _create(upper: Path, archive: Path) -> None:
+    """tar ``upper`` into ``archive``, zstd-compressed on the way, and fsync it."""
+    args = ["--create", "--file", "-", "--directory", str(upper), *_TAR_COMMON, "."]
+    # tar's messages go to a file, not a pipe: a pipe nobody drains could block it.
+    with tempfile.TemporaryFile() as errors, open(archive, "wb") as out:
+        tar = subprocess.Popen(["tar", *args], stdout=subprocess.PIPE, stderr=errors)
+        assert tar.stdout is not None
+        with tar.stdout:
+            zstandard.ZstdCompressor(level=3).copy_stream(tar.stdout, out, read_size=_CHUNK)
+        _check(tar, "create", errors)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _check(tar: subprocess.Popen[bytes], what: str, errors: IO[bytes]) -> None:
+    if tar.wait() != 0:
+        errors.seek(0)
+        message = errors.read().decode(errors="replace").strip()
+        raise RuntimeFailure(f"tar --{what} failed: {message}")
 
 
 def _describe(path: Path) -> SnapshotFile:

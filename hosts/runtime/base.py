@@ -33,9 +33,10 @@ class SandboxRuntime(Protocol):
         """Called once at hostd start: adopt what a previous hostd left, return the inventory."""
         ...
 
-    async def create(self, spec: SandboxSpec) -> SandboxInfo:
+    async def create(self, spec: SandboxSpec, snapshot: Path | None = None) -> SandboxInfo:
         """Create and boot a sandbox; return when its agent answers. On any failure, everything
-        created so far is removed before the error propagates."""
+        created so far is removed before the error propagates. With ``snapshot`` (a directory
+        ``snapshot`` wrote, verified again here), the new disk is that snapshot's: a clone."""
         ...
 
     async def start(self, spec: SandboxSpec) -> SandboxInfo:
@@ -58,6 +59,18 @@ class SandboxRuntime(Protocol):
         """Replace the sandbox's state with the snapshot in ``directory`` and boot it."""
         ...
 
+    async def resize(self, sandbox_id: str, cpu: int, ram_mb: int, disk_gb: int) -> SandboxInfo:
+        """Set new limits, live when booted (``capabilities.live_resize``)."""
+        ...
+
+    async def archive(self, sandbox_id: str) -> SandboxInfo:
+        """Drop a stopped sandbox's disk, which the caller holds a copy of; state "archived"."""
+        ...
+
+    async def unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
+        """Put an archived sandbox's disk back from a snapshot-format ``directory``; stopped."""
+        ...
+
     async def destroy(self, sandbox_id: str) -> None:
         """Remove every trace of the sandbox. Idempotent."""
         ...
@@ -68,6 +81,10 @@ class SandboxRuntime(Protocol):
         ...
 
     def list(self) -> list[SandboxInfo]: ...
+
+    def spec(self, sandbox_id: str) -> SandboxSpec:
+        """The spec the sandbox runs with now (resizes included); ``SandboxNotFound`` if absent."""
+        ...
 
     def agent_socket(self, sandbox_id: str) -> Path:
         """The Unix socket on which ``CONNECT <port>`` reaches the sandbox's agent."""

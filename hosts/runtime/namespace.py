@@ -16,6 +16,13 @@ For development machines and CI without KVM. A sandbox here is
 ``disk_gb`` is not enforced: a loop-mounted filesystem per sandbox would cost far more than
 the whole boot, and project quotas need a specific host filesystem.
 
+``resize`` rewrites the cgroup's limits in place, so a running sandbox gets more CPU or
+memory at once (the controller only lets a running one grow). ``archive`` drops the writable
+layer of a stopped sandbox once the caller has a verified copy elsewhere; the sandbox stays
+known, reported ``archived``, until ``unarchive`` puts a disk back. Both leave a marker
+(``archived``, ``frozen-for-snapshot``) that ``recover`` reads, so a crash half-way is
+finished or rolled back at the next start.
+
 A shared kernel is not a security boundary for hostile code: this runtime is for development.
 It does not apply a seccomp filter or a user namespace (uid 1000 inside is uid 1000 outside).
 
@@ -66,6 +73,10 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 """Sandbox ids become hostnames, directory, cgroup and netns names: keep them plain."""
 _OVERLAY_UNSAFE = re.compile(r"[,:\\\s]")
 """Characters that would break overlayfs' mount options (or the launcher's word lists)."""
+_FROZEN_MARKER = "frozen-for-snapshot"
+"""In a sandbox's directory while a snapshot holds it frozen."""
+_ARCHIVED_MARKER = "archived"
+"""In a sandbox's directory once its disk is (being) dropped for an archive."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +115,8 @@ class _Sandbox:
     slot: int | None = None
     """The network slot while booted; None when stopped."""
     paused: bool = False
+    archived: bool = False
+    """The disk was archived away (``archive``); it must be unarchived before it boots."""
     supervisor: Supervisor | None = None
     """The process whose exit means the sandbox died (see ``Supervisor``); None when stopped."""
 
@@ -112,7 +125,7 @@ class NamespaceRuntime:
     """``SandboxRuntime`` on Linux namespaces, cgroups and overlayfs (see the module doc)."""
 
     kind = "namespace"
-    capabilities = Capabilities(memory_snapshot=False, live_resize=False)
+    capabilities = Capabilities(memory_snapshot=False, live_resize=True)
 
     def __init__(self, config: NamespaceConfig) -> None:
         self.config = config
@@ -128,6 +141,10 @@ class NamespaceRuntime:
 
     def list(self) -> list[SandboxInfo]:
         return [self._info(sb) for _, sb in sorted(self._sandboxes.items())]
+
+    def spec(self, sandbox_id: str) -> SandboxSpec:
+        _check_id(sandbox_id)
+        return self._get(sandbox_id).spec
 
     def agent_socket(self, sandbox_id: str) -> Path:
         _check_id(sandbox_id)
@@ -162,9 +179,11 @@ class NamespaceRuntime:
 
     # lifecycle -------------------------------------------------------------------------------
 
-    async def create(self, spec: SandboxSpec) -> SandboxInfo:
+    async def create(self, spec: SandboxSpec, snapshot: Path | None = None) -> SandboxInfo:
+        """Create and boot ``spec``; with ``snapshot``, its disk is that snapshot's (a clone),
+        on the exact template build the snapshot was made on."""
         _check_spec(spec)
-        return await asyncio.shield(self._create(spec))
+        return await asyncio.shield(self._create(spec, snapshot))
 
     async def start(self, spec: SandboxSpec) -> SandboxInfo:
         _check_spec(spec)
@@ -201,9 +220,14 @@ class NamespaceRuntime:
         _check_id(sandbox_id)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
+            if sandbox.archived:
+                raise SandboxConflict(f"sandbox {sandbox_id} is archived; unarchive it first")
             cgroup = self._cgroups.sandbox(sandbox_id)
             freeze = sandbox.slot is not None and not sandbox.paused
+            marker = self._dir(sandbox_id).path / _FROZEN_MARKER
             if freeze:
+                # The marker tells a recovering hostd this freeze was ours, to undo.
+                await _blocking("mark freeze", marker.touch)
                 await _blocking("freeze", cgroup.freeze)
             try:
                 upper = self._dir(sandbox_id).upper
@@ -211,6 +235,34 @@ class NamespaceRuntime:
             finally:
                 if freeze:
                     await _blocking("thaw", cgroup.thaw)
+                    await _blocking("unmark freeze", marker.unlink, True)
+
+    async def resize(self, sandbox_id: str, cpu: int, ram_mb: int, disk_gb: int) -> SandboxInfo:
+        """Set new limits; a booted sandbox's cgroup takes them at once. The controller decides
+        which directions are allowed; ``disk_gb`` is recorded only (see the module doc)."""
+        _check_id(sandbox_id)
+        if cpu < 1 or ram_mb < 1 or disk_gb < 1:
+            raise RuntimeFailure("a sandbox needs at least 1 CPU, 1 MB of memory and 1 GB of disk")
+        async with self._locks[sandbox_id]:
+            sandbox = self._get(sandbox_id)
+            spec = msgspec.structs.replace(sandbox.spec, cpu=cpu, ram_mb=ram_mb, disk_gb=disk_gb)
+            if sandbox.slot is not None:
+                limits = Limits(cpu=cpu, ram_mb=ram_mb, pids=self.config.pids_max)
+                await _blocking("resize cgroup", self._cgroups.sandbox(sandbox_id).set_limits, limits)
+            await _blocking("write spec", self._dir(sandbox_id).write_spec, spec)
+            sandbox.spec = spec
+            return self._info(sandbox)
+
+    async def archive(self, sandbox_id: str) -> SandboxInfo:
+        """Drop the disk of a stopped sandbox, which the caller has archived elsewhere."""
+        _check_id(sandbox_id)
+        return await asyncio.shield(self._archive(sandbox_id))
+
+    async def unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
+        """Put back the disk of an archived sandbox from the snapshot-format ``directory``
+        (verified first); the sandbox stays stopped."""
+        _check_id(sandbox_id)
+        return await asyncio.shield(self._unarchive(sandbox_id, directory))
 
     async def restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
         _check_id(sandbox_id)
@@ -232,13 +284,21 @@ class NamespaceRuntime:
 
     # implementation --------------------------------------------------------------------------
 
-    async def _create(self, spec: SandboxSpec) -> SandboxInfo:
+    async def _create(self, spec: SandboxSpec, snapshot: Path | None) -> SandboxInfo:
+        manifest = None if snapshot is None else await _blocking("read snapshot", _snapshot.read, snapshot)
         async with self._locks[spec.id]:
             if spec.id in self._sandboxes:
                 raise SandboxConflict(f"sandbox {spec.id} already exists")
             timer = _Timer()
             with timer.step("template"):
-                template = await asyncio.to_thread(self.config.templates.get, spec.template)
+                if manifest is None:
+                    template = await asyncio.to_thread(self.config.templates.get, spec.template)
+                elif manifest.template != spec.template:
+                    raise SandboxConflict(f"the snapshot is a {manifest.template} disk, not {spec.template}")
+                else:
+                    template = await asyncio.to_thread(
+                        self.config.templates.get, manifest.template, content_hash=manifest.content_hash
+                    )
             sandbox = _Sandbox(spec, DiskBase(template=template.name, content_hash=template.content_hash))
             directory = self._dir(spec.id)
             undo = Undo(spec.id)
@@ -254,6 +314,9 @@ class NamespaceRuntime:
                         self.config.uid,
                         self.config.gid,
                     )
+                    if snapshot is not None:
+                        fill = functools.partial(_snapshot.extract, snapshot)
+                        await _blocking("fill disk from snapshot", directory.replace_upper, fill)
                 await self._boot(sandbox, template.rootfs, undo, timer)
             except BaseException:
                 await undo.unwind()
@@ -296,10 +359,44 @@ class NamespaceRuntime:
         self._locks.pop(sandbox_id, None)
         log.info("sandbox destroyed", sandbox_id=sandbox_id)
 
+    async def _archive(self, sandbox_id: str) -> SandboxInfo:
+        async with self._locks[sandbox_id]:
+            sandbox = self._get(sandbox_id)
+            if sandbox.slot is not None:
+                raise SandboxConflict(f"sandbox {sandbox_id} is booted; only a stopped one is archived")
+            if not sandbox.archived:
+                directory = self._dir(sandbox_id)
+                # Marker first: from here on, a crash leaves an archived sandbox (whose
+                # archive the caller already holds), never a half-removed disk that boots.
+                await _blocking("mark archived", (directory.path / _ARCHIVED_MARKER).touch)
+                sandbox.archived = True
+                await _blocking("drop disk", _drop_disk, directory)
+                log.info("sandbox archived", sandbox_id=sandbox_id)
+            return self._info(sandbox)
+
+    async def _unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
+        manifest = await _blocking("read archive", _snapshot.read, directory)
+        async with self._locks[sandbox_id]:
+            sandbox = self._get(sandbox_id)
+            if not sandbox.archived:
+                raise SandboxConflict(f"sandbox {sandbox_id} is not archived")
+            base = DiskBase(template=manifest.template, content_hash=manifest.content_hash)
+            if base != sandbox.base or manifest.sandbox_id != sandbox_id:
+                raise SandboxConflict(f"the archive in {directory} is not sandbox {sandbox_id}'s disk")
+            target = self._dir(sandbox_id)
+            fill = functools.partial(_snapshot.extract, directory)
+            await _blocking("restore disk", _fill_disk, target, fill)
+            await _blocking("unmark archived", (target.path / _ARCHIVED_MARKER).unlink, True)
+            sandbox.archived = False
+            log.info("sandbox unarchived", sandbox_id=sandbox_id)
+            return self._info(sandbox)
+
     async def _restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
         manifest = await _blocking("read snapshot", _snapshot.read, directory)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
+            if sandbox.archived:
+                raise SandboxConflict(f"sandbox {sandbox_id} is archived; unarchive it first")
             base = DiskBase(template=manifest.template, content_hash=manifest.content_hash)
             if base != sandbox.base:
                 raise SandboxConflict(
@@ -460,11 +557,18 @@ class NamespaceRuntime:
             record = directory.read_boot()
             cgroup = self._cgroups.sandbox(path.name)
             init = find_init(cgroup.pids())
+            frozen_marker = path / _FROZEN_MARKER
             if record is not None and init is not None:
+                if frozen_marker.exists() and cgroup.frozen():
+                    cgroup.thaw()  # a snapshot froze it and the hostd taking it died
                 sandbox.slot, sandbox.paused = record.slot, cgroup.frozen()
             else:
                 self._teardown(path.name, None)
                 directory.repair()
+            frozen_marker.unlink(missing_ok=True)
+            if (path / _ARCHIVED_MARKER).exists():
+                sandbox.archived = True
+                _drop_disk(directory)  # finish an archive, or undo an unfinished unarchive
             found.append((sandbox, init))
         self._sweep({sb.spec.id: sb.slot for sb, _ in found if sb.slot is not None})
         return found
@@ -502,6 +606,8 @@ class NamespaceRuntime:
         return sandbox
 
     def _info(self, sandbox: _Sandbox) -> SandboxInfo:
+        if sandbox.archived:
+            return SandboxInfo(id=sandbox.spec.id, state="archived")
         if sandbox.slot is None:
             return SandboxInfo(id=sandbox.spec.id, state="stopped")
         state: Literal["running", "paused"] = "paused" if sandbox.paused else "running"
@@ -571,6 +677,25 @@ def _allocated_bytes(root: Path) -> int:
                 if is_dir:
                     pending.append(Path(entry.path))
     return total
+
+
+def _drop_disk(directory: SandboxDir) -> None:
+    """Remove the writable layer and its scratch copies (an archived sandbox has none)."""
+    for name in ("upper.new", "upper.old"):
+        remove_tree(directory.path / name)
+    remove_tree(directory.upper)
+    remove_tree(directory.work)
+
+
+def _fill_disk(directory: SandboxDir, fill: Callable[[Path], None]) -> None:
+    """Give a sandbox without a disk a new one that ``fill`` writes (staged, then renamed)."""
+    staging = directory.path / "upper.new"
+    remove_tree(staging)
+    staging.mkdir(mode=0o755)
+    fill(staging)
+    remove_tree(directory.work)
+    directory.work.mkdir(mode=0o755)
+    os.rename(staging, directory.upper)
 
 
 def _pid(sandbox: _Sandbox) -> int | None:

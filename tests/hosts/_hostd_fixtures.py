@@ -11,9 +11,11 @@ one.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -57,12 +59,12 @@ class KernelNames(msgspec.Struct, frozen=True):
 
 
 def kernel_names(suite: int) -> KernelNames:
-    """Names for suite ``suite`` (0 controller, 1 app) on this xdist worker."""
+    """Names for suite ``suite`` (0 controller, 1 app, 2 lifecycle) on this xdist worker."""
     n = worker_index()
-    letter = "ca"[suite]
+    letter = "cal"[suite]
     return KernelNames(
         bridge=f"dnahh{n}{letter}",
-        subnet=ipaddress.IPv4Network(f"10.215.{2 * n + suite}.0/24"),
+        subnet=ipaddress.IPv4Network(f"10.215.{3 * n + suite}.0/24"),
         cgroup=f"dnahh{n}{letter}",
     )
 
@@ -225,8 +227,45 @@ class HostdProcess:
             self._proc.wait()
             raise
 
+    def kill(self) -> None:
+        """SIGKILL hostd, as a crash would: no shutdown code runs. granian's worker (the
+        process running the app) and its helpers share granian's session and die with it;
+        sandboxes run in sessions of their own and are left alone, as in a real crash."""
+        assert self._proc is not None
+        session = os.getsid(self._proc.pid)
+        doomed = [pid for pid in _descendants(self._proc.pid) if _session(pid) == session]
+        for pid in (self._proc.pid, *doomed):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._proc.wait()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, pending = [], [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def hostd_env(

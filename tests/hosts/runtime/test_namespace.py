@@ -251,9 +251,10 @@ async def test_snapshot_and_restore_bring_the_disk_back(
     assert manifest["template"] == "dnah-base"
     assert manifest["content_hash"] == runtime.config.templates.recipe_hash()
     [archive] = manifest["files"]
-    assert archive["name"] == "rootfs.tar"
-    assert archive["size"] == (snapshot / "rootfs.tar").stat().st_size
-    assert archive["sha256"] == _sha256(snapshot / "rootfs.tar")
+    assert archive["name"] == "rootfs.tar.zst"
+    assert archive["size"] == (snapshot / "rootfs.tar.zst").stat().st_size
+    assert archive["sha256"] == _sha256(snapshot / "rootfs.tar.zst")
+    assert manifest["memory"] is False  # this backend snapshots the disk only
 
     await box.out("echo two > ~/kept; echo new > ~/later; rm -r ~/dir; echo restored > ~/.bashrc")
     info = await runtime.restore(box.id, snapshot)
@@ -282,7 +283,7 @@ async def test_restore_refuses_a_tampered_snapshot(
     box: Box, runtime: NamespaceRuntime, tmp_path: Path
 ) -> None:
     await runtime.snapshot(box.id, tmp_path)
-    with open(tmp_path / "rootfs.tar", "ab") as archive:
+    with open(tmp_path / "rootfs.tar.zst", "ab") as archive:
         archive.write(b"\0")
     with pytest.raises(RuntimeFailure, match="does not match"):
         await runtime.restore(box.id, tmp_path)

@@ -1,0 +1,170 @@
+"""Lifecycle routes in both API shapes, over ``LifecycleService``.
+
+Native: ``POST /v1/sandboxes/{id}/{stop,start,pause,resume,archive,recover,resize}`` and
+``PUT …/labels``, each answering the sandbox. Daytona: the SDK's ``POST /sandbox/{idOrName}/
+{start,stop,pause,archive,recover,resize}``, ``PUT …/labels``, ``POST …/autostop/{m}``,
+``…/autoarchive/{m}``, ``…/autodelete/{m}`` and ``POST …/last-activity``; Daytona's ``start``
+also resumes a paused sandbox and unarchives an archived one (so does ours, natively too).
+"""
+
+from __future__ import annotations
+
+from litestar import Controller, Request, post, put
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from contracts.public import DaytonaLabels, DaytonaResize, DaytonaSandbox, Labels, Resize, Sandbox
+from core.http.daytona import (
+    LANGUAGE_LABEL,
+    daytona_auto_archive,
+    daytona_auto_delete,
+    daytona_auto_stop,
+    to_daytona,
+    toolbox_base,
+)
+from core.http.deps import provide_principal
+from core.http.native import to_native
+from core.services.auth import Principal
+from core.services.lifecycle import LifecycleService
+
+GIB_MB = 1024
+
+
+def provide_lifecycle(state: State) -> LifecycleService:
+    return state.lifecycle
+
+
+_DEPS = {
+    "principal": Provide(provide_principal),
+    "lifecycle": Provide(provide_lifecycle, sync_to_thread=False),
+}
+
+
+class NativeLifecycle(Controller):
+    path = "/v1/sandboxes/{sandbox_id:str}"
+    dependencies = _DEPS
+
+    @post("/stop", status_code=200)
+    async def stop(self, sandbox_id: str, principal: Principal, lifecycle: LifecycleService) -> Sandbox:
+        return to_native(await lifecycle.stop(principal.org_id, sandbox_id))
+
+    @post("/start", status_code=200)
+    async def start(self, sandbox_id: str, principal: Principal, lifecycle: LifecycleService) -> Sandbox:
+        return to_native(await lifecycle.start(principal.org_id, sandbox_id))
+
+    @post("/pause", status_code=200)
+    async def pause(self, sandbox_id: str, principal: Principal, lifecycle: LifecycleService) -> Sandbox:
+        return to_native(await lifecycle.pause(principal.org_id, sandbox_id))
+
+    @post("/resume", status_code=200)
+    async def resume(self, sandbox_id: str, principal: Principal, lifecycle: LifecycleService) -> Sandbox:
+        return to_native(await lifecycle.resume(principal.org_id, sandbox_id))
+
+    @post("/archive", status_code=200)
+    async def archive(self, sandbox_id: str, principal: Principal, lifecycle: LifecycleService) -> Sandbox:
+        return to_native(await lifecycle.archive(principal.org_id, sandbox_id))
+
+    @post("/recover", status_code=200)
+    async def recover(self, sandbox_id: str, principal: Principal, lifecycle: LifecycleService) -> Sandbox:
+        return to_native(await lifecycle.recover(principal.org_id, sandbox_id))
+
+    @post("/resize", status_code=200)
+    async def resize(
+        self, sandbox_id: str, data: Resize, principal: Principal, lifecycle: LifecycleService
+    ) -> Sandbox:
+        rec = await lifecycle.resize(
+            principal.org_id, sandbox_id, cpu=data.cpu, ram_mb=data.ram_mb, disk_gb=data.disk_gb
+        )
+        return to_native(rec)
+
+    @put("/labels", status_code=200)
+    async def labels(
+        self, sandbox_id: str, data: Labels, principal: Principal, lifecycle: LifecycleService
+    ) -> Sandbox:
+        return to_native(await lifecycle.set_labels(principal.org_id, sandbox_id, data.labels))
+
+
+class DaytonaLifecycle(Controller):
+    path = "/sandbox/{ref:str}"
+    dependencies = _DEPS
+
+    @post("/start", status_code=200)
+    async def start(
+        self, request: Request, ref: str, principal: Principal, lifecycle: LifecycleService
+    ) -> DaytonaSandbox:
+        return to_daytona(await lifecycle.start(principal.org_id, ref), toolbox_base(request))
+
+    @post("/stop", status_code=200)
+    async def stop(
+        self, request: Request, ref: str, principal: Principal, lifecycle: LifecycleService
+    ) -> DaytonaSandbox:
+        return to_daytona(await lifecycle.stop(principal.org_id, ref), toolbox_base(request))
+
+    @post("/pause", status_code=200)
+    async def pause(
+        self, request: Request, ref: str, principal: Principal, lifecycle: LifecycleService
+    ) -> DaytonaSandbox:
+        return to_daytona(await lifecycle.pause(principal.org_id, ref), toolbox_base(request))
+
+    @post("/archive", status_code=200)
+    async def archive(
+        self, request: Request, ref: str, principal: Principal, lifecycle: LifecycleService
+    ) -> DaytonaSandbox:
+        return to_daytona(await lifecycle.archive(principal.org_id, ref), toolbox_base(request))
+
+    @post("/recover", status_code=200)
+    async def recover(
+        self, request: Request, ref: str, principal: Principal, lifecycle: LifecycleService
+    ) -> DaytonaSandbox:
+        return to_daytona(await lifecycle.recover(principal.org_id, ref), toolbox_base(request))
+
+    @post("/resize", status_code=200)
+    async def resize(
+        self,
+        request: Request,
+        ref: str,
+        data: DaytonaResize,
+        principal: Principal,
+        lifecycle: LifecycleService,
+    ) -> DaytonaSandbox:
+        """Daytona sizes memory and disk in GiB."""
+        rec = await lifecycle.resize(
+            principal.org_id,
+            ref,
+            cpu=data.cpu,
+            ram_mb=None if data.memory is None else data.memory * GIB_MB,
+            disk_gb=data.disk,
+        )
+        return to_daytona(rec, toolbox_base(request))
+
+    @put("/labels", status_code=200)
+    async def labels(
+        self, ref: str, data: DaytonaLabels, principal: Principal, lifecycle: LifecycleService
+    ) -> DaytonaLabels:
+        """Replaces the labels. The SDK's language label is the sandbox's language, which
+        does not change: it is not stored as a label."""
+        labels = {k: v for k, v in data.labels.items() if k != LANGUAGE_LABEL}
+        rec = await lifecycle.set_labels(principal.org_id, ref, labels)
+        return DaytonaLabels(labels=rec.labels)
+
+    @post("/autostop/{interval:int}", status_code=200)
+    async def autostop(
+        self, ref: str, interval: int, principal: Principal, lifecycle: LifecycleService
+    ) -> None:
+        await lifecycle.set_timers(principal.org_id, ref, auto_stop_minutes=daytona_auto_stop(interval))
+
+    @post("/autoarchive/{interval:int}", status_code=200)
+    async def autoarchive(
+        self, ref: str, interval: int, principal: Principal, lifecycle: LifecycleService
+    ) -> None:
+        await lifecycle.set_timers(principal.org_id, ref, auto_archive_minutes=daytona_auto_archive(interval))
+
+    @post("/autodelete/{interval:int}", status_code=200)
+    async def autodelete(
+        self, ref: str, interval: int, principal: Principal, lifecycle: LifecycleService
+    ) -> None:
+        await lifecycle.set_timers(principal.org_id, ref, auto_delete_minutes=daytona_auto_delete(interval))
+
+    @post("/last-activity", status_code=200)
+    async def last_activity(self, ref: str, principal: Principal, lifecycle: LifecycleService) -> None:
+        await lifecycle.refresh_activity(principal.org_id, ref)

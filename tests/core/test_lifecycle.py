@@ -1,0 +1,174 @@
+"""Sandbox lifecycle through the gateway, both shapes: stop/start (data kept), pause/resume,
+archive (and the unarchive a start implies), recover, resize, labels, the timers, the
+presets and the reaper (including two reapers racing over the same due sandboxes).
+
+Every test checks the resulting state and, where data is involved, the files inside the
+sandbox (through ``exec``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from cli.stack import Stack
+from core.db.pool import create_pool
+from tests.core.test_files import create, sh
+
+
+def state(org: httpx.Client, sid: str) -> str:
+    return str(org.get(f"/v1/sandboxes/{sid}").json()["state"])
+
+
+def op(org: httpx.Client, sid: str, verb: str, status: int = 200) -> dict:
+    resp = org.post(f"/v1/sandboxes/{sid}/{verb}")
+    assert resp.status_code == status, resp.text
+    return dict(resp.json())
+
+
+def wait_for(org: httpx.Client, sid: str, wanted: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while (now := state(org, sid)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return now
+
+
+@pytest.fixture
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(stack.database_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+def test_stop_keeps_the_disk_and_start_brings_it_back(org: httpx.Client) -> None:
+    sid = create(org)
+    sh(org, sid, "echo kept > ~/data.txt")
+    stopped = op(org, sid, "stop")
+    assert stopped["state"] == "stopped" and stopped["stopped_at"]
+    # a stopped sandbox takes no commands
+    assert org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true"]}).status_code == 409
+    assert op(org, sid, "stop")["state"] == "stopped"  # idempotent
+    assert op(org, sid, "start")["state"] == "started"
+    assert sh(org, sid, "cat ~/data.txt") == "kept\n"
+    assert op(org, sid, "start")["state"] == "started"  # idempotent
+
+
+def test_daytona_start_stop_labels_and_timers(org: httpx.Client) -> None:
+    sid = create(org)
+    stopped = org.post(f"/sandbox/{sid}/stop")
+    assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
+    started = org.post(f"/sandbox/{sid}/start")
+    assert started.status_code == 200 and started.json()["state"] == "started"
+
+    labels = org.put(
+        f"/sandbox/{sid}/labels", json={"labels": {"team": "a", "code-toolbox-language": "python"}}
+    )
+    assert labels.status_code == 200 and labels.json() == {"labels": {"team": "a"}}
+    replaced = org.put(f"/v1/sandboxes/{sid}/labels", json={"labels": {"env": "ci"}})
+    assert replaced.json()["labels"] == {"env": "ci"}  # the whole set is replaced
+
+    for path in ("autostop/30", "autoarchive/0", "autodelete/-1"):
+        assert org.post(f"/sandbox/{sid}/{path}").status_code == 200
+    body = org.get(f"/sandbox/{sid}").json()
+    assert (body["autoStopInterval"], body["autoArchiveInterval"], body["autoDeleteInterval"]) == (
+        30,
+        43200,
+        -1,
+    )
+    native = org.get(f"/v1/sandboxes/{sid}").json()
+    assert (native["auto_stop_minutes"], native["auto_archive_days"], native["auto_delete_days"]) == (
+        30,
+        30,
+        0,
+    )
+    assert native["auto_delete_minutes"] is None
+    assert org.post(f"/sandbox/{sid}/autodelete/0").status_code == 200
+    assert org.get(f"/v1/sandboxes/{sid}").json()["auto_delete_minutes"] == 0
+    assert org.post(f"/sandbox/{sid}/autostop/0").status_code == 200
+    assert org.get(f"/sandbox/{sid}").json()["autoStopInterval"] == 0
+
+    before = org.get(f"/v1/sandboxes/{sid}").json()["last_activity_at"]
+    time.sleep(1.1)
+    assert org.post(f"/sandbox/{sid}/last-activity").status_code == 200
+    assert org.get(f"/v1/sandboxes/{sid}").json()["last_activity_at"] > before
+
+
+def test_presets_and_explicit_values(org: httpx.Client) -> None:
+    plain = org.post("/v1/sandboxes", json={}).json()
+    assert plain["lifecycle"] == "persistent"
+    assert (plain["auto_stop_minutes"], plain["auto_archive_minutes"], plain["auto_delete_minutes"]) == (
+        0,
+        None,
+        None,
+    )
+    eph = org.post("/v1/sandboxes", json={"lifecycle": "ephemeral"}).json()
+    assert (eph["auto_stop_minutes"], eph["auto_archive_minutes"], eph["auto_delete_minutes"]) == (
+        15,
+        10080,
+        43200,
+    )
+    assert (eph["auto_archive_days"], eph["auto_delete_days"]) == (7, 30)
+    mixed = org.post(
+        "/v1/sandboxes", json={"lifecycle": "ephemeral", "auto_stop_minutes": 0, "auto_delete_days": 2}
+    ).json()
+    assert (mixed["auto_stop_minutes"], mixed["auto_archive_minutes"], mixed["auto_delete_minutes"]) == (
+        0,
+        10080,
+        2880,
+    )
+    dt = org.post("/sandbox", json={"ephemeral": True, "autoStopInterval": 5}).json()
+    assert (dt["autoStopInterval"], dt["autoDeleteInterval"]) == (5, 0)
+    for bad in ({"lifecycle": "forever"}, {"auto_stop_minutes": -3}):
+        resp = org.post("/v1/sandboxes", json=bad)
+        assert resp.status_code == 400, resp.text
+    for sb in (plain["id"], eph["id"], mixed["id"], dt["id"]):
+        org.delete(f"/v1/sandboxes/{sb}")
+
+
+def test_resize_rules(org: httpx.Client) -> None:
+    sid = create(org)
+    assert org.post(f"/v1/sandboxes/{sid}/resize", json={"disk_gb": 1}).status_code == 400  # disk only grows
+    assert org.post(f"/v1/sandboxes/{sid}/resize", json={"cpu": 99}).status_code == 400
+    op(org, sid, "stop")
+    grown = org.post(f"/v1/sandboxes/{sid}/resize", json={"cpu": 2, "ram_mb": 768, "disk_gb": 4})
+    assert grown.status_code == 200, grown.text
+    assert (grown.json()["cpu"], grown.json()["ram_mb"], grown.json()["disk_gb"]) == (2, 768, 4)
+    shrunk = org.post(f"/sandbox/{sid}/resize", json={"cpu": 1, "memory": 1})  # stopped: may shrink
+    assert shrunk.status_code == 200 and (shrunk.json()["cpu"], shrunk.json()["memory"]) == (1, 1)
+    op(org, sid, "start")
+    cpus = sh(org, sid, "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    assert cpus.split()[0] in ("100000", "max") or int(cpus.split()[0]) > 0
+    assert org.post(f"/v1/sandboxes/{sid}/resize", json={"ram_mb": 512}).status_code == 409  # no hot shrink
+
+
+def test_conflicting_operations_get_409(org: httpx.Client) -> None:
+    sid = create(org)
+    assert op(org, sid, "recover", 409)["code"] == "conflict"  # not in error
+    assert op(org, sid, "archive", 409)["code"] == "conflict"  # must be stopped
+    assert op(org, sid, "resume")["state"] == "started"  # already running: nothing to do
+    op(org, sid, "stop")
+    assert op(org, sid, "resume", 409)["code"] == "conflict"  # stopped, not paused
+    assert op(org, sid, "pause", 409)["code"] == "conflict"  # only a started sandbox pauses
+    assert org.post("/v1/sandboxes/sb-nope/stop").status_code == 404
+
+
+async def test_the_reaper_stops_idle_sandboxes_and_deletes_stopped_ones(
+    org: httpx.Client, db: asyncpg.Pool
+) -> None:
+    idle = org.post("/v1/sandboxes", json={"auto_stop_minutes": 1}).json()["id"]
+    doomed = org.post("/v1/sandboxes", json={"auto_delete_days": 1}).json()["id"]
+    busy = org.post("/v1/sandboxes", json={"auto_stop_minutes": 1}).json()["id"]
+    await db.execute(
+        "UPDATE sandboxes SET last_activity_at = now() - interval '2 minutes' WHERE id = $1", idle
+    )
+    op(org, doomed, "stop")
+    await db.execute("UPDATE sandboxes SET stopped_at = now() - interval '2 days' WHERE id = $1", doomed)
+    # the core's own reaper runs every second in the test stack
+    assert await asyncio.to_thread(wait_for, org, idle, "stopped") == "stopped"
+    assert await asyncio.to_thread(wait_for, org, doomed, "destroyed") == "destroyed"
+    assert state(org, busy) == "started"  # active recently: left alone
