@@ -24,6 +24,7 @@ import msgspec
 
 from cli.datastores import Postgres, Redis
 from cli.wallet_cmd import balance, fund
+from contracts import snapshots
 from core.cache import Cache
 from core.db.migrate import migrate
 from core.services.auth import AuthService
@@ -115,6 +116,16 @@ class Stack:
     def edge_token(self) -> str:
         return self._secret("edge.token")
 
+    @property
+    def snapshot_signing_key(self) -> str:
+        """The core's snapshot signing key (``kid:seed``), made once per stack and kept in
+        ``var/snapshot-signing.key`` so snapshots taken before a restart still verify."""
+        path = self.var / "snapshot-signing.key"
+        if not path.exists():
+            path.write_text(snapshots.new_signing_key(f"{self.config.host_name}-1"))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
     def env(self) -> dict[str, str]:
         c = self.config
         return {
@@ -123,6 +134,7 @@ class Stack:
             "DNAH_LOG_FORMAT": c.log_format,
             "DNAH_BOOTSTRAP_TOKEN": self._secret("bootstrap.token"),
             "DNAH_EDGE_TOKEN": self.edge_token,
+            "DNAH_SNAPSHOT_SIGNING_KEY": self.snapshot_signing_key,
             "DNAH_CORE_URL": c.core_url,
             "DNAH_CORE_PORT": str(c.core_port),
             "DNAH_DATABASE_URL": self.database_url,

@@ -24,6 +24,16 @@ PUT        /sandboxes/{id}/files?path=     the file's bytes    FileWritten
 GET        /sandboxes/{id}/files?path=     —                   the file's bytes
 GET        /sandboxes/{id}/disk            —                   DiskUsage
 WebSocket  /sandboxes/{id}/pty             guest.PtyAttach     a terminal
+POST       /sandboxes/{id}/pause           —                   SandboxInfo
+POST       /sandboxes/{id}/resume          —                   SandboxInfo
+POST       /sandboxes/{id}/resize          ResizeRequest       SandboxInfo
+POST       /sandboxes/{id}/snapshots       SnapshotRequest     SnapshotTaken
+PUT        /snapshots/{sid}/signature      snapshots.Signed…   204
+DELETE     /snapshots/{sid}                —                   204
+POST       /sandboxes/{id}/restore         RestoreRequest      SandboxInfo
+POST       /snapshots/{sid}/clone          CloneRequest        SandboxInfo
+POST       /sandboxes/{id}/archive         —                   SandboxInfo
+POST       /sandboxes/{id}/unarchive       —                   SandboxInfo
 =========  ==============================  ==================  ==============
 
 Errors come back as ``HostErrorBody`` with a 4xx/5xx status.
@@ -47,7 +57,8 @@ set to the file's size when opened; if the file shrinks while it is read, hostd 
 response short (the client sees an incomplete body, never a wrong one), and bytes appended
 meanwhile are not sent. When the agent refuses (missing file, a directory, permission
 denied), the answer is **422** with the agent's ``guest.Error`` as its body, so the caller
-maps the agent's code exactly as for a relayed reply; 422 is used for nothing else.
+maps the agent's code exactly as for a relayed reply; among the other routes, only the
+snapshot routes answer 422 (``snapshot_rejected``, a ``HostErrorBody``).
 
 ``/pty`` is a WebSocket bridged to a terminal stream of the agent (``guest.PtyAttach``; the
 upgrade needs the same bearer token, else it is refused with 403). The core's first message
@@ -58,6 +69,15 @@ is the opener as JSON text; hostd answers with the agent's first reply as text
 and closes with 1000. When hostd cannot open the stream it closes with ``4000 + status``
 (4404 no such sandbox, 4409 not running, 4502 agent unreachable; 4400 a malformed opener)
 and the message as the reason. Either side closing ends the stream (``hosts/terminal.py``).
+
+The lifecycle routes (``hosts/lifecycle.py``; docs/architecture.md, "Snapshots, archives and
+lifecycle on the host") follow ``hosts/commands.py`` for the states each allows (409
+otherwise). A snapshot, restore or clone that cannot be trusted (unsigned, unknown key, bad
+signature, a hash that does not match) is refused with **422** ``snapshot_rejected`` before
+anything changes; an unknown snapshot (or archive) is a 404 ``snapshot_not_found``; malformed
+verify keys, a disk shrink or a non-positive size are a 400 ``bad_request``. The signature
+body is ``contracts.snapshots.SignedSnapshot``. An archived sandbox is listed with state
+``archived`` (its disk is in the archive store; ``start`` brings it back).
 
 ``/disk`` measures the sandbox's writable layer on the host (any state: a stopped sandbox
 keeps its disk), which the sandbox cannot measure from the inside.

@@ -79,6 +79,9 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: str
     last_activity_at: str
     stopped_at: str | None
+    parent_id: str | None = None
+    """The sandbox this one was cloned or forked from."""
+    source_snapshot_id: str | None = None
 
 
 class Resize(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -892,3 +895,42 @@ class DaytonaLabels(msgspec.Struct, frozen=True, kw_only=True):
     """``PUT /sandbox/{id}/labels`` body and answer: the whole new set."""
 
     labels: dict[str, str]
+
+
+# snapshots (native /v1/sandboxes/{id}/snapshot|snapshots|restore|clone|fork, /v1/snapshots/{id};
+# Daytona /sandbox/{id}/fork)
+
+
+class SnapshotOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A signed snapshot. ``memory``: whether it holds memory too (false on the namespace
+    runtime: the filesystem only)."""
+
+    id: str
+    sandbox_id: str
+    template: str
+    size_bytes: int
+    memory: bool
+    kid: str
+    manifest_hash: str
+    created_at: str
+
+
+class SnapshotList(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[SnapshotOut]
+
+
+class RestoreSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    snapshot_id: str
+
+
+class CloneSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    snapshot_id: str
+    name: str | None = None
+
+
+class Fork(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str | None = None
+
+
+class DaytonaFork(msgspec.Struct, frozen=True, kw_only=True):
+    name: str | None = None

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import msgspec
 
+from contracts import snapshots
+
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable."""
@@ -61,6 +63,12 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval_s: float = 5.0
     reconcile_interval_s: float = 10.0
     host_timeout_s: float = 30.0
+    snapshot_signing_key: str | None = None
+    """``kid:<base64 seed>`` (``DNAH_SNAPSHOT_SIGNING_KEY``): snapshots are signed with it.
+    Without one, snapshots are refused."""
+    snapshot_verify_keys: str = ""
+    """More ``kid:<base64 public key>`` (``DNAH_SNAPSHOT_VERIFY_KEYS``, comma-separated) still
+    accepted on restore and clone: the previous keys, during a rotation."""
     reaper_interval_s: float = 30.0
     """How often the reaper applies the automatic timers (``DNAH_REAPER_S``)."""
     max_upload_bytes: int = 256 * 1024 * 1024
@@ -99,6 +107,15 @@ def _edge_token(env: Mapping[str, str]) -> str | None:
     return token or None
 
 
+def _check_snapshot_keys(env: Mapping[str, str]) -> None:
+    try:
+        if env.get("DNAH_SNAPSHOT_SIGNING_KEY"):
+            snapshots.parse_signing_key(env["DNAH_SNAPSHOT_SIGNING_KEY"])
+        snapshots.parse_verify_keys(env.get("DNAH_SNAPSHOT_VERIFY_KEYS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"DNAH_SNAPSHOT_SIGNING_KEY/DNAH_SNAPSHOT_VERIFY_KEYS: {exc}") from None
+
+
 def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
     """Build the config from ``DNAH_*`` variables; raise ``ConfigError`` naming the bad one."""
     public_url = env.get("DNAH_PUBLIC_URL") or None
@@ -107,6 +124,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
     log_format = env.get("DNAH_LOG_FORMAT") or None
     if log_format not in (None, "json", "console"):
         raise ConfigError(f"DNAH_LOG_FORMAT must be json or console, got {log_format!r}")
+    _check_snapshot_keys(env)
     return CoreConfig(
         host=env.get("DNAH_CORE_HOST", "127.0.0.1"),
         port=int(_number(env, "DNAH_CORE_PORT", 3100)),
@@ -119,6 +137,8 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         heartbeat_interval_s=_number(env, "DNAH_HEARTBEAT_S", 5.0, kind=float),
         reconcile_interval_s=_number(env, "DNAH_RECONCILE_S", 10.0, kind=float),
         host_timeout_s=_number(env, "DNAH_HOST_TIMEOUT_S", 30.0, kind=float),
+        snapshot_signing_key=env.get("DNAH_SNAPSHOT_SIGNING_KEY") or None,
+        snapshot_verify_keys=env.get("DNAH_SNAPSHOT_VERIFY_KEYS", ""),
         reaper_interval_s=_number(env, "DNAH_REAPER_S", 30.0, kind=float),
         max_upload_bytes=int(_number(env, "DNAH_MAX_UPLOAD_MB", 256)) * 1024 * 1024,
         log_format=log_format,

@@ -8,6 +8,7 @@ CoreError
 ├── NotFound             404  no such object *in the caller's org* (never 403: no existence leak)
 ├── Conflict             409  the object's state does not allow the operation right now
 ├── PayloadTooLarge      413  an upload over the configured limit (nothing of it is stored)
+├── SnapshotRejected     422  a snapshot failed verification (unsigned, tampered, unknown key)
 ├── NoCapacity           503  no ready host has room for the sandbox
 ├── HostUnavailable      502  the sandbox's host did not answer or failed the command
 ├── InsufficientStorage  507  the sandbox's disk is full
@@ -54,6 +55,11 @@ class Conflict(CoreError):
 class PayloadTooLarge(CoreError):
     status_code = 413
     code = "payload_too_large"
+
+
+class SnapshotRejected(CoreError):
+    status_code = 422
+    code = "snapshot_rejected"
 
 
 class InsufficientStorage(CoreError):

@@ -18,17 +18,22 @@ from contracts import guest
 from contracts.control import REQUEST_ID_HEADER
 from contracts.host import (
     AGENT_REFUSED,
+    CloneRequest,
     DiskUsage,
     ExecRequest,
     ExecResult,
     FileWritten,
     HostErrorBody,
     ResizeRequest,
+    RestoreRequest,
     SandboxInfo,
     SandboxSpec,
+    SnapshotRequest,
+    SnapshotTaken,
 )
+from contracts.snapshots import SignedSnapshot
 from core.db.hosts import HostRecord
-from core.errors import HostUnavailable, NotFound
+from core.errors import HostUnavailable, NotFound, SnapshotRejected
 
 T = TypeVar("T")
 
@@ -100,6 +105,34 @@ class HostClient:
     ) -> SandboxInfo:
         body = ResizeRequest(cpu=cpu, ram_mb=ram_mb, disk_gb=disk_gb)
         return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/resize", body, SandboxInfo)
+
+    async def snapshot(self, host: HostRecord, sandbox_id: str, snapshot_id: str) -> SnapshotTaken:
+        body = SnapshotRequest(snapshot_id=snapshot_id)
+        return await self._call(
+            host, "POST", f"/sandboxes/{sandbox_id}/snapshots", body, SnapshotTaken, timeout_s=LONG_OP_S
+        )
+
+    async def seal(self, host: HostRecord, signed: SignedSnapshot) -> None:
+        await self._call(host, "PUT", f"/snapshots/{signed.claim.snapshot_id}/signature", signed, None)
+
+    async def delete_snapshot(self, host: HostRecord, snapshot_id: str) -> None:
+        await self._call(host, "DELETE", f"/snapshots/{snapshot_id}", None, None)
+
+    async def restore(
+        self, host: HostRecord, sandbox_id: str, snapshot_id: str, verify_keys: dict[str, str]
+    ) -> SandboxInfo:
+        body = RestoreRequest(snapshot_id=snapshot_id, verify_keys=verify_keys)
+        return await self._call(
+            host, "POST", f"/sandboxes/{sandbox_id}/restore", body, SandboxInfo, timeout_s=LONG_OP_S
+        )
+
+    async def clone(
+        self, host: HostRecord, snapshot_id: str, spec: SandboxSpec, verify_keys: dict[str, str]
+    ) -> SandboxInfo:
+        body = CloneRequest(spec=spec, verify_keys=verify_keys)
+        return await self._call(
+            host, "POST", f"/snapshots/{snapshot_id}/clone", body, SandboxInfo, timeout_s=LONG_OP_S
+        )
 
     async def destroy(self, host: HostRecord, sandbox_id: str) -> None:
         await self._call(host, "DELETE", f"/sandboxes/{sandbox_id}", None, None)
@@ -223,6 +256,9 @@ class HostClient:
             detail = f"{err.code}: {err.message}"
         except msgspec.DecodeError:
             detail = f"HTTP {resp.status_code}"
+        else:
+            if err.code == "snapshot_rejected":
+                raise SnapshotRejected(err.message)
         if resp.status_code == 404 and resp.request.url.path.startswith("/sandboxes/"):
             raise NotFound(f"sandbox is not on host {host.name} ({detail})")
         raise HostUnavailable(f"host {host.name} failed: {detail}", answered=resp.status_code < 500)

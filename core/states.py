@@ -7,6 +7,7 @@
                  paused  ──stopping──► stopped
                  stopped ──archiving─► archived ──unarchiving──► stopped
                  error   ──starting──► started                      (recover)
+                 started, stopped ──restoring──► started            (from a snapshot)
     any live state ──destroying──► destroyed
 
 Each arrow's label is a transitional state; each is one operation on the host: the core
@@ -25,9 +26,9 @@ from __future__ import annotations
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     # to-state: the states it may be entered from
-    "started": frozenset({"creating", "starting", "resuming", "pausing"}),
+    "started": frozenset({"creating", "starting", "resuming", "pausing", "restoring"}),
     "stopping": frozenset({"started", "paused"}),
-    "stopped": frozenset({"stopping", "unarchiving", "archiving", "starting"}),
+    "stopped": frozenset({"stopping", "unarchiving", "archiving", "starting", "restoring"}),
     "starting": frozenset({"stopped", "error"}),
     "pausing": frozenset({"started"}),
     "paused": frozenset({"pausing", "resuming"}),
@@ -35,24 +36,37 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "archiving": frozenset({"stopped"}),
     "archived": frozenset({"archiving", "unarchiving"}),
     "unarchiving": frozenset({"archived"}),
+    "restoring": frozenset({"started", "stopped"}),
     "destroying": frozenset({"started", "stopped", "paused", "archived", "error"}),
     "destroyed": frozenset({"creating", "destroying"}),
     "error": frozenset(
         {"creating", "starting", "stopping", "destroying", "started", "pausing", "paused", "resuming"}
-        | {"archiving", "unarchiving"}
+        | {"archiving", "unarchiving", "restoring"}
     ),
 }
 """Back-edges (``pausing`` → ``started``, ``archiving`` → ``stopped``, ``starting`` →
 ``stopped``…) are how an operation the host refused returns the sandbox to where it was."""
 
-TRANSITIONAL = frozenset({"stopping", "starting", "pausing", "resuming", "archiving", "unarchiving"})
+TRANSITIONAL = frozenset(
+    {"stopping", "starting", "pausing", "resuming", "archiving", "unarchiving", "restoring"}
+)
 """The lifecycle operations in flight (``creating``/``destroying`` have their own sweep)."""
 
 LIVE_STATES = frozenset(TRANSITIONS) - {"destroyed"} | {"creating"}
 """Every state but ``destroyed``: the sandbox still holds resources somewhere."""
 
 RUNNING_STATES = frozenset(
-    {"creating", "started", "starting", "stopping", "destroying", "pausing", "paused", "resuming"}
+    {
+        "creating",
+        "started",
+        "starting",
+        "stopping",
+        "destroying",
+        "pausing",
+        "paused",
+        "resuming",
+        "restoring",
+    }
 )
 """States in which the sandbox holds CPU and memory on its host (the scheduler counts them;
 a paused sandbox keeps its memory)."""

@@ -7,6 +7,7 @@ bridge, subnet and cgroup parent derived from the worker id, so two workers (and
 
 from __future__ import annotations
 
+import base64
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +16,16 @@ import httpx
 import pytest
 
 from cli.stack import Stack, StackConfig
+from contracts.snapshots import encode_verify_key, parse_signing_key
 from tests.support import exclusive_index, free_port, mint_key
 
 # The payment fixtures (devnet, payment-mode gateways, funded payers) for every suite.
 pytest_plugins = ["tests.gateway.payment_fixtures"]
+
+ROTATED_SIGNING_KEY = "rotated-1:" + base64.b64encode(bytes(range(32))).decode()
+"""A test-only key the stack's core still *verifies* with (as after a key rotation) but no
+longer signs with: tests sign snapshots with it to prove rotation works."""
+ROTATED_VERIFY_KEY = "rotated-1:" + encode_verify_key(parse_signing_key(ROTATED_SIGNING_KEY)[1].verify_key)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +42,7 @@ def stack() -> Iterator[Stack]:
             cgroup=f"dnahs{n}",
             host_name=f"test-host-{n}",
             # the reaper every second, so tests that backdate a timer see it act promptly
-            extra_env={"DNAH_REAPER_S": "1"},
+            extra_env={"DNAH_REAPER_S": "1", "DNAH_SNAPSHOT_VERIFY_KEYS": ROTATED_VERIFY_KEY},
         )
         stack = Stack(config, say=lambda _: None)
         try:

@@ -91,8 +91,10 @@ async def place(
     cpu_overcommit: float,
     ram_overcommit: float,
     fresh_within_s: float,
+    only_host: str | None = None,
 ) -> HostRecord | None:
-    """Pick the ready host with the most free memory that can take the sandbox.
+    """Pick the ready host with the most free memory that can take the sandbox (``only_host``:
+    that host or none — a clone goes where its snapshot is).
 
     Must run inside the transaction that inserts the sandbox. The candidate hosts are locked
     ``FOR UPDATE`` first, in a statement of their own: under READ COMMITTED the usage query
@@ -103,9 +105,11 @@ async def place(
     """
     candidates = await conn.fetch(
         "SELECT id FROM hosts WHERE state = 'ready' AND $1 = ANY(templates)"
-        " AND last_heartbeat_at > now() - make_interval(secs => $2) ORDER BY id FOR UPDATE",
+        " AND last_heartbeat_at > now() - make_interval(secs => $2) AND ($3::text IS NULL OR id = $3)"
+        " ORDER BY id FOR UPDATE",
         template,
         fresh_within_s,
+        only_host,
     )
     if not candidates:
         return None

@@ -39,6 +39,9 @@ class SandboxRecord(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     last_activity_at: datetime
     stopped_at: datetime | None = None
+    parent_id: str | None = None
+    """The sandbox this one was cloned or forked from (lineage)."""
+    source_snapshot_id: str | None = None
 
 
 COLUMNS = ", ".join(SandboxRecord.__struct_fields__)
@@ -176,6 +179,14 @@ async def update_fields(
         *[fields[n] for n in names],
     )
     return record(row) if row else None
+
+
+async def has_live_children(db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str) -> bool:
+    """Whether a live sandbox was forked or cloned from this one."""
+    found: bool = await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM sandboxes WHERE parent_id = $1 AND state <> 'destroyed')", sandbox_id
+    )
+    return found
 
 
 async def lock(conn: asyncpg.Connection, sandbox_id: str) -> SandboxRecord | None:

@@ -24,7 +24,7 @@ from core.http.errors import EXCEPTION_HANDLERS
 from core.http.files import DaytonaFiles, NativeFiles
 from core.http.git import DaytonaGit, NativeGit
 from core.http.internal import InternalHosts
-from core.http.lifecycle import DaytonaLifecycle, NativeLifecycle
+from core.http.lifecycle import DaytonaLifecycle, NativeLifecycle, NativeSnapshots
 from core.http.middleware import request_context
 from core.http.native import ApiKeys, NativeSandboxes
 from core.http.sessions import DaytonaSessions, NativeSessions
@@ -37,6 +37,7 @@ from core.services.lifecycle import LifecycleService
 from core.services.payments import PaymentService
 from core.services.reaper import Reaper
 from core.services.sandboxes import SandboxService
+from core.services.snapshots import SnapshotService
 from core.services.webhook_dispatch import Dispatcher
 from core.services.webhooks import WebhookService
 
@@ -56,12 +57,15 @@ async def health(state: State) -> Response[Health]:
     return Response(Health(status="ok" if ok else "degraded", checks=checks), status_code=200 if ok else 503)
 
 
-async def _sweeper(hosts: HostService, lifecycle: LifecycleService, interval_s: float) -> None:
+async def _sweeper(
+    hosts: HostService, lifecycle: LifecycleService, snapshots: SnapshotService, interval_s: float
+) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
             await hosts.sweep_stale()
             await lifecycle.sweep_stale()
+            await snapshots.sweep_stale()
         except Exception:
             log.exception("sweep_failed")
 
@@ -84,9 +88,12 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         state.sandboxes = SandboxService(db, host_client, config)
         state.hosts = HostService(db, host_client, config)
         state.lifecycle = LifecycleService(db, host_client, config)
+        state.snapshots = SnapshotService(db, host_client, config, state.sandboxes, state.lifecycle)
         state.webhooks = WebhookService(db)
         dispatcher = Dispatcher(db, config.webhooks, database_url=config.database_url)
-        sweeper = asyncio.create_task(_sweeper(state.hosts, state.lifecycle, config.reconcile_interval_s))
+        sweeper = asyncio.create_task(
+            _sweeper(state.hosts, state.lifecycle, state.snapshots, config.reconcile_interval_s)
+        )
         reaper = asyncio.create_task(
             Reaper(db, state.lifecycle, state.sandboxes).run(config.reaper_interval_s), name="reaper"
         )
@@ -110,6 +117,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             health,
             NativeSandboxes,
             NativeLifecycle,
+            NativeSnapshots,
             DaytonaLifecycle,
             ApiKeys,
             DaytonaSandboxes,

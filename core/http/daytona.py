@@ -53,6 +53,7 @@ _DESIRED = {
     "archiving": "archived",
     "archived": "archived",
     "unarchiving": "stopped",
+    "restoring": "started",
     "destroying": "destroyed",
     "destroyed": "destroyed",
     "error": "started",

@@ -9,11 +9,25 @@ also resumes a paused sandbox and unarchives an archived one (so does ours, nati
 
 from __future__ import annotations
 
-from litestar import Controller, Request, post, put
+from litestar import Controller, Request, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from contracts.public import DaytonaLabels, DaytonaResize, DaytonaSandbox, Labels, Resize, Sandbox
+from contracts.public import (
+    CloneSnapshot,
+    DaytonaFork,
+    DaytonaLabels,
+    DaytonaResize,
+    DaytonaSandbox,
+    Fork,
+    Labels,
+    Resize,
+    RestoreSnapshot,
+    Sandbox,
+    SnapshotList,
+    SnapshotOut,
+)
+from core.db.snapshots import SnapshotRecord
 from core.http.daytona import (
     LANGUAGE_LABEL,
     daytona_auto_archive,
@@ -23,9 +37,10 @@ from core.http.daytona import (
     toolbox_base,
 )
 from core.http.deps import provide_principal
-from core.http.native import to_native
+from core.http.native import iso, to_native
 from core.services.auth import Principal
 from core.services.lifecycle import LifecycleService
+from core.services.snapshots import SnapshotService
 
 GIB_MB = 1024
 
@@ -34,10 +49,28 @@ def provide_lifecycle(state: State) -> LifecycleService:
     return state.lifecycle
 
 
+def provide_snapshots(state: State) -> SnapshotService:
+    return state.snapshots
+
+
 _DEPS = {
     "principal": Provide(provide_principal),
     "lifecycle": Provide(provide_lifecycle, sync_to_thread=False),
+    "snapshots": Provide(provide_snapshots, sync_to_thread=False),
 }
+
+
+def snapshot_out(snap: SnapshotRecord) -> SnapshotOut:
+    return SnapshotOut(
+        id=snap.id,
+        sandbox_id=snap.sandbox_id,
+        template=snap.template,
+        size_bytes=snap.size_bytes or 0,
+        memory=snap.memory,
+        kid=snap.kid or "",
+        manifest_hash=snap.manifest_hash or "",
+        created_at=iso(snap.created_at),
+    )
 
 
 class NativeLifecycle(Controller):
@@ -82,6 +115,55 @@ class NativeLifecycle(Controller):
         self, sandbox_id: str, data: Labels, principal: Principal, lifecycle: LifecycleService
     ) -> Sandbox:
         return to_native(await lifecycle.set_labels(principal.org_id, sandbox_id, data.labels))
+
+    @post("/snapshot", status_code=201)
+    async def snapshot(
+        self, sandbox_id: str, principal: Principal, snapshots: SnapshotService
+    ) -> SnapshotOut:
+        return snapshot_out(await snapshots.snapshot(principal.org_id, sandbox_id))
+
+    @get("/snapshots")
+    async def list_snapshots(
+        self, sandbox_id: str, principal: Principal, snapshots: SnapshotService
+    ) -> SnapshotList:
+        return SnapshotList(
+            items=[snapshot_out(s) for s in await snapshots.list_for(principal.org_id, sandbox_id)]
+        )
+
+    @post("/restore", status_code=200)
+    async def restore(
+        self, sandbox_id: str, data: RestoreSnapshot, principal: Principal, snapshots: SnapshotService
+    ) -> Sandbox:
+        return to_native(await snapshots.restore(principal.org_id, sandbox_id, data.snapshot_id))
+
+    @post("/clone", status_code=201)
+    async def clone(
+        self, sandbox_id: str, data: CloneSnapshot, principal: Principal, snapshots: SnapshotService
+    ) -> Sandbox:
+        """A new sandbox from ``snapshot_id`` (any of the org's snapshots; the path's sandbox
+        only scopes the call)."""
+        await snapshots.list_for(principal.org_id, sandbox_id)  # 404 for a sandbox not the caller's
+        return to_native(await snapshots.clone(principal.org_id, data.snapshot_id, name=data.name))
+
+    @post("/fork", status_code=201)
+    async def fork(
+        self, sandbox_id: str, data: Fork | None, principal: Principal, snapshots: SnapshotService
+    ) -> Sandbox:
+        name = data.name if data else None
+        return to_native(await snapshots.fork(principal.org_id, sandbox_id, name=name))
+
+
+class NativeSnapshots(Controller):
+    path = "/v1/snapshots"
+    dependencies = _DEPS
+
+    @get("/{snapshot_id:str}")
+    async def read(self, snapshot_id: str, principal: Principal, snapshots: SnapshotService) -> SnapshotOut:
+        return snapshot_out(await snapshots.get(principal.org_id, snapshot_id))
+
+    @delete("/{snapshot_id:str}", status_code=204)
+    async def remove(self, snapshot_id: str, principal: Principal, snapshots: SnapshotService) -> None:
+        await snapshots.delete(principal.org_id, snapshot_id)
 
 
 class DaytonaLifecycle(Controller):
@@ -164,6 +246,18 @@ class DaytonaLifecycle(Controller):
         self, ref: str, interval: int, principal: Principal, lifecycle: LifecycleService
     ) -> None:
         await lifecycle.set_timers(principal.org_id, ref, auto_delete_minutes=daytona_auto_delete(interval))
+
+    @post("/fork", status_code=200)
+    async def fork(
+        self,
+        request: Request,
+        ref: str,
+        data: DaytonaFork | None,
+        principal: Principal,
+        snapshots: SnapshotService,
+    ) -> DaytonaSandbox:
+        rec = await snapshots.fork(principal.org_id, ref, name=data.name if data else None)
+        return to_daytona(rec, toolbox_base(request))
 
     @post("/last-activity", status_code=200)
     async def last_activity(self, ref: str, principal: Principal, lifecycle: LifecycleService) -> None:

@@ -58,6 +58,8 @@ def to_native(rec: SandboxRecord) -> Sandbox:
         updated_at=iso(rec.updated_at),
         last_activity_at=iso(rec.last_activity_at),
         stopped_at=iso(rec.stopped_at) if rec.stopped_at else None,
+        parent_id=rec.parent_id,
+        source_snapshot_id=rec.source_snapshot_id,
     )
 
 

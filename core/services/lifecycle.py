@@ -27,7 +27,7 @@ from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
 from core.db.hosts import HostRecord
 from core.db.sandboxes import SandboxRecord
-from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NotFound
+from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NotFound, SnapshotRejected
 from core.hostclient import LONG_OP_S, HostClient
 from core.services.sandboxes import check_timer, spec_for
 from core.states import TRANSITIONAL, sources
@@ -248,6 +248,9 @@ class LifecycleService:
         except NotFound as exc:
             await self._to_error(claimed, f"{via} failed: {exc.message}")
             raise HostUnavailable(f"the host lost the sandbox: {exc.message}") from exc
+        except SnapshotRejected:  # checked before the host touched anything
+            await sandboxes_db.transition(self._db, claimed.id, from_states=frozenset({via}), to=back)
+            raise
         except HostUnavailable as exc:
             if exc.answered:
                 await sandboxes_db.transition(self._db, claimed.id, from_states=frozenset({via}), to=back)

@@ -17,7 +17,8 @@ Due means (minutes; ``docs/lifecycle.md``): auto-stop — ``started`` and no act
 ``auto_stop_minutes``; auto-archive — ``stopped`` for ``auto_archive_minutes`` since it
 stopped; auto-delete — ``stopped`` or ``archived`` for ``auto_delete_minutes`` since it
 stopped (0: at once). Deletion is checked first, so a sandbox due for both is not archived
-only to be deleted. Paused sandboxes are left alone: pausing is a deliberate act.
+only to be deleted; a sandbox with live forks or clones is not deleted (as a user's delete
+would get 409). Paused sandboxes are left alone: pausing is a deliberate act.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ BATCH = 20
 
 _DUE = {
     "destroying": "state IN ('stopped', 'archived') AND auto_delete_minutes IS NOT NULL"
-    " AND stopped_at <= now() - make_interval(mins => auto_delete_minutes)",
+    " AND stopped_at <= now() - make_interval(mins => auto_delete_minutes)"
+    " AND NOT EXISTS (SELECT 1 FROM sandboxes c WHERE c.parent_id = sandboxes.id AND c.state <> 'destroyed')",
     "archiving": "state = 'stopped' AND auto_archive_minutes IS NOT NULL"
     " AND stopped_at <= now() - make_interval(mins => auto_archive_minutes)",
     "stopping": "state = 'started' AND auto_stop_minutes IS NOT NULL"

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar, cast
 
@@ -30,7 +30,7 @@ import msgspec
 import structlog
 
 from contracts import guest
-from contracts.host import ExecRequest, ExecResult, FileWritten, SandboxSpec
+from contracts.host import ExecRequest, ExecResult, FileWritten, SandboxInfo, SandboxSpec
 from core.config import CoreConfig
 from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
@@ -47,6 +47,7 @@ from core.errors import (
     NoCapacity,
     NotFound,
     PayloadTooLarge,
+    SnapshotRejected,
 )
 from core.hostclient import HostClient, HostFile
 from core.states import sources
@@ -93,6 +94,17 @@ class NewSandbox(msgspec.Struct, frozen=True, kw_only=True):
     """UNSET: the preset's value; None: never; else minutes (and the same for the others)."""
     auto_archive_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
     auto_delete_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class Origin(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a cloned sandbox comes from: the snapshot, its host and sandbox, and how to boot
+    the new sandbox from it there."""
+
+    snapshot_id: str
+    host_id: str
+    parent_id: str
+    template: str
+    boot: Callable[[HostRecord, SandboxSpec], Awaitable[SandboxInfo]]
 
 
 class Timers(msgspec.Struct, frozen=True, kw_only=True):
@@ -189,13 +201,22 @@ class SandboxService:
             last_activity_at=now,
         )
 
-    async def create(self, org_id: str, new: NewSandbox) -> SandboxRecord:
+    async def create(self, org_id: str, new: NewSandbox, *, origin: Origin | None = None) -> SandboxRecord:
         """Place, record as ``creating``, boot on the host, then flip to ``started``.
 
-        If the host fails, the row goes to ``destroyed`` with the reason (the host has already
-        undone its own partial work), so nothing live is left behind.
+        With ``origin`` the sandbox is a clone: placed on the snapshot's host, booted from the
+        snapshot (``origin.boot``), its lineage recorded. If the host fails, the row goes to
+        ``destroyed`` with the reason (the host has already undone its own partial work), so
+        nothing live is left behind.
         """
         rec = self._resolve(new, str(uuid.uuid4()), org_id)
+        if origin is not None:
+            rec = msgspec.structs.replace(
+                rec,
+                parent_id=origin.parent_id,
+                source_snapshot_id=origin.snapshot_id,
+                template=origin.template,
+            )
         sched = self._config.scheduler
         async with self._db.acquire() as conn, conn.transaction():
             if not await hosts_db.template_known(conn, rec.template):
@@ -209,18 +230,28 @@ class SandboxService:
                 cpu_overcommit=sched.cpu_overcommit,
                 ram_overcommit=sched.ram_overcommit,
                 fresh_within_s=sched.host_stale_after_s,
+                only_host=origin.host_id if origin else None,
             )
             if host is None:
-                raise NoCapacity("no ready host has room for this sandbox")
+                raise NoCapacity(
+                    "the snapshot's host has no room for this sandbox"
+                    if origin
+                    else "no ready host has room for this sandbox"
+                )
             with translate(f"a sandbox named {rec.name!r} already exists"):
                 rec = await sandboxes_db.insert(conn, msgspec.structs.replace(rec, host_id=host.id))
         log.info("sandbox_placed", sandbox_id=rec.id, host=host.name)
         try:
-            info = await self._hosts.create(host, spec_for(rec))
+            if origin is None:
+                info = await self._hosts.create(host, spec_for(rec))
+            else:
+                info = await origin.boot(host, spec_for(rec))
         except CoreError as exc:
             await sandboxes_db.transition(
                 self._db, rec.id, from_states=sources("destroyed"), to="destroyed", error_reason=exc.message
             )
+            if isinstance(exc, SnapshotRejected):
+                raise  # the request's fault, not the host's: say so as it is
             raise HostUnavailable(f"sandbox could not be created: {exc.message}") from exc
         started = await sandboxes_db.transition(
             self._db, rec.id, from_states=sources("started"), to="started", ip=info.ip
@@ -253,6 +284,8 @@ class SandboxService:
         rec = await self.get(org_id, ref)
         if rec.state == "destroyed":
             raise NotFound(f"sandbox {ref!r} not found")
+        if await sandboxes_db.has_live_children(self._db, rec.id):
+            raise Conflict("sandbox has live forks or clones; delete them first")
         moving = await sandboxes_db.transition(
             self._db, rec.id, from_states=sources("destroying"), to="destroying"
         )

@@ -125,8 +125,8 @@ class Box:
         self.client = await AgentClient.connect(self.runtime.agent_socket(self.id))
 
 
-async def open_box(runtime: NamespaceRuntime, spec: SandboxSpec) -> Box:
-    info = await runtime.create(spec)
+async def open_box(runtime: NamespaceRuntime, spec: SandboxSpec, snapshot: Path | None = None) -> Box:
+    info = await runtime.create(spec, snapshot)
     client = await AgentClient.connect(runtime.agent_socket(spec.id))
     return Box(runtime, info, client)
 

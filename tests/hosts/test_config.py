@@ -20,6 +20,7 @@ def test_defaults_come_from_the_machine(tmp_path: Path) -> None:
     assert (config.host, config.port, config.core_url) == ("127.0.0.1", 3200, "http://127.0.0.1:3100")
     assert config.api_url == "http://127.0.0.1:3200"
     assert config.state_dir == tmp_path / "hostd"
+    assert (config.snapshot_dir, config.archive_dir) == (tmp_path / "snapshots", tmp_path / "archives")
     assert (config.bridge, config.cgroup) == ("dnah0", "dnah")
     assert config.subnet == ipaddress.IPv4Network("10.213.0.0/16")
     assert config.template_cache == Path("/var/cache/dnah/templates")
@@ -30,6 +31,13 @@ def test_defaults_come_from_the_machine(tmp_path: Path) -> None:
     assert config.guest_dir == GUEST_DIR == REPO / "guest"
     assert config.build_script == BUILD_SCRIPT == REPO / "install" / "build-template.sh"
     assert BUILD_SCRIPT.is_file()
+
+
+def test_the_stores_can_live_elsewhere(tmp_path: Path) -> None:
+    config = load_config(
+        {**MINIMAL, "DNAH_SNAPSHOT_DIR": str(tmp_path / "s"), "DNAH_ARCHIVE_DIR": str(tmp_path / "a")}
+    )
+    assert (config.snapshot_dir, config.archive_dir) == (tmp_path / "s", tmp_path / "a")
 
 
 def test_each_start_gets_a_fresh_api_token_unless_one_is_set() -> None:

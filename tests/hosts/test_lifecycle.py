@@ -171,6 +171,28 @@ def upper(var_dir: Path, sandbox_id: str) -> Path:
     return var_dir / "hostd" / "sandboxes" / sandbox_id / "upper"
 
 
+LIFECYCLE_ROUTES = [
+    ("POST", "/sandboxes/x/pause"),
+    ("POST", "/sandboxes/x/resume"),
+    ("POST", "/sandboxes/x/resize"),
+    ("POST", "/sandboxes/x/snapshots"),
+    ("PUT", "/snapshots/s/signature"),
+    ("DELETE", "/snapshots/s"),
+    ("POST", "/sandboxes/x/restore"),
+    ("POST", "/snapshots/s/clone"),
+    ("POST", "/sandboxes/x/archive"),
+    ("POST", "/sandboxes/x/unarchive"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), LIFECYCLE_ROUTES)
+def test_every_lifecycle_route_requires_the_token(hostd: HostdProcess, method: str, path: str) -> None:
+    response = httpx.request(
+        method, hostd.url + path, headers={"authorization": "Bearer wrong-token-0123456"}
+    )
+    assert error(response, 401).code == "unauthorized"
+
+
 # pause / resume ------------------------------------------------------------------------------
 
 
@@ -436,6 +458,27 @@ def test_a_corrupt_archive_is_refused_and_kept(http: httpx.Client, sandbox: str,
     assert (var_dir / "archives" / sandbox).exists()
     http.delete(f"/sandboxes/{sandbox}")
     assert not (var_dir / "archives" / sandbox).exists()  # destroy removes the archive too
+
+
+def test_a_restarted_hostd_registers_archived_and_paused_sandboxes(
+    hostd: HostdProcess, core: RecordingCore, var_dir: Path
+) -> None:
+    with client_for(hostd, core) as http:
+        create(http, "lc-archived")
+        create(http, "lc-paused")
+        http.post("/sandboxes/lc-archived/stop")
+        assert http.post("/sandboxes/lc-archived/archive").json()["state"] == "archived"
+        assert http.post("/sandboxes/lc-paused/pause").json()["state"] == "paused"
+    assert hostd.stop() == 0
+    restart(hostd, core)
+    inventory = {info.id: info.state for info in core.registrations[-1].sandboxes}
+    assert inventory["lc-archived"] == "archived" and inventory["lc-paused"] == "paused"
+    with client_for(hostd, core) as http:
+        assert http.post("/sandboxes/lc-paused/resume").json()["state"] == "running"
+        started = http.post("/sandboxes/lc-archived/start", json={"id": "lc-archived", **SPEC})
+        assert started.json()["state"] == "running"
+        for sandbox_id in ("lc-archived", "lc-paused"):
+            assert http.delete(f"/sandboxes/{sandbox_id}").status_code == 204
 
 
 # crashes -------------------------------------------------------------------------------------

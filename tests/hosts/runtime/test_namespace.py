@@ -302,6 +302,95 @@ async def test_restore_refuses_a_snapshot_of_another_base(
     assert await box.out("echo untouched") == "untouched"
 
 
+async def test_create_from_a_snapshot_clones_its_disk(
+    box: Box, runtime: NamespaceRuntime, tmp_path: Path
+) -> None:
+    new_id = f"{box.id}c"
+    await box.out("echo cloned > ~/f")
+    await runtime.snapshot(box.id, tmp_path)
+    clone = await open_box(runtime, make_spec(new_id), snapshot=tmp_path)
+    try:
+        assert await clone.out("cat ~/f; hostname") == f"cloned\n{new_id}"
+    finally:
+        await close_box(clone)
+    with pytest.raises(SandboxConflict, match="not other-template"):
+        await runtime.create(make_spec(new_id, template="other-template"), tmp_path)
+    assert new_id not in {i.id for i in runtime.list()}
+
+
+# resize and archive ------------------------------------------------------------------------
+
+
+async def test_resize_changes_the_limits_live_and_records_them(
+    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+) -> None:
+    info = await runtime.resize(box.id, 2, 512, 3)
+    assert info.state == "running"
+    assert runtime.spec(box.id).cpu == 2 and runtime.spec(box.id).disk_gb == 3
+    memory = host_cgroup(ns_config, box.id, "memory")
+    limit = memory / ("memory.max" if (memory / "memory.max").exists() else "memory.limit_in_bytes")
+    assert int(limit.read_text()) == 512 * 2**20
+    # Memory beyond the old 256 MB limit is now usable.
+    assert await box.out("python3 -c 'b = bytearray(380 * 2**20); print(len(b) // 2**20)'") == "380"
+    await runtime.stop(box.id)
+    assert (await runtime.resize(box.id, 1, 128, 3)).state == "stopped"
+    info = await runtime.start(runtime.spec(box.id))
+    assert int(limit.read_text()) == 128 * 2**20
+
+
+async def test_archive_drops_the_disk_and_unarchive_brings_it_back(
+    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig, tmp_path: Path
+) -> None:
+    await box.out("echo archived > ~/f")
+    with pytest.raises(SandboxConflict, match="booted"):
+        await runtime.archive(box.id)
+    await runtime.stop(box.id)
+    await runtime.snapshot(box.id, tmp_path)
+    assert (await runtime.archive(box.id)).state == "archived"
+    upper = ns_config.state_dir / "sandboxes" / box.id / "upper"
+    assert not upper.exists()
+    with pytest.raises(SandboxConflict, match="archived"):
+        await runtime.snapshot(box.id, tmp_path / "again")
+    assert {i.id: i.state for i in await NamespaceRuntime(ns_config).recover()}[box.id] == "archived"
+
+    assert (await runtime.unarchive(box.id, tmp_path)).state == "stopped"
+    with pytest.raises(SandboxConflict, match="not archived"):
+        await runtime.unarchive(box.id, tmp_path)
+    await runtime.start(make_spec(box.id))
+    await box.reconnect()
+    assert await box.out("cat ~/f") == "archived"
+
+
+async def test_recover_finishes_an_interrupted_archive(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+) -> None:
+    """A crash after the marker but before the disk was dropped: the next start drops it."""
+    await runtime.create(make_spec(new_id))
+    await runtime.stop(new_id)
+    directory = ns_config.state_dir / "sandboxes" / new_id
+    (directory / "archived").touch()
+    successor = NamespaceRuntime(ns_config)
+    assert {i.id: i.state for i in await successor.recover()}[new_id] == "archived"
+    assert not (directory / "upper").exists()
+    await successor.destroy(new_id)
+    await runtime.destroy(new_id)
+
+
+async def test_recover_thaws_a_sandbox_a_snapshot_left_frozen(
+    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+) -> None:
+    """hostd died while a snapshot held the sandbox frozen: the sandbox runs again, whereas a
+    sandbox the user paused stays paused (see the test above)."""
+    await runtime.create(make_spec(new_id))
+    (ns_config.state_dir / "sandboxes" / new_id / "frozen-for-snapshot").touch()
+    _cgroups.Cgroups(ns_config.cgroup_parent).sandbox(new_id).freeze()
+    successor = NamespaceRuntime(ns_config)
+    assert {i.id: i.state for i in await successor.recover()}[new_id] == "running"
+    assert not (ns_config.state_dir / "sandboxes" / new_id / "frozen-for-snapshot").exists()
+    await successor.destroy(new_id)
+    await runtime.destroy(new_id)
+
+
 # destroy -----------------------------------------------------------------------------------
 
 

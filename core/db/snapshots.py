@@ -1,0 +1,93 @@
+"""Queries on ``snapshots``: a row per snapshot the core asked a host to take. A row is
+``creating`` until the host wrote the snapshot and the core stored its signature with it;
+only ``ready`` rows are ever restored or cloned from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+
+class SnapshotRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    org_id: str
+    sandbox_id: str
+    host_id: str
+    template: str
+    state: str
+    kid: str | None
+    manifest_hash: str | None
+    size_bytes: int | None
+    memory: bool
+    created_at: datetime
+
+
+COLUMNS = ", ".join(SnapshotRecord.__struct_fields__)
+
+
+def _record(row: asyncpg.Record) -> SnapshotRecord:
+    return SnapshotRecord(**dict(row))
+
+
+async def insert_creating(
+    db: asyncpg.Pool, *, snapshot_id: str, org_id: str, sandbox_id: str, host_id: str, template: str
+) -> SnapshotRecord:
+    row = await db.fetchrow(
+        f"INSERT INTO snapshots (id, org_id, sandbox_id, host_id, template, state)"
+        f" VALUES ($1, $2, $3, $4, $5, 'creating') RETURNING {COLUMNS}",
+        snapshot_id,
+        org_id,
+        sandbox_id,
+        host_id,
+        template,
+    )
+    return _record(row)
+
+
+async def mark_ready(
+    db: asyncpg.Pool, snapshot_id: str, *, kid: str, manifest_hash: str, size_bytes: int, memory: bool
+) -> SnapshotRecord:
+    row = await db.fetchrow(
+        f"UPDATE snapshots SET state = 'ready', kid = $2, manifest_hash = $3, size_bytes = $4, memory = $5"
+        f" WHERE id = $1 AND state = 'creating' RETURNING {COLUMNS}",
+        snapshot_id,
+        kid,
+        manifest_hash,
+        size_bytes,
+        memory,
+    )
+    assert row is not None, "only its creator finishes a snapshot"
+    return _record(row)
+
+
+async def mark_deleted(db: asyncpg.Pool, snapshot_id: str) -> None:
+    await db.execute("UPDATE snapshots SET state = 'deleted' WHERE id = $1", snapshot_id)
+
+
+async def get(db: asyncpg.Pool, org_id: str, snapshot_id: str) -> SnapshotRecord | None:
+    row = await db.fetchrow(
+        f"SELECT {COLUMNS} FROM snapshots WHERE id = $1 AND org_id = $2 AND state <> 'deleted'",
+        snapshot_id,
+        org_id,
+    )
+    return _record(row) if row else None
+
+
+async def of_sandbox(db: asyncpg.Pool, sandbox_id: str) -> list[SnapshotRecord]:
+    rows = await db.fetch(
+        f"SELECT {COLUMNS} FROM snapshots WHERE sandbox_id = $1 AND state = 'ready' ORDER BY created_at DESC",
+        sandbox_id,
+    )
+    return [_record(r) for r in rows]
+
+
+async def stale_creating(db: asyncpg.Pool, older_than_s: float) -> list[SnapshotRecord]:
+    """Snapshots a crash left half-made: never trusted, to be removed."""
+    rows = await db.fetch(
+        f"SELECT {COLUMNS} FROM snapshots WHERE state = 'creating'"
+        " AND created_at < now() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    return [_record(r) for r in rows]
