@@ -39,6 +39,11 @@ def wait_for(org: httpx.Client, sid: str, wanted: str, timeout: float = 20) -> s
 
 
 @pytest.fixture
+def db_url(stack: Stack) -> str:
+    return stack.database_url
+
+
+@pytest.fixture
 async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(stack.database_url, min_size=1, max_size=4)
     yield pool
@@ -172,3 +177,60 @@ async def test_the_reaper_stops_idle_sandboxes_and_deletes_stopped_ones(
     assert await asyncio.to_thread(wait_for, org, idle, "stopped") == "stopped"
     assert await asyncio.to_thread(wait_for, org, doomed, "destroyed") == "destroyed"
     assert state(org, busy) == "started"  # active recently: left alone
+
+
+def test_pause_freezes_in_place_and_resume_continues(org: httpx.Client) -> None:
+    sid = create(org)
+    counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+    sh(org, sid, f"nohup sh -c '{counter}' >/dev/null 2>&1 &")
+    time.sleep(0.3)
+    before = int(sh(org, sid, "cat /tmp/count"))
+    assert op(org, sid, "pause")["state"] == "paused"
+    assert org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true"]}).status_code == 409
+    assert org.get(f"/sandbox/{sid}").json()["state"] == "paused"
+    time.sleep(1.0)  # ~20 ticks if it were running
+    assert op(org, sid, "resume")["state"] == "started"
+    after_pause = int(sh(org, sid, "cat /tmp/count"))
+    assert after_pause - before <= 4, (before, after_pause)  # frozen meanwhile
+    time.sleep(0.5)
+    assert int(sh(org, sid, "cat /tmp/count")) - after_pause >= 3  # the same loop runs on
+    # Daytona's start resumes a paused sandbox too
+    assert org.post(f"/sandbox/{sid}/pause").json()["state"] == "paused"
+    assert org.post(f"/sandbox/{sid}/start").json()["state"] == "started"
+    again = int(sh(org, sid, "cat /tmp/count"))
+    time.sleep(0.3)
+    assert int(sh(org, sid, "cat /tmp/count")) > again
+
+
+def test_archive_and_start_unarchives_with_the_data(org: httpx.Client, stack: Stack) -> None:
+    sid = create(org)
+    sh(org, sid, "head -c 3000000 /dev/urandom > ~/blob; sha256sum ~/blob > ~/blob.sha")
+    op(org, sid, "stop")
+    archived = op(org, sid, "archive")
+    assert archived["state"] == "archived"
+    assert op(org, sid, "archive")["state"] == "archived"  # idempotent
+    assert list(stack.var.glob(f"**/archives/{sid}")), "the archive is in the archive store"
+    assert org.get(f"/sandbox/{sid}").json()["state"] == "archived"
+    started = op(org, sid, "start")  # unarchives, then starts
+    assert started["state"] == "started"
+    assert sh(org, sid, "sha256sum -c ~/blob.sha >/dev/null && echo intact") == "intact\n"
+
+
+def test_recover_from_error(org: httpx.Client, db_url: str) -> None:
+    sid = create(org)
+    sh(org, sid, "echo survived > ~/s.txt")
+
+    async def break_it() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(
+                "UPDATE sandboxes SET state = 'error', error_reason = 'test' WHERE id = $1", sid
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(break_it())
+    assert org.get(f"/sandbox/{sid}").json()["recoverable"] is True
+    recovered = op(org, sid, "recover")  # the host still runs it: adopted as it is
+    assert recovered["state"] == "started" and recovered["error_reason"] is None
+    assert sh(org, sid, "cat ~/s.txt") == "survived\n"
