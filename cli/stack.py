@@ -135,6 +135,7 @@ class Stack:
             "DNAH_BOOTSTRAP_TOKEN": self._secret("bootstrap.token"),
             "DNAH_EDGE_TOKEN": self.edge_token,
             "DNAH_SNAPSHOT_SIGNING_KEY": self.snapshot_signing_key,
+            "DNAH_WARM_POOL": "dnah-base=2",
             "DNAH_CORE_URL": c.core_url,
             "DNAH_CORE_PORT": str(c.core_port),
             "DNAH_DATABASE_URL": self.database_url,

@@ -47,7 +47,7 @@ import msgspec
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 """Bumped on every change to the messages below; the agent reports it in ``pong``."""
 
 BINARY_FLAG = 0x8000_0000
@@ -104,6 +104,14 @@ class CodeRun(_Msg, frozen=True, tag="code.run"):
 
 class Dirs(_Msg, frozen=True, tag="dirs"):
     """The sandbox's directories; answered with ``DirsResult``."""
+
+
+class EnvSet(_Msg, frozen=True, tag="env.set"):
+    """Add ``env`` to the agent's base environment, for every command started from now on
+    (a warm-pool sandbox gets its owner's environment when it is claimed). Answered with
+    ``EnvDone``."""
+
+    env: dict[str, str]
 
 
 class Metrics(_Msg, frozen=True, tag="metrics"):
@@ -179,6 +187,10 @@ class ExecResult(_Msg, frozen=True, tag="exec.result"):
     exit_code: int
     duration_ms: float
     timed_out: bool = False
+
+
+class EnvDone(_Msg, frozen=True, tag="env.done"):
+    """The environment was updated."""
 
 
 class DirsResult(_Msg, frozen=True, tag="dirs.result"):
@@ -777,6 +789,7 @@ HostToGuest = (
     | Exec
     | CodeRun
     | Dirs
+    | EnvSet
     | Metrics
     | GitClone
     | GitStatus
@@ -815,6 +828,7 @@ GuestToHost = (
     Pong
     | ExecResult
     | DirsResult
+    | EnvDone
     | MetricsResult
     | GitDone
     | GitStatusResult
@@ -840,6 +854,7 @@ REPLIES: dict[type[HostToGuest], type[GuestToHost]] = {
     Exec: ExecResult,
     CodeRun: ExecResult,
     Dirs: DirsResult,
+    EnvSet: EnvDone,
     Metrics: MetricsResult,
     GitClone: GitDone,
     GitStatus: GitStatusResult,

@@ -69,6 +69,9 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_verify_keys: str = ""
     """More ``kid:<base64 public key>`` (``DNAH_SNAPSHOT_VERIFY_KEYS``, comma-separated) still
     accepted on restore and clone: the previous keys, during a rotation."""
+    warm_pool: dict[str, int] = {}
+    """Pre-started sandboxes to keep per host, by template (``DNAH_WARM_POOL``:
+    ``template=count,…``); creates of the default size claim one instead of booting."""
     reaper_interval_s: float = 30.0
     """How often the reaper applies the automatic timers (``DNAH_REAPER_S``)."""
     max_upload_bytes: int = 256 * 1024 * 1024
@@ -107,6 +110,16 @@ def _edge_token(env: Mapping[str, str]) -> str | None:
     return token or None
 
 
+def _warm_pool(text: str) -> dict[str, int]:
+    pool: dict[str, int] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        template, sep, count = entry.partition("=")
+        if not sep or not template.strip() or not count.strip().isdigit() or int(count) > 100:
+            raise ConfigError(f"DNAH_WARM_POOL entries are template=count (0-100), got {entry!r}")
+        pool[template.strip()] = int(count)
+    return pool
+
+
 def _check_snapshot_keys(env: Mapping[str, str]) -> None:
     try:
         if env.get("DNAH_SNAPSHOT_SIGNING_KEY"):
@@ -139,6 +152,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         host_timeout_s=_number(env, "DNAH_HOST_TIMEOUT_S", 30.0, kind=float),
         snapshot_signing_key=env.get("DNAH_SNAPSHOT_SIGNING_KEY") or None,
         snapshot_verify_keys=env.get("DNAH_SNAPSHOT_VERIFY_KEYS", ""),
+        warm_pool=_warm_pool(env.get("DNAH_WARM_POOL", "")),
         reaper_interval_s=_number(env, "DNAH_REAPER_S", 30.0, kind=float),
         max_upload_bytes=int(_number(env, "DNAH_MAX_UPLOAD_MB", 256)) * 1024 * 1024,
         log_format=log_format,

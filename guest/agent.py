@@ -340,6 +340,7 @@ _HANDLERS: dict[type, Callable[[Any, dict[str, str]], dict[str, object]]] = {
     framing.ExecRequest: ops.exec_command,
     framing.CodeRunRequest: ops.run_code,
     framing.DirsRequest: ops.dirs,
+    framing.EnvSetRequest: ops.env_set,
     framing.MetricsRequest: ops.metrics,
     framing.GitCloneRequest: git.clone,
     framing.GitStatusRequest: git.status,

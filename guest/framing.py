@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024
@@ -75,6 +75,12 @@ class CodeRunRequest:
 @dataclass(frozen=True)
 class DirsRequest:
     id: int
+
+
+@dataclass(frozen=True)
+class EnvSetRequest:
+    id: int
+    env: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -283,6 +289,7 @@ Request = (
     | ExecRequest
     | CodeRunRequest
     | DirsRequest
+    | EnvSetRequest
     | MetricsRequest
     | GitRequest
     | SessionRequest
@@ -341,6 +348,10 @@ def exec_result(
         "timed_out": timed_out,
         "id": request_id,
     }
+
+
+def env_done(request_id: int) -> dict[str, object]:
+    return {"t": "env.done", "id": request_id}
 
 
 def dirs_result(request_id: int, *, home: str, work: str, project: str) -> dict[str, object]:
@@ -595,6 +606,13 @@ def parse_request(payload: bytes) -> Request | StreamRequest:
         return _parse_exec(request_id, message)
     if kind == "code.run":
         return _parse_code_run(request_id, message)
+    if kind == "env.set":
+        env = message.get("env")
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(x, str) for k, x in env.items()
+        ):
+            raise BadRequest(request_id, "'env' must be an object of strings")
+        return EnvSetRequest(request_id, env)
     if kind == "dirs":
         return DirsRequest(request_id)
     if kind == "metrics":

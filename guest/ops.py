@@ -73,6 +73,18 @@ def code_argv(
     return ["node", "-e", code, "--", *args]
 
 
+def env_set(request: framing.EnvSetRequest, base_env: dict[str, str]) -> dict[str, object]:
+    """Update the agent's base environment in place: it is the one dict every connection's
+    commands start from."""
+    bad = [name for name in request.env if not name or "=" in name or "\0" in name]
+    if bad or any("\0" in value for value in request.env.values()):
+        return framing.error(
+            request.id, "bad_request", f"invalid environment variable name or value: {bad[:1]}"
+        )
+    base_env.update(request.env)
+    return framing.env_done(request.id)
+
+
 def dirs(request: framing.DirsRequest, base_env: dict[str, str]) -> dict[str, object]:
     home = base_env["HOME"]
     project = PROJECT_DIR if os.path.isdir(PROJECT_DIR) else home

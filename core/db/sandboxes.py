@@ -181,6 +181,53 @@ async def update_fields(
     return record(row) if row else None
 
 
+POOL_ORG = "org_pool"
+"""The org warm-pool sandboxes belong to until a create claims one (it has no keys)."""
+
+
+async def claim_from_pool(conn: asyncpg.Connection, rec: SandboxRecord) -> SandboxRecord | None:
+    """Give the oldest started pool sandbox of ``rec``'s template and size to ``rec.org_id``,
+    with ``rec``'s name (None: its id), environment, labels, language and timers, in one
+    UPDATE; None when the pool has none. ``SKIP LOCKED``: concurrent creates never wait for,
+    or take, the same one."""
+    row = await conn.fetchrow(
+        f"""
+        UPDATE sandboxes SET org_id = $1, name = COALESCE($2, id), env = $3, labels = $4, language = $5,
+               lifecycle = $6, auto_stop_minutes = $7, auto_archive_minutes = $8, auto_delete_minutes = $9,
+               created_at = now(), updated_at = now(), last_activity_at = now()
+        WHERE id = (
+            SELECT id FROM sandboxes
+            WHERE org_id = '{POOL_ORG}' AND state = 'started'
+              AND template = $10 AND cpu = $11 AND ram_mb = $12 AND disk_gb = $13
+            ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING {COLUMNS}
+        """,
+        rec.org_id,
+        None if rec.name == rec.id else rec.name,
+        rec.env,
+        rec.labels,
+        rec.language,
+        rec.lifecycle,
+        rec.auto_stop_minutes,
+        rec.auto_archive_minutes,
+        rec.auto_delete_minutes,
+        rec.template,
+        rec.cpu,
+        rec.ram_mb,
+        rec.disk_gb,
+    )
+    return record(row) if row else None
+
+
+async def pool_counts(db: asyncpg.Pool | asyncpg.Connection) -> dict[tuple[str, str], int]:
+    """Pool sandboxes ready or on their way, per (host, template)."""
+    rows = await db.fetch(
+        f"SELECT host_id, template, count(*) AS n FROM sandboxes WHERE org_id = '{POOL_ORG}'"
+        " AND state IN ('creating', 'started') GROUP BY host_id, template"
+    )
+    return {(r["host_id"], r["template"]): r["n"] for r in rows}
+
+
 async def has_live_children(db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str) -> bool:
     """Whether a live sandbox was forked or cloned from this one."""
     found: bool = await db.fetchval(

@@ -38,6 +38,7 @@ from core.services.payments import PaymentService
 from core.services.reaper import Reaper
 from core.services.sandboxes import SandboxService
 from core.services.snapshots import SnapshotService
+from core.services.warm_pool import WarmPool
 from core.services.webhook_dispatch import Dispatcher
 from core.services.webhooks import WebhookService
 
@@ -94,6 +95,9 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         sweeper = asyncio.create_task(
             _sweeper(state.hosts, state.lifecycle, state.snapshots, config.reconcile_interval_s)
         )
+        warm_pool = asyncio.create_task(
+            WarmPool(db, state.sandboxes, config).run(config.reconcile_interval_s), name="warm-pool"
+        )
         reaper = asyncio.create_task(
             Reaper(db, state.lifecycle, state.sandboxes).run(config.reaper_interval_s), name="reaper"
         )
@@ -104,6 +108,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         finally:
             sweeper.cancel()
             reaper.cancel()
+            warm_pool.cancel()
             dispatching.cancel()
             await asyncio.gather(dispatching, return_exceptions=True)
             await dispatcher.close()

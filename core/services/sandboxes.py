@@ -153,6 +153,8 @@ class SandboxService:
         self._db = db
         self._hosts = hosts
         self._config = config
+        self.on_claim: Callable[[], None] | None = None
+        """Called after a warm-pool claim (the pool's refill listens)."""
 
     def _resolve(self, new: NewSandbox, sandbox_id: str, org_id: str) -> SandboxRecord:
         lim = self._config.limits
@@ -201,15 +203,23 @@ class SandboxService:
             last_activity_at=now,
         )
 
-    async def create(self, org_id: str, new: NewSandbox, *, origin: Origin | None = None) -> SandboxRecord:
+    async def create(
+        self, org_id: str, new: NewSandbox, *, origin: Origin | None = None, placement: str | None = None
+    ) -> SandboxRecord:
         """Place, record as ``creating``, boot on the host, then flip to ``started``.
 
+        A create of the default size for a template with a warm pool claims a pool sandbox
+        instead (``_claim_warm``). ``placement`` pins the host (the pool's refill uses it).
         With ``origin`` the sandbox is a clone: placed on the snapshot's host, booted from the
         snapshot (``origin.boot``), its lineage recorded. If the host fails, the row goes to
         ``destroyed`` with the reason (the host has already undone its own partial work), so
         nothing live is left behind.
         """
         rec = self._resolve(new, str(uuid.uuid4()), org_id)
+        if origin is None and placement is None and self._poolable(rec):
+            warm = await self._claim_warm(rec)
+            if warm is not None:
+                return warm
         if origin is not None:
             rec = msgspec.structs.replace(
                 rec,
@@ -230,7 +240,7 @@ class SandboxService:
                 cpu_overcommit=sched.cpu_overcommit,
                 ram_overcommit=sched.ram_overcommit,
                 fresh_within_s=sched.host_stale_after_s,
-                only_host=origin.host_id if origin else None,
+                only_host=origin.host_id if origin else placement,
             )
             if host is None:
                 raise NoCapacity(
@@ -260,6 +270,40 @@ class SandboxService:
             await self._destroy_on_host(host, rec.id)
             raise Conflict("sandbox was reclaimed while it was being created")
         return started
+
+    def _poolable(self, rec: SandboxRecord) -> bool:
+        lim = self._config.limits
+        return (
+            self._config.warm_pool.get(rec.template, 0) > 0
+            and rec.org_id != sandboxes_db.POOL_ORG
+            and (rec.cpu, rec.ram_mb, rec.disk_gb)
+            == (lim.default_cpu, lim.default_ram_mb, lim.default_disk_gb)
+        )
+
+    async def _claim_warm(self, rec: SandboxRecord) -> SandboxRecord | None:
+        """Take a started pool sandbox for ``rec`` (one UPDATE), give it ``rec``'s environment
+        (the agent's, for commands from now on) and tell the pool to refill. None when the
+        pool is empty: the caller boots one cold. The environment is applied before the claim
+        commits, so a failure leaves the sandbox in the pool and the caller goes cold."""
+        async with self._db.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    with translate(f"a sandbox named {rec.name!r} already exists"):
+                        claimed = await sandboxes_db.claim_from_pool(conn, rec)
+                    if claimed is None:
+                        return None
+                    if rec.env:
+                        host = await hosts_db.get(conn, claimed.host_id) if claimed.host_id else None
+                        if host is None:
+                            raise HostUnavailable("the pool sandbox's host is gone")
+                        await self._ask(host, claimed, guest.EnvSet(id=0, env=rec.env), guest.EnvDone)
+            except HostUnavailable as exc:
+                log.warning("warm_claim_failed", error=exc.message)
+                return None
+        log.info("sandbox_claimed_warm", sandbox_id=claimed.id)
+        if self.on_claim is not None:
+            self.on_claim()
+        return claimed
 
     async def get(self, org_id: str, ref: str) -> SandboxRecord:
         rec = await sandboxes_db.get(self._db, org_id, ref)

@@ -122,15 +122,14 @@ def extract(directory: Path, target: Path) -> None:
         tar = subprocess.Popen(["tar", *args, *_TAR_COMMON], stdin=subprocess.PIPE, stderr=errors)
         assert tar.stdin is not None
         try:
-            with open(directory / ARCHIVE, "rb") as source:
+            with tar.stdin, open(directory / ARCHIVE, "rb") as source:
                 zstandard.ZstdDecompressor().copy_stream(source, tar.stdin, write_size=_CHUNK)
-            tar.stdin.close()
         except BrokenPipeError:
             pass  # tar gave up early; its status and message say why
         except zstandard.ZstdError as exc:
             tar.kill()
             tar.wait()
-            raise RuntimeFailure(f"snapshot archive does not decompress: {exc}") from None
+            raise SnapshotInvalid(f"snapshot archive does not decompress: {exc}") from None
         _check(tar, "extract", errors)
 
 

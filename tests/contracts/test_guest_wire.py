@@ -200,6 +200,7 @@ def test_defaults_agree() -> None:
 
 REQUIRED_FIELDS: dict[str, object] = {
     "language": "python",
+    "env": {},
     "code": "",
     "argv": ["x"],
     "url": "u",

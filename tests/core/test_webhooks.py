@@ -31,6 +31,10 @@ from core.db.webhooks import WebhookRecord
 from core.services.webhook_dispatch import Dispatcher, retry_delay
 from tests.support import free_port, mint_key
 
+COLD = {"ram_mb": 512}
+"""A size the warm pool does not hold: these creates boot cold, so their events go through
+``creating`` (a warm claim's start with ``started``; see tests/core/test_warm_pool.py)."""
+
 
 class Received(msgspec.Struct, frozen=True):
     path: str
@@ -212,7 +216,7 @@ def test_a_sandbox_lifecycle_is_delivered_signed_and_in_order(
     ) as other:
         subscribe(other, other_org.url, ["*"])
 
-    sbx = org.post("/v1/sandboxes", json={"name": "hooked"}).json()
+    sbx = org.post("/v1/sandboxes", json={"name": "hooked", **COLD}).json()
     assert org.delete(f"/v1/sandboxes/{sbx['id']}").status_code == 200
     got = sandbox_events(receiver.wait(lambda r: len(sandbox_events(r, sbx["id"])) >= 4), sbx["id"])
     assert states(got) == LIFECYCLE
@@ -246,7 +250,7 @@ def test_event_filters_and_template_events(stack: Stack, org: httpx.Client) -> N
     template = f"wh-tpl-{free_port()}"
     sql(stack, "UPDATE hosts SET templates = array_append(templates, $1)", template)
     sql(stack, "UPDATE hosts SET templates = array_remove(templates, $1)", template)
-    sid = org.post("/v1/sandboxes", json={}).json()["id"]
+    sid = org.post("/v1/sandboxes", json=COLD).json()["id"]
 
     def mine(r: Received) -> bool:
         data = r.payload["data"]
@@ -279,7 +283,7 @@ def test_event_filters_and_template_events(stack: Stack, org: httpx.Client) -> N
 def test_a_failing_receiver_is_retried_with_backoff_then_delivered_once(org: httpx.Client) -> None:
     receiver = Receiver(statuses=[500, 503, 200])
     hook = subscribe(org, receiver.url, ["sandbox.state_updated"])
-    sid = org.post("/v1/sandboxes", json={}).json()["id"]
+    sid = org.post("/v1/sandboxes", json=COLD).json()["id"]
     got = receiver.wait(lambda r: len(sandbox_events(r, sid)) >= 4)  # 3 tries for the first, then the next
     first = [r for r in got if r.payload["data"]["state"] == "creating"]
     assert len(first) == 3 and len({r.headers["x-dnah-delivery-id"] for r in first}) == 1
@@ -297,7 +301,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_delivered_once(org: htt
 def test_a_receiver_that_is_down_gets_the_event_when_it_comes_up(org: httpx.Client) -> None:
     port = free_port()
     hook = subscribe(org, f"http://127.0.0.1:{port}/hook", ["sandbox.state_updated"])
-    sid = org.post("/v1/sandboxes", json={}).json()["id"]
+    sid = org.post("/v1/sandboxes", json=COLD).json()["id"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         listed = org.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["items"]
@@ -320,7 +324,7 @@ def test_an_event_survives_the_core_being_killed_mid_delivery(stack: Stack, org:
     release = threading.Event()
     receiver = Receiver(hold=release)
     subscribe(org, receiver.url, ["sandbox.state_updated"])
-    sid = org.post("/v1/sandboxes", json={}).json()["id"]  # creating → started, both committed
+    sid = org.post("/v1/sandboxes", json=COLD).json()["id"]  # creating → started, both committed
     receiver.wait(lambda r: len(r) >= 1)
     stack.restart("core", hard=True)
     release.set()

@@ -112,3 +112,15 @@ def test_no_cgroup_at_all_uses_meminfo(tmp_path: Path, proc: Path) -> None:
 )
 def test_code_argv(language: str, code: str | None, path: str | None, argv: list[str]) -> None:
     assert ops.code_argv(language, ["a"], code=code, path=path) == argv
+
+
+def test_env_set_updates_the_base_environment_in_place() -> None:
+    from guest import framing as fr
+    from guest import ops as op
+
+    base = {"PATH": "/bin", "KEEP": "1"}
+    assert op.env_set(fr.EnvSetRequest(1, {"NEW": "v", "KEEP": "2"}), base) == fr.env_done(1)
+    assert base == {"PATH": "/bin", "KEEP": "2", "NEW": "v"}
+    refused = op.env_set(fr.EnvSetRequest(2, {"BAD=NAME": "x"}), base)
+    assert refused["t"] == "error" and refused["code"] == "bad_request"
+    assert "BAD=NAME" not in base

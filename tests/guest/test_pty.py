@@ -204,7 +204,13 @@ async def test_an_ephemeral_session_dies_with_its_last_client(client: AgentClien
     await wait_gone(info.pid)
     await wait_gone(job)
     await second.close()
-    gone = await client.call(guest.PtyGet(id=0, session_id="eph"))
+    # the session is forgotten once its pump thread has seen the shell end, a moment after
+    # the processes are gone
+    for _ in range(100):
+        gone = await client.call(guest.PtyGet(id=0, session_id="eph"))
+        if isinstance(gone, guest.Error):
+            break
+        await asyncio.sleep(0.05)
     assert isinstance(gone, guest.Error) and gone.code == "not_found"
     # An existing id cannot be created again.
     await client.call(guest.PtyCreate(id=0, session_id="dup"))
