@@ -72,6 +72,11 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     warm_pool: dict[str, int] = {}
     """Pre-started sandboxes to keep per host, by template (``DNAH_WARM_POOL``:
     ``template=count,…``); creates of the default size claim one instead of booting."""
+    stale_operation_s: float = 120.0
+    """A sandbox left this long in a transitional state (``DNAH_STALE_OPERATION_S``) was
+    abandoned by a dead core and is settled from its host; operations that copy a disk
+    (archive, unarchive, restore) get ``stale_long_operation_s`` (``DNAH_STALE_LONG_OPERATION_S``)."""
+    stale_long_operation_s: float = 720.0
     reaper_interval_s: float = 30.0
     """How often the reaper applies the automatic timers (``DNAH_REAPER_S``)."""
     max_upload_bytes: int = 256 * 1024 * 1024
@@ -153,6 +158,8 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         snapshot_signing_key=env.get("DNAH_SNAPSHOT_SIGNING_KEY") or None,
         snapshot_verify_keys=env.get("DNAH_SNAPSHOT_VERIFY_KEYS", ""),
         warm_pool=_warm_pool(env.get("DNAH_WARM_POOL", "")),
+        stale_operation_s=_number(env, "DNAH_STALE_OPERATION_S", 120.0, kind=float),
+        stale_long_operation_s=_number(env, "DNAH_STALE_LONG_OPERATION_S", 720.0, kind=float),
         reaper_interval_s=_number(env, "DNAH_REAPER_S", 30.0, kind=float),
         max_upload_bytes=int(_number(env, "DNAH_MAX_UPLOAD_MB", 256)) * 1024 * 1024,
         log_format=log_format,

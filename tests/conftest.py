@@ -42,7 +42,14 @@ def stack() -> Iterator[Stack]:
             cgroup=f"dnahs{n}",
             host_name=f"test-host-{n}",
             # the reaper every second, so tests that backdate a timer see it act promptly
-            extra_env={"DNAH_REAPER_S": "1", "DNAH_SNAPSHOT_VERIFY_KEYS": ROTATED_VERIFY_KEY},
+            extra_env={
+                "DNAH_REAPER_S": "1",
+                "DNAH_SNAPSHOT_VERIFY_KEYS": ROTATED_VERIFY_KEY,
+                # abandoned operations are settled within seconds (the crash tests need it)
+                "DNAH_RECONCILE_S": "1",
+                "DNAH_STALE_OPERATION_S": "3",
+                "DNAH_STALE_LONG_OPERATION_S": "20",
+            },
         )
         stack = Stack(config, say=lambda _: None)
         try:

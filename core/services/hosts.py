@@ -3,7 +3,8 @@
 Reconciliation happens when a host registers (after hostd or the whole stack restarts):
 the host reports every sandbox whose disk it holds, and the core makes the host match the
 database — sandboxes that should run are started again on their kept disks, sandboxes the
-database no longer knows are destroyed, and sandboxes the host lost are marked ``error``.
+database no longer knows are destroyed, and sandboxes the host lost are marked ``error``;
+a paused sandbox the host runs is paused again, a stopped one it runs is stopped.
 A periodic sweep (``sweep_stale``) finishes operations a crashed core left half-done.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
@@ -84,7 +86,20 @@ class HostService:
         on_host = {info.id: info for info in inventory}
         for rec in await sandboxes_db.on_host(self._db, host.id):
             info = on_host.pop(rec.id, None)
-            if rec.state == "started" and info is None:
+            if rec.state in ("paused", "stopped", "archived") and info is None:
+                await sandboxes_db.transition(
+                    self._db,
+                    rec.id,
+                    from_states=frozenset({rec.state}),
+                    to="error",
+                    error_reason=f"the host lost this {rec.state} sandbox",
+                )
+                log.warning("sandbox_lost", sandbox_id=rec.id, host=host.name, state=rec.state)
+            elif rec.state == "paused" and info is not None and info.state == "running":
+                await self._call_quietly(host, rec.id, "pause", self._hosts.pause)
+            elif rec.state == "stopped" and info is not None and info.state in ("running", "paused"):
+                await self._call_quietly(host, rec.id, "stop", self._hosts.stop)
+            elif rec.state == "started" and info is None:
                 await sandboxes_db.transition(
                     self._db,
                     rec.id,
@@ -124,6 +139,21 @@ class HostService:
                 error_reason=f"abandoned while {rec.state}",
             )
             log.info("stale_sandbox_finished", sandbox_id=rec.id, was=rec.state)
+
+    async def _call_quietly(
+        self,
+        host: HostRecord,
+        sandbox_id: str,
+        what: str,
+        call: Callable[[HostRecord, str], Awaitable[object]],
+    ) -> None:
+        """Make the host match the row (``what``: pause, stop); a failure is logged, and the
+        next registration tries again."""
+        try:
+            await call(host, sandbox_id)
+            log.info("sandbox_reconciled", sandbox_id=sandbox_id, host=host.name, action=what)
+        except CoreError as exc:
+            log.warning("reconcile_failed", sandbox_id=sandbox_id, action=what, error=exc.message)
 
     async def _destroy_quietly(self, host: HostRecord, sandbox_id: str) -> bool:
         try:

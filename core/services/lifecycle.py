@@ -28,7 +28,7 @@ from core.db import sandboxes as sandboxes_db
 from core.db.hosts import HostRecord
 from core.db.sandboxes import SandboxRecord
 from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NotFound, SnapshotRejected
-from core.hostclient import LONG_OP_S, HostClient
+from core.hostclient import HostClient
 from core.services.sandboxes import check_timer, spec_for
 from core.states import TRANSITIONAL, sources
 
@@ -36,9 +36,8 @@ log = structlog.get_logger()
 
 HostCall = Callable[[HostRecord, SandboxRecord], Awaitable[SandboxInfo]]
 
-STALE_AFTER_S = 120.0
-"""A transitional state older than this (beyond the operation's own timeout) is abandoned."""
-_LONG = frozenset({"archiving", "unarchiving"})
+_LONG = frozenset({"archiving", "unarchiving", "restoring"})
+"""Operations that copy a whole disk: they may legitimately take up to the host timeout."""
 
 _HOST_STATE = {"running": "started", "paused": "paused", "stopped": "stopped", "archived": "archived"}
 """What hostd reports, in the core's words."""
@@ -217,10 +216,10 @@ class LifecycleService:
 
     async def sweep_stale(self) -> list[SandboxRecord]:
         """Settle the sandboxes a dead core (or reaper) left in a transitional state, from
-        what their hosts report. An operation still in flight is never that old: the longest
-        ones (archive, unarchive) are given their full host timeout plus a margin."""
-        stale = await sandboxes_db.stale_in(self._db, TRANSITIONAL - _LONG, STALE_AFTER_S)
-        stale += await sandboxes_db.stale_in(self._db, _LONG, LONG_OP_S + STALE_AFTER_S)
+        what their hosts report. An operation still in flight is never that old: the ones that
+        copy a disk get the host timeout (``LONG_OP_S``) plus a margin by default."""
+        stale = await sandboxes_db.stale_in(self._db, TRANSITIONAL - _LONG, self._config.stale_operation_s)
+        stale += await sandboxes_db.stale_in(self._db, _LONG, self._config.stale_long_operation_s)
         return [await self.settle(rec) for rec in stale]
 
     # implementation --------------------------------------------------------------------------

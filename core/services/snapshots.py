@@ -40,8 +40,6 @@ from core.states import sources
 
 log = structlog.get_logger()
 
-STALE_CREATING_S = 900.0
-"""A snapshot still ``creating`` after this long was abandoned by a crash."""
 _SNAPSHOTTABLE = frozenset({"started", "stopped", "paused"})
 
 
@@ -58,6 +56,7 @@ class SnapshotService:
         self._hosts = hosts
         self._sandboxes = sandboxes
         self._lifecycle = lifecycle
+        self._stale_s = config.stale_long_operation_s
         self._signing = (
             parse_signing_key(config.snapshot_signing_key) if config.snapshot_signing_key else None
         )
@@ -186,7 +185,7 @@ class SnapshotService:
 
     async def sweep_stale(self) -> None:
         """Remove snapshots a crash left half-made (never ``ready``, so never trusted)."""
-        for snap in await snapshots_db.stale_creating(self._db, STALE_CREATING_S):
+        for snap in await snapshots_db.stale_creating(self._db, self._stale_s):
             host = await hosts_db.get(self._db, snap.host_id)
             if host is not None:
                 await self._discard(host, snap)
