@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install up down test lint bench bench-toolbox template
+.PHONY: install up down test lint bench bench-toolbox bench-lifecycle template
 
 install:
 	@bash install/deps.sh
@@ -32,3 +32,6 @@ bench: install
 
 bench-toolbox: install
 	@$(PY) -m load.bench_toolbox $(ARGS)
+
+bench-lifecycle: install
+	@$(PY) -m load.bench_lifecycle $(ARGS)

@@ -76,7 +76,7 @@ def to_daytona(rec: SandboxRecord, toolbox_url: str) -> DaytonaSandbox:
         name=rec.name,
         user=SANDBOX_USER,
         env=rec.env,
-        labels=_labels(rec),
+        labels=daytona_labels(rec),
         public=False,
         network_block_all=False,
         kvm=False,
@@ -101,7 +101,7 @@ def to_daytona(rec: SandboxRecord, toolbox_url: str) -> DaytonaSandbox:
     )
 
 
-def _labels(rec: SandboxRecord) -> dict[str, str]:
+def daytona_labels(rec: SandboxRecord) -> dict[str, str]:
     """The sandbox's labels plus the SDK's language label, for the languages the SDK knows.
     A ``bash`` sandbox (native API only) has none: the SDK refuses a label it does not know,
     and would fail to list the whole org, so it takes the sandbox for a python one."""

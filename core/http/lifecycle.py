@@ -30,6 +30,7 @@ from contracts.public import (
 from core.db.snapshots import SnapshotRecord
 from core.http.daytona import (
     LANGUAGE_LABEL,
+    daytona_labels,
     daytona_auto_archive,
     daytona_auto_delete,
     daytona_auto_stop,
@@ -224,10 +225,10 @@ class DaytonaLifecycle(Controller):
         self, ref: str, data: DaytonaLabels, principal: Principal, lifecycle: LifecycleService
     ) -> DaytonaLabels:
         """Replaces the labels. The SDK's language label is the sandbox's language, which
-        does not change: it is not stored as a label."""
+        does not change: it is not stored as a label, and is in the answer as in every read."""
         labels = {k: v for k, v in data.labels.items() if k != LANGUAGE_LABEL}
         rec = await lifecycle.set_labels(principal.org_id, ref, labels)
-        return DaytonaLabels(labels=rec.labels)
+        return DaytonaLabels(labels=daytona_labels(rec))
 
     @post("/autostop/{interval:int}", status_code=200)
     async def autostop(

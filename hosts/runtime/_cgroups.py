@@ -36,6 +36,8 @@ V1_CONTROLLERS = ("cpu", "memory", "pids", "freezer")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
 _POLL = 0.002
 _WAIT = 5.0
+_REFREEZE = 0.05
+"""How long one freeze request is given before it is repeated."""
 """Seconds to wait for the kernel to freeze, thaw or empty a cgroup before calling it stuck."""
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -75,9 +77,22 @@ class SandboxCgroup(abc.ABC):
             return []
 
     def freeze(self) -> None:
-        """Freeze every process and return once the kernel reports them all frozen."""
-        self._set_frozen(True)
-        _wait_for(self.frozen, f"freezing {self.dirs[0]}")
+        """Freeze every process and return once the kernel reports them all frozen.
+
+        The request is repeated while the cgroup is still freezing: cgroup v1's freezer can
+        stay in ``FREEZING`` when a task forked or was in an uninterruptible sleep at the
+        moment of the write, and the kernel's documented remedy is to write ``FROZEN`` again.
+        """
+        deadline = time.monotonic() + _WAIT
+        while True:
+            self._set_frozen(True)
+            retry = time.monotonic() + _REFREEZE
+            while not self.frozen() and time.monotonic() < retry:
+                time.sleep(_POLL)
+            if self.frozen():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeFailure(f"timed out freezing {self.dirs[0]}")
 
     def thaw(self) -> None:
         self._set_frozen(False)

@@ -120,7 +120,7 @@ def main() -> int:
         report["activity"] = {"had": bool(before), "moved": bool(after) and after != before}
         report["activity_state"] = value(daytona.get(sandbox.id).state)
 
-        report["limits_before"] = limits(sandbox)
+        before_resize = limits(sandbox)
         sandbox.stop()
         timed("resize", lambda: sandbox.resize(Resources(cpu=2, memory=2)))
         report["resized"] = {"cpu": sandbox.cpu, "memory": sandbox.memory, "state": value(sandbox.state)}
@@ -128,7 +128,7 @@ def main() -> int:
         report["resized_got"] = {"cpu": got.cpu, "memory": got.memory}
         sandbox.start()
         states("resized")
-        report["limits"] = {"before": report.pop("limits_before"), "after": limits(sandbox)}
+        report["limits"] = {"before": before_resize, "after": limits(sandbox)}
         report["after_resize"] = cat(sandbox)
 
         fork = timed("fork", lambda: sandbox.fork())
