@@ -30,10 +30,10 @@ from contracts.public import (
 from core.db.snapshots import SnapshotRecord
 from core.http.daytona import (
     LANGUAGE_LABEL,
-    daytona_labels,
     daytona_auto_archive,
     daytona_auto_delete,
     daytona_auto_stop,
+    daytona_labels,
     to_daytona,
     toolbox_base,
 )

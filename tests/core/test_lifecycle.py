@@ -73,7 +73,9 @@ def test_daytona_start_stop_labels_and_timers(org: httpx.Client) -> None:
     labels = org.put(
         f"/sandbox/{sid}/labels", json={"labels": {"team": "a", "code-toolbox-language": "python"}}
     )
-    assert labels.status_code == 200 and labels.json() == {"labels": {"code-toolbox-language": "python", "team": "a"}}
+    assert labels.status_code == 200 and labels.json() == {
+        "labels": {"code-toolbox-language": "python", "team": "a"}
+    }
     replaced = org.put(f"/v1/sandboxes/{sid}/labels", json={"labels": {"env": "ci"}})
     assert replaced.json()["labels"] == {"env": "ci"}  # the whole set is replaced
 
