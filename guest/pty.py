@@ -214,12 +214,12 @@ class Session:
             self.exit_code = exit_code
             self._ended.set()
             clients, self.clients = self.clients, []
+        if self.ephemeral:  # before the clients hear of the exit: then it is already gone
+            _forget(self)
         for client in clients:
             with contextlib.suppress(OSError):
                 client.send(framing.pty_exited(0, exit_code))
             client.close()
-        if self.ephemeral:
-            _forget(self)
 
     def kill(self) -> None:
         """Kill the shell and everything in its session; returns once the session ended."""
