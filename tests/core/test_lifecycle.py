@@ -148,9 +148,15 @@ def test_resize_rules(org: httpx.Client) -> None:
     shrunk = org.post(f"/sandbox/{sid}/resize", json={"cpu": 1, "memory": 1})  # stopped: may shrink
     assert shrunk.status_code == 200 and (shrunk.json()["cpu"], shrunk.json()["memory"]) == (1, 1)
     op(org, sid, "start")
-    cpus = sh(org, sid, "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-    assert cpus.split()[0] in ("100000", "max") or int(cpus.split()[0]) > 0
+    seen = org.get(f"/v1/sandboxes/{sid}/metrics").json()  # the sandbox's own cgroup view
+    assert (seen["cpu_count"], seen["mem_total_mb"]) == (1, 1024)
+    # started: growing is applied live, inside the running sandbox
+    hot = org.post(f"/v1/sandboxes/{sid}/resize", json={"cpu": 2, "ram_mb": 1536})
+    assert hot.status_code == 200, hot.text
+    seen = org.get(f"/v1/sandboxes/{sid}/metrics").json()
+    assert (seen["cpu_count"], seen["mem_total_mb"]) == (2, 1536)
     assert org.post(f"/v1/sandboxes/{sid}/resize", json={"ram_mb": 512}).status_code == 409  # no hot shrink
+    assert org.get(f"/v1/sandboxes/{sid}").json()["ram_mb"] == 1536
 
 
 def test_conflicting_operations_get_409(org: httpx.Client) -> None:
