@@ -49,6 +49,8 @@ def stack() -> Iterator[Stack]:
                 "DNAH_RECONCILE_S": "1",
                 "DNAH_STALE_OPERATION_S": "3",
                 "DNAH_STALE_LONG_OPERATION_S": "20",
+                # the webhook tests' receivers listen on loopback
+                "DNAH_WEBHOOK_ALLOW_PRIVATE": "1",
             },
         )
         stack = Stack(config, say=lambda _: None)

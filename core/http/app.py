@@ -90,7 +90,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         state.hosts = HostService(db, host_client, config)
         state.lifecycle = LifecycleService(db, host_client, config)
         state.snapshots = SnapshotService(db, host_client, config, state.sandboxes, state.lifecycle)
-        state.webhooks = WebhookService(db)
+        state.webhooks = WebhookService(db, allow_private=config.webhooks.allow_private)
         dispatcher = Dispatcher(db, config.webhooks, database_url=config.database_url)
         sweeper = asyncio.create_task(
             _sweeper(state.hosts, state.lifecycle, state.snapshots, config.reconcile_interval_s)

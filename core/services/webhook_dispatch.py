@@ -28,6 +28,7 @@ import structlog
 from core.config import WebhookConfig
 from core.db import webhooks as webhooks_db
 from core.db.webhooks import ClaimedDelivery
+from core.services.webhooks import check_destination
 
 log = structlog.get_logger()
 
@@ -108,12 +109,16 @@ class Dispatcher:
             "x-dnah-signature": sign(d.secret, body),
         }
         status: int | None = None
-        try:
-            resp = await self._client.post(d.url, content=body, headers=headers)
-            status = resp.status_code
-            error = "" if resp.is_success else f"the receiver answered {status}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        refused = None if self._config.allow_private else await check_destination(d.url)
+        if refused:
+            error = f"refused: {refused}"
+        else:
+            try:
+                resp = await self._client.post(d.url, content=body, headers=headers)
+                status = resp.status_code
+                error = "" if resp.is_success else f"the receiver answered {status}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if not error and status is not None:
             await webhooks_db.mark_delivered(self._db, d.id, status)
             log.info("webhook_delivered", delivery_id=d.id, webhook_id=d.webhook_id, attempts=d.attempts)

@@ -7,7 +7,10 @@ delivery (``core/services/webhook_dispatch.py``); it is never shown again after 
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import secrets
+import socket
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -25,9 +28,12 @@ MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 256
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, *, allow_private: bool = False) -> str:
     """http(s) with a host, no credentials (they would be sent in clear to every redirect
-    and shown in listings; use the signature to authenticate the sender instead)."""
+    and shown in listings; use the signature to authenticate the sender instead), and —
+    unless ``allow_private`` — not a loopback, private or link-local address: a webhook must
+    not be a way to make the core call its own network. Host names are checked again, after
+    resolution, at every delivery (``check_destination``)."""
     if len(url) > MAX_URL_LENGTH:
         raise BadRequest(f"url is longer than {MAX_URL_LENGTH} characters")
     try:
@@ -43,7 +49,46 @@ def check_url(url: str) -> str:
         raise BadRequest("url must not carry credentials (user:password@); verify the signature instead")
     if any(c.isspace() for c in url):
         raise BadRequest("url must not contain whitespace")
+    if not allow_private:
+        reason = _local_reason(parts.hostname)
+        if reason:
+            raise BadRequest(f"url {reason}; set DNAH_WEBHOOK_ALLOW_PRIVATE=1 to allow it (development)")
     return url
+
+
+def _local_reason(host: str) -> str | None:
+    """Why ``host`` (a name or an address literal) is local, or None."""
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return f"names this machine ({host})"
+    try:
+        address = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return None
+    if not address.is_global:
+        return f"names a loopback, private or link-local address ({host})"
+    return None
+
+
+async def check_destination(url: str) -> str | None:
+    """Resolve ``url``'s host and return why it must not be called (an address that is not
+    global), or None. Run before each delivery, so a name that starts resolving to an inside
+    address later is refused too. (httpx resolves again when it connects; a resolver that
+    answers differently within that instant is not defended against.)"""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    reason = _local_reason(host)
+    if reason:
+        return reason
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        if not address.is_global:
+            return f"{host} resolves to a loopback, private or link-local address ({address})"
+    return None
 
 
 def check_events(events: list[str]) -> list[str]:
@@ -69,14 +114,15 @@ def check_secret(secret: str | None) -> str:
 
 
 class WebhookService:
-    def __init__(self, db: asyncpg.Pool) -> None:
+    def __init__(self, db: asyncpg.Pool, *, allow_private: bool = False) -> None:
         self._db = db
+        self._allow_private = allow_private
 
     async def create(self, org_id: str, *, url: str, events: list[str], secret: str | None) -> WebhookRecord:
         rec = WebhookRecord(
             id=new_id("wh"),
             org_id=org_id,
-            url=check_url(url),
+            url=check_url(url, allow_private=self._allow_private),
             events=check_events(events),
             secret=check_secret(secret),
             created_at=datetime.now(UTC),

@@ -344,7 +344,7 @@ def test_two_dispatchers_never_send_one_delivery_twice(stack: Stack, org: httpx.
 
     async def race() -> None:
         db = await create_pool(stack.database_url)
-        config = WebhookConfig(poll_interval_s=0.05)
+        config = WebhookConfig(poll_interval_s=0.05, allow_private=True)
         dispatchers = [Dispatcher(db, config), Dispatcher(db, config)]
         try:
             async with db.acquire() as conn:
@@ -466,7 +466,9 @@ async def test_a_delivery_is_dead_after_max_attempts(scratch: asyncpg.Pool) -> N
     await scratch.execute(
         "SELECT dnah_emit_event('org_a', 'sandbox.state_updated', '{\"id\": \"x\"}'::jsonb)"
     )
-    dispatcher = Dispatcher(scratch, WebhookConfig(max_attempts=3, backoff_s=0.05, poll_interval_s=0.05))
+    dispatcher = Dispatcher(
+        scratch, WebhookConfig(max_attempts=3, backoff_s=0.05, poll_interval_s=0.05, allow_private=True)
+    )
     try:
         for _ in range(100):
             await dispatcher.run_once()
@@ -487,6 +489,7 @@ def test_the_dispatcher_settings_come_from_the_environment() -> None:
     assert load_config(base).webhooks == WebhookConfig()
     tuned = load_config({**base, "DNAH_WEBHOOK_MAX_ATTEMPTS": "3", "DNAH_WEBHOOK_BACKOFF_S": "0.5"}).webhooks
     assert (tuned.max_attempts, tuned.backoff_s) == (3, 0.5)
+    assert load_config({**base, "DNAH_WEBHOOK_ALLOW_PRIVATE": "1"}).webhooks.allow_private is True
     with pytest.raises(ConfigError, match="DNAH_WEBHOOK_TIMEOUT_S"):
         load_config({**base, "DNAH_WEBHOOK_TIMEOUT_S": "soon"})
 
