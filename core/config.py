@@ -48,6 +48,8 @@ class WebhookConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 10
     backoff_s: float = 1.0
     backoff_max_s: float = 300.0
+    retention_days: float = 7.0
+    """Delivered and dead deliveries older than this are deleted (``DNAH_WEBHOOK_RETENTION_DAYS``)."""
     allow_private: bool = False
     """Deliver to loopback, private and link-local addresses too (``DNAH_WEBHOOK_ALLOW_PRIVATE=1``:
     development and tests). Off, a webhook cannot be aimed at the core's own network — its
@@ -177,6 +179,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
             max_attempts=int(_number(env, "DNAH_WEBHOOK_MAX_ATTEMPTS", 10)),
             backoff_s=_number(env, "DNAH_WEBHOOK_BACKOFF_S", 1.0, kind=float),
             backoff_max_s=_number(env, "DNAH_WEBHOOK_BACKOFF_MAX_S", 300.0, kind=float),
+            retention_days=_number(env, "DNAH_WEBHOOK_RETENTION_DAYS", 7.0, kind=float),
             allow_private=env.get("DNAH_WEBHOOK_ALLOW_PRIVATE", "") in ("1", "true", "yes"),
         ),
     )

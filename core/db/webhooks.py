@@ -150,3 +150,21 @@ async def mark_failed(
         error[:500],
         retry_in_s,
     )
+
+
+async def prune(db: asyncpg.Pool, older_than_days: float) -> int:
+    """Delete finished (delivered or dead) deliveries older than ``older_than_days``, then the
+    events no delivery refers to any more; returns how many deliveries went. Pending ones are
+    never pruned, whatever their age."""
+    async with db.acquire() as conn, conn.transaction():
+        gone = await conn.fetch(
+            "DELETE FROM webhook_deliveries WHERE status IN ('delivered', 'dead')"
+            " AND created_at < now() - make_interval(secs => $1) RETURNING event_id",
+            older_than_days * 86400,
+        )
+        await conn.execute(
+            "DELETE FROM webhook_events e WHERE e.id = ANY($1::bigint[])"
+            " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)",
+            list({row["event_id"] for row in gone}),
+        )
+    return len(gone)

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import random
+import time
 
 import asyncpg
 import httpx
@@ -35,6 +36,7 @@ log = structlog.get_logger()
 CHANNEL = "dnah_webhooks"
 BATCH = 32
 LEASE_MARGIN_S = 5.0
+PRUNE_EVERY_S = 60.0
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -60,12 +62,19 @@ class Dispatcher:
         self._listener: asyncpg.Connection | None = None
 
     async def run(self) -> None:
-        """Send until cancelled; never lets an error end the loop."""
+        """Send until cancelled; never lets an error end the loop. Once a minute, old
+        finished deliveries are pruned (``retention_days``)."""
+        next_prune = 0.0
         while True:
             try:
                 await self._ensure_listener()
                 while await self.run_once():
                     pass
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    pruned = await webhooks_db.prune(self._db, self._config.retention_days)
+                    if pruned:
+                        log.info("webhook_deliveries_pruned", deliveries=pruned)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -500,3 +500,26 @@ def test_the_retry_schedule_doubles_up_to_its_cap_then_gives_up() -> None:
     assert delays[4] is None
     for got, base in zip(delays[:4], [1.0, 2.0, 3.0, 3.0], strict=True):
         assert got is not None and base <= got <= base * 1.1
+
+
+async def test_old_finished_deliveries_are_pruned_and_pending_ones_kept(scratch: asyncpg.Pool) -> None:
+    hook = await add_webhook(scratch, "org_a", "http://127.0.0.1:9/hook", ["*"])
+    for n in range(3):
+        await scratch.execute(
+            "SELECT dnah_emit_event('org_a', 'sandbox.state_updated', jsonb_build_object('n', $1::int))", n
+        )
+    rows = await scratch.fetch("SELECT id FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY seq", hook)
+    old_done, old_pending, new_done = (r["id"] for r in rows)
+    await scratch.execute(
+        "UPDATE webhook_deliveries SET status = 'delivered', created_at = now() - interval '10 days'"
+        " WHERE id = $1",
+        old_done,
+    )
+    await scratch.execute(
+        "UPDATE webhook_deliveries SET created_at = now() - interval '10 days' WHERE id = $1", old_pending
+    )
+    await scratch.execute("UPDATE webhook_deliveries SET status = 'dead' WHERE id = $1", new_done)
+    assert await webhooks_db.prune(scratch, 7) == 1
+    left = {r["id"] for r in await scratch.fetch("SELECT id FROM webhook_deliveries")}
+    assert left == {old_pending, new_done}
+    assert await scratch.fetchval("SELECT count(*) FROM webhook_events") == 2  # the pruned one's event went
