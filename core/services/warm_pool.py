@@ -26,6 +26,7 @@ from core.services.sandboxes import NewSandbox, SandboxService
 log = structlog.get_logger()
 
 _LOCK_KEY = 0x64_6E_61_68_70_6F_6F_6C  # "dnahpool"
+REFILL_DELAY_S = 0.25
 
 
 class WarmPool:
@@ -46,6 +47,9 @@ class WarmPool:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval_s):
                     await self._wake.wait()
+                # woken by a claim: let the claimer's first calls run before the replacement's
+                # boot (≈100 ms of CPU) competes with them
+                await asyncio.sleep(REFILL_DELAY_S)
             self._wake.clear()
 
     async def refill(self) -> int:
