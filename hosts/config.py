@@ -81,6 +81,9 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The snapshot store (``DNAH_SNAPSHOT_DIR``, default ``<var dir>/snapshots``)."""
     archive_dir: Path
     """The archive store (``DNAH_ARCHIVE_DIR``, default ``<var dir>/archives``)."""
+    advertise_url: str | None = None
+    """The URL the core should use to reach hostd (``DNAH_HOSTD_ADVERTISE_URL``), when it is
+    not ``http://host:port`` — hostd bound to 0.0.0.0, behind NAT, or on another name."""
 
     @property
     def state_dir(self) -> Path:
@@ -89,8 +92,9 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def api_url(self) -> str:
-        """The URL the core uses to reach this hostd."""
-        return f"http://{self.host}:{self.port}"
+        """The URL the core uses to reach this hostd: the advertised one, else the bound one
+        (a wildcard bind cannot be reached at its own address, so it needs an advertised URL)."""
+        return self.advertise_url or f"http://{self.host}:{self.port}"
 
 
 def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
@@ -122,7 +126,18 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         build_script=BUILD_SCRIPT,
         snapshot_dir=Path(env.text("DNAH_SNAPSHOT_DIR", str(var_dir / "snapshots"))).absolute(),
         archive_dir=Path(env.text("DNAH_ARCHIVE_DIR", str(var_dir / "archives"))).absolute(),
+        advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
     )
+
+
+def _advertise_url(env: _Env, host: str) -> str | None:
+    url = env.parse("DNAH_HOSTD_ADVERTISE_URL", _http_url, "") or None
+    if url is None and host in ("0.0.0.0", "::"):
+        raise ConfigError(
+            f"DNAH_HOSTD_HOST={host} binds every address, which the core cannot reach as such: "
+            "set DNAH_HOSTD_ADVERTISE_URL to the URL the core should use"
+        )
+    return url.rstrip("/") if url else None
 
 
 class _Env:

@@ -50,7 +50,7 @@ def test_overrides(tmp_path: Path) -> None:
     config = load_config(
         {
             **MINIMAL,
-            "DNAH_HOSTD_HOST": "0.0.0.0",
+            "DNAH_HOSTD_HOST": "10.0.0.5",
             "DNAH_HOSTD_PORT": "4200",
             "DNAH_CORE_URL": "https://core.example:8443/",
             "DNAH_HOST_NAME": "host-7",
@@ -65,7 +65,7 @@ def test_overrides(tmp_path: Path) -> None:
         }
     )
 
-    assert config.api_url == "http://0.0.0.0:4200"
+    assert config.api_url == "http://10.0.0.5:4200"
     assert config.core_url == "https://core.example:8443"
     assert config.host_name == "host-7"
     assert config.state_dir == tmp_path / "not-yet-created" / "hostd"
@@ -100,3 +100,16 @@ def test_invalid_values_are_rejected_naming_the_variable(name: str, value: str) 
 def test_bootstrap_token_is_required() -> None:
     with pytest.raises(ConfigError, match="DNAH_BOOTSTRAP_TOKEN is required"):
         load_config({})
+
+
+def test_the_advertised_url_is_what_the_core_is_given(tmp_path: Path) -> None:
+    base = {**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)}
+    assert load_config({**base, "DNAH_HOSTD_PORT": "3201"}).api_url == "http://127.0.0.1:3201"
+    advertised = load_config(
+        {**base, "DNAH_HOSTD_HOST": "0.0.0.0", "DNAH_HOSTD_ADVERTISE_URL": "http://host-7.internal:3200/"}
+    )
+    assert advertised.api_url == "http://host-7.internal:3200"
+    with pytest.raises(ConfigError, match="DNAH_HOSTD_ADVERTISE_URL"):
+        load_config({**base, "DNAH_HOSTD_HOST": "0.0.0.0"})  # the core cannot reach 0.0.0.0
+    with pytest.raises(ConfigError, match="DNAH_HOSTD_ADVERTISE_URL='ftp://x'"):
+        load_config({**base, "DNAH_HOSTD_ADVERTISE_URL": "ftp://x"})
