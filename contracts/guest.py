@@ -47,7 +47,7 @@ import msgspec
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 """Bumped on every change to the messages below; the agent reports it in ``pong``."""
 
 BINARY_FLAG = 0x8000_0000
@@ -187,6 +187,8 @@ class ExecResult(_Msg, frozen=True, tag="exec.result"):
     exit_code: int
     duration_ms: float
     timed_out: bool = False
+    truncated: bool = False
+    """Output past 1 MiB on a stream was dropped (the command ran to its end regardless)."""
 
 
 class EnvDone(_Msg, frozen=True, tag="env.done"):

@@ -129,6 +129,8 @@ class ExecResult(_Wire, frozen=True):
     exit_code: int
     duration_ms: float
     timed_out: bool = False
+    truncated: bool = False
+    """Output past 1 MiB on a stream was dropped."""
 
 
 class FileWritten(_Wire, frozen=True):

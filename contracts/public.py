@@ -118,6 +118,8 @@ class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
     exit_code: int
     duration_ms: float
     timed_out: bool = False
+    truncated: bool = False
+    """True when output past 1 MiB on stdout or stderr was dropped (the command itself ran on)."""
 
 
 CODE_MAX_CHARS = 1_000_000

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024
@@ -337,7 +337,14 @@ def pong(request_id: int, agent: str) -> dict[str, object]:
 
 
 def exec_result(
-    request_id: int, *, stdout: str, stderr: str, exit_code: int, duration_ms: float, timed_out: bool
+    request_id: int,
+    *,
+    stdout: str,
+    stderr: str,
+    exit_code: int,
+    duration_ms: float,
+    timed_out: bool,
+    truncated: bool = False,
 ) -> dict[str, object]:
     return {
         "t": "exec.result",
@@ -346,6 +353,7 @@ def exec_result(
         "exit_code": exit_code,
         "duration_ms": round(duration_ms, 3),
         "timed_out": timed_out,
+        "truncated": truncated,
         "id": request_id,
     }
 

@@ -160,6 +160,7 @@ def _exec_result(request_id: int, outcome: runner.Outcome) -> dict[str, object]:
         exit_code=outcome.exit_code,
         duration_ms=outcome.duration_ms,
         timed_out=outcome.timed_out,
+        truncated=outcome.truncated,
     )
 
 

@@ -46,6 +46,8 @@ class Outcome:
     exit_code: int
     duration_ms: float
     timed_out: bool
+    truncated: bool = False
+    """Output past ``OUTPUT_LIMIT`` on either stream was dropped (the command ran on)."""
 
 
 def run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout_ms: int) -> Outcome:
@@ -78,7 +80,7 @@ def run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout_ms: in
         )
     assert proc.stdout is not None and proc.stderr is not None
     try:
-        stdout, stderr = _collect(proc, (proc.stdout.fileno(), proc.stderr.fileno()), deadline)
+        stdout, stderr, truncated = _collect(proc, (proc.stdout.fileno(), proc.stderr.fileno()), deadline)
         timed_out = not _wait_until(proc, deadline)
     finally:
         if proc.returncode is None:
@@ -91,12 +93,17 @@ def run(argv: list[str], *, env: dict[str, str], cwd: str | None, timeout_ms: in
         exit_code=-signal.SIGKILL if timed_out else proc.returncode,
         duration_ms=_elapsed_ms(started),
         timed_out=timed_out,
+        truncated=truncated,
     )
 
 
-def _collect(proc: subprocess.Popen[bytes], fds: tuple[int, int], deadline: float) -> tuple[bytes, bytes]:
-    """Read the ``(stdout, stderr)`` pipes until EOF, the deadline, or the post-exit grace ends."""
+def _collect(
+    proc: subprocess.Popen[bytes], fds: tuple[int, int], deadline: float
+) -> tuple[bytes, bytes, bool]:
+    """Read the ``(stdout, stderr)`` pipes until EOF, the deadline, or the post-exit grace
+    ends; the flag says whether output past the cap was dropped."""
     captured = {fd: bytearray() for fd in fds}
+    truncated = False
     stop_at = deadline
     exited = False
     with selectors.DefaultSelector() as selector:
@@ -116,8 +123,10 @@ def _collect(proc: subprocess.Popen[bytes], fds: tuple[int, int], deadline: floa
                     selector.unregister(key.fd)
                     continue
                 buffer = captured[key.fd]
-                buffer += chunk[: max(0, OUTPUT_LIMIT - len(buffer))]
-    return bytes(captured[fds[0]]), bytes(captured[fds[1]])
+                room = max(0, OUTPUT_LIMIT - len(buffer))
+                truncated = truncated or len(chunk) > room
+                buffer += chunk[:room]
+    return bytes(captured[fds[0]]), bytes(captured[fds[1]]), truncated
 
 
 def _wait_until(proc: subprocess.Popen[bytes], deadline: float) -> bool:

@@ -368,6 +368,7 @@ class HostController:
             exit_code=result.exit_code,
             duration_ms=result.duration_ms,
             timed_out=result.timed_out,
+            truncated=result.truncated,
         )
 
     async def _on_agent(self, sandbox_id: str, request: Callable[[AgentClient], Awaitable[_R]]) -> _R:

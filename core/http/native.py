@@ -161,6 +161,7 @@ class NativeSandboxes(Controller):
             exit_code=result.exit_code,
             duration_ms=result.duration_ms,
             timed_out=result.timed_out,
+            truncated=result.truncated,
         )
 
     @post("/{sandbox_id:str}/run-code", status_code=200)
@@ -184,6 +185,7 @@ class NativeSandboxes(Controller):
             exit_code=result.exit_code,
             duration_ms=result.duration_ms,
             timed_out=result.timed_out,
+            truncated=result.truncated,
         )
 
     @get("/{sandbox_id:str}/dirs")

@@ -109,3 +109,14 @@ def test_internal_routes_are_not_public(gateway: httpx.Client) -> None:
     for path in ("/internal/hosts/register", "/%69nternal/hosts/register", "//internal/hosts/x/heartbeat"):
         resp = gateway.post(path, json={})
         assert resp.status_code == 404, (path, resp.text)
+
+
+def test_exec_says_when_its_output_was_cut(org: httpx.Client) -> None:
+    sid = org.post("/v1/sandboxes", json={}).json()["id"]
+    big = org.post(
+        f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "head -c 2000000 /dev/zero | tr '\\\\0' x"]}
+    )
+    assert big.status_code == 200
+    assert (len(big.json()["stdout"]), big.json()["truncated"]) == (1024 * 1024, True)
+    small = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["echo", "hi"]}).json()
+    assert (small["stdout"], small["truncated"]) == ("hi\n", False)

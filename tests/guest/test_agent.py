@@ -188,6 +188,7 @@ async def test_ping_reports_protocol_version(client: AgentClient) -> None:
 async def test_exec_captures_output_and_exit_code(client: AgentClient) -> None:
     result = await client.exec(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.stdout, result.stderr, result.exit_code, result.timed_out) == ("out\n", "err\n", 3, False)
+    assert result.truncated is False
     assert 0 < result.duration_ms < 5000
 
 
@@ -219,7 +220,9 @@ async def test_output_is_utf8_with_replacement(client: AgentClient) -> None:
 async def test_output_is_capped_but_drained(client: AgentClient) -> None:
     result = await client.exec(["sh", "-c", "head -c 3000000 /dev/zero; echo done >&2"])
     assert len(result.stdout) == 1024 * 1024
-    assert (result.stderr, result.exit_code) == ("done\n", 0)
+    assert (result.stderr, result.exit_code, result.truncated) == ("done\n", 0, True)
+    exact = await client.exec(["sh", "-c", "head -c 1048576 /dev/zero"])  # exactly the cap: whole
+    assert (len(exact.stdout), exact.truncated) == (1024 * 1024, False)
 
 
 async def test_missing_binary_is_exit_127(client: AgentClient) -> None:
