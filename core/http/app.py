@@ -25,6 +25,7 @@ from core.http.files import DaytonaFiles, NativeFiles
 from core.http.git import DaytonaGit, NativeGit
 from core.http.internal import InternalHosts
 from core.http.lifecycle import DaytonaLifecycle, NativeLifecycle, NativeSnapshots
+from core.http.metrics import metrics
 from core.http.middleware import request_context
 from core.http.native import ApiKeys, NativeSandboxes
 from core.http.sessions import DaytonaSessions, NativeSessions
@@ -120,6 +121,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             health,
+            metrics,
             NativeSandboxes,
             NativeLifecycle,
             NativeSnapshots,

@@ -9,6 +9,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from contracts.control import REQUEST_ID_HEADER
 from contracts.observability import bind_request_id
+from core.http.metrics import REQUESTS
 
 log = structlog.get_logger()
 _HEADER = REQUEST_ID_HEADER.encode()
@@ -34,6 +35,7 @@ def request_context(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
+            REQUESTS[f"{status // 100}xx"] += 1
             log.info(
                 "request",
                 method=scope.get("method"),
