@@ -242,3 +242,25 @@ def test_recover_from_error(org: httpx.Client, db_url: str) -> None:
     recovered = op(org, sid, "recover")  # the host still runs it: adopted as it is
     assert recovered["state"] == "started" and recovered["error_reason"] is None
     assert sh(org, sid, "cat ~/s.txt") == "survived\n"
+
+
+def test_recover_starts_a_sandbox_whose_host_holds_it_stopped(org: httpx.Client, db_url: str) -> None:
+    sid = create(org)
+    sh(org, sid, "echo kept > ~/k.txt")
+    op(org, sid, "stop")
+
+    async def break_it() -> None:
+        conn = await asyncpg.connect(db_url)
+        try:
+            await conn.execute(
+                "UPDATE sandboxes SET state = 'error', error_reason = 'test' WHERE id = $1", sid
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(break_it())
+    assert org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true"]}).status_code == 409
+    recovered = org.post(f"/sandbox/{sid}/recover")  # the Daytona spelling
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["state"] == "started" and recovered.json()["recoverable"] is False
+    assert sh(org, sid, "cat ~/k.txt") == "kept\n"
