@@ -95,6 +95,33 @@ async def deliveries(db: asyncpg.Pool, webhook_id: str, limit: int) -> list[Deli
     return [DeliveryRecord(**dict(r)) for r in rows]
 
 
+async def redeliver(db: asyncpg.Pool, webhook_id: str, delivery_id: str) -> DeliveryRecord | str:
+    """Queue a dead delivery again, attempts reset, due now (the same id and body: receivers
+    dedupe on it); the dispatchers are woken. Returns the delivery, or its status when it is
+    not dead (nothing changed)."""
+    async with db.acquire() as conn, conn.transaction():
+        status = await conn.fetchval(
+            "SELECT status FROM webhook_deliveries WHERE id::text = $1 AND webhook_id = $2 FOR UPDATE",
+            delivery_id,
+            webhook_id,
+        )
+        if status != "dead":
+            return str(status) if status else "missing"
+        await conn.execute(
+            "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now()"
+            " WHERE id::text = $1",
+            delivery_id,
+        )
+        await conn.execute("SELECT pg_notify('dnah_webhooks', '')")  # the channel of 0004_webhooks.sql
+        row = await conn.fetchrow(
+            "SELECT d.id::text AS id, d.webhook_id, e.event, d.status, d.attempts, d.next_attempt_at,"
+            " d.delivered_at, d.last_status, d.last_error, d.created_at"
+            " FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE d.id::text = $1",
+            delivery_id,
+        )
+    return DeliveryRecord(**dict(row))
+
+
 async def claim(db: asyncpg.Pool, *, limit: int, lease_s: float) -> list[ClaimedDelivery]:
     """Take up to ``limit`` due deliveries, at most one per webhook: each webhook's oldest
     pending one, and only when it is due. ``FOR UPDATE SKIP LOCKED`` lets several dispatchers

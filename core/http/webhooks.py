@@ -17,6 +17,7 @@ from contracts.public import (
     WebhookDeliveryList,
     WebhookList,
 )
+from core.db.webhooks import DeliveryRecord
 from core.http.deps import provide_principal
 from core.http.native import iso
 from core.services.auth import Principal
@@ -71,19 +72,25 @@ class NativeWebhooks(Controller):
     ) -> WebhookDeliveryList:
         """Newest first: pending, delivered and dead deliveries with their last outcome."""
         records = await webhooks.deliveries(principal.org_id, webhook_id, limit)
-        return WebhookDeliveryList(
-            items=[
-                WebhookDelivery(
-                    id=d.id,
-                    event=d.event,
-                    status=d.status,
-                    attempts=d.attempts,
-                    next_attempt_at=_iso(d.next_attempt_at) if d.status == "pending" else None,
-                    delivered_at=_iso(d.delivered_at),
-                    last_status=d.last_status,
-                    last_error=d.last_error,
-                    created_at=iso(d.created_at),
-                )
-                for d in records
-            ]
-        )
+        return WebhookDeliveryList(items=[_delivery_out(d) for d in records])
+
+    @post("/{webhook_id:str}/deliveries/{delivery_id:str}/retry", status_code=202)
+    async def redeliver(
+        self, webhook_id: str, delivery_id: str, principal: Principal, webhooks: WebhookService
+    ) -> WebhookDelivery:
+        """Send a dead delivery again (same id and body; attempts start over)."""
+        return _delivery_out(await webhooks.redeliver(principal.org_id, webhook_id, delivery_id))
+
+
+def _delivery_out(d: DeliveryRecord) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=d.id,
+        event=d.event,
+        status=d.status,
+        attempts=d.attempts,
+        next_attempt_at=_iso(d.next_attempt_at) if d.status == "pending" else None,
+        delivered_at=_iso(d.delivered_at),
+        last_status=d.last_status,
+        last_error=d.last_error,
+        created_at=iso(d.created_at),
+    )

@@ -138,6 +138,17 @@ class WebhookService:
         if not await webhooks_db.delete(self._db, org_id, webhook_id):
             raise NotFound(f"webhook {webhook_id!r} not found")
 
+    async def redeliver(self, org_id: str, webhook_id: str, delivery_id: str) -> DeliveryRecord:
+        """Send a dead delivery again from scratch (attempts reset); 409 unless it is dead."""
+        if await webhooks_db.get(self._db, org_id, webhook_id) is None:
+            raise NotFound(f"webhook {webhook_id!r} not found")
+        outcome = await webhooks_db.redeliver(self._db, webhook_id, delivery_id)
+        if outcome == "missing":
+            raise NotFound(f"delivery {delivery_id!r} not found")
+        if isinstance(outcome, str):
+            raise Conflict(f"delivery {delivery_id!r} is {outcome}; only a dead delivery is sent again")
+        return outcome
+
     async def deliveries(self, org_id: str, webhook_id: str, limit: int) -> list[DeliveryRecord]:
         if await webhooks_db.get(self._db, org_id, webhook_id) is None:
             raise NotFound(f"webhook {webhook_id!r} not found")

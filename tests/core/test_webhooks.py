@@ -523,3 +523,28 @@ async def test_old_finished_deliveries_are_pruned_and_pending_ones_kept(scratch:
     left = {r["id"] for r in await scratch.fetch("SELECT id FROM webhook_deliveries")}
     assert left == {old_pending, new_done}
     assert await scratch.fetchval("SELECT count(*) FROM webhook_events") == 2  # the pruned one's event went
+
+
+def test_a_dead_delivery_can_be_sent_again(stack: Stack, org: httpx.Client) -> None:
+    receiver = Receiver()
+    hook = subscribe(org, receiver.url, ["sandbox.state_updated"])
+    sid = org.post("/v1/sandboxes", json=COLD).json()["id"]
+    first = receiver.wait(lambda r: len(sandbox_events(r, sid)) >= 2)[0]
+    delivery_id = first.headers["x-dnah-delivery-id"]
+    base = f"/v1/webhooks/{hook['id']}/deliveries"
+    refused = org.post(f"{base}/{delivery_id}/retry")
+    assert refused.status_code == 409 and "delivered" in refused.json()["message"]
+    assert org.post(f"{base}/00000000-0000-0000-0000-000000000000/retry").status_code == 404
+    # as if every attempt had failed
+    sql(
+        stack, "UPDATE webhook_deliveries SET status = 'dead', attempts = 10 WHERE id::text = $1", delivery_id
+    )
+    again = org.post(f"{base}/{delivery_id}/retry")
+    assert again.status_code == 202, again.text
+    assert (again.json()["status"], again.json()["attempts"]) == ("pending", 0)
+    copies = receiver.wait(lambda r: [x.headers["x-dnah-delivery-id"] for x in r].count(delivery_id) >= 2)
+    resent = [r for r in copies if r.headers["x-dnah-delivery-id"] == delivery_id]
+    assert resent[0].body == resent[1].body  # the same event, byte for byte
+    listed = {d["id"]: d for d in org.get(base).json()["items"]}
+    assert listed[delivery_id]["status"] == "delivered"
+    receiver.close()
