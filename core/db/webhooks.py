@@ -83,12 +83,17 @@ async def delete(db: asyncpg.Pool, org_id: str, webhook_id: str) -> bool:
     return status.endswith(" 1")
 
 
+_DELIVERIES = (
+    "SELECT d.id::text AS id, d.webhook_id, e.event, d.status, d.attempts, d.next_attempt_at,"
+    " d.delivered_at, d.last_status, d.last_error, d.created_at"
+    " FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id"
+)
+"""A ``DeliveryRecord``'s columns; callers add the WHERE."""
+
+
 async def deliveries(db: asyncpg.Pool, webhook_id: str, limit: int) -> list[DeliveryRecord]:
     rows = await db.fetch(
-        "SELECT d.id::text AS id, d.webhook_id, e.event, d.status, d.attempts, d.next_attempt_at,"
-        " d.delivered_at, d.last_status, d.last_error, d.created_at"
-        " FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id"
-        " WHERE d.webhook_id = $1 ORDER BY d.seq DESC LIMIT $2",
+        f"{_DELIVERIES} WHERE d.webhook_id = $1 ORDER BY d.seq DESC LIMIT $2",
         webhook_id,
         limit,
     )
@@ -113,12 +118,7 @@ async def redeliver(db: asyncpg.Pool, webhook_id: str, delivery_id: str) -> Deli
             delivery_id,
         )
         await conn.execute("SELECT pg_notify('dnah_webhooks', '')")  # the channel of 0004_webhooks.sql
-        row = await conn.fetchrow(
-            "SELECT d.id::text AS id, d.webhook_id, e.event, d.status, d.attempts, d.next_attempt_at,"
-            " d.delivered_at, d.last_status, d.last_error, d.created_at"
-            " FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id WHERE d.id::text = $1",
-            delivery_id,
-        )
+        row = await conn.fetchrow(f"{_DELIVERIES} WHERE d.id::text = $1", delivery_id)
     return DeliveryRecord(**dict(row))
 
 

@@ -9,7 +9,9 @@ from contracts.control import PAYER_HEADER
 from core.errors import Forbidden
 from core.services.auth import AuthService, Principal
 from core.services.hosts import HostService
+from core.services.lifecycle import LifecycleService
 from core.services.sandboxes import SandboxService
+from core.services.snapshots import SnapshotService
 
 
 async def provide_principal(request: Request) -> Principal:
@@ -26,6 +28,14 @@ async def provide_admin(request: Request) -> Principal:
 
 def provide_sandboxes(state: State) -> SandboxService:
     return state.sandboxes
+
+
+def provide_lifecycle(state: State) -> LifecycleService:
+    return state.lifecycle
+
+
+def provide_snapshots(state: State) -> SnapshotService:
+    return state.snapshots
 
 
 def provide_hosts(state: State) -> HostService:

@@ -10,7 +10,6 @@ also resumes a paused sandbox and unarchives an archived one (so does ours, nati
 from __future__ import annotations
 
 from litestar import Controller, Request, delete, get, post, put
-from litestar.datastructures import State
 from litestar.di import Provide
 
 from contracts.public import (
@@ -37,21 +36,13 @@ from core.http.daytona import (
     to_daytona,
     toolbox_base,
 )
-from core.http.deps import provide_principal
+from core.http.deps import provide_lifecycle, provide_principal, provide_snapshots
 from core.http.native import iso, to_native
 from core.services.auth import Principal
 from core.services.lifecycle import LifecycleService
 from core.services.snapshots import SnapshotService
 
 GIB_MB = 1024
-
-
-def provide_lifecycle(state: State) -> LifecycleService:
-    return state.lifecycle
-
-
-def provide_snapshots(state: State) -> SnapshotService:
-    return state.snapshots
 
 
 _DEPS = {

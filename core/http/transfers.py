@@ -197,14 +197,15 @@ class DaytonaTransfers(Controller):
 async def _upload_json(
     request: Request, sandboxes: SandboxService, org_id: str, sandbox_id: str
 ) -> FileUploaded:
-    limit = JSON_UPLOAD_MAX * 4 // 3 + 4096
+    limit = JSON_UPLOAD_MAX * 4 // 3 + 4096  # base64 of the largest file, and the JSON around it
+    too_large = PayloadTooLarge(f"a JSON upload carries at most {JSON_UPLOAD_MAX // (1024 * 1024)} MiB")
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"a JSON upload carries at most {JSON_UPLOAD_MAX // (1024 * 1024)} MiB")
+        raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge(f"a JSON upload carries at most {JSON_UPLOAD_MAX // (1024 * 1024)} MiB")
+            raise too_large
     try:
         upload = msgspec.json.decode(body, type=DaytonaUploadJson)
         content = base64.b64decode(upload.content, validate=True)

@@ -13,77 +13,59 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
-import pytest
 
 from cli.stack import Stack
-from core.db.pool import create_pool
 from tests.core.test_files import create, sh
+from tests.core.test_lifecycle import wait_state
 
 
-@pytest.fixture
-async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(stack.database_url, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
-
-
-def wait_state(org: httpx.Client, sid: str, wanted: set[str], timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while (
-        state := org.get(f"/v1/sandboxes/{sid}").json()["state"]
-    ) not in wanted and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return str(state)
-
-
-async def abandon(db: asyncpg.Pool, sid: str, state: str) -> None:
+async def abandon(stack_db: asyncpg.Pool, sid: str, state: str) -> None:
     """Leave the row as a core that died right after claiming ``state`` leaves it."""
-    await db.execute(
+    await stack_db.execute(
         "UPDATE sandboxes SET state = $2, updated_at = now() - interval '1 hour' WHERE id = $1", sid, state
     )
 
 
 async def test_a_claim_left_by_a_dead_core_is_settled_from_the_host(
-    org: httpx.Client, db: asyncpg.Pool
+    org: httpx.Client, stack_db: asyncpg.Pool
 ) -> None:
     # claimed 'stopping', died before asking the host: the host still runs it → started
     running = create(org)
     sh(org, running, "echo a > ~/a")
-    await abandon(db, running, "stopping")
+    await abandon(stack_db, running, "stopping")
     assert wait_state(org, running, {"started", "error"}) == "started"
     assert sh(org, running, "cat ~/a") == "a\n"
 
     # claimed 'pausing', the host paused it, died before recording it → paused
     paused = create(org)
     org.post(f"/v1/sandboxes/{paused}/pause")
-    await abandon(db, paused, "pausing")
+    await abandon(stack_db, paused, "pausing")
     assert wait_state(org, paused, {"paused", "error"}) == "paused"
     assert org.post(f"/v1/sandboxes/{paused}/resume").json()["state"] == "started"
 
     # claimed 'archiving' of a stopped sandbox, died before the host did anything → stopped
     stopped = create(org)
     org.post(f"/v1/sandboxes/{stopped}/stop")
-    await abandon(db, stopped, "archiving")
+    await abandon(stack_db, stopped, "archiving")
     assert wait_state(org, stopped, {"stopped", "error"}, timeout=90) == "stopped"
     assert org.post(f"/v1/sandboxes/{stopped}/start").json()["state"] == "started"
 
 
-async def test_a_half_made_snapshot_is_never_used(org: httpx.Client, db: asyncpg.Pool) -> None:
+async def test_a_half_made_snapshot_is_never_used(org: httpx.Client, stack_db: asyncpg.Pool) -> None:
     sid = create(org)
     snap = org.post(f"/v1/sandboxes/{sid}/snapshot").json()
     # as if the core died between the host writing it and the core signing it
-    await db.execute(
+    await stack_db.execute(
         "UPDATE snapshots SET state = 'creating', created_at = now() - interval '1 hour' WHERE id = $1",
         snap["id"],
     )
     assert org.post(f"/v1/sandboxes/{sid}/restore", json={"snapshot_id": snap["id"]}).status_code == 404
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        row = await db.fetchval("SELECT state FROM snapshots WHERE id = $1", snap["id"])
+        row = await stack_db.fetchval("SELECT state FROM snapshots WHERE id = $1", snap["id"])
         if row == "deleted":
             break
         time.sleep(0.2)

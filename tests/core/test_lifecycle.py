@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
-import pytest
 
 from cli.stack import Stack
-from core.db.pool import create_pool
 from tests.core.test_files import create, sh
 
 
@@ -31,23 +28,27 @@ def op(org: httpx.Client, sid: str, verb: str, status: int = 200) -> dict:
     return dict(resp.json())
 
 
-def wait_for(org: httpx.Client, sid: str, wanted: str, timeout: float = 20) -> str:
+def wait_state(org: httpx.Client, sid: str, wanted: set[str], timeout: float = 20) -> str:
+    """The sandbox's state once it is one of ``wanted`` (or whatever it is at the timeout)."""
     deadline = time.monotonic() + timeout
-    while (now := state(org, sid)) != wanted and time.monotonic() < deadline:
+    while (now := state(org, sid)) not in wanted and time.monotonic() < deadline:
         time.sleep(0.2)
     return now
 
 
-@pytest.fixture
-def db_url(stack: Stack) -> str:
-    return stack.database_url
+def put_in_error(stack: Stack, sid: str) -> None:
+    """Set the row to ``error`` behind the core's back, as a failed host call would."""
 
+    async def go() -> None:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute(
+                "UPDATE sandboxes SET state = 'error', error_reason = 'test' WHERE id = $1", sid
+            )
+        finally:
+            await conn.close()
 
-@pytest.fixture
-async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(stack.database_url, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
+    asyncio.run(go())
 
 
 def test_stop_keeps_the_disk_and_start_brings_it_back(org: httpx.Client) -> None:
@@ -171,19 +172,21 @@ def test_conflicting_operations_get_409(org: httpx.Client) -> None:
 
 
 async def test_the_reaper_stops_idle_sandboxes_and_deletes_stopped_ones(
-    org: httpx.Client, db: asyncpg.Pool
+    org: httpx.Client, stack_db: asyncpg.Pool
 ) -> None:
     idle = org.post("/v1/sandboxes", json={"auto_stop_minutes": 1}).json()["id"]
     doomed = org.post("/v1/sandboxes", json={"auto_delete_days": 1}).json()["id"]
     busy = org.post("/v1/sandboxes", json={"auto_stop_minutes": 1}).json()["id"]
-    await db.execute(
+    await stack_db.execute(
         "UPDATE sandboxes SET last_activity_at = now() - interval '2 minutes' WHERE id = $1", idle
     )
     op(org, doomed, "stop")
-    await db.execute("UPDATE sandboxes SET stopped_at = now() - interval '2 days' WHERE id = $1", doomed)
+    await stack_db.execute(
+        "UPDATE sandboxes SET stopped_at = now() - interval '2 days' WHERE id = $1", doomed
+    )
     # the core's own reaper runs every second in the test stack
-    assert await asyncio.to_thread(wait_for, org, idle, "stopped") == "stopped"
-    assert await asyncio.to_thread(wait_for, org, doomed, "destroyed") == "destroyed"
+    assert await asyncio.to_thread(wait_state, org, idle, {"stopped"}) == "stopped"
+    assert await asyncio.to_thread(wait_state, org, doomed, {"destroyed"}) == "destroyed"
     assert state(org, busy) == "started"  # active recently: left alone
 
 
@@ -224,41 +227,23 @@ def test_archive_and_start_unarchives_with_the_data(org: httpx.Client, stack: St
     assert sh(org, sid, "sha256sum -c ~/blob.sha >/dev/null && echo intact") == "intact\n"
 
 
-def test_recover_from_error(org: httpx.Client, db_url: str) -> None:
+def test_recover_from_error(org: httpx.Client, stack: Stack) -> None:
     sid = create(org)
     sh(org, sid, "echo survived > ~/s.txt")
 
-    async def break_it() -> None:
-        conn = await asyncpg.connect(db_url)
-        try:
-            await conn.execute(
-                "UPDATE sandboxes SET state = 'error', error_reason = 'test' WHERE id = $1", sid
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(break_it())
+    put_in_error(stack, sid)
     assert org.get(f"/sandbox/{sid}").json()["recoverable"] is True
     recovered = op(org, sid, "recover")  # the host still runs it: adopted as it is
     assert recovered["state"] == "started" and recovered["error_reason"] is None
     assert sh(org, sid, "cat ~/s.txt") == "survived\n"
 
 
-def test_recover_starts_a_sandbox_whose_host_holds_it_stopped(org: httpx.Client, db_url: str) -> None:
+def test_recover_starts_a_sandbox_whose_host_holds_it_stopped(org: httpx.Client, stack: Stack) -> None:
     sid = create(org)
     sh(org, sid, "echo kept > ~/k.txt")
     op(org, sid, "stop")
 
-    async def break_it() -> None:
-        conn = await asyncpg.connect(db_url)
-        try:
-            await conn.execute(
-                "UPDATE sandboxes SET state = 'error', error_reason = 'test' WHERE id = $1", sid
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(break_it())
+    put_in_error(stack, sid)
     assert org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true"]}).status_code == 409
     recovered = org.post(f"/sandbox/{sid}/recover")  # the Daytona spelling
     assert recovered.status_code == 200, recovered.text

@@ -7,41 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
-import pytest
 
-from cli.stack import Stack
-from core.db.pool import create_pool
 from tests.core.test_files import sh
 from tests.core.test_webhooks import Receiver, sandbox_events, subscribe
 
 
-@pytest.fixture
-async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(stack.database_url, min_size=1, max_size=2)
-    yield pool
-    await pool.close()
-
-
-async def pool_ids(db: asyncpg.Pool) -> set[str]:
-    rows = await db.fetch("SELECT id FROM sandboxes WHERE org_id = 'org_pool' AND state = 'started'")
+async def pool_ids(stack_db: asyncpg.Pool) -> set[str]:
+    rows = await stack_db.fetch("SELECT id FROM sandboxes WHERE org_id = 'org_pool' AND state = 'started'")
     return {r["id"] for r in rows}
 
 
-async def wait_for_pool(db: asyncpg.Pool, size: int = 2, timeout: float = 30) -> set[str]:
+async def wait_for_pool(stack_db: asyncpg.Pool, size: int = 2, timeout: float = 30) -> set[str]:
     deadline = time.monotonic() + timeout
-    while len(ids := await pool_ids(db)) < size and time.monotonic() < deadline:
+    while len(ids := await pool_ids(stack_db)) < size and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     return ids
 
 
 async def test_a_default_create_claims_a_warm_sandbox_and_the_pool_refills(
-    org: httpx.Client, db: asyncpg.Pool
+    org: httpx.Client, stack_db: asyncpg.Pool
 ) -> None:
-    warm = await wait_for_pool(db)
+    warm = await wait_for_pool(stack_db)
     assert len(warm) >= 2
     resp = org.post(
         "/v1/sandboxes",
@@ -59,7 +48,7 @@ async def test_a_default_create_claims_a_warm_sandbox_and_the_pool_refills(
     assert sh(org, body["id"], "echo $GREETING") == "hi warm\n"  # env applied at claim
     run = org.post(f"/v1/sandboxes/{body['id']}/run-code", json={"code": "console.log(6*7)"})
     assert run.json()["stdout"] == "42\n"  # the claimed language is the sandbox's
-    refilled = await wait_for_pool(db)
+    refilled = await wait_for_pool(stack_db)
     assert len(refilled) >= 2 and body["id"] not in refilled
     # pool sandboxes are in nobody's listing
     listed = {s["id"] for s in org.get("/v1/sandboxes", params={"limit": 1000}).json()["items"]}
@@ -71,8 +60,10 @@ async def test_a_default_create_claims_a_warm_sandbox_and_the_pool_refills(
     assert cold["id"] not in refilled and cold["ram_mb"] == 512
 
 
-async def test_concurrent_creates_never_share_a_warm_sandbox(org: httpx.Client, db: asyncpg.Pool) -> None:
-    await wait_for_pool(db)
+async def test_concurrent_creates_never_share_a_warm_sandbox(
+    org: httpx.Client, stack_db: asyncpg.Pool
+) -> None:
+    await wait_for_pool(stack_db)
     async with httpx.AsyncClient(base_url=org.base_url, headers=org.headers, timeout=60) as client:
         made = await asyncio.gather(*(client.post("/v1/sandboxes", json={}) for _ in range(5)))
     ids = [r.json()["id"] for r in made]
