@@ -38,6 +38,12 @@ DEFAULT_BRIDGE = "dnah0"
 DEFAULT_SUBNET = "10.213.0.0/16"
 DEFAULT_CGROUP = "dnah"
 DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_POOL_SIZE_GB = 32
+DEFAULT_SANDBOX_UID_BASE = 1_000_000
+SANDBOX_ID_COUNT = 65536
+"""Container ids 0..65535 of every sandbox map to host ids ``uid_base .. uid_base + 65535``."""
+_MAX_ID = 2**32 - 2
+"""The largest usable uid/gid: ``2**32 - 1`` is ``(uid_t) -1``, "no change", to chown."""
 
 _IFNAMSIZ = 15
 """Longest Linux interface name; the bridge and the veths derived from it must fit."""
@@ -81,6 +87,21 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The snapshot store (``DNAH_SNAPSHOT_DIR``, default ``<var dir>/snapshots``)."""
     archive_dir: Path
     """The archive store (``DNAH_ARCHIVE_DIR``, default ``<var dir>/archives``)."""
+    pool_dir: Path | None
+    """An operator-provided directory on btrfs that holds the storage pool (``DNAH_POOL_DIR``);
+    unset means hostd keeps the pool in a loop-mounted image file (the next three fields)."""
+    pool_image: Path
+    """The pool's image file (``DNAH_POOL_IMAGE``, default ``<state dir>/pool.img``), sparse,
+    created and formatted on first start."""
+    pool_size_gb: int
+    """The image's size (``DNAH_POOL_SIZE_GB``, default 32); sparse, so it costs only what is
+    written. Applies when the image is created; an existing image keeps its size."""
+    pool_mount: Path
+    """Where the image is mounted (``DNAH_POOL_MOUNT``, default ``<state dir>/pool``)."""
+    sandbox_uid_base: int
+    """The host uid (and gid) of root inside sandboxes (``DNAH_SANDBOX_UID_BASE``, default
+    1000000): sandbox ids 0..65535 are host ids ``base .. base + 65535``, which must not be
+    host accounts' ids (so the base is at least 65536)."""
     advertise_url: str | None = None
     """The URL the core should use to reach hostd (``DNAH_HOSTD_ADVERTISE_URL``), when it is
     not ``http://host:port`` — hostd bound to 0.0.0.0, behind NAT, or on another name."""
@@ -105,6 +126,8 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
     """
     env = _Env(environ)
     var_dir = Path(env.text("DNAH_VAR_DIR", DEFAULT_VAR_DIR)).absolute()
+    state_dir = var_dir / "hostd"
+    pool_dir = env.text("DNAH_POOL_DIR", "")
     return HostdConfig(
         host=env.text("DNAH_HOSTD_HOST", DEFAULT_HOST),
         port=env.parse("DNAH_HOSTD_PORT", _port, DEFAULT_PORT),
@@ -126,6 +149,11 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         build_script=BUILD_SCRIPT,
         snapshot_dir=Path(env.text("DNAH_SNAPSHOT_DIR", str(var_dir / "snapshots"))).absolute(),
         archive_dir=Path(env.text("DNAH_ARCHIVE_DIR", str(var_dir / "archives"))).absolute(),
+        pool_dir=Path(pool_dir).absolute() if pool_dir else None,
+        pool_image=Path(env.text("DNAH_POOL_IMAGE", str(state_dir / "pool.img"))).absolute(),
+        pool_size_gb=env.parse("DNAH_POOL_SIZE_GB", _positive_int, DEFAULT_POOL_SIZE_GB),
+        pool_mount=Path(env.text("DNAH_POOL_MOUNT", str(state_dir / "pool"))).absolute(),
+        sandbox_uid_base=env.parse("DNAH_SANDBOX_UID_BASE", _uid_base, DEFAULT_SANDBOX_UID_BASE),
         advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
     )
 
@@ -217,6 +245,16 @@ def _token(raw: str) -> str:
     if len(raw) < 16:
         raise ValueError("must be at least 16 characters")
     return raw
+
+
+def _uid_base(raw: str) -> int:
+    base = int(raw)
+    if not SANDBOX_ID_COUNT <= base <= _MAX_ID - (SANDBOX_ID_COUNT - 1):
+        raise ValueError(
+            f"must leave host ids below {SANDBOX_ID_COUNT} to the host and fit {SANDBOX_ID_COUNT} ids "
+            f"below {_MAX_ID + 1} ({SANDBOX_ID_COUNT}..{_MAX_ID - SANDBOX_ID_COUNT + 1})"
+        )
+    return base
 
 
 def _log_format(raw: str) -> str:

@@ -90,6 +90,11 @@ def test_overrides(tmp_path: Path) -> None:
         ("DNAH_HEARTBEAT_S", "0"),
         ("DNAH_HOSTD_TOKEN", "short"),
         ("DNAH_LOG_FORMAT", "xml"),
+        ("DNAH_POOL_SIZE_GB", "0"),
+        ("DNAH_POOL_SIZE_GB", "big"),
+        ("DNAH_SANDBOX_UID_BASE", "1000"),  # would map sandbox ids onto host accounts
+        ("DNAH_SANDBOX_UID_BASE", str(2**32 - 65536)),  # the last id would be (uid_t) -1
+        ("DNAH_SANDBOX_UID_BASE", "-5"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_variable(name: str, value: str) -> None:
@@ -113,3 +118,31 @@ def test_the_advertised_url_is_what_the_core_is_given(tmp_path: Path) -> None:
         load_config({**base, "DNAH_HOSTD_HOST": "0.0.0.0"})  # the core cannot reach 0.0.0.0
     with pytest.raises(ConfigError, match="DNAH_HOSTD_ADVERTISE_URL='ftp://x'"):
         load_config({**base, "DNAH_HOSTD_ADVERTISE_URL": "ftp://x"})
+
+
+def test_the_storage_pool_defaults_to_an_image_under_the_state_dir(tmp_path: Path) -> None:
+    config = load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)})
+
+    assert config.pool_dir is None
+    assert config.pool_image == tmp_path / "hostd" / "pool.img"
+    assert config.pool_mount == tmp_path / "hostd" / "pool"
+    assert config.pool_size_gb == 32
+    assert config.sandbox_uid_base == 1_000_000
+
+
+def test_the_storage_pool_can_be_an_operator_directory_or_another_image(tmp_path: Path) -> None:
+    config = load_config(
+        {
+            **MINIMAL,
+            "DNAH_POOL_DIR": str(tmp_path / "btrfs"),
+            "DNAH_POOL_IMAGE": str(tmp_path / "img"),
+            "DNAH_POOL_SIZE_GB": "8",
+            "DNAH_POOL_MOUNT": str(tmp_path / "mnt"),
+            "DNAH_SANDBOX_UID_BASE": str(2**32 - 1 - 65536),  # the highest base that fits
+        }
+    )
+
+    assert config.pool_dir == tmp_path / "btrfs"
+    assert (config.pool_image, config.pool_mount) == (tmp_path / "img", tmp_path / "mnt")
+    assert config.pool_size_gb == 8
+    assert config.sandbox_uid_base + 65535 == 2**32 - 2
