@@ -60,6 +60,7 @@ from hosts.controller import HostController
 from hosts.errors import HostError, TemplateNotFound
 from hosts.registration import Registrar
 from hosts.runtime.factory import make_runtime
+from hosts.runtime.fake import FakeRuntime
 from hosts.snapshot_store import EntryStore
 from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 from hosts.terminal import pty_socket
@@ -108,9 +109,14 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         templates = TemplateStore(config.template_cache, config.build_script)
-        if not _ready_templates(templates):
-            log.warning("no template is built; run `dnah template build`", cache=str(config.template_cache))
         runtime = make_runtime(config, templates)
+        ready: Callable[[], list[str]] = functools.partial(_ready_templates, templates)
+        if isinstance(runtime, FakeRuntime):
+            # Only DNAH_HOST_RUNTIME=fake gets here: said loudly, as nothing is isolated.
+            log.warning("DNAH_HOST_RUNTIME=fake: sandboxes are plain processes, NOT isolated; tests only")
+            ready = runtime.ready_templates
+        elif not ready():
+            log.warning("no template is built; run `dnah template build`", cache=str(config.template_cache))
         inventory = await runtime.recover()
         log.info("hostd starting", runtime=runtime.kind, adopted=len(inventory), api_url=config.api_url)
         snapshots = EntryStore(config.snapshot_dir, "snapshot")
@@ -121,7 +127,7 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
                 log.warning("removed unfinished store entries", store=str(store.root), entries=swept)
         controller = HostController(runtime, snapshots=snapshots, archives=archives)
         app.state.controller = controller
-        registrar = Registrar(config, runtime, functools.partial(_ready_templates, templates))
+        registrar = Registrar(config, runtime, ready)
         registration = asyncio.create_task(registrar.run(), name="hostd-registration")
         try:
             yield

@@ -38,6 +38,9 @@ DEFAULT_BRIDGE = "dnah0"
 DEFAULT_SUBNET = "10.213.0.0/16"
 DEFAULT_CGROUP = "dnah"
 DEFAULT_HEARTBEAT_S = 10.0
+RUNTIMES = ("oci", "fake")
+"""``DNAH_HOST_RUNTIME``: ``oci`` runs real, isolated sandboxes; ``fake`` isolates nothing and
+is for tests only (``hosts/runtime/fake``), so it is never the default."""
 DEFAULT_POOL_SIZE_GB = 32
 DEFAULT_SANDBOX_UID_BASE = 1_000_000
 SANDBOX_ID_COUNT = 65536
@@ -102,6 +105,8 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The host uid (and gid) of root inside sandboxes (``DNAH_SANDBOX_UID_BASE``, default
     1000000): sandbox ids 0..65535 are host ids ``base .. base + 65535``, which must not be
     host accounts' ids (so the base is at least 65536)."""
+    runtime: str = "oci"
+    """The runtime backend (``DNAH_HOST_RUNTIME``, one of ``RUNTIMES``)."""
     advertise_url: str | None = None
     """The URL the core should use to reach hostd (``DNAH_HOSTD_ADVERTISE_URL``), when it is
     not ``http://host:port`` — hostd bound to 0.0.0.0, behind NAT, or on another name."""
@@ -154,6 +159,7 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         pool_size_gb=env.parse("DNAH_POOL_SIZE_GB", _positive_int, DEFAULT_POOL_SIZE_GB),
         pool_mount=Path(env.text("DNAH_POOL_MOUNT", str(state_dir / "pool"))).absolute(),
         sandbox_uid_base=env.parse("DNAH_SANDBOX_UID_BASE", _uid_base, DEFAULT_SANDBOX_UID_BASE),
+        runtime=env.parse("DNAH_HOST_RUNTIME", _runtime, "oci"),
         advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
     )
 
@@ -255,6 +261,12 @@ def _uid_base(raw: str) -> int:
             f"below {_MAX_ID + 1} ({SANDBOX_ID_COUNT}..{_MAX_ID - SANDBOX_ID_COUNT + 1})"
         )
     return base
+
+
+def _runtime(raw: str) -> str:
+    if raw not in RUNTIMES:
+        raise ValueError(f"must be one of {', '.join(RUNTIMES)}")
+    return raw
 
 
 def _log_format(raw: str) -> str:

@@ -82,6 +82,11 @@ class SandboxRuntime(Protocol):
 
     def list(self) -> list[SandboxInfo]: ...
 
+    async def remove_host_setup(self) -> None:
+        """Remove what this instance set up host-wide (bridge, firewall table, parent cgroups),
+        for ``dnah down`` and test teardown. ``SandboxConflict`` while sandboxes exist."""
+        ...
+
     def spec(self, sandbox_id: str) -> SandboxSpec:
         """The spec the sandbox runs with now (resizes included); ``SandboxNotFound`` if absent."""
         ...

@@ -146,3 +146,11 @@ def test_the_storage_pool_can_be_an_operator_directory_or_another_image(tmp_path
     assert (config.pool_image, config.pool_mount) == (tmp_path / "img", tmp_path / "mnt")
     assert config.pool_size_gb == 8
     assert config.sandbox_uid_base + 65535 == 2**32 - 2
+
+
+def test_the_runtime_is_the_real_one_unless_the_fake_is_named(tmp_path: Path) -> None:
+    assert load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)}).runtime == "oci"
+    fake = load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path), "DNAH_HOST_RUNTIME": "fake"})
+    assert fake.runtime == "fake"
+    with pytest.raises(ConfigError, match="DNAH_HOST_RUNTIME='docker': must be one of oci, fake"):
+        load_config({**MINIMAL, "DNAH_HOST_RUNTIME": "docker"})

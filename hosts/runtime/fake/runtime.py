@@ -115,6 +115,16 @@ class FakeRuntime:
         self._get(sandbox_id)
         return await _blocking("measure disk", _allocated_bytes, self._dir(sandbox_id).disk)
 
+    def ready_templates(self) -> builtins.list[str]:
+        """The templates it creates sandboxes from: all it is configured with, none built."""
+        return sorted(self.config.templates)
+
+    async def remove_host_setup(self) -> None:
+        """Nothing host-wide exists to remove; refuses, as the real runtimes do, while
+        sandboxes exist."""
+        if self._sandboxes:
+            raise SandboxConflict(f"{len(self._sandboxes)} sandboxes still exist")
+
     async def recover(self) -> builtins.list[SandboxInfo]:
         """Adopt the sandboxes whose agents still run; the others are stopped, and half-made
         directories are removed."""
