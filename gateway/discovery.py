@@ -681,7 +681,7 @@ def _notes(settings: DiscoverySettings) -> list[str]:
     lines += [
         "## Notes",
         "",
-        "- File operations take `path` as a query parameter (`?path=/home/user/file`).",
+        "- File operations take `path` as a query parameter (`?path=/home/daytona/file`).",
         "- `/sandbox/{id}/toolbox/…` and `/toolbox/{id}/…` are the same toolbox.",
         f"- Machine-readable: `GET {settings.base_url}/openapi.json` (prices in `x-payment-info`), "
         f"`GET {settings.base_url}/__mpp/config`.",

@@ -33,7 +33,7 @@ HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 """The launcher's whole environment: nothing from hostd's or the sandbox's leaks into the
 root-owned host commands that build the sandbox."""
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SANDBOX_HOME = "/home/user"
+SANDBOX_HOME = "/home/daytona"
 """Home of the template's unprivileged user, and the agent's working directory."""
 GUEST_ROOT = "/opt/dnah"
 AGENT_SOCKET = "/run/dnah/agent.sock"

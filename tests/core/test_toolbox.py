@@ -139,13 +139,13 @@ def test_daytona_code_run(org: httpx.Client) -> None:
 def test_dirs_in_both_shapes(org: httpx.Client) -> None:
     sid = create(org)["id"]
     assert org.get(f"/v1/sandboxes/{sid}/dirs").json() == {
-        "home": "/home/user",
-        "work": "/home/user",
+        "home": "/home/daytona",
+        "work": "/home/daytona",
         "project": "/workspace",
     }
     for route, expected in (
-        ("user-home-dir", "/home/user"),
-        ("work-dir", "/home/user"),
+        ("user-home-dir", "/home/daytona"),
+        ("work-dir", "/home/daytona"),
         ("project-dir", "/workspace"),
     ):
         for path in (f"/toolbox/{sid}/{route}", f"/sandbox/{sid}/toolbox/{route}"):

@@ -285,7 +285,7 @@ def test_agent_relay_carries_any_operation(http: httpx.Client) -> None:
     try:
         dirs = reply(relay(http, "app-relay", {"t": "dirs"}))
         assert dirs == guest.DirsResult(
-            id=dirs.id, home="/home/user", work="/home/user", project="/workspace"
+            id=dirs.id, home="/home/daytona", work="/home/daytona", project="/workspace"
         )
 
         ran = reply(

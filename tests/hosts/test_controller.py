@@ -128,7 +128,7 @@ async def test_concurrent_execs_run_in_parallel(controller: HostController, runn
 async def test_stop_keeps_the_disk_and_start_boots_it_again(
     controller: HostController, running: SandboxInfo
 ) -> None:
-    await controller.handle(sh(running.id, "echo kept > /home/user/file"))
+    await controller.handle(sh(running.id, "echo kept > /home/daytona/file"))
 
     stopped = await controller.handle(StopSandbox(sandbox_id=running.id))
     assert (stopped.state, stopped.ip) == ("stopped", None)
@@ -141,7 +141,7 @@ async def test_stop_keeps_the_disk_and_start_boots_it_again(
     assert started.state == "running"
     assert await controller.handle(StartSandbox(spec=spec)) == started  # a no-op
     # The pooled connection died with the first boot; the next exec reconnects by itself.
-    assert (await controller.handle(sh(running.id, "cat /home/user/file"))).stdout == "kept\n"
+    assert (await controller.handle(sh(running.id, "cat /home/daytona/file"))).stdout == "kept\n"
 
 
 async def test_destroy_during_an_exec_fails_that_exec_with_not_found(
@@ -244,7 +244,7 @@ async def test_agent_calls_share_the_pooled_connection_and_state_checks(
         controller.handle(sh(running.id, "echo exec")),
     )
     assert isinstance(slow, guest.ExecResult) and slow.stdout == "late\n"
-    assert isinstance(dirs, guest.DirsResult) and dirs.home == "/home/user"
+    assert isinstance(dirs, guest.DirsResult) and dirs.home == "/home/daytona"
     assert ran.stdout == "exec\n"
     assert len(controller._agents) == 1  # one connection for the sandbox
 

@@ -98,9 +98,9 @@ def test_the_daytona_sdk_runs_unmodified(
         assert report["git_pushed"] is True
         assert report["git_branches"] == {"branches": ["main", "side"], "current": "side"}
         assert report["git_clean"] is True
-        assert (report["home"], report["work"]) == ("/home/user", "/home/user")
-        assert report["fs_list"] == [["raw", True, "0750", "/home/user/data/raw"]]
-        assert report["fs_list_deep"] == ["/home/user/data/raw", "/home/user/data/raw/x.txt"]
+        assert (report["home"], report["work"]) == ("/home/daytona", "/home/daytona")
+        assert report["fs_list"] == [["raw", True, "0750", "/home/daytona/data/raw"]]
+        assert report["fs_list_deep"] == ["/home/daytona/data/raw", "/home/daytona/data/raw/x.txt"]
         assert report["fs_info"] == {
             "name": "x.txt",
             "is_dir": False,
@@ -110,9 +110,9 @@ def test_the_daytona_sdk_runs_unmodified(
             "owner": "user",
             "has_mod_time": True,
         }
-        assert report["fs_search"] == ["/home/user/data/raw/x.txt"]
-        assert report["fs_find"] == [["/home/user/data/raw/x.txt", 1, "a TODO"]]
-        assert report["fs_replace"] == [["/home/user/data/y.txt", True]]
+        assert report["fs_search"] == ["/home/daytona/data/raw/x.txt"]
+        assert report["fs_find"] == [["/home/daytona/data/raw/x.txt", 1, "a TODO"]]
+        assert report["fs_replace"] == [["/home/daytona/data/y.txt", True]]
         assert report["fs_after"] == "600\na DONE\n"
         assert report["fs_deleted"] == "gone\n"
         assert report["fs_uploaded_sha"] == report["fs_expected_sha"]

@@ -57,22 +57,22 @@ def test_failed_create_leaves_nothing_live(stack: Stack, org: httpx.Client) -> N
 
 def test_hostd_restart_adopts_running_sandboxes(stack: Stack, org: httpx.Client) -> None:
     sid = org.post("/v1/sandboxes", json={}).json()["id"]
-    org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "echo kept > /home/user/f"]})
+    org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "echo kept > /home/daytona/f"]})
     stack.restart("hostd", hard=True)
-    out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/user/f"]}).json()
+    out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/daytona/f"]}).json()
     assert out["stdout"] == "kept\n"
 
 
 def test_lost_sandbox_processes_are_restarted_on_their_disk(stack: Stack, org: httpx.Client) -> None:
     sid = org.post("/v1/sandboxes", json={}).json()["id"]
-    org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "echo on-disk > /home/user/g"]})
+    org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "echo on-disk > /home/daytona/g"]})
     # Simulate a machine restart under hostd: the sandbox's processes die while hostd is down.
     stack.stop_service("hostd")
     assert _kill_sandbox_processes(stack, sid) >= 2  # the agent's init and its server
     stack.restart("hostd")
     for _ in range(100):
         state = org.get(f"/v1/sandboxes/{sid}").json()["state"]
-        out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/user/g"]})
+        out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/daytona/g"]})
         if out.status_code == 200 and out.json()["stdout"] == "on-disk\n":
             break
         time.sleep(0.1)

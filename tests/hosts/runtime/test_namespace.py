@@ -68,7 +68,7 @@ async def test_create_boots_the_agent_as_an_unprivileged_user(box: Box) -> None:
     assert all(line.split()[1] in ("0000000000000000", "1") for line in status.splitlines()), status
     assert "NoNewPrivs:\t1" in status
     assert await box.out("readlink /proc/1/exe") == "/usr/bin/python3.11"
-    assert await box.out("pwd; echo $HOME") == "/home/user\n/home/user"
+    assert await box.out("pwd; echo $HOME") == "/home/daytona\n/home/daytona"
 
 
 async def test_spec_env_reaches_commands(runtime: NamespaceRuntime, new_id: str) -> None:
