@@ -7,6 +7,7 @@ ports, var dir and network names, so what the tests exercise is what a newcomer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -193,9 +194,12 @@ class Stack:
             demo = wallet_address(self.key("demo.key"))
             if balance(self.config.devnet_url, demo) < 1_000_000:  # under $1: top up from the faucet
                 fund(self.config.devnet_url, demo)
+        since = asyncio.run(self._db_now())
         for name in SERVICES:
             self._spawn(name)
-        self._wait_ready()
+        # ready once this hostd has registered: the host row of a previous run may still look
+        # fresh, and only the registration settles the rows of the sandboxes it holds
+        self._wait_ready(registered_since=since)
 
     async def _prepare_database(self) -> str:
         conn = await asyncpg.connect(self.database_url)
@@ -341,10 +345,23 @@ class Stack:
         for name in ("gateway", "core", "hostd", "devnet"):
             self._terminate(name)
         asyncio.run(self._settle_sandboxes(destroy=False))
+        asyncio.run(self._mark_host_offline())
         if self.redis:
             self.redis.stop()
         if self.postgres:
             self.postgres.stop()
+
+    async def _mark_host_offline(self) -> None:
+        """Tell the database that our host is down: its sandboxes were just stopped behind the
+        core's back, so nothing may be placed on or claimed from it until the next hostd
+        registers (and reconciles its rows). Nothing to do when the database never started."""
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            conn = await asyncpg.connect(self.database_url, timeout=5)
+            try:
+                name = self.config.host_name
+                await conn.execute("UPDATE hosts SET state = 'offline' WHERE name = $1", name)
+            finally:
+                await conn.close()
 
     async def _settle_sandboxes(self, *, destroy: bool) -> None:
         """hostd leaves sandboxes running when it exits (a restarted hostd adopts them). When

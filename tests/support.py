@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+_T = TypeVar("_T")
+
+POLL_S = 0.05
+
+
+def wait_for(condition: Callable[[], _T], *, what: str, timeout_s: float = 30.0) -> _T:
+    """Call ``condition`` until it returns something truthy and return that; fail the test,
+    naming ``what`` and the last value, when ``timeout_s`` passes first. Tests wait for what
+    they need instead of sleeping and hoping it happened; the deadline is generous because a
+    busy machine is slow, never because the test measures time."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_s:.0f} s for {what}; last saw {result!r}")
+        time.sleep(POLL_S)
+    return result
+
+
+async def await_for(condition: Callable[[], Awaitable[_T]], *, what: str, timeout_s: float = 30.0) -> _T:
+    """``wait_for`` for a coroutine condition, polled without blocking the event loop."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := await condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout_s:.0f} s for {what}; last saw {result!r}")
+        await asyncio.sleep(POLL_S)
+    return result
 
 
 def worker_index() -> int:

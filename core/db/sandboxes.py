@@ -110,6 +110,11 @@ async def list_for_org(
     return [record(r) for r in rows]
 
 
+_CONFIRM_IF_STARTED = "confirmed_at = CASE WHEN $3 = 'started' THEN now() ELSE confirmed_at END"
+"""A row enters ``started`` only on its host's word (a create, start, resume or restore it
+answered, or its report), so entering it is a confirmation that the sandbox runs."""
+
+
 async def transition(
     db: asyncpg.Pool | asyncpg.Connection,
     sandbox_id: str,
@@ -126,7 +131,8 @@ async def transition(
     """
     row = await db.fetchrow(
         f"UPDATE sandboxes SET state = $3, error_reason = $4, ip = COALESCE($5, ip), updated_at = now(),"
-        " stopped_at = CASE WHEN $3 = 'stopped' AND state = 'stopping' THEN now() ELSE stopped_at END"
+        " stopped_at = CASE WHEN $3 = 'stopped' AND state = 'stopping' THEN now() ELSE stopped_at END,"
+        f" {_CONFIRM_IF_STARTED}"
         f" WHERE id = $1 AND state = ANY($2::text[]) RETURNING {COLUMNS}",
         sandbox_id,
         list(from_states),
@@ -147,7 +153,8 @@ async def force_state(
         f"UPDATE sandboxes SET state = $3, ip = COALESCE($4, ip), updated_at = now(),"
         " error_reason = CASE WHEN $3 = 'error' THEN error_reason END,"
         " stopped_at = CASE WHEN $3 IN ('stopped', 'archived')"
-        " THEN COALESCE(stopped_at, now()) ELSE stopped_at END"
+        " THEN COALESCE(stopped_at, now()) ELSE stopped_at END,"
+        f" {_CONFIRM_IF_STARTED}"
         f" WHERE id = $1 AND state = $2 RETURNING {COLUMNS}",
         sandbox_id,
         from_state,
@@ -185,21 +192,39 @@ POOL_ORG = "org_pool"
 """The org warm-pool sandboxes belong to until a create claims one (it has no keys)."""
 
 
-async def claim_from_pool(conn: asyncpg.Connection, rec: SandboxRecord) -> SandboxRecord | None:
-    """Give the oldest started pool sandbox of ``rec``'s template and size to ``rec.org_id``,
+CLAIMABLE = (
+    f"s.org_id = '{POOL_ORG}' AND s.state = 'started'"
+    " AND h.state = 'ready' AND h.last_heartbeat_at > now() - make_interval(secs => $14)"
+    " AND s.confirmed_at >= h.registered_at AND s.confirmed_at > now() - make_interval(secs => $14)"
+)
+"""A pool sandbox (``s``) a create may take: started, on a ready host (``h``) that heartbeats,
+and confirmed running by that host since its latest registration — a hostd that restarted
+(and whose sandboxes may have stopped with it) registers before anything else, and only its
+own reports count from then on — and recently (every heartbeat confirms again, so one that
+died under a running hostd drops out). ``$14``: how recent, the host staleness limit."""
+
+
+async def claim_from_pool(
+    conn: asyncpg.Connection, rec: SandboxRecord, *, fresh_within_s: float
+) -> SandboxRecord | None:
+    """Give the oldest claimable pool sandbox of ``rec``'s template and size to ``rec.org_id``,
     with ``rec``'s name (None: its id), environment, labels, language and timers, in one
     UPDATE; None when the pool has none. ``SKIP LOCKED``: concurrent creates never wait for,
-    or take, the same one."""
+    or take, the same one.
+
+    Claimable means its host confirmed it running since the host last registered (see
+    ``CLAIMABLE``): a row that merely says ``started`` is not enough, since after a restart
+    the host may hold it stopped until reconciliation has started it again."""
     row = await conn.fetchrow(
         f"""
         UPDATE sandboxes SET org_id = $1, name = COALESCE($2, id), env = $3, labels = $4, language = $5,
                lifecycle = $6, auto_stop_minutes = $7, auto_archive_minutes = $8, auto_delete_minutes = $9,
                created_at = now(), updated_at = now(), last_activity_at = now()
         WHERE id = (
-            SELECT id FROM sandboxes
-            WHERE org_id = '{POOL_ORG}' AND state = 'started'
-              AND template = $10 AND cpu = $11 AND ram_mb = $12 AND disk_gb = $13
-            ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+            SELECT s.id FROM sandboxes s JOIN hosts h ON h.id = s.host_id
+            WHERE {CLAIMABLE}
+              AND s.template = $10 AND s.cpu = $11 AND s.ram_mb = $12 AND s.disk_gb = $13
+            ORDER BY s.created_at LIMIT 1 FOR UPDATE OF s SKIP LOCKED)
         RETURNING {COLUMNS}
         """,
         rec.org_id,
@@ -215,15 +240,28 @@ async def claim_from_pool(conn: asyncpg.Connection, rec: SandboxRecord) -> Sandb
         rec.cpu,
         rec.ram_mb,
         rec.disk_gb,
+        fresh_within_s,
     )
     return record(row) if row else None
 
 
+async def confirm_running(db: asyncpg.Pool | asyncpg.Connection, host_id: str, running: list[str]) -> None:
+    """Record that ``host_id`` reports these started sandboxes running (a registration's or
+    heartbeat's inventory)."""
+    await db.execute(
+        "UPDATE sandboxes SET confirmed_at = now()"
+        " WHERE host_id = $1 AND id = ANY($2::text[]) AND state = 'started'",
+        host_id,
+        running,
+    )
+
+
 async def pool_counts(db: asyncpg.Pool | asyncpg.Connection) -> dict[tuple[str, str], int]:
-    """Pool sandboxes ready or on their way, per (host, template)."""
+    """Pool sandboxes ready or on their way (booting, or being started again after a host
+    restart), per (host, template)."""
     rows = await db.fetch(
         f"SELECT host_id, template, count(*) AS n FROM sandboxes WHERE org_id = '{POOL_ORG}'"
-        " AND state IN ('creating', 'started') GROUP BY host_id, template"
+        " AND state IN ('creating', 'started', 'starting') GROUP BY host_id, template"
     )
     return {(r["host_id"], r["template"]): r["n"] for r in rows}
 
@@ -257,6 +295,15 @@ async def touch(
         granularity_s,
     )
     return stamp
+
+
+async def renew(db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str, state: str) -> bool:
+    """Restart the clock of the operation the sandbox is in (``state``, a transitional one)
+    just before its host is called; False when it is no longer in it."""
+    status = await db.execute(
+        "UPDATE sandboxes SET updated_at = now() WHERE id = $1 AND state = $2", sandbox_id, state
+    )
+    return bool(status.endswith(" 1"))
 
 
 async def on_host(db: asyncpg.Pool, host_id: str) -> list[SandboxRecord]:

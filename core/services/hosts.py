@@ -5,7 +5,14 @@ the host reports every sandbox whose disk it holds, and the core makes the host 
 database — sandboxes that should run are started again on their kept disks, sandboxes the
 database no longer knows are destroyed, and sandboxes the host lost are marked ``error``;
 a paused sandbox the host runs is paused again, a stopped one it runs is stopped.
-A periodic sweep (``sweep_stale``) finishes operations a crashed core left half-done.
+
+Before the registration is answered, every row is made to tell the truth about the host:
+running sandboxes are recorded as confirmed (``confirmed_at``), a ``started`` row the host
+holds stopped becomes ``starting`` (it is started again in the background, and only the
+host's answer makes it ``started``), and one the host lost becomes ``error``. So nothing is
+reported ``started``, or claimed from the warm pool, on the word of the previous hostd.
+Heartbeats confirm the running sandboxes again. A periodic sweep (``sweep_stale``) finishes
+operations a crashed core left half-done.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from core.config import CoreConfig
 from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
 from core.db.hosts import HostRecord
+from core.db.sandboxes import SandboxRecord
 from core.errors import CoreError, NotFound, Unauthorized
 from core.hostclient import HostClient
 from core.services.auth import new_id
@@ -32,6 +40,9 @@ log = structlog.get_logger()
 
 STALE_CREATING_S = 120.0
 STALE_DESTROYING_S = 60.0
+RESTARTS_AT_ONCE = 4
+"""Sandboxes a registering host is asked to start again at a time: a whole host's worth at
+once would make each boot slow; one at a time would leave the last waiting long."""
 
 
 class HostService:
@@ -61,7 +72,8 @@ class HostService:
             templates=reg.templates,
         )
         log.info("host_registered", host=host.name, host_id=host.id, inventory=len(reg.sandboxes))
-        task = asyncio.create_task(self._reconcile_logged(host, reg.sandboxes))
+        to_restart = await self._face_inventory(host, reg.sandboxes)
+        task = asyncio.create_task(self._reconcile_logged(host, reg.sandboxes, to_restart))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return HostRegistered(host_id=host.id, heartbeat_interval_s=self._config.heartbeat_interval_s)
@@ -70,19 +82,63 @@ class HostService:
         self.check_bootstrap(token)
         if not await hosts_db.heartbeat(self._db, host_id):
             raise NotFound(f"host {host_id!r} is not registered")
+        running = [info.id for info in beat.sandboxes if info.state == "running"]
+        await sandboxes_db.confirm_running(self._db, host_id, running)
 
     async def wait_idle(self) -> None:
         """Wait for background reconciliations (used at shutdown and by tests)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _reconcile_logged(self, host: HostRecord, inventory: list[SandboxInfo]) -> None:
+    async def _face_inventory(self, host: HostRecord, inventory: list[SandboxInfo]) -> list[SandboxRecord]:
+        """Make the ``started`` rows of a registering host say what it reports, before the
+        registration is answered: running ones are confirmed, lost ones go to ``error``, and
+        ones it holds but does not run go to ``starting``; those are returned, for
+        ``reconcile`` to start."""
+        on_host = {info.id: info for info in inventory}
+        await sandboxes_db.confirm_running(
+            self._db, host.id, [info.id for info in inventory if info.state == "running"]
+        )
+        to_restart = []
+        for rec in await sandboxes_db.on_host(self._db, host.id):
+            info = on_host.get(rec.id)
+            if rec.state != "started" or (info is not None and info.state == "running"):
+                continue
+            if info is None:
+                await sandboxes_db.transition(
+                    self._db,
+                    rec.id,
+                    from_states=frozenset({"started"}),
+                    to="error",
+                    error_reason="the host lost this sandbox (no disk after restart)",
+                )
+                log.warning("sandbox_lost", sandbox_id=rec.id, host=host.name)
+                continue
+            moved = await sandboxes_db.force_state(self._db, rec.id, from_state="started", to="starting")
+            if moved is not None:
+                to_restart.append(moved)
+        return to_restart
+
+    async def _reconcile_logged(
+        self, host: HostRecord, inventory: list[SandboxInfo], to_restart: list[SandboxRecord]
+    ) -> None:
         try:
-            await self.reconcile(host, inventory)
+            await self.reconcile(host, inventory, to_restart)
         except Exception:
             log.exception("reconcile_failed", host=host.name)
 
-    async def reconcile(self, host: HostRecord, inventory: list[SandboxInfo]) -> None:
+    async def reconcile(
+        self, host: HostRecord, inventory: list[SandboxInfo], to_restart: list[SandboxRecord]
+    ) -> None:
+        """Start ``to_restart`` (rows ``_face_inventory`` moved to ``starting``) again, then
+        make the host match every other row, and destroy what the database does not know."""
+        room = asyncio.Semaphore(RESTARTS_AT_ONCE)
+
+        async def restart(rec: SandboxRecord) -> None:
+            async with room:
+                await self._restart(host, rec)
+
+        await asyncio.gather(*(restart(rec) for rec in to_restart))
         on_host = {info.id: info for info in inventory}
         for rec in await sandboxes_db.on_host(self._db, host.id):
             info = on_host.pop(rec.id, None)
@@ -99,28 +155,30 @@ class HostService:
                 await self._call_quietly(host, rec.id, "pause", self._hosts.pause)
             elif rec.state == "stopped" and info is not None and info.state in ("running", "paused"):
                 await self._call_quietly(host, rec.id, "stop", self._hosts.stop)
-            elif rec.state == "started" and info is None:
-                await sandboxes_db.transition(
-                    self._db,
-                    rec.id,
-                    from_states=sources("error"),
-                    to="error",
-                    error_reason="the host lost this sandbox (no disk after restart)",
-                )
-                log.warning("sandbox_lost", sandbox_id=rec.id, host=host.name)
-            elif rec.state == "started" and info is not None and info.state != "running":
-                try:
-                    await self._hosts.start(host, spec_for(rec))
-                    log.info("sandbox_restarted", sandbox_id=rec.id, host=host.name)
-                except CoreError as exc:
-                    await sandboxes_db.transition(
-                        self._db, rec.id, from_states=sources("error"), to="error", error_reason=exc.message
-                    )
         for orphan in on_host:
             known = await sandboxes_db.get_any(self._db, orphan)
             if known is None or known.state == "destroyed" or known.host_id != host.id:
                 log.info("orphan_destroyed", sandbox_id=orphan, host=host.name)
                 await self._destroy_quietly(host, orphan)
+
+    async def _restart(self, host: HostRecord, rec: SandboxRecord) -> None:
+        """Start a sandbox the host holds stopped on its kept disk: ``starting`` → ``started``
+        on the host's answer, ``error`` on its refusal. The operation's clock is restarted
+        first, so the stale-operation sweep does not settle it while earlier ones boot."""
+        if not await sandboxes_db.renew(self._db, rec.id, "starting"):
+            return  # settled or deleted meanwhile
+        try:
+            info = await self._hosts.start(host, spec_for(rec))
+        except CoreError as exc:
+            await sandboxes_db.transition(
+                self._db, rec.id, from_states=frozenset({"starting"}), to="error", error_reason=exc.message
+            )
+            log.warning("sandbox_restart_failed", sandbox_id=rec.id, host=host.name, error=exc.message)
+            return
+        await sandboxes_db.transition(
+            self._db, rec.id, from_states=frozenset({"starting"}), to="started", ip=info.ip
+        )
+        log.info("sandbox_restarted", sandbox_id=rec.id, host=host.name)
 
     async def sweep_stale(self) -> None:
         """Finish what a crashed core left: ``creating`` that never completed is undone,

@@ -281,15 +281,18 @@ class SandboxService:
         )
 
     async def _claim_warm(self, rec: SandboxRecord) -> SandboxRecord | None:
-        """Take a started pool sandbox for ``rec`` (one UPDATE), give it ``rec``'s environment
-        (the agent's, for commands from now on) and tell the pool to refill. None when the
-        pool is empty: the caller boots one cold. The environment is applied before the claim
+        """Take a pool sandbox its host has confirmed running (one UPDATE; see
+        ``sandboxes_db.CLAIMABLE``), give it ``rec``'s environment (the agent's, for commands
+        from now on) and tell the pool to refill. None when the pool has none claimable: the
+        caller boots one cold. The environment is applied before the claim
         commits, so a failure leaves the sandbox in the pool and the caller goes cold."""
         async with self._db.acquire() as conn:
             try:
                 async with conn.transaction():
                     with translate(f"a sandbox named {rec.name!r} already exists"):
-                        claimed = await sandboxes_db.claim_from_pool(conn, rec)
+                        claimed = await sandboxes_db.claim_from_pool(
+                            conn, rec, fresh_within_s=self._config.scheduler.host_stale_after_s
+                        )
                     if claimed is None:
                         return None
                     if rec.env:

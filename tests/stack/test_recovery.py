@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import asyncpg
 import httpx
 
 from cli.stack import Stack
+from tests.support import wait_for
 
 
 def sql(stack: Stack, query: str, *args: object) -> list[asyncpg.Record]:
@@ -70,13 +70,8 @@ def test_lost_sandbox_processes_are_restarted_on_their_disk(stack: Stack, org: h
     stack.stop_service("hostd")
     assert _kill_sandbox_processes(stack, sid) >= 2  # the agent's init and its server
     stack.restart("hostd")
-    for _ in range(100):
-        state = org.get(f"/v1/sandboxes/{sid}").json()["state"]
-        out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/daytona/g"]})
-        if out.status_code == 200 and out.json()["stdout"] == "on-disk\n":
-            break
-        time.sleep(0.1)
-    assert state == "started"
+    wait_for(lambda: org.get(f"/v1/sandboxes/{sid}").json()["state"] == "started", what="the restart")
+    out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/daytona/g"]})
     assert out.json()["stdout"] == "on-disk\n"
 
 
@@ -100,15 +95,54 @@ def test_one_request_id_across_every_hop(stack: Stack, org: httpx.Client) -> Non
         assert all(entry["request_id"] == rid for entry in tagged)
 
 
-def _logged_with(log: Path, request_id: str, timeout_s: float = 10.0) -> list[dict]:
+def _logged_with(log: Path, request_id: str) -> list[dict]:
     """The log lines carrying ``request_id``; each service writes its request line just after
-    answering, so give it a moment."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    answering, so wait for it."""
+
+    def tagged() -> list[dict]:
         try:
-            tagged = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
+            return [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
         except json.JSONDecodeError:  # caught a line mid-write: read again
-            tagged = []
-        if tagged or time.monotonic() > deadline:
-            return tagged
-        time.sleep(0.05)
+            return []
+
+    return wait_for(tagged, what=f"a line in {log.name} with the request id")
+
+
+def test_after_a_host_restart_nothing_stopped_is_reported_started_or_claimed(
+    stack: Stack, org: httpx.Client
+) -> None:
+    # A user's sandbox and a full warm pool, all running.
+    sid = org.post("/v1/sandboxes", json={}).json()["id"]
+    pool = wait_for(lambda: _full_pool(stack), what="a full warm pool")
+    # A machine restart under hostd: every sandbox's processes die while hostd is down.
+    stack.stop_service("hostd")
+    for victim in [sid, *pool]:
+        _kill_sandbox_processes(stack, victim)
+    stack.restart("hostd")  # returns once the new hostd has registered
+
+    # From the registration on, a row says started only if the host runs the sandbox (rows
+    # first, then the host: a restart finishing in between only makes the host agree more).
+    started = {r["id"] for r in sql(stack, "SELECT id FROM sandboxes WHERE state = 'started'")}
+    running = {s["id"] for s in host_inventory(stack) if s["state"] == "running"}
+    assert started <= running, f"started but not running: {started - running}"
+
+    # Creates made at once right now all work from their first call: no stopped pool
+    # sandbox is handed out.
+    async def create_three() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=org.base_url, headers=org.headers, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/sandboxes", json={}) for _ in range(3)))
+
+    for resp in asyncio.run(create_three()):
+        assert resp.status_code == 201, resp.text
+        out = org.post(f"/v1/sandboxes/{resp.json()['id']}/exec", json={"cmd": ["echo", "ok"]})
+        assert out.status_code == 200 and out.json()["stdout"] == "ok\n", out.text
+
+    # The user's sandbox comes back on its disk.
+    wait_for(lambda: org.get(f"/v1/sandboxes/{sid}").json()["state"] == "started", what="the restart")
+    assert org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true"]}).status_code == 200
+
+
+def _full_pool(stack: Stack) -> list[str]:
+    """The started pool sandboxes once there are two (the test stack's pool size), else none."""
+    rows = sql(stack, "SELECT id FROM sandboxes WHERE org_id = 'org_pool' AND state = 'started'")
+    return [r["id"] for r in rows] if len(rows) >= 2 else []
