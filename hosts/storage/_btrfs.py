@@ -1,0 +1,148 @@
+"""The btrfs-progs commands the pool uses, each a blocking call that raises ``RuntimeFailure``
+quoting btrfs's own message when it fails.
+
+btrfs-progs is the supported interface to subvolumes and qgroups (the ioctls behind it are
+stable, but their argument structs are not worth re-implementing); every call here is one
+short-lived process of a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import IO
+
+from hosts.errors import RuntimeFailure
+
+SUBVOLUME_INO = 256
+"""The inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID)."""
+_COPY_CHUNK = 1 << 20
+
+
+def btrfs(*args: str | Path) -> str:
+    """Run ``btrfs ARGS`` and return its standard output."""
+    proc = subprocess.run(["btrfs", *map(str, args)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"btrfs {' '.join(map(str, args))}: {_last_line(proc.stderr or proc.stdout)}")
+    return proc.stdout
+
+
+def filesystem_type(path: Path) -> str:
+    """The name of the filesystem ``path`` is on (``btrfs``, ``ext2/ext3``, ``tmpfs`` …)."""
+    proc = subprocess.run(["stat", "--file-system", "--format=%T", str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"cannot tell the filesystem of {path}: {_last_line(proc.stderr)}")
+    return proc.stdout.strip()
+
+
+def is_subvolume(path: Path) -> bool:
+    """Whether ``path`` is the root of a subvolume (a directory with the subvolume inode)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_ino == SUBVOLUME_INO
+
+
+def create(path: Path) -> None:
+    btrfs("subvolume", "create", path)
+
+
+def snapshot(source: Path, dest: Path, *, readonly: bool) -> None:
+    """Snapshot subvolume ``source`` at ``dest``; the new subvolume appears whole, at once."""
+    btrfs("subvolume", "snapshot", *(["-r"] if readonly else []), source, dest)
+
+
+def delete(path: Path) -> None:
+    """Delete subvolume ``path`` (read-only or not); it must hold no nested subvolume."""
+    btrfs("subvolume", "delete", path)
+
+
+def set_readonly(path: Path, readonly: bool) -> None:
+    btrfs("property", "set", "-ts", path, "ro", "true" if readonly else "false")
+
+
+def show(path: Path) -> dict[str, str]:
+    """``btrfs subvolume show`` as a mapping of its ``Name: value`` lines (UUID, Generation,
+    Flags, Subvolume ID …); the snapshot list and quota lines that follow are left out."""
+    fields: dict[str, str] = {}
+    for line in btrfs("subvolume", "show", path).splitlines()[1:]:
+        name, sep, value = line.strip().partition(":")
+        if not sep:
+            continue
+        if name == "Snapshot(s)":
+            break
+        fields[name] = value.strip()
+    return fields
+
+
+def sync(path: Path) -> None:
+    """Write out dirty data and commit the transaction of the filesystem holding ``path``:
+    generations and qgroup numbers are only brought up to date by a commit."""
+    btrfs("filesystem", "sync", path)
+
+
+def enable_quotas(path: Path) -> None:
+    """Turn qgroups on for the whole filesystem holding ``path`` (a no-op when they are)."""
+    btrfs("quota", "enable", path)
+
+
+def limit_referenced(path: Path, limit_bytes: int | None) -> None:
+    btrfs("qgroup", "limit", str(limit_bytes) if limit_bytes is not None else "none", path)
+
+
+def qgroup_usage(path: Path, *, settle: bool) -> tuple[int, int]:
+    """``(referenced, exclusive)`` bytes of the qgroup of the subvolume holding ``path``;
+    ``settle`` commits first, so the numbers include writes made since the last commit."""
+    out = btrfs("qgroup", "show", "-f", "--raw", *(["--sync"] if settle else []), path)
+    for line in out.splitlines():
+        cols = line.split()
+        if cols and cols[0].startswith("0/"):
+            return int(cols[1]), int(cols[2])
+    raise RuntimeFailure(f"no qgroup for {path} (are quotas enabled?)")
+
+
+def send(path: Path, parent: Path | None, out: IO[bytes]) -> None:
+    """Stream read-only subvolume ``path`` to ``out``: whole, or only what differs from
+    read-only ``parent`` (which the receiving filesystem must then hold as well)."""
+    args = ["btrfs", "send", "-q", *(["-p", str(parent)] if parent else []), str(path)]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        while chunk := proc.stdout.read(_COPY_CHUNK):
+            out.write(chunk)
+        err = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise RuntimeFailure(f"btrfs send {path}: {_last_line(err)}")
+
+
+def receive(stream: IO[bytes], dest_dir: Path) -> str:
+    """Apply a ``send`` stream under ``dest_dir``; return the name of the subvolume it made."""
+    args = ["btrfs", "receive", "-e", str(dest_dir)]
+    with subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            while chunk := stream.read(_COPY_CHUNK):
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # receive gave up on the stream; its message and exit code say why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        output = proc.stdout.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise RuntimeFailure(f"btrfs receive: {_last_line(output)}")
+    for line in output.splitlines():
+        for prefix in ("At subvol ", "At snapshot "):
+            if line.startswith(prefix):
+                return line.removeprefix(prefix).strip()
+    raise RuntimeFailure(f"btrfs receive did not name the subvolume it made: {_last_line(output)}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no message)"
