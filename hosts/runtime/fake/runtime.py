@@ -47,7 +47,14 @@ import structlog
 
 from contracts.host import SandboxInfo, SandboxSpec
 from hosts.agent_client import wait_ready
-from hosts.errors import AgentUnavailable, HostError, RuntimeFailure, SandboxConflict, SandboxNotFound, TemplateNotFound
+from hosts.errors import (
+    AgentUnavailable,
+    HostError,
+    RuntimeFailure,
+    SandboxConflict,
+    SandboxNotFound,
+    TemplateNotFound,
+)
 from hosts.runtime import _snapshot
 from hosts.runtime._layout import DiskBase
 from hosts.runtime._mounts import remove_tree
@@ -489,7 +496,9 @@ def _pid(sandbox: _Sandbox) -> int:
 def _allocated_bytes(path: Path) -> int:
     if not path.exists():
         return 0
-    out = subprocess.run(["du", "-s", "--block-size=1", str(path)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["du", "-s", "--block-size=1", str(path)], check=True, capture_output=True, text=True
+    )
     return int(out.stdout.split()[0])
 
 

@@ -1,0 +1,387 @@
+"""The backend contract: what every ``SandboxRuntime`` must do, checked on each backend.
+
+Runs on ``fake`` (always) and ``real`` (the default runtime; root only), see
+``_contract_fixtures``. What lives in the controller (exec, files, PTY, snapshots with the
+snapshot store, archives) is driven through ``HostController`` with real commands; what is
+the runtime's own (create/start/stop/pause/resume/resize/destroy/recover/list/disk usage)
+through the runtime. Paths are relative to the agent's working directory, so they mean the
+same on every backend. Tests that do not change a sandbox's state share one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from contracts import guest
+from contracts.host import ExecRequest, SandboxInfo, SnapshotTaken
+from contracts.snapshots import SnapshotClaim, encode_verify_key, new_signing_key, parse_signing_key, sign
+from hosts.agent_client import AgentClient
+from hosts.commands import (
+    ArchiveSandbox,
+    CloneSnapshot,
+    CreateSandbox,
+    ExecInSandbox,
+    OpenStream,
+    RestoreSnapshot,
+    SealSnapshot,
+    StartSandbox,
+    TakeSnapshot,
+    UnarchiveSandbox,
+)
+from hosts.controller import HostController
+from hosts.errors import RuntimeFailure, SandboxConflict, SandboxNotFound
+from hosts.snapshot_store import EntryStore
+from tests.hosts.conftest import make_spec
+from tests.hosts.runtime._contract_fixtures import Backend, backend
+
+__all__ = ["backend"]  # the parametrized fixture, imported so that pytest finds it
+
+_KID, _KEY = parse_signing_key(new_signing_key("contract"))
+_VERIFY = {_KID: encode_verify_key(_KEY.verify_key)}
+
+
+def new_id() -> str:
+    return f"k{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+async def controller(
+    backend: Backend, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[HostController]:
+    stores = tmp_path_factory.mktemp(f"contract-{backend.name}")
+    ctl = HostController(
+        backend.runtime,
+        snapshots=EntryStore(stores / "snapshots", "snapshot"),
+        archives=EntryStore(stores / "archives", "archive"),
+    )
+    yield ctl
+    await ctl.close()
+
+
+@pytest.fixture(scope="module")
+async def shared(controller: HostController) -> SandboxInfo:
+    """One running sandbox for the tests that leave its state alone."""
+    return await controller.handle(CreateSandbox(spec=make_spec(new_id())))
+
+
+@pytest.fixture
+async def fresh(backend: Backend, controller: HostController) -> AsyncIterator[str]:
+    sandbox_id = new_id()
+    await controller.handle(CreateSandbox(spec=make_spec(sandbox_id)))
+    yield sandbox_id
+    await backend.runtime.destroy(sandbox_id)
+
+
+async def sh(controller: HostController, sandbox_id: str, script: str) -> str:
+    """stdout of ``script``, which must succeed."""
+    result = await controller.handle(
+        ExecInSandbox(sandbox_id=sandbox_id, request=ExecRequest(cmd=["sh", "-c", script], timeout_ms=20_000))
+    )
+    assert result.exit_code == 0, (script, result)
+    return result.stdout
+
+
+async def eventually(probe: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def snapshot(controller: HostController, sandbox_id: str) -> SnapshotTaken:
+    """Take and seal a snapshot, as the core would."""
+    taken = await controller.handle(TakeSnapshot(sandbox_id=sandbox_id, snapshot_id=new_id()))
+    claim = SnapshotClaim(
+        sandbox_id=taken.sandbox_id,
+        snapshot_id=taken.snapshot_id,
+        manifest_hash=taken.manifest_hash,
+        size=taken.size,
+        ts=int(time.time()),
+    )
+    await controller.handle(SealSnapshot(snapshot_id=taken.snapshot_id, signed=sign(claim, _KID, _KEY)))
+    return taken
+
+
+# through the controller -----------------------------------------------------------------------
+
+
+async def test_exec(controller: HostController, shared: SandboxInfo) -> None:
+    request = ExecRequest(cmd=["sh", "-c", 'echo "$WHO"; echo oops >&2; exit 3'], env={"WHO": "contract"})
+    result = await controller.handle(ExecInSandbox(sandbox_id=shared.id, request=request))
+    assert (result.stdout, result.stderr, result.exit_code) == ("contract\n", "oops\n", 3)
+
+
+async def test_a_file_written_is_read_back(controller: HostController, shared: SandboxInfo) -> None:
+    data = bytes(range(256)) * 5000  # over one 1 MiB frame
+    stream, reply = await controller.handle(
+        OpenStream(sandbox_id=shared.id, opener=guest.FsWrite(id=0, path="contract/files/data.bin"))
+    )
+    try:
+        assert isinstance(reply, guest.FsReady), reply
+        await stream.send(data)
+        await stream.end()
+        written = await stream.read()
+        assert isinstance(written, guest.FsWritten) and written.size == len(data)
+    finally:
+        await stream.close()
+    stream, reply = await controller.handle(
+        OpenStream(sandbox_id=shared.id, opener=guest.FsRead(id=0, path="contract/files/data.bin"))
+    )
+    received = bytearray()
+    try:
+        assert isinstance(reply, guest.FsReading) and reply.size == len(data)
+        while chunk := await stream.read():
+            assert isinstance(chunk, bytes)
+            received += chunk
+    finally:
+        await stream.close()
+    assert bytes(received) == data
+    assert await sh(controller, shared.id, "wc -c < contract/files/data.bin") == f"{len(data)}\n"
+
+
+async def test_a_pty_runs_a_shell(controller: HostController, shared: SandboxInfo) -> None:
+    opener = guest.PtyAttach(id=0, session_id=f"p{uuid.uuid4().hex[:8]}", create=True)
+    stream, reply = await controller.handle(OpenStream(sandbox_id=shared.id, opener=opener))
+    try:
+        assert isinstance(reply, guest.PtyAttached), reply
+        await stream.send(b"echo pty-$((6 * 7))\n")
+        seen = b""
+        async with asyncio.timeout(10):
+            while b"pty-42" not in seen:
+                frame = await stream.read()
+                assert isinstance(frame, bytes), frame
+                seen += frame
+    finally:
+        await stream.close()
+
+
+async def test_snapshot_then_restore_brings_the_old_content_back(
+    controller: HostController, fresh: str
+) -> None:
+    await sh(controller, fresh, "echo v1 > state")
+    taken = await snapshot(controller, fresh)
+    await sh(controller, fresh, "echo v2 > state; echo new > later")
+
+    info = await controller.handle(
+        RestoreSnapshot(sandbox_id=fresh, snapshot_id=taken.snapshot_id, verify_keys=_VERIFY)
+    )
+
+    assert info.state == "running"
+    assert await sh(controller, fresh, "cat state; test -e later || echo no-later") == "v1\nno-later\n"
+
+
+async def test_clone_and_fork_have_the_parents_data_and_diverge(
+    backend: Backend, controller: HostController, fresh: str
+) -> None:
+    await sh(controller, fresh, "echo parent > who")
+    taken = await snapshot(controller, fresh)
+    clone_id, fork_id = new_id(), new_id()
+    try:
+        clone = await controller.handle(
+            CloneSnapshot(snapshot_id=taken.snapshot_id, spec=make_spec(clone_id), verify_keys=_VERIFY)
+        )
+        assert clone.state == "running"
+        assert await sh(controller, clone_id, "cat who") == "parent\n"
+        await sh(controller, clone_id, "echo clone > who")
+        # A fork: snapshot the running parent and clone it at once; the parent runs on.
+        forked = await snapshot(controller, fresh)
+        await controller.handle(
+            CloneSnapshot(snapshot_id=forked.snapshot_id, spec=make_spec(fork_id), verify_keys=_VERIFY)
+        )
+        await sh(controller, fork_id, "echo fork > who")
+        await sh(controller, fresh, "echo parent-later > who")
+
+        assert await sh(controller, clone_id, "cat who") == "clone\n"
+        assert await sh(controller, fork_id, "cat who") == "fork\n"
+        assert await sh(controller, fresh, "cat who") == "parent-later\n"
+    finally:
+        for sandbox_id in (clone_id, fork_id):
+            await backend.runtime.destroy(sandbox_id)
+
+
+async def test_archive_drops_the_disk_and_unarchive_brings_it_back(
+    backend: Backend, controller: HostController, fresh: str
+) -> None:
+    await sh(controller, fresh, "head -c 262144 /dev/zero > blob; echo kept > note")
+    await backend.runtime.stop(fresh)
+    assert await backend.runtime.disk_used_bytes(fresh) >= 262144
+
+    archived = await controller.handle(ArchiveSandbox(sandbox_id=fresh))
+
+    assert archived.state == "archived"
+    assert await backend.runtime.disk_used_bytes(fresh) == 0
+    # Archived means no disk to boot: refused (the namespace runtime finds out only when its
+    # mount fails, hence either error).
+    with pytest.raises((SandboxConflict, RuntimeFailure)):
+        await backend.runtime.start(make_spec(fresh))
+    assert (await controller.handle(UnarchiveSandbox(sandbox_id=fresh))).state == "stopped"
+    assert (await controller.handle(StartSandbox(spec=make_spec(fresh)))).state == "running"
+    assert await sh(controller, fresh, "cat note; wc -c < blob") == "kept\n262144\n"
+
+
+# the runtime's own ---------------------------------------------------------------------------
+
+
+async def test_list_spec_and_disk_usage(
+    backend: Backend, controller: HostController, shared: SandboxInfo
+) -> None:
+    assert shared in backend.runtime.list()
+    assert backend.runtime.spec(shared.id) == make_spec(shared.id)
+    before = await backend.runtime.disk_used_bytes(shared.id)
+    await sh(controller, shared.id, "head -c 1048576 /dev/urandom > contract-mib")
+    assert await backend.runtime.disk_used_bytes(shared.id) >= before + 1048576
+    await sh(controller, shared.id, "rm contract-mib")
+    with pytest.raises(SandboxNotFound):
+        await backend.runtime.disk_used_bytes(new_id())
+    with pytest.raises(SandboxNotFound):
+        backend.runtime.spec(new_id())
+
+
+async def test_a_paused_sandbox_makes_no_progress_and_continues_after_resume(
+    backend: Backend, controller: HostController, fresh: str
+) -> None:
+    # A background job stamps the time (the host's clock: no backend virtualises it) into a file.
+    await sh(
+        controller,
+        fresh,
+        "nohup sh -c 'while :; do date +%s%N >> ticks; sleep 0.02; done' >/dev/null 2>&1 &",
+    )
+
+    async def ticks() -> list[int]:
+        return [int(t) for t in (await sh(controller, fresh, "cat ticks 2>/dev/null || true")).split()]
+
+    async def ticking() -> bool:
+        return len(await ticks()) >= 2
+
+    await eventually(ticking, "the job to tick")
+    assert (await backend.runtime.pause(fresh)).state == "paused"
+    paused_at = time.time_ns()
+    with pytest.raises(SandboxConflict):
+        await sh(controller, fresh, "true")
+    # Hold the pause over many of the job's periods, measured by the host's clock.
+    while time.time_ns() < paused_at + 300_000_000:
+        await asyncio.sleep(0.05)
+    resumed_at = time.time_ns()
+    assert (await backend.runtime.resume(fresh)).state == "running"
+
+    async def ticked_after_resume() -> bool:
+        return any(t > resumed_at for t in await ticks())
+
+    await eventually(ticked_after_resume, "the job to tick again")
+    assert [t for t in await ticks() if paused_at < t < resumed_at] == []
+
+
+async def test_stop_keeps_the_data_and_start_boots_it_again(
+    backend: Backend, controller: HostController, fresh: str
+) -> None:
+    await sh(controller, fresh, "echo kept > file; nohup sleep 600 >/dev/null 2>&1 & echo $! > job")
+    stopped = await backend.runtime.stop(fresh)
+    assert (stopped.state, stopped.ip) == ("stopped", None)
+    with pytest.raises(SandboxConflict):
+        await sh(controller, fresh, "true")
+
+    assert (await backend.runtime.start(make_spec(fresh))).state == "running"
+    # Nothing of the first boot survived (its sleep), the disk did.
+    job = "tr '\\0' ' ' < /proc/$(cat job)/cmdline 2>/dev/null || echo gone"
+    assert await sh(controller, fresh, f"cat file; {job}") in ("kept\ngone\n", "kept\n")
+
+
+async def test_resize_is_recorded_in_the_spec(backend: Backend, fresh: str) -> None:
+    info = await backend.runtime.resize(fresh, 2, 512, 2)
+    assert info.state == "running"
+    assert backend.runtime.spec(fresh) == make_spec(fresh, cpu=2, ram_mb=512, disk_gb=2)
+    await backend.runtime.stop(fresh)
+    assert (await backend.runtime.resize(fresh, 1, 256, 2)).state == "stopped"
+    assert backend.runtime.spec(fresh) == make_spec(fresh, disk_gb=2)
+    with pytest.raises(RuntimeFailure):
+        await backend.runtime.resize(fresh, 0, 256, 2)
+
+
+async def test_destroy_leaves_nothing(backend: Backend, controller: HostController) -> None:
+    sandbox_id = new_id()
+    await controller.handle(CreateSandbox(spec=make_spec(sandbox_id)))
+    await sh(controller, sandbox_id, "echo x > file; nohup sleep 600 >/dev/null 2>&1 &")
+    assert backend.traces(sandbox_id) != []
+
+    await backend.runtime.destroy(sandbox_id)
+
+    assert await asyncio.to_thread(backend.wait_gone, sandbox_id) == []
+    assert all(info.id != sandbox_id for info in backend.runtime.list())
+    await backend.runtime.destroy(sandbox_id)  # idempotent
+
+
+async def test_a_new_instance_recovers_running_paused_and_stopped_sandboxes(backend: Backend) -> None:
+    running, paused, stopped = new_id(), new_id(), new_id()
+    for sandbox_id in (running, paused, stopped):
+        await backend.runtime.create(make_spec(sandbox_id))
+    await backend.runtime.pause(paused)
+    await backend.runtime.stop(stopped)
+    successor = backend.new_instance()
+    try:
+        states = {info.id: info.state for info in await successor.recover()}
+        assert (states[running], states[paused], states[stopped]) == ("running", "paused", "stopped")
+
+        client = await AgentClient.connect(successor.agent_socket(running))
+        try:
+            assert (await client.exec(["echo", "adopted"])).stdout == "adopted\n"
+        finally:
+            await client.close()
+        assert (await successor.resume(paused)).state == "running"
+        assert (await successor.start(make_spec(stopped))).state == "running"
+    finally:
+        for sandbox_id in (running, paused, stopped):
+            await successor.destroy(sandbox_id)
+            await backend.runtime.destroy(sandbox_id)  # the first instance forgets them too
+    for sandbox_id in (running, paused, stopped):
+        assert await asyncio.to_thread(backend.wait_gone, sandbox_id) == []
+
+
+def _failing(real: Callable[..., object], after: bool, is_async: bool) -> Callable[..., object]:
+    if is_async:
+
+        async def async_step(*args: object, **kwargs: object) -> object:
+            if after:
+                result = await real(*args, **kwargs)  # type: ignore[misc]
+                if (close := getattr(result, "close", None)) is not None:
+                    await close()
+            raise RuntimeFailure("injected failure")
+
+        return async_step
+
+    def step(*args: object, **kwargs: object) -> object:
+        if after:
+            real(*args, **kwargs)
+        raise RuntimeFailure("injected failure")
+
+    return step
+
+
+async def test_a_create_failing_at_any_step_leaves_nothing(backend: Backend) -> None:
+    for owner, name, is_async in backend.create_steps:
+        for after in (False, True):
+            sandbox_id = new_id()
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(owner, name, _failing(getattr(owner, name), after, is_async))
+                with pytest.raises(RuntimeFailure, match="injected failure"):
+                    await backend.runtime.create(make_spec(sandbox_id))
+            where = f"{name} ({'after' if after else 'before'})"
+            assert await asyncio.to_thread(backend.wait_gone, sandbox_id) == [], where
+            assert all(info.id != sandbox_id for info in backend.runtime.list()), where
+    # The failures freed whatever they took: a create succeeds afterwards.
+    sandbox_id = new_id()
+    assert (await backend.runtime.create(make_spec(sandbox_id))).state == "running"
+    await backend.runtime.destroy(sandbox_id)
+
+
+async def test_a_create_from_a_missing_snapshot_fails_cleanly(backend: Backend, tmp_path: Path) -> None:
+    sandbox_id = new_id()
+    with pytest.raises(RuntimeFailure):
+        await backend.runtime.create(make_spec(sandbox_id), tmp_path)
+    assert backend.traces(sandbox_id) == []
