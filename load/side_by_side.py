@@ -1,0 +1,71 @@
+"""Before and after in one run: a benchmark module run at a baseline commit and at the working
+tree, one after the other on the same machine, with the results in one table.
+
+The baseline is exported with ``git archive`` into a temporary directory and run from there
+(its own ``cli.stack`` starts its own core, hostd and runtime, with the template its own
+build script names), so an old runtime is measured by its own code, not a re-creation of it.
+Both runs use the same interpreter and virtualenv; the working tree's packages are shadowed by
+the export's because ``python -m`` puts the current directory first on ``sys.path``.
+
+    python -m load.side_by_side --baseline f77177d load.bench_core --creates 20
+    python -m load.side_by_side --baseline f77177d load.bench_lifecycle --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_LATENCY = re.compile(r"^(?P<name>.+?)\s+n=\d+\s+P50\s+(?P<p50>[\d.]+) ms\s+P95\s+(?P<p95>[\d.]+) ms")
+_RATE = re.compile(r"^(?P<name>[^:]+?)\s+(?P<rate>[\d.]+) (?P<unit>\w+/s)$")
+
+
+def run(module: str, args: list[str], cwd: Path) -> dict[str, str]:
+    """Run ``python -m module args`` in ``cwd``, echo its output, return result per metric name."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    sys.stderr.write(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"{module} failed in {cwd} with status {done.returncode}")
+    results: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        if match := _LATENCY.match(line):
+            results[match["name"].strip()] = f"{match['p50']} / {match['p95']} ms"
+        elif match := _RATE.match(line):
+            results[match["name"].strip()] = f"{match['rate']} {match['unit']}"
+    return results
+
+
+def export(ref: str, into: Path) -> None:
+    archive = subprocess.run(["git", "archive", ref], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", required=True, help="the commit to compare against")
+    parser.add_argument("module", help="a benchmark module, e.g. load.bench_core")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    options = parser.parse_args()
+
+    rev_parse = ["git", "rev-parse", "--short", options.baseline]
+    commit = subprocess.run(rev_parse, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="dnah-baseline-") as tmp:
+        export(commit, Path(tmp))
+        before = run(options.module, options.args, Path(tmp))
+    after = run(options.module, options.args, REPO)
+
+    width = max(len(name) for name in [*before, *after, "metric"])
+    print(f"{'metric':<{width}}  {'baseline ' + commit + ' (P50 / P95)':<30}  this tree (P50 / P95)")
+    for name in dict.fromkeys([*before, *after]):
+        print(f"{name:<{width}}  {before.get(name, '—'):<30}  {after.get(name, '—')}")
+
+
+if __name__ == "__main__":
+    main()
