@@ -145,8 +145,13 @@ class DaytonaSandboxes(Controller):
 
     @post("/", status_code=200)
     async def create(
-        self, request: Request, data: DaytonaCreateSandbox, principal: Principal, sandboxes: SandboxService
+        self,
+        request: Request,
+        principal: Principal,
+        sandboxes: SandboxService,
+        data: DaytonaCreateSandbox | None = None,
     ) -> DaytonaSandbox:
+        data = data or DaytonaCreateSandbox()  # no body: all defaults
         labels = {k: v for k, v in data.labels.items() if k != LANGUAGE_LABEL}
         new = NewSandbox(
             template=data.snapshot,

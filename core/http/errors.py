@@ -40,15 +40,28 @@ def validation_error(_: Request, exc: ValidationException) -> Response[ErrorBody
     # Litestar puts msgspec's precise complaint ("Expected `int`, got `str` - at `$.cpu`")
     # in ``extra``; that is the part a user can act on.
     details = "; ".join(_describe(item) for item in (exc.extra or []))
-    message = f"invalid request body: {details}" if details else "invalid request"
+    message = details if details else "invalid request"
     return _render(400, message, "bad_request")
 
 
+_BODY = "data"
+"""The name every handler gives its decoded body; it means nothing to a caller."""
+
+
 def _describe(item: object) -> str:
+    """One complaint, in the caller's terms: the field it is about (``cpu``), or for the body
+    as a whole the body's own problem rather than the handler's parameter name — and a missing
+    body said plainly (Litestar reports one as the ``KeyError`` of the parameter,
+    ``data: 'data'``)."""
     if not isinstance(item, dict):
         return str(item)
-    key = item.get("key")
-    return f"{key}: {item.get('message')}" if key else str(item.get("message", item))
+    key, message = item.get("key"), str(item.get("message", item))
+    if key == _BODY:
+        if message == repr(_BODY):
+            return "the request body is empty; expected a JSON object"
+        return f"invalid request body: {message}"
+    where = "invalid request body: " if item.get("source") == "body" else ""
+    return f"{where}{key}: {message}" if key else message
 
 
 def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:

@@ -95,8 +95,9 @@ class NativeLifecycle(Controller):
 
     @post("/resize", status_code=200)
     async def resize(
-        self, sandbox_id: str, data: Resize, principal: Principal, lifecycle: LifecycleService
+        self, sandbox_id: str, principal: Principal, lifecycle: LifecycleService, data: Resize | None = None
     ) -> Sandbox:
+        data = data or Resize()  # no body: all defaults
         rec = await lifecycle.resize(
             principal.org_id, sandbox_id, cpu=data.cpu, ram_mb=data.ram_mb, disk_gb=data.disk_gb
         )
@@ -139,10 +140,10 @@ class NativeLifecycle(Controller):
 
     @post("/fork", status_code=201)
     async def fork(
-        self, sandbox_id: str, data: Fork | None, principal: Principal, snapshots: SnapshotService
+        self, sandbox_id: str, principal: Principal, snapshots: SnapshotService, data: Fork | None = None
     ) -> Sandbox:
-        name = data.name if data else None
-        return to_native(await snapshots.fork(principal.org_id, sandbox_id, name=name))
+        data = data or Fork()  # no body: all defaults
+        return to_native(await snapshots.fork(principal.org_id, sandbox_id, name=data.name))
 
 
 class NativeSnapshots(Controller):
@@ -197,11 +198,12 @@ class DaytonaLifecycle(Controller):
         self,
         request: Request,
         ref: str,
-        data: DaytonaResize,
         principal: Principal,
         lifecycle: LifecycleService,
+        data: DaytonaResize | None = None,
     ) -> DaytonaSandbox:
         """Daytona sizes memory and disk in GiB."""
+        data = data or DaytonaResize()  # no body: all defaults
         rec = await lifecycle.resize(
             principal.org_id,
             ref,
@@ -244,11 +246,12 @@ class DaytonaLifecycle(Controller):
         self,
         request: Request,
         ref: str,
-        data: DaytonaFork | None,
         principal: Principal,
         snapshots: SnapshotService,
+        data: DaytonaFork | None = None,
     ) -> DaytonaSandbox:
-        rec = await snapshots.fork(principal.org_id, ref, name=data.name if data else None)
+        data = data or DaytonaFork()  # no body: all defaults
+        rec = await snapshots.fork(principal.org_id, ref, name=data.name)
         return to_daytona(rec, toolbox_base(request))
 
     @post("/last-activity", status_code=200)

@@ -108,7 +108,10 @@ class NativeSandboxes(Controller):
     }
 
     @post("/", status_code=201)
-    async def create(self, data: CreateSandbox, principal: Principal, sandboxes: SandboxService) -> Sandbox:
+    async def create(
+        self, principal: Principal, sandboxes: SandboxService, data: CreateSandbox | None = None
+    ) -> Sandbox:
+        data = data or CreateSandbox()  # no body: all defaults
         new = NewSandbox(
             template=data.template or data.templateID,
             name=data.name,
@@ -213,7 +216,10 @@ class ApiKeys(Controller):
     dependencies = {"auth": Provide(provide_auth, sync_to_thread=False)}
 
     @post("/", status_code=201, dependencies={"principal": Provide(provide_admin)})
-    async def mint(self, data: CreateApiKey, principal: Principal, auth: AuthService) -> ApiKeyCreated:
+    async def mint(
+        self, principal: Principal, auth: AuthService, data: CreateApiKey | None = None
+    ) -> ApiKeyCreated:
+        data = data or CreateApiKey()  # no body: all defaults
         minted = await auth.mint(name=data.name, org_id=data.org_id, org_name=data.org_name)
         return ApiKeyCreated(
             id=minted.record.id,

@@ -63,8 +63,13 @@ class NativeSessions(Controller):
 
     @post("/", status_code=201)
     async def create(
-        self, sandbox_id: str, data: CreateSession, principal: Principal, sandboxes: SandboxService
+        self,
+        sandbox_id: str,
+        principal: Principal,
+        sandboxes: SandboxService,
+        data: CreateSession | None = None,
     ) -> SessionOut:
+        data = data or CreateSession()  # no body: all defaults
         info = await sandboxes.session_create(principal.org_id, sandbox_id, session_id=data.id, cwd=data.cwd)
         return _session_out(info)
 

@@ -204,9 +204,14 @@ class DaytonaPty(Controller):
 
     @post("/", status_code=201)
     async def create(
-        self, sandbox_id: str, data: DaytonaPtyCreate, principal: Principal, sandboxes: SandboxService
+        self,
+        sandbox_id: str,
+        principal: Principal,
+        sandboxes: SandboxService,
+        data: DaytonaPtyCreate | None = None,
     ) -> DaytonaPtyCreated:
         """A session that lives until it is killed or its shell exits (not tied to clients)."""
+        data = data or DaytonaPtyCreate()  # no body: all defaults
         msg = guest.PtyCreate(
             id=0,
             session_id=data.id,
