@@ -61,12 +61,13 @@ def shift_owners(root: Path, shift: int) -> int:
                 pending.extend(entry.path for entry in entries)
         elif st.st_nlink > 1:
             linked.add(st.st_ino)
-        _shift_one(path, st, shift)
+        shift_one(path, st, shift)
         count += 1
     return count
 
 
-def _shift_one(path: str, st: os.stat_result, shift: int) -> None:
+def shift_one(path: str, st: os.stat_result, shift: int) -> None:
+    """Re-own one inode (``st`` its lstat) by ``shift``, keeping setuid/setgid and capabilities."""
     if st.st_uid >= ID_COUNT or st.st_gid >= ID_COUNT:
         raise RuntimeFailure(
             f"template file {path} is owned by {st.st_uid}:{st.st_gid}, outside the sandbox ids 0..65535"
