@@ -1,17 +1,20 @@
 """The btrfs-progs commands the pool uses, each a blocking call that raises ``RuntimeFailure``
 quoting btrfs's own message when it fails.
 
-btrfs-progs is the supported interface to subvolumes and qgroups (the ioctls behind it are
-stable, but their argument structs are not worth re-implementing); every call here is one
-short-lived process of a few milliseconds.
+btrfs-progs is the supported interface to subvolumes and qgroups; every call here is one
+short-lived process of a few milliseconds. The one exception is ``subvolume_info``, an ioctl,
+because the field it is for (``ctransid``) is not printed by btrfs-progs 6.2.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
+import struct
 import subprocess
+import uuid
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +23,15 @@ from hosts.errors import RuntimeFailure
 SUBVOLUME_INO = 256
 """The inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID)."""
 _COPY_CHUNK = 1 << 20
+
+# BTRFS_IOC_GET_SUBVOL_INFO = _IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args), the
+# struct being 504 bytes; the offsets are its fields' (linux/btrfs.h, checked with offsetof).
+_SUBVOL_INFO_SIZE = 504
+_IOC_GET_SUBVOL_INFO = (2 << 30) | (_SUBVOL_INFO_SIZE << 16) | (0x94 << 8) | 60
+_FLAGS_AT = 288
+_UUID_AT = 296
+_CTRANSID_AT = 344
+_ROOT_SUBVOL_RDONLY = 1 << 0
 
 
 def btrfs(*args: str | Path) -> str:
@@ -65,23 +77,31 @@ def set_readonly(path: Path, readonly: bool) -> None:
     btrfs("property", "set", "-ts", path, "ro", "true" if readonly else "false")
 
 
-def show(path: Path) -> dict[str, str]:
-    """``btrfs subvolume show`` as a mapping of its ``Name: value`` lines (UUID, Generation,
-    Flags, Subvolume ID …); the snapshot list and quota lines that follow are left out."""
-    fields: dict[str, str] = {}
-    for line in btrfs("subvolume", "show", path).splitlines()[1:]:
-        name, sep, value = line.strip().partition(":")
-        if not sep:
-            continue
-        if name == "Snapshot(s)":
-            break
-        fields[name] = value.strip()
-    return fields
+def subvolume_info(path: Path) -> tuple[str, int, bool]:
+    """``(uuid, ctransid, readonly)`` of subvolume ``path``, from its root item.
+
+    ``ctransid`` is the transaction that last changed the subvolume's contents (data, inodes,
+    xattrs, directories); unlike the root item's ``generation`` it does not move when the
+    subvolume is only snapshotted, sent or has its read-only flag toggled. It is set when the
+    change is committed: ``sync`` first for changes still in memory.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        args = bytearray(_SUBVOL_INFO_SIZE)
+        fcntl.ioctl(fd, _IOC_GET_SUBVOL_INFO, args)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot read the subvolume info of {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    (flags,) = struct.unpack_from("<Q", args, _FLAGS_AT)
+    (ctransid,) = struct.unpack_from("<Q", args, _CTRANSID_AT)
+    subvolume_uuid = str(uuid.UUID(bytes=bytes(args[_UUID_AT : _UUID_AT + 16])))
+    return subvolume_uuid, ctransid, bool(flags & _ROOT_SUBVOL_RDONLY)
 
 
 def sync(path: Path) -> None:
     """Write out dirty data and commit the transaction of the filesystem holding ``path``:
-    generations and qgroup numbers are only brought up to date by a commit."""
+    ``ctransid`` and qgroup numbers are only brought up to date by a commit."""
     btrfs("filesystem", "sync", path)
 
 

@@ -75,11 +75,13 @@ class PoolConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SubvolumeIdentity(msgspec.Struct, frozen=True):
-    """Which subvolume, and in which state: ``uuid`` is never reused, ``generation`` is the
-    transaction that last changed it (any write moves it forward)."""
+    """Which subvolume, and which state of its contents: ``uuid`` is never reused, ``ctransid``
+    is the transaction that last changed anything in it (data, metadata, xattrs) and moves
+    forward with any write; snapshotting, sending or reading it, or toggling its read-only
+    flag, change neither."""
 
     uuid: str
-    generation: int
+    ctransid: int
     readonly: bool
 
 
@@ -213,15 +215,12 @@ class StoragePool:
         return referenced
 
     def identity(self, path: Path) -> SubvolumeIdentity:
-        """The identity of subvolume ``path`` now (after a commit, so recent writes count)."""
+        """The identity of subvolume ``path`` now, after a commit so that writes still in
+        memory count. What a host-local snapshot's signature covers (docs/runtime.md)."""
         path = self._subvolume(path)
         _btrfs.sync(path)
-        fields = _btrfs.show(path)
-        return SubvolumeIdentity(
-            uuid=fields["UUID"],
-            generation=int(fields["Generation"]),
-            readonly="readonly" in fields["Flags"],
-        )
+        subvolume_uuid, ctransid, readonly = _btrfs.subvolume_info(path)
+        return SubvolumeIdentity(uuid=subvolume_uuid, ctransid=ctransid, readonly=readonly)
 
     def send(self, path: Path, parent: Path | None, out: IO[bytes]) -> None:
         """Write read-only subvolume ``path`` to ``out`` as a btrfs send stream: whole, or as
@@ -349,7 +348,7 @@ def _remove(path: Path) -> None:
             nested = _nested_subvolumes(path, st.st_dev)
             if not nested:
                 raise
-            if "readonly" in _btrfs.show(path)["Flags"]:
+            if _btrfs.subvolume_info(path)[2]:
                 _btrfs.set_readonly(path, False)  # its directories must change to lose them
     else:
         nested = _nested_subvolumes(path, st.st_dev)

@@ -17,7 +17,7 @@ import pytest
 
 from hosts.errors import InvalidRequest, RuntimeFailure, SandboxConflict
 from hosts.storage import _btrfs, _import, _loop
-from hosts.storage.pool import PoolConfig, StoragePool
+from hosts.storage.pool import PoolConfig, StoragePool, SubvolumeIdentity
 from hosts.templates import describe_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="btrfs pools need root (mount, losetup)")
@@ -379,10 +379,16 @@ def test_identity_changes_with_any_write_and_only_then(pool: StoragePool, work: 
     assert sealed.readonly
 
     _btrfs.set_readonly(snap, False)  # toggling without writing changes nothing but the flag
-    assert pool.identity(snap) == sealed.__class__(sealed.uuid, sealed.generation, False)
+    assert pool.identity(snap) == SubvolumeIdentity(sealed.uuid, sealed.ctransid, False)
     _btrfs.set_readonly(snap, True)
     assert pool.identity(snap) == sealed
     (disk / "data").write_bytes(b"the source changes")  # other subvolumes do not count
+    assert pool.identity(snap) == sealed
+    pool.writable_copy(snap, work / "restored")  # neither do using it: restores, sends, reads
+    (work / "restored" / "data").write_bytes(b"the restored disk changes")
+    pool.snapshot(snap, work / "again")
+    pool.send(snap, None, io.BytesIO())
+    assert (snap / "data").read_bytes() == b"0123456789"
     assert pool.identity(snap) == sealed
 
     _btrfs.set_readonly(snap, False)
@@ -391,7 +397,7 @@ def test_identity_changes_with_any_write_and_only_then(pool: StoragePool, work: 
     _btrfs.set_readonly(snap, True)
     tampered = pool.identity(snap)
     assert tampered.uuid == sealed.uuid and tampered.readonly
-    assert tampered.generation > sealed.generation
+    assert tampered.ctransid > sealed.ctransid
 
     # A fresh snapshot in its place (the same content, even) is another subvolume.
     pool.delete(snap)
@@ -406,7 +412,7 @@ def test_identity_catches_a_metadata_only_change(pool: StoragePool, work: Path) 
     _btrfs.set_readonly(snap, False)
     os.chmod(snap / "data", 0o777)
     _btrfs.set_readonly(snap, True)
-    assert pool.identity(snap).generation > sealed.generation
+    assert pool.identity(snap).ctransid > sealed.ctransid
 
 
 # Send / receive
