@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import mmap
 import os
 import stat
 import struct
@@ -405,12 +406,22 @@ def test_identity_changes_with_any_write_and_only_then(pool: StoragePool, work: 
     assert pool.identity(snap).uuid != sealed.uuid
 
 
-def test_identity_catches_a_metadata_only_change(pool: StoragePool, work: Path) -> None:
+@pytest.mark.parametrize("change", ["chmod", "xattr", "utime", "mmap"])
+def test_identity_catches_any_kind_of_change(pool: StoragePool, work: Path, change: str) -> None:
     snap = work / "snap"
-    pool.snapshot(subvolume_with(work / "disk", {"data": b"x"}), snap)
+    pool.snapshot(subvolume_with(work / "disk", {"data": b"x" * 4096}), snap)
     sealed = pool.identity(snap)
     _btrfs.set_readonly(snap, False)
-    os.chmod(snap / "data", 0o777)
+    target = snap / "data"
+    if change == "chmod":
+        os.chmod(target, 0o777)
+    elif change == "xattr":
+        os.setxattr(target, "user.added", b"1")
+    elif change == "utime":
+        os.utime(target, (1, 1))
+    else:
+        with open(target, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+            mapped[10] = 0x41
     _btrfs.set_readonly(snap, True)
     assert pool.identity(snap).ctransid > sealed.ctransid
 
