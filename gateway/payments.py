@@ -68,8 +68,9 @@ from contracts.control import (
     PaymentRecord,
     StoredResponse,
 )
+from core.http.routes import CoreRoutes
 from gateway.config import GatewayConfig, PaymentConfig
-from gateway.forward import CLIENT_CLOSED, Forwarder, Headers, Outcome, Receive, Send, Upstream
+from gateway.forward import CLIENT_CLOSED, Forwarder, Headers, Outcome, Receive, Send, Upstream, map_path
 from gateway.idempotency import Claim, PaymentState, credential_hash, request_fingerprint
 from gateway.ledger import AlreadyRecorded, KeyReused, Ledger, LedgerError
 from gateway.prices import LivePrices
@@ -133,6 +134,7 @@ class PaymentGate:
         self._origin = pay.public_url or f"http://{pay.realm}"
         self._edge_auth = f"Bearer {pay.edge_token}".encode()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._routes = CoreRoutes()
         self._handlers: dict[tuple[str, str], Any] = {}
         """pympp challenge handlers by (price, description): building one per 402 cost ~9% of
         the issuance path; expiry and body are per request (``expires_in``, ``_bound_body``)."""
@@ -161,7 +163,7 @@ class PaymentGate:
                 send, upstream, 400, "bad-request", "Bad Request", "encoded '/' in the path"
             )
         quote = self.prices.table.quote(upstream.method, upstream.raw_path.decode("latin-1"))
-        if quote.free or not quote.payable:
+        if quote.free or not quote.payable or not self._served(upstream):
             return await forwarder.forward(upstream, receive, send)
         if self.mode == "both" and _has_bearer(upstream.headers):
             return await self._bearer(upstream, quote, receive, send, forwarder)
@@ -172,6 +174,13 @@ class PaymentGate:
             # all come before any money moves.
             log.warning("redis_unavailable", error=str(exc))
             return await _unavailable(send, upstream)
+
+    def _served(self, upstream: Upstream) -> bool:
+        """Whether the core has a route for the request (``core.http.routes``). One it does
+        not serve is passed on unpaid, to be answered 404 or 405: a caller never pays for a
+        route that does not exist, whatever price a wildcard row or the default gives it."""
+        target = map_path(upstream.raw_path).decode("latin-1")
+        return self._routes.serves(upstream.method, target)
 
     def refuse_websocket(self, upstream: Upstream) -> tuple[int, str, str] | None:
         """A WebSocket (a terminal) cannot be paid per call: a 402 challenge binds one request

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from litestar import Litestar, Response, get
 from litestar.datastructures import State
+from litestar.types import ControllerRouterHandler
 
 from contracts.observability import configure_logging
 from contracts.public import Health
@@ -72,6 +73,31 @@ async def _sweeper(
             log.exception("sweep_failed")
 
 
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    health,
+    metrics,
+    NativeSandboxes,
+    NativeLifecycle,
+    NativeSnapshots,
+    DaytonaLifecycle,
+    ApiKeys,
+    DaytonaSandboxes,
+    DaytonaToolbox,
+    NativeSessions,
+    DaytonaSessions,
+    NativeGit,
+    DaytonaGit,
+    NativeFiles,
+    DaytonaFiles,
+    DaytonaTransfers,
+    NativeWebhooks,
+    InternalHosts,
+    EdgePayments,
+    *TERMINAL_ROUTES,
+]
+"""Every route the core serves (``core/http/routes.py`` resolves requests against them)."""
+
+
 def create_app(config: CoreConfig | None = None) -> Litestar:
     config = config or load_config()
     configure_logging("core", fmt=config.log_format)
@@ -119,28 +145,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             await db.close()
 
     return Litestar(
-        route_handlers=[
-            health,
-            metrics,
-            NativeSandboxes,
-            NativeLifecycle,
-            NativeSnapshots,
-            DaytonaLifecycle,
-            ApiKeys,
-            DaytonaSandboxes,
-            DaytonaToolbox,
-            NativeSessions,
-            DaytonaSessions,
-            NativeGit,
-            DaytonaGit,
-            NativeFiles,
-            DaytonaFiles,
-            DaytonaTransfers,
-            NativeWebhooks,
-            InternalHosts,
-            EdgePayments,
-            *TERMINAL_ROUTES,
-        ],
+        route_handlers=ROUTE_HANDLERS,
         lifespan=[lifespan],
         middleware=[request_context],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ from tests.gateway.payment_fixtures import (  # noqa: F401 - fixtures are used b
     wait_for,
 )
 from tests.gateway.servers import Server
+from tests.support import await_for
 
 pytestmark = pytest.mark.stack
 
@@ -231,7 +232,8 @@ async def test_pay_for_create_exec_and_delete(
             deleted = await client.delete(path)
             assert deleted.status_code in (200, 204), deleted.text
 
-    rows = await ledger(stack, payer.address)
+    # the gateway writes each call's outcome just after answering it: wait for all five
+    rows = await _wait_outcomes(stack, payer.address, 5)
     assert [(r["method"], r["amount"]) for r in rows] == [
         ("POST", CREATE_PRICE),
         ("POST", CREATE_PRICE),
@@ -240,7 +242,6 @@ async def test_pay_for_create_exec_and_delete(
         ("DELETE", DELETE_PRICE),
     ]
     assert all(r["tx_hash"] and r["upstream_status"] is not None for r in rows)
-    await _wait_outcomes(stack, payer.address, len(rows))
     prices = sum(r["amount"] for r in rows)
     fees = sum(devnet.fee(r["tx_hash"]) for r in rows)
     assert devnet.balance(pay_gateway.recipient) - recipient_before == prices
@@ -258,14 +259,15 @@ async def test_pay_for_create_exec_and_delete(
     assert all({"verify_ms", "broadcast_ms", "record_ms", "forward_ms"} <= set(t) for t in timings)
 
 
-async def _wait_outcomes(stack: Stack, payer: str, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+async def _wait_outcomes(stack: Stack, payer: str, count: int) -> list[Any]:
+    """The payer's ledger rows once there are ``count`` and each has its outcome."""
+
+    async def recorded() -> list[Any]:
         rows = await ledger(stack, payer)
-        if len(rows) == count and all(r["completed_at"] is not None for r in rows):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("outcomes were not recorded")
+        done = len(rows) == count and all(r["completed_at"] is not None for r in rows)
+        return rows if done else []
+
+    return await await_for(recorded, what=f"{count} ledger rows with their outcomes")
 
 
 async def test_payers_only_see_their_own_sandboxes_and_failures_become_credit(
@@ -442,3 +444,27 @@ async def test_both_mode(stack: Stack, devnet: Devnet, tmp_path: Path, gateway: 
             assert listed.status_code == 200 and "payment-receipt" in listed.headers
     finally:
         both.stop()
+
+
+async def test_a_route_the_core_does_not_serve_is_never_charged(
+    anon: httpx.AsyncClient, payer: Payer, devnet: Devnet, stack: Stack
+) -> None:
+    """Seed 004 prices routes dnah has not built (``tests/pricing/test_served.py``), and the
+    toolbox wildcard and the default price cover any path: none of them is sold when the core
+    has no route for it — no challenge, the core's 404 (or 405) for free."""
+    balance = devnet.balance(payer.address)
+    async with payer.client(str(anon.base_url)) as client:
+        for method, path in [
+            ("GET", "/sandbox/sbx-1/build-logs-url"),  # priced by its own row
+            ("POST", "/sandbox/sbx-1/backup"),
+            ("GET", "/sandbox/sbx-1/toolbox/no/such/tool"),  # by the toolbox wildcard
+            ("GET", "/nothing/here"),  # by the default price
+            ("PATCH", "/v1/sandboxes"),  # a path the core has, a method it does not take
+        ]:
+            answer = await client.request(method, path)
+            assert answer.status_code in (404, 405), (method, path, answer.text)
+            assert "payment-receipt" not in answer.headers
+        unpaid = await anon.get("/sandbox/sbx-1/build-logs-url")
+        assert unpaid.status_code == 404 and "www-authenticate" not in unpaid.headers
+    assert devnet.balance(payer.address) == balance
+    assert await ledger(stack, payer.address) == []
