@@ -16,6 +16,7 @@ import httpx
 
 from cli.stack import Stack
 from tests.core.test_files import create, sh
+from tests.support import wait_for
 
 
 def state(org: httpx.Client, sid: str) -> str:
@@ -192,25 +193,35 @@ async def test_the_reaper_stops_idle_sandboxes_and_deletes_stopped_ones(
 
 def test_pause_freezes_in_place_and_resume_continues(org: httpx.Client) -> None:
     sid = create(org)
-    counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
-    sh(org, sid, f"nohup sh -c '{counter}' >/dev/null 2>&1 &")
-    time.sleep(0.3)
-    before = int(sh(org, sid, "cat /tmp/count"))
+    # a loop that appends "tick nanoseconds" (the kernel's clock, the same as the test's)
+    ticker = "i=0; while :; do i=$((i+1)); echo $i $(date +%s%N) >> /tmp/ticks; sleep 0.05; done"
+    sh(org, sid, f"nohup sh -c '{ticker}' >/dev/null 2>&1 &")
+
+    def ticks() -> list[tuple[int, int]]:
+        out = sh(org, sid, "cat /tmp/ticks 2>/dev/null || true")
+        return [(int(n), int(ns)) for n, ns in (line.split() for line in out.splitlines() if line.strip())]
+
+    def ticked_past(count: int) -> list[tuple[int, int]]:
+        seen = ticks()
+        return seen if seen and seen[-1][0] > count else []
+
+    wait_for(lambda: ticked_past(2), what="the loop to tick")
     assert op(org, sid, "pause")["state"] == "paused"
+    paused_at = time.time_ns()
     assert org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true"]}).status_code == 409
     assert org.get(f"/sandbox/{sid}").json()["state"] == "paused"
-    time.sleep(1.0)  # ~20 ticks if it were running
+    time.sleep(1.0)  # the window the frozen loop must not tick in (~20 ticks if it ran)
+    resumed_at = time.time_ns()
     assert op(org, sid, "resume")["state"] == "started"
-    after_pause = int(sh(org, sid, "cat /tmp/count"))
-    assert after_pause - before <= 4, (before, after_pause)  # frozen meanwhile
-    time.sleep(0.5)
-    assert int(sh(org, sid, "cat /tmp/count")) - after_pause >= 3  # the same loop runs on
+    during = [t for t in ticks() if paused_at < t[1] < resumed_at]
+    assert during == [], "the loop ran while the sandbox was paused"
+    last = ticks()[-1][0]
+    wait_for(lambda: ticked_past(last + 2), what="the same loop to run on")
     # Daytona's start resumes a paused sandbox too
     assert org.post(f"/sandbox/{sid}/pause").json()["state"] == "paused"
     assert org.post(f"/sandbox/{sid}/start").json()["state"] == "started"
-    again = int(sh(org, sid, "cat /tmp/count"))
-    time.sleep(0.3)
-    assert int(sh(org, sid, "cat /tmp/count")) > again
+    again = ticks()[-1][0]
+    wait_for(lambda: ticked_past(again), what="the loop to run on after start")
 
 
 def test_archive_and_start_unarchives_with_the_data(org: httpx.Client, stack: Stack) -> None:
