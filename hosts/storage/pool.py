@@ -95,6 +95,9 @@ class StoragePool:
         self.disks = root / "disks"
         self.snapshots = root / "snapshots"
         self.staging = root / ".staging"
+        self.quota_mode = "full"
+        """``"simple"`` (what a subvolume wrote itself is charged to it, once) or ``"full"``
+        (everything it references); see ``_btrfs.enable_quotas``."""
 
     @classmethod
     def open(cls, config: PoolConfig) -> StoragePool:
@@ -120,8 +123,8 @@ class StoragePool:
         else:
             _loop.mount_image(config.image, config.mountpoint, config.size_bytes)
         root = config.root.resolve()
-        _btrfs.enable_quotas(root)
         pool = cls(root)
+        pool.quota_mode = _btrfs.enable_quotas(root)
         for directory in (pool.templates, pool.disks, pool.snapshots, pool.staging):
             directory.mkdir(exist_ok=True)
         pool._sweep()
@@ -202,15 +205,17 @@ class StoragePool:
             _remove(path)
 
     def set_limit(self, path: Path, limit_bytes: int | None) -> None:
-        """Cap subvolume ``path`` at ``limit_bytes`` referenced bytes (None lifts the cap).
-        Writes past it fail with EDQUOT inside the sandbox, which keeps running."""
+        """Cap subvolume ``path`` at ``limit_bytes`` (None lifts the cap): with simple quotas,
+        the bytes it wrote itself (data shared from its template or the snapshot it was made
+        from is charged to them); with full quotas, all it references. Writes past it fail
+        with EDQUOT inside the sandbox, which keeps running."""
         if limit_bytes is not None and limit_bytes <= 0:
             raise InvalidRequest(f"a disk limit must be positive, not {limit_bytes}")
         _btrfs.limit_referenced(self._subvolume(path), limit_bytes)
 
     def usage(self, path: Path) -> int:
-        """Bytes subvolume ``path`` references (what its limit counts), committed first so
-        that the number includes the latest writes."""
+        """The bytes ``set_limit`` counts for subvolume ``path`` (see there), committed first
+        so that the number includes the latest writes."""
         referenced, _exclusive = _btrfs.qgroup_usage(self._subvolume(path), settle=True)
         return referenced
 
