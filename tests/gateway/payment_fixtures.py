@@ -33,6 +33,7 @@ from mpp.methods.tempo._attribution import encode as attribution_memo
 from mpp.runtime import CredentialParams
 
 from cli.stack import Stack
+from contracts.control import REQUEST_ID_HEADER
 from contracts.tempo import (
     BASE_FEE_PER_GAS,
     EXPIRING_NONCE_KEY,
@@ -43,6 +44,7 @@ from contracts.tempo import (
     TRANSFER_WITH_MEMO_SELECTOR,
 )
 from pricing import default_table_path
+from tests import support
 from tests.gateway.servers import REPO, Server, free_port, gateway_env, start
 
 MPP_SECRET = "payments-test-secret-" + "s" * 32
@@ -341,8 +343,15 @@ async def credit(stack: Stack, payer: str) -> int:
 
 def core_saw(stack: Stack, request_id: str) -> list[dict[str, Any]]:
     """The core's request log lines for ``request_id``, apart from the gateway's own ledger
-    calls (``/internal/...``): empty means the request was never forwarded."""
-    time.sleep(0.3)  # the core logs a request just after answering it
+    calls (``/internal/...``): empty means the request was never forwarded.
+
+    The core logs a request just after answering it, so a barrier request is sent to the
+    core afterwards and its line waited for: by then any line of the earlier request, which
+    was answered before the barrier was even sent, is in the log too."""
+    barrier = f"barrier-{uuid.uuid4().hex}"
+    httpx.get(stack.config.core_url + "/health", headers={REQUEST_ID_HEADER: barrier})
+    log = stack.var / "log" / "core.log"
+    support.wait_for(lambda: barrier in log.read_text(), what="the core to log the barrier request")
     seen = []
     for line in (stack.var / "log" / "core.log").read_text().splitlines():
         if request_id in line and line.startswith("{"):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from tests.gateway.servers import gateway_env, granian
+from tests.support import wait_for
 
 
 def test_defaults() -> None:
@@ -94,6 +94,8 @@ def test_bad_config_stops_the_server_at_start(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(0.1)
     assert returncode != 0
-    assert "ConfigError: DNAH_PAYMENT_RECIPIENT is required" in log.read_text()
+    wait_for(
+        lambda: "ConfigError: DNAH_PAYMENT_RECIPIENT is required" in log.read_text(),
+        what="the start-up error in the log",
+    )

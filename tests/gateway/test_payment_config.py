@@ -3,7 +3,6 @@ the variable."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from contracts.tempo import PATH_USD, USDC_E
 from gateway.config import ConfigError, PaymentConfig, load_config
 from pricing import default_table_path
 from tests.gateway.servers import gateway_env, granian
+from tests.support import wait_for
 
 RECIPIENT = "0x742d35Cc6634c0532925a3b844bC9e7595F8fE00"
 REQUIRED = {
@@ -147,9 +147,11 @@ def test_a_missing_setting_stops_the_server_at_start(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(0.1)
     assert returncode != 0
-    assert "ConfigError: DNAH_PAYMENT_RECIPIENT is required" in log.read_text()
+    wait_for(
+        lambda: "ConfigError: DNAH_PAYMENT_RECIPIENT is required" in log.read_text(),
+        what="the start-up error in the log",
+    )
 
 
 def test_a_broken_price_table_stops_the_server_at_start(tmp_path: Path) -> None:
@@ -164,6 +166,8 @@ def test_a_broken_price_table_stops_the_server_at_start(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(0.1)
     assert returncode != 0
-    assert f"ConfigError: DNAH_PRICING_FILE: {table}:2:" in log.read_text()
+    wait_for(
+        lambda: f"ConfigError: DNAH_PRICING_FILE: {table}:2:" in log.read_text(),
+        what="the start-up error in the log",
+    )
