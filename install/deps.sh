@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make up` and `make test` need on a Debian/Ubuntu machine, as root:
-# system packages (Postgres, Redis, debootstrap, nftables, btrfs-progs) and the project's virtualenv.
+# system packages (Postgres, Redis, debootstrap, nftables, btrfs-progs, runc) and the project's virtualenv.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
 command -v btrfs >/dev/null || need+=(btrfs-progs)   # the storage pool (hosts/storage/)
+command -v runc >/dev/null || need+=(runc)   # runs every sandbox (hosts/runtime/oci/)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)   # the mppx client in the payment tests
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,12 +6,14 @@
     base.json     DiskBase: the template build the disk was made on
     boot.json     BootRecord, present exactly while the sandbox is booted (written before
                   its first process starts, removed after its last one is gone)
-    upper/        the disk: overlayfs upper layer over the template's rootfs
-    work/         overlayfs work directory
-    rootfs/       empty mount point; the overlay is mounted on it only inside the sandbox's
-                  own mount namespace, so the host never sees a mount here
+    bundle/       the OCI bundle: config.json, rewritten at every boot
+    sys/          a sysfs of the sandbox's network namespace, mounted while it is booted
+                  (bound read-only at /sys inside)
+    hosts         bound read-only at /etc/hosts: localhost and the sandbox's hostname
     run/          bound at /run/dnah inside; owned by the sandbox user; holds agent.sock
-    console.log   the launcher's and the agent's stdout/stderr
+    console.log   runc's and the agent's stdout/stderr (runc's log lines are JSON)
+
+The disk itself is a subvolume of the storage pool (``hosts/storage``), not in here.
 
 Recovery reads ``spec.json``, ``base.json`` and ``boot.json`` back, so everything a later
 hostd needs to adopt or clean up a sandbox is in this directory.
@@ -21,14 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
 from contracts.host import SandboxSpec
 from hosts.errors import SandboxConflict
-from hosts.runtime._mounts import remove_tree
 
 _CONSOLE_TAIL = 2000
 
@@ -49,9 +49,9 @@ class BootRecord(msgspec.Struct, frozen=True, kw_only=True):
 class SandboxDir:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.upper = path / "upper"
-        self.work = path / "work"
-        self.rootfs = path / "rootfs"
+        self.bundle = path / "bundle"
+        self.sysfs = path / "sys"
+        self.hosts = path / "hosts"
         self.run = path / "run"
         self.agent_socket = self.run / "agent.sock"
         self.console = path / "console.log"
@@ -76,13 +76,13 @@ class SandboxDir:
             raise SandboxConflict(f"sandbox {self.sandbox_id} already exists") from None
 
     def populate(self, spec: SandboxSpec, base: DiskBase, uid: int, gid: int) -> None:
-        """Lay out a new, empty disk in the claimed directory."""
-        for directory in (self.upper, self.work, self.rootfs, self.run):
+        """Lay out the claimed directory; ``uid``/``gid`` (host ids) own the agent's ``run/``."""
+        for directory in (self.bundle, self.sysfs, self.run):
             directory.mkdir(mode=0o755)
-        # The upper directory's own mode and owner become those of the sandbox's "/".
-        os.chmod(self.upper, 0o755)  # noqa: S103 — whatever hostd's umask, "/" must be readable
         os.chown(self.run, uid, gid)
         os.chmod(self.run, 0o700)
+        self.hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{spec.id}\n")
+        os.chmod(self.hosts, 0o644)
         _write(self._base, base)
         self.write_spec(spec)
 
@@ -118,30 +118,6 @@ class SandboxDir:
                 return f.read().decode(errors="replace").strip()
         except FileNotFoundError:
             return ""
-
-    def replace_upper(self, fill: Callable[[Path], None]) -> None:
-        """Swap the disk for a new one that ``fill`` writes into an empty directory.
-
-        The old disk is moved aside before the new one takes its place and only removed
-        afterwards, so a crash at any point leaves a whole disk for ``repair`` to put back.
-        """
-        staging, old = self.path / "upper.new", self.path / "upper.old"
-        remove_tree(staging)
-        staging.mkdir(mode=0o755)
-        fill(staging)
-        os.rename(self.upper, old)
-        os.rename(staging, self.upper)
-        remove_tree(old)
-        remove_tree(self.work)
-        self.work.mkdir(mode=0o755)
-
-    def repair(self) -> None:
-        """Finish or roll back a ``replace_upper`` that a crash interrupted."""
-        staging, old = self.path / "upper.new", self.path / "upper.old"
-        if not self.upper.exists() and old.exists():
-            os.rename(old, self.upper)
-        remove_tree(staging)
-        remove_tree(old)
 
 
 def _write(path: Path, record: msgspec.Struct) -> None:

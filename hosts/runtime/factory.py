@@ -1,7 +1,7 @@
 """Builds the configured runtime backend. The one place that knows which backends exist.
 
 ``DNAH_HOST_RUNTIME`` picks it (``hosts/config.py``): ``oci`` (the default) is the isolating
-runtime, the namespace one for now; ``fake`` isolates nothing and exists for tests, so it is
+runtime (runc, ``hosts/runtime/oci``); ``fake`` isolates nothing and exists for tests, so it is
 built only when named explicitly.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 from hosts.config import HostdConfig
 from hosts.runtime.base import SandboxRuntime
 from hosts.runtime.fake import FakeConfig, FakeRuntime
-from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.runtime.oci import OciConfig, OciRuntime
+from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
 
 
@@ -18,10 +19,12 @@ def make_runtime(config: HostdConfig, templates: TemplateStore | None = None) ->
     if config.runtime == "fake":
         return FakeRuntime(FakeConfig(state_dir=config.state_dir / "fake", guest_dir=config.guest_dir))
     templates = templates or TemplateStore(config.template_cache, config.build_script)
-    return NamespaceRuntime(
-        NamespaceConfig(
+    return OciRuntime(
+        OciConfig(
             state_dir=config.state_dir,
             templates=templates,
+            pool=PoolConfig.from_hostd(config),
+            uid_base=config.sandbox_uid_base,
             guest_dir=config.guest_dir,
             bridge=config.bridge,
             subnet=config.subnet,

@@ -1,4 +1,4 @@
-"""Fixtures for the hostd suites that drive the namespace runtime directly (real sandboxes).
+"""Fixtures for the hostd suites that drive the OCI runtime directly (real sandboxes).
 
 Each xdist worker gets its own bridge, subnet and cgroup parent (``dnaht<n>``,
 ``10.214.<n>.0/24``), so workers, the other hostd suites and a live ``make up`` never share a
@@ -7,7 +7,8 @@ it (an flock per index), in which case the next free one is used: two sessions r
 once would otherwise tear down each other's bridge. The base template comes from the
 shared, content-hashed cache (built on first use, normally already there: ``make test``
 builds it before the suites run). Everything the session created on the host is removed at
-its end.
+its end. Each session has its own storage pool (a loop-mounted btrfs image in its state
+directory), unmounted at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import asyncio
 import fcntl
 import ipaddress
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +29,8 @@ from contracts import guest
 from contracts.host import SandboxInfo, SandboxSpec
 from hosts.agent_client import AgentClient
 from hosts.config import BUILD_SCRIPT, GUEST_DIR
-from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.runtime.oci import OciConfig, OciRuntime
+from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
 from tests.support import worker_index
 
@@ -37,7 +41,7 @@ LOCK_DIR = Path("/run/lock")
 @pytest.fixture(scope="session")
 def template_store() -> TemplateStore:
     if os.geteuid() != 0:
-        pytest.skip("the namespace runtime needs root")
+        pytest.skip("the OCI runtime needs root")
     store = TemplateStore(TEMPLATE_CACHE, BUILD_SCRIPT)
     store.ensure()
     return store
@@ -62,13 +66,18 @@ def kernel_index() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def ns_config(
+def oci_config(
     template_store: TemplateStore, tmp_path_factory: pytest.TempPathFactory, kernel_index: int
-) -> NamespaceConfig:
+) -> OciConfig:
     n = kernel_index
-    return NamespaceConfig(
-        state_dir=tmp_path_factory.mktemp("hostd-state"),
+    # The sandboxes' root (an unprivileged host uid) must pass through every directory above
+    # the pool's disks, which pytest's own 0700 temporary directories do not allow.
+    state_dir = Path(tempfile.mkdtemp(prefix="dnah-oci-", dir="/tmp"))
+    state_dir.chmod(0o711)
+    return OciConfig(
+        state_dir=state_dir,
         templates=template_store,
+        pool=PoolConfig(image=state_dir / "pool.img", size_bytes=16 * 2**30, mountpoint=state_dir / "pool"),
         guest_dir=GUEST_DIR,
         bridge=f"dnaht{n}",
         subnet=ipaddress.IPv4Network(f"10.214.{n}.0/24"),
@@ -78,13 +87,14 @@ def ns_config(
 
 
 @pytest.fixture(scope="session")
-async def runtime(ns_config: NamespaceConfig) -> AsyncIterator[NamespaceRuntime]:
-    rt = NamespaceRuntime(ns_config)
+async def runtime(oci_config: OciConfig) -> AsyncIterator[OciRuntime]:
+    rt = OciRuntime(oci_config)
     await rt.recover()
     yield rt
     for info in rt.list():
         await rt.destroy(info.id)
     await rt.remove_host_setup()
+    shutil.rmtree(oci_config.state_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -101,7 +111,7 @@ def make_spec(sandbox_id: str, **overrides: object) -> SandboxSpec:
 class Box:
     """A running test sandbox and a connection to its agent."""
 
-    def __init__(self, runtime: NamespaceRuntime, info: SandboxInfo, client: AgentClient) -> None:
+    def __init__(self, runtime: OciRuntime, info: SandboxInfo, client: AgentClient) -> None:
         self.runtime = runtime
         self.info = info
         self.client = client
@@ -125,7 +135,7 @@ class Box:
         self.client = await AgentClient.connect(self.runtime.agent_socket(self.id))
 
 
-async def open_box(runtime: NamespaceRuntime, spec: SandboxSpec, snapshot: Path | None = None) -> Box:
+async def open_box(runtime: OciRuntime, spec: SandboxSpec, snapshot: Path | None = None) -> Box:
     info = await runtime.create(spec, snapshot)
     client = await AgentClient.connect(runtime.agent_socket(spec.id))
     return Box(runtime, info, client)
@@ -137,7 +147,7 @@ async def close_box(box: Box) -> None:
 
 
 @pytest.fixture
-async def box(runtime: NamespaceRuntime, new_id: str) -> AsyncIterator[Box]:
+async def box(runtime: OciRuntime, new_id: str) -> AsyncIterator[Box]:
     """A fresh sandbox (1 CPU, 256 MB), destroyed after the test."""
     created = await open_box(runtime, make_spec(new_id))
     yield created
@@ -145,7 +155,7 @@ async def box(runtime: NamespaceRuntime, new_id: str) -> AsyncIterator[Box]:
 
 
 @pytest.fixture
-async def two_boxes(runtime: NamespaceRuntime) -> AsyncIterator[tuple[Box, Box]]:
+async def two_boxes(runtime: OciRuntime) -> AsyncIterator[tuple[Box, Box]]:
     boxes = await asyncio.gather(
         *(open_box(runtime, make_spec(f"t{uuid.uuid4().hex[:12]}")) for _ in range(2))
     )

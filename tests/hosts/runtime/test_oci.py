@@ -1,8 +1,9 @@
-"""The namespace runtime's lifecycle, on real sandboxes driven through their agent."""
+"""The OCI runtime's lifecycle, on real sandboxes driven through their agent."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -15,21 +16,23 @@ from pathlib import Path
 import pytest
 
 from hosts.errors import AgentUnavailable, RuntimeFailure, SandboxConflict, SandboxNotFound
-from hosts.runtime import _cgroups, _layout, _network, namespace
-from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.runtime import _layout, _network
+from hosts.runtime.oci import OciConfig, OciRuntime, _host
+from hosts.runtime.oci import runtime as oci_runtime
+from hosts.runtime.oci.runc import Runc
 from tests.hosts.conftest import Box, close_box, make_spec, open_box
 
 V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
 
 
-def host_cgroup(config: NamespaceConfig, sandbox_id: str, controller: str) -> Path:
+def host_cgroup(config: OciConfig, sandbox_id: str, controller: str) -> Path:
     """Where the host keeps ``controller``'s files for the sandbox (this machine's layout)."""
     if V2:
         return Path("/sys/fs/cgroup") / config.cgroup_parent / sandbox_id
     return Path("/sys/fs/cgroup") / controller / config.cgroup_parent / sandbox_id
 
 
-def traces(config: NamespaceConfig, sandbox_id: str) -> list[str]:
+def traces(config: OciConfig, sandbox_id: str) -> list[str]:
     """Everything of ``sandbox_id`` still on the host; empty when it left nothing behind."""
     sandbox_dir = config.state_dir / "sandboxes" / sandbox_id
     found = []
@@ -38,9 +41,13 @@ def traces(config: NamespaceConfig, sandbox_id: str) -> list[str]:
     mounts = Path("/proc/self/mountinfo").read_text()
     if str(sandbox_dir) in mounts:
         found.append("a mount under the sandbox directory")
-    for controller in _cgroups.V1_CONTROLLERS:
-        if host_cgroup(config, sandbox_id, controller).exists():
-            found.append(f"{controller} cgroup")
+    for root in _host.hierarchies():
+        if (root / config.cgroup_parent / sandbox_id).exists():
+            found.append(f"cgroup in {root}")
+    if (config.pool.mountpoint / "disks" / sandbox_id).exists():
+        found.append("disk")
+    if sandbox_id in Runc(config.state_dir / "runc").ids():
+        found.append("runc container")
     if (_network.NETNS_DIR / f"{config.bridge}@{sandbox_id}").exists():
         found.append("netns")
     ports = Path(f"/sys/class/net/{config.bridge}/brif")
@@ -60,18 +67,26 @@ def traces(config: NamespaceConfig, sandbox_id: str) -> list[str]:
 # create -------------------------------------------------------------------------------------
 
 
-async def test_create_boots_the_agent_as_an_unprivileged_user(box: Box) -> None:
+async def test_create_boots_the_agent_as_an_unprivileged_user(box: Box, oci_config: OciConfig) -> None:
     assert box.info.state == "running"
     assert await box.out("id -u; id -g; id -G") == "1000\n1000\n1000"
     assert await box.out("hostname") == box.id
-    status = await box.out("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status")
-    assert all(line.split()[1] in ("0000000000000000", "1") for line in status.splitlines()), status
-    assert "NoNewPrivs:\t1" in status
+    status = await box.out("grep -E '^(CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status")
+    assert all(line.split()[1] in ("0000000000000000", "0", "2") for line in status.splitlines()), status
+    assert "NoNewPrivs:\t0" in status and "Seccomp:\t2" in status  # sudo needs setuid
+    # Root inside is the unprivileged host uid range's first id.
+    agent = _agent_pid(oci_config, box.id)
+    assert Path(f"/proc/{agent}/uid_map").read_text().split() == [
+        "0",
+        str(oci_config.uid_base),
+        "65536",
+    ]
+    assert os.stat(f"/proc/{agent}").st_uid == oci_config.uid_base + 1000
     assert await box.out("readlink /proc/1/exe") == "/usr/bin/python3.11"
     assert await box.out("pwd; echo $HOME") == "/home/daytona\n/home/daytona"
 
 
-async def test_spec_env_reaches_commands(runtime: NamespaceRuntime, new_id: str) -> None:
+async def test_spec_env_reaches_commands(runtime: OciRuntime, new_id: str) -> None:
     created = await open_box(runtime, make_spec(new_id, env={"GREETING": "hello world", "PATH": "/bin"}))
     try:
         assert await created.out("echo $GREETING; echo $PATH") == "hello world\n/bin"
@@ -81,13 +96,13 @@ async def test_spec_env_reaches_commands(runtime: NamespaceRuntime, new_id: str)
 
 
 async def test_cgroup_limits_hold_on_the_host_and_inside(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+    runtime: OciRuntime, oci_config: OciConfig, new_id: str
 ) -> None:
     created = await open_box(runtime, make_spec(new_id, cpu=2, ram_mb=300))
     try:
-        memory = host_cgroup(ns_config, new_id, "memory")
-        cpu = host_cgroup(ns_config, new_id, "cpu")
-        pids = host_cgroup(ns_config, new_id, "pids")
+        memory = host_cgroup(oci_config, new_id, "memory")
+        cpu = host_cgroup(oci_config, new_id, "cpu")
+        pids = host_cgroup(oci_config, new_id, "pids")
         if V2:
             assert (cpu / "cpu.max").read_text().split() == ["200000", "100000"]
             assert int((memory / "memory.max").read_text()) == 300 * 2**20
@@ -105,6 +120,9 @@ async def test_cgroup_limits_hold_on_the_host_and_inside(
             )
             assert inside.split() == [str(300 * 2**20), "200000", "512"]
         assert (pids / "pids.max").read_text().strip() == "512"
+        assert (
+            await created.out("cat /sys/fs/cgroup/pids/pids.max" if not V2 else "cat /sys/fs/cgroup/pids.max")
+        ) == "512"
         # Every process of the sandbox, PID 1 first of all, is in its cgroup, which is the
         # root of the cgroup namespace it sees.
         host_pids = {int(p) for p in (pids / "cgroup.procs").read_text().split()}
@@ -112,18 +130,20 @@ async def test_cgroup_limits_hold_on_the_host_and_inside(
         assert len(agent) == 1
         own = {line.split(":", 1)[1] for line in (await created.out("cat /proc/self/cgroup")).splitlines()}
         assert {":/"} <= own if V2 else {"cpu:/", "memory:/", "pids:/", "freezer:/"} <= own
-        options = await created.out("awk '$2 ~ \"^/sys/fs/cgroup\" {print $4}' /proc/self/mounts")
+        # Every cgroup hierarchy is read-only (on v1 they sit in a tmpfs runc makes, owned by root
+        # inside, whose only contents they are).
+        options = await created.out("awk '$3 ~ \"^cgroup\" {print $4}' /proc/self/mounts")
         assert options and all(o.startswith("ro,") for o in options.splitlines()), options
     finally:
         await close_box(created)
 
 
-async def test_the_sandbox_has_its_own_network(box: Box, ns_config: NamespaceConfig) -> None:
+async def test_the_sandbox_has_its_own_network(box: Box, oci_config: OciConfig) -> None:
     assert box.info.ip is not None
-    assert ipaddress.IPv4Address(box.info.ip) in ns_config.subnet
+    assert ipaddress.IPv4Address(box.info.ip) in oci_config.subnet
     addr = await box.out("ip -4 -o addr show dev eth0")
-    assert f"inet {box.info.ip}/{ns_config.subnet.prefixlen}" in addr
-    gateway = ns_config.subnet.network_address + 1
+    assert f"inet {box.info.ip}/{oci_config.subnet.prefixlen}" in addr
+    gateway = oci_config.subnet.network_address + 1
     route = await box.out("ip route show default")
     assert route.startswith(f"default via {gateway} dev eth0")
     assert "LOOPBACK,UP" in await box.out("ip -o link show lo")
@@ -131,7 +151,7 @@ async def test_the_sandbox_has_its_own_network(box: Box, ns_config: NamespaceCon
     assert links.split() == ["eth0", "lo"]
 
 
-async def test_concurrent_creates_get_distinct_addresses(runtime: NamespaceRuntime) -> None:
+async def test_concurrent_creates_get_distinct_addresses(runtime: OciRuntime) -> None:
     ids = [f"tc{i}{os.getpid()}" for i in range(4)]
     boxes = await asyncio.gather(*(open_box(runtime, make_spec(i)) for i in ids))
     try:
@@ -149,7 +169,7 @@ async def test_create_rejects_a_taken_id(box: Box) -> None:
     assert await box.out("echo still here") == "still here"
 
 
-async def test_unknown_sandbox_is_not_found(runtime: NamespaceRuntime) -> None:
+async def test_unknown_sandbox_is_not_found(runtime: OciRuntime) -> None:
     with pytest.raises(SandboxNotFound):
         await runtime.stop("no-such-sandbox")
     with pytest.raises(SandboxNotFound):
@@ -160,7 +180,7 @@ async def test_unknown_sandbox_is_not_found(runtime: NamespaceRuntime) -> None:
 
 
 async def test_stop_keeps_the_disk_and_start_boots_it_again(
-    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
 ) -> None:
     await box.out("echo kept > ~/file; echo tmp > /tmp/file; mkdir -p /workspace/d")
     await box.client.close()
@@ -168,32 +188,32 @@ async def test_stop_keeps_the_disk_and_start_boots_it_again(
     stopped = await runtime.stop(box.id)
     assert stopped.state == "stopped" and stopped.ip is None
     assert not runtime.agent_socket(box.id).exists()
-    assert not host_cgroup(ns_config, box.id, "pids").exists()
-    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{box.id}").exists()
+    assert not host_cgroup(oci_config, box.id, "pids").exists()
+    assert not (_network.NETNS_DIR / f"{oci_config.bridge}@{box.id}").exists()
     assert (await runtime.stop(box.id)).state == "stopped"  # idempotent
 
     started = await runtime.start(make_spec(box.id, ram_mb=200))
     assert started.state == "running" and started.ip is not None
     await box.reconnect()
     assert await box.out("cat ~/file /tmp/file; test -d /workspace/d && echo dir") == "kept\ntmp\ndir"
-    memory = host_cgroup(ns_config, box.id, "memory")
+    memory = host_cgroup(oci_config, box.id, "memory")
     if not V2:
         assert int((memory / "memory.limit_in_bytes").read_text()) == 200 * 2**20
-    spec = json.loads((ns_config.state_dir / "sandboxes" / box.id / "spec.json").read_text())
+    spec = json.loads((oci_config.state_dir / "sandboxes" / box.id / "spec.json").read_text())
     assert spec["ram_mb"] == 200
     with pytest.raises(SandboxConflict):
         await runtime.start(make_spec(box.id))
 
 
 async def test_a_sandbox_whose_pid1_dies_is_reported_stopped(
-    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
 ) -> None:
-    pids = host_cgroup(ns_config, box.id, "pids") / "cgroup.procs"
+    pids = host_cgroup(oci_config, box.id, "pids") / "cgroup.procs"
     agent = next(int(p) for p in pids.read_text().split() if _nspid(int(p)) == 1)
     os.kill(agent, signal.SIGKILL)
     await _until(lambda: _state(runtime, box.id) == "stopped")
     assert not pids.parent.exists()
-    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{box.id}").exists()
+    assert not (_network.NETNS_DIR / f"{oci_config.bridge}@{box.id}").exists()
     started = await runtime.start(make_spec(box.id))
     assert started.state == "running"
 
@@ -201,16 +221,14 @@ async def test_a_sandbox_whose_pid1_dies_is_reported_stopped(
 # pause / resume ----------------------------------------------------------------------------
 
 
-async def test_pause_freezes_and_resume_thaws(
-    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
-) -> None:
+async def test_pause_freezes_and_resume_thaws(box: Box, runtime: OciRuntime, oci_config: OciConfig) -> None:
     paused = await runtime.pause(box.id)
     assert paused.state == "paused" and paused.ip == box.info.ip
     assert _state(runtime, box.id) == "paused"
     if V2:
-        assert "frozen 1" in (host_cgroup(ns_config, box.id, "").joinpath("cgroup.events").read_text())
+        assert "frozen 1" in (host_cgroup(oci_config, box.id, "").joinpath("cgroup.events").read_text())
     else:
-        state = host_cgroup(ns_config, box.id, "freezer") / "freezer.state"
+        state = host_cgroup(oci_config, box.id, "freezer") / "freezer.state"
         assert state.read_text().strip() == "FROZEN"
     with pytest.raises(AgentUnavailable):  # a frozen agent cannot answer
         await box.client.ping(timeout=0.3)
@@ -219,17 +237,15 @@ async def test_pause_freezes_and_resume_thaws(
     resumed = await runtime.resume(box.id)
     assert resumed.state == "running"
     if not V2:
-        assert (host_cgroup(ns_config, box.id, "freezer") / "freezer.state").read_text().strip() == "THAWED"
+        assert (host_cgroup(oci_config, box.id, "freezer") / "freezer.state").read_text().strip() == "THAWED"
     await box.reconnect()
     assert await box.out("echo awake") == "awake"
 
 
-async def test_stop_works_on_a_paused_sandbox(
-    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
-) -> None:
+async def test_stop_works_on_a_paused_sandbox(box: Box, runtime: OciRuntime, oci_config: OciConfig) -> None:
     await runtime.pause(box.id)
     assert (await runtime.stop(box.id)).state == "stopped"
-    assert not host_cgroup(ns_config, box.id, "pids").exists()
+    assert not host_cgroup(oci_config, box.id, "pids").exists()
     with pytest.raises(SandboxConflict):
         await runtime.pause(box.id)
 
@@ -238,7 +254,7 @@ async def test_stop_works_on_a_paused_sandbox(
 
 
 async def test_snapshot_and_restore_bring_the_disk_back(
-    box: Box, runtime: NamespaceRuntime, tmp_path: Path
+    box: Box, runtime: OciRuntime, tmp_path: Path
 ) -> None:
     await box.out("echo one > ~/kept; rm ~/.bashrc; mkdir ~/dir; echo x > ~/dir/inner")
     snapshot = tmp_path / "snap"
@@ -262,14 +278,12 @@ async def test_snapshot_and_restore_bring_the_disk_back(
     await box.reconnect()
     assert await box.out("cat ~/kept ~/dir/inner") == "one\nx"
     assert await box.out("test -e ~/later || echo gone") == "gone"
-    # The deletion of a template file (an overlay whiteout) survives the round trip.
+    # The deletion of a template file survives the round trip.
     assert await box.out("test -e ~/.bashrc || echo deleted") == "deleted"
     assert await box.out("stat -c '%u:%g %a' ~/kept") == "1000:1000 644"
 
 
-async def test_restore_of_a_stopped_sandbox_boots_it(
-    box: Box, runtime: NamespaceRuntime, tmp_path: Path
-) -> None:
+async def test_restore_of_a_stopped_sandbox_boots_it(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
     await box.out("echo v1 > ~/f")
     await runtime.stop(box.id)
     await runtime.snapshot(box.id, tmp_path)
@@ -279,9 +293,7 @@ async def test_restore_of_a_stopped_sandbox_boots_it(
     assert await box.out("cat ~/f") == "v1"
 
 
-async def test_restore_refuses_a_tampered_snapshot(
-    box: Box, runtime: NamespaceRuntime, tmp_path: Path
-) -> None:
+async def test_restore_refuses_a_tampered_snapshot(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
     await runtime.snapshot(box.id, tmp_path)
     with open(tmp_path / "rootfs.tar.zst", "ab") as archive:
         archive.write(b"\0")
@@ -291,7 +303,7 @@ async def test_restore_refuses_a_tampered_snapshot(
 
 
 async def test_restore_refuses_a_snapshot_of_another_base(
-    box: Box, runtime: NamespaceRuntime, tmp_path: Path
+    box: Box, runtime: OciRuntime, tmp_path: Path
 ) -> None:
     await runtime.snapshot(box.id, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -302,9 +314,7 @@ async def test_restore_refuses_a_snapshot_of_another_base(
     assert await box.out("echo untouched") == "untouched"
 
 
-async def test_create_from_a_snapshot_clones_its_disk(
-    box: Box, runtime: NamespaceRuntime, tmp_path: Path
-) -> None:
+async def test_create_from_a_snapshot_clones_its_disk(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
     new_id = f"{box.id}c"
     await box.out("echo cloned > ~/f")
     await runtime.snapshot(box.id, tmp_path)
@@ -322,12 +332,12 @@ async def test_create_from_a_snapshot_clones_its_disk(
 
 
 async def test_resize_changes_the_limits_live_and_records_them(
-    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
 ) -> None:
     info = await runtime.resize(box.id, 2, 512, 3)
     assert info.state == "running"
     assert runtime.spec(box.id).cpu == 2 and runtime.spec(box.id).disk_gb == 3
-    memory = host_cgroup(ns_config, box.id, "memory")
+    memory = host_cgroup(oci_config, box.id, "memory")
     limit = memory / ("memory.max" if (memory / "memory.max").exists() else "memory.limit_in_bytes")
     assert int(limit.read_text()) == 512 * 2**20
     # Memory beyond the old 256 MB limit is now usable.
@@ -339,7 +349,7 @@ async def test_resize_changes_the_limits_live_and_records_them(
 
 
 async def test_archive_drops_the_disk_and_unarchive_brings_it_back(
-    box: Box, runtime: NamespaceRuntime, ns_config: NamespaceConfig, tmp_path: Path
+    box: Box, runtime: OciRuntime, oci_config: OciConfig, tmp_path: Path
 ) -> None:
     await box.out("echo archived > ~/f")
     with pytest.raises(SandboxConflict, match="booted"):
@@ -347,11 +357,11 @@ async def test_archive_drops_the_disk_and_unarchive_brings_it_back(
     await runtime.stop(box.id)
     await runtime.snapshot(box.id, tmp_path)
     assert (await runtime.archive(box.id)).state == "archived"
-    upper = ns_config.state_dir / "sandboxes" / box.id / "upper"
-    assert not upper.exists()
+    disk = oci_config.pool.mountpoint / "disks" / box.id
+    assert not disk.exists()
     with pytest.raises(SandboxConflict, match="archived"):
         await runtime.snapshot(box.id, tmp_path / "again")
-    assert {i.id: i.state for i in await NamespaceRuntime(ns_config).recover()}[box.id] == "archived"
+    assert {i.id: i.state for i in await OciRuntime(oci_config).recover()}[box.id] == "archived"
 
     assert (await runtime.unarchive(box.id, tmp_path)).state == "stopped"
     with pytest.raises(SandboxConflict, match="not archived"):
@@ -362,31 +372,31 @@ async def test_archive_drops_the_disk_and_unarchive_brings_it_back(
 
 
 async def test_recover_finishes_an_interrupted_archive(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+    runtime: OciRuntime, oci_config: OciConfig, new_id: str
 ) -> None:
     """A crash after the marker but before the disk was dropped: the next start drops it."""
     await runtime.create(make_spec(new_id))
     await runtime.stop(new_id)
-    directory = ns_config.state_dir / "sandboxes" / new_id
+    directory = oci_config.state_dir / "sandboxes" / new_id
     (directory / "archived").touch()
-    successor = NamespaceRuntime(ns_config)
+    successor = OciRuntime(oci_config)
     assert {i.id: i.state for i in await successor.recover()}[new_id] == "archived"
-    assert not (directory / "upper").exists()
+    assert not (oci_config.pool.mountpoint / "disks" / new_id).exists()
     await successor.destroy(new_id)
     await runtime.destroy(new_id)
 
 
 async def test_recover_thaws_a_sandbox_a_snapshot_left_frozen(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+    runtime: OciRuntime, oci_config: OciConfig, new_id: str
 ) -> None:
     """hostd died while a snapshot held the sandbox frozen: the sandbox runs again, whereas a
     sandbox the user paused stays paused (see the test above)."""
     await runtime.create(make_spec(new_id))
-    (ns_config.state_dir / "sandboxes" / new_id / "frozen-for-snapshot").touch()
-    _cgroups.Cgroups(ns_config.cgroup_parent).sandbox(new_id).freeze()
-    successor = NamespaceRuntime(ns_config)
+    (oci_config.state_dir / "sandboxes" / new_id / "frozen-for-snapshot").touch()
+    Runc(oci_config.state_dir / "runc").pause(new_id)
+    successor = OciRuntime(oci_config)
     assert {i.id: i.state for i in await successor.recover()}[new_id] == "running"
-    assert not (ns_config.state_dir / "sandboxes" / new_id / "frozen-for-snapshot").exists()
+    assert not (oci_config.state_dir / "sandboxes" / new_id / "frozen-for-snapshot").exists()
     await successor.destroy(new_id)
     await runtime.destroy(new_id)
 
@@ -394,25 +404,23 @@ async def test_recover_thaws_a_sandbox_a_snapshot_left_frozen(
 # destroy -----------------------------------------------------------------------------------
 
 
-async def test_destroy_leaves_nothing(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
-) -> None:
+async def test_destroy_leaves_nothing(runtime: OciRuntime, oci_config: OciConfig, new_id: str) -> None:
     created = await open_box(runtime, make_spec(new_id))
     await created.out("echo data > ~/f")
     await created.client.close()
     await runtime.destroy(new_id)
-    assert traces(ns_config, new_id) == []
+    assert traces(oci_config, new_id) == []
     assert all(info.id != new_id for info in runtime.list())
     await runtime.destroy(new_id)  # idempotent
 
 
 @pytest.mark.parametrize("hostile", ["..", ".", "a/../..", "/etc", "", "x" * 64])
 async def test_ids_that_could_name_a_path_name_no_sandbox(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, hostile: str
+    runtime: OciRuntime, oci_config: OciConfig, hostile: str
 ) -> None:
     """Defence in depth below the front ends: ``destroy("..")`` must not reach
     ``state_dir/sandboxes/..`` (the state dir itself)."""
-    marker = ns_config.state_dir / "sandboxes" / "keep-me"
+    marker = oci_config.state_dir / "sandboxes" / "keep-me"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("x")
     for call in (runtime.destroy, runtime.stop, runtime.pause, runtime.resume):
@@ -424,26 +432,26 @@ async def test_ids_that_could_name_a_path_name_no_sandbox(
     marker.unlink()
 
 
-async def test_destroy_of_a_stopped_sandbox(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
-) -> None:
+async def test_destroy_of_a_stopped_sandbox(runtime: OciRuntime, oci_config: OciConfig, new_id: str) -> None:
     await runtime.create(make_spec(new_id))
     await runtime.stop(new_id)
     await runtime.destroy(new_id)
-    assert traces(ns_config, new_id) == []
+    assert traces(oci_config, new_id) == []
 
 
 # failed creates ----------------------------------------------------------------------------
 
 _SYNC_STEPS: list[tuple[object, str]] = [
     (_layout.SandboxDir, "populate"),
-    (_cgroups.SandboxCgroup, "create"),
+    (oci_runtime.OciRuntime, "_new_disk"),
     (_network.Network, "create_netns"),
     (_network.Network, "create_veth"),
     (_network.Network, "configure_inside"),
     (_layout.SandboxDir, "write_boot"),
+    (_host, "mount_sysfs"),
+    (oci_runtime.Bundle, "write"),
 ]
-_ASYNC_STEPS: list[tuple[object, str]] = [(namespace, "spawn"), (namespace, "wait_ready")]
+_ASYNC_STEPS: list[tuple[object, str]] = [(Runc, "run"), (oci_runtime, "wait_ready")]
 
 
 def _failing_sync(real: Callable[..., object], after: bool) -> Callable[..., object]:
@@ -472,8 +480,8 @@ def _failing_async(real: Callable[..., Awaitable[object]], after: bool) -> Calla
     ("owner", "name"), _SYNC_STEPS + _ASYNC_STEPS, ids=[n for _, n in _SYNC_STEPS + _ASYNC_STEPS]
 )
 async def test_a_failed_create_leaves_nothing(
-    runtime: NamespaceRuntime,
-    ns_config: NamespaceConfig,
+    runtime: OciRuntime,
+    oci_config: OciConfig,
     new_id: str,
     monkeypatch: pytest.MonkeyPatch,
     owner: object,
@@ -485,7 +493,7 @@ async def test_a_failed_create_leaves_nothing(
     monkeypatch.setattr(owner, name, wrap(real, after))
     with pytest.raises(RuntimeFailure, match="injected failure"):
         await runtime.create(make_spec(new_id))
-    assert traces(ns_config, new_id) == []
+    assert traces(oci_config, new_id) == []
     assert all(info.id != new_id for info in runtime.list())
 
     monkeypatch.undo()
@@ -494,31 +502,23 @@ async def test_a_failed_create_leaves_nothing(
 
 
 async def test_a_sandbox_that_dies_while_booting_fails_fast(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str, tmp_path: Path
+    runtime: OciRuntime, oci_config: OciConfig, new_id: str, tmp_path: Path
 ) -> None:
     # ``runtime`` is requested so that the session's teardown removes the bridge this uses.
-    broken = NamespaceRuntime(
-        NamespaceConfig(
-            state_dir=ns_config.state_dir,
-            templates=ns_config.templates,
-            guest_dir=tmp_path,  # no agent in there: python3 -m guest.agent exits at once
-            bridge=ns_config.bridge,
-            subnet=ns_config.subnet,
-            cgroup_parent=ns_config.cgroup_parent,
-        )
-    )
+    # No agent in tmp_path: python3 -m guest.agent exits at once.
+    broken = OciRuntime(dataclasses.replace(oci_config, guest_dir=tmp_path))
     started = asyncio.get_running_loop().time()
     with pytest.raises(RuntimeFailure, match=r"No module named guest\.agent"):
         await broken.create(make_spec(new_id))
     assert asyncio.get_running_loop().time() - started < 5
-    assert traces(ns_config, new_id) == []
+    assert traces(oci_config, new_id) == []
 
 
 # recovery ----------------------------------------------------------------------------------
 
 
 async def test_recover_adopts_running_sandboxes_and_cleans_stopped_ones(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig
+    runtime: OciRuntime, oci_config: OciConfig
 ) -> None:
     running = await open_box(runtime, make_spec(f"tr{os.getpid()}run"))
     await running.out("echo before > ~/f")
@@ -526,26 +526,26 @@ async def test_recover_adopts_running_sandboxes_and_cleans_stopped_ones(
     await runtime.create(make_spec(stopped_id))
     await runtime.stop(stopped_id)
     # What a crash during a boot of the stopped sandbox would have left behind:
-    leftover = _cgroups.Cgroups(ns_config.cgroup_parent).sandbox(stopped_id)
-    for directory in leftover.dirs:
-        directory.mkdir()
-    subprocess.run(["ip", "netns", "add", f"{ns_config.bridge}@{stopped_id}"], check=True)
-    orphan = _cgroups.Cgroups(ns_config.cgroup_parent).sandbox("orphan")
-    for directory in orphan.dirs:
+    leftover = [root / oci_config.cgroup_parent / stopped_id for root in _host.hierarchies()]
+    for directory in leftover:
+        directory.mkdir(parents=True)
+    subprocess.run(["ip", "netns", "add", f"{oci_config.bridge}@{stopped_id}"], check=True)
+    orphan = [root / oci_config.cgroup_parent / "orphan" for root in _host.hierarchies()]
+    for directory in orphan:
         directory.mkdir()
 
-    successor = NamespaceRuntime(ns_config)
+    successor = OciRuntime(oci_config)
     inventory = {info.id: info for info in await successor.recover()}
 
     assert inventory[running.id].state == "running"
     assert inventory[running.id].ip == running.info.ip
     assert inventory[stopped_id].state == "stopped"
-    assert not any(d.exists() for d in leftover.dirs + orphan.dirs)
-    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{stopped_id}").exists()
+    assert not any(d.exists() for d in leftover + orphan)
+    assert not (_network.NETNS_DIR / f"{oci_config.bridge}@{stopped_id}").exists()
     assert await running.out("cat ~/f") == "before"  # the adopted sandbox was not disturbed
 
     await running.client.close()
-    client = await namespace.wait_ready(successor.agent_socket(running.id), timeout=5)
+    client = await oci_runtime.wait_ready(successor.agent_socket(running.id), timeout=5)
     assert (await client.exec(["hostname"])).stdout.strip() == running.id
     await client.close()
     assert (await successor.start(make_spec(stopped_id))).state == "running"
@@ -553,41 +553,47 @@ async def test_recover_adopts_running_sandboxes_and_cleans_stopped_ones(
     for sandbox_id in (running.id, stopped_id):
         await successor.destroy(sandbox_id)
         await runtime.destroy(sandbox_id)  # the first instance forgets them too
-    assert traces(ns_config, running.id) == traces(ns_config, stopped_id) == []
+    assert traces(oci_config, running.id) == traces(oci_config, stopped_id) == []
 
 
 async def test_recover_reports_a_frozen_sandbox_paused(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+    runtime: OciRuntime, oci_config: OciConfig, new_id: str
 ) -> None:
     await runtime.create(make_spec(new_id))
     await runtime.pause(new_id)
-    successor = NamespaceRuntime(ns_config)
+    successor = OciRuntime(oci_config)
     assert {i.id: i.state for i in await successor.recover()}[new_id] == "paused"
     assert (await successor.resume(new_id)).state == "running"
     await successor.destroy(new_id)
     await runtime.destroy(new_id)
-    assert traces(ns_config, new_id) == []
+    assert traces(oci_config, new_id) == []
 
 
 async def test_an_adopted_sandbox_that_dies_is_reported_stopped(
-    runtime: NamespaceRuntime, ns_config: NamespaceConfig, new_id: str
+    runtime: OciRuntime, oci_config: OciConfig, new_id: str
 ) -> None:
     await runtime.create(make_spec(new_id))
-    successor = NamespaceRuntime(ns_config)
+    successor = OciRuntime(oci_config)
     await successor.recover()
-    procs = host_cgroup(ns_config, new_id, "pids") / "cgroup.procs"
+    procs = host_cgroup(oci_config, new_id, "pids") / "cgroup.procs"
     os.kill(next(int(p) for p in procs.read_text().split() if _nspid(int(p)) == 1), signal.SIGKILL)
     # Both instances notice (the first through its child, the successor through a pidfd).
     await _until(lambda: _state(successor, new_id) == _state(runtime, new_id) == "stopped")
     assert not procs.parent.exists()
-    assert not (_network.NETNS_DIR / f"{ns_config.bridge}@{new_id}").exists()
+    assert not (_network.NETNS_DIR / f"{oci_config.bridge}@{new_id}").exists()
     assert (await successor.start(make_spec(new_id))).state == "running"
     await successor.destroy(new_id)
     await runtime.destroy(new_id)
-    assert traces(ns_config, new_id) == []
+    assert traces(oci_config, new_id) == []
 
 
 # helpers -----------------------------------------------------------------------------------
+
+
+def _agent_pid(config: OciConfig, sandbox_id: str) -> int:
+    """The host pid of the sandbox's PID 1 (the agent)."""
+    procs = host_cgroup(config, sandbox_id, "pids") / "cgroup.procs"
+    return next(int(p) for p in procs.read_text().split() if _nspid(int(p)) == 1)
 
 
 def _nspid(pid: int) -> int:
@@ -598,7 +604,7 @@ def _nspid(pid: int) -> int:
     raise AssertionError(f"no NSpid for {pid}")
 
 
-def _state(runtime: NamespaceRuntime, sandbox_id: str) -> str:
+def _state(runtime: OciRuntime, sandbox_id: str) -> str:
     return next(info.state for info in runtime.list() if info.id == sandbox_id)
 
 

@@ -1,30 +1,28 @@
-"""The namespace runtime: each sandbox is a process tree in its own Linux namespaces.
+"""The OCI runtime: every sandbox is a container that runc runs, in a user namespace.
 
-For development machines and CI without KVM. A sandbox here is
+For machines without KVM. A sandbox here is
 
-* a disk: an overlayfs upper layer over the template's read-only rootfs (``_layout``);
-* a cgroup with CPU, memory (no swap) and pids limits, joined before the first instruction
-  (``_cgroups``);
+* a disk: a writable btrfs snapshot of its template's read-only subvolume in the storage pool
+  (``hosts/storage``), owned by the shifted ids, capped at ``disk_gb`` by a qgroup;
+* an OCI bundle (``bundle``): mount, PID, UTS, IPC, cgroup and user namespaces, root inside
+  mapped to the unprivileged host uid ``uid_base``, a seccomp filter (``seccomp``), a
+  capability bounding set, masked and read-only /proc and /sys paths, and a cgroup with CPU,
+  memory (no swap) and pids limits, all applied by ``runc run`` (``runc``);
 * a network namespace with one veth on an isolated bridge port, NAT out, no way to the host
-  or other sandboxes (``_network``);
-* mount, PID, UTS, IPC and cgroup namespaces, built by ``ns-init.sh``: a pivot_root into the
-  overlay with fresh /proc, a minimal /dev, read-only /sys and cgroup views, the agent code
-  read-only at /opt/dnah/guest and the agent socket directory at /run/dnah, and the old root
-  detached; then the agent runs as PID 1 under uid/gid 1000 without capabilities (``_launch``).
+  or other sandboxes (``_network``), which hostd prepares and runc joins by path, and a
+  sysfs of it mounted on the host for the sandbox's /sys (runc cannot mount one: a user
+  namespace may only mount sysfs for a network namespace it owns, and the sandbox's must be
+  owned by the host so that root inside cannot reconfigure it).
 
-/tmp is part of the disk (it survives stop and start, like a VM's would); it is not a tmpfs.
-``disk_gb`` is not enforced: a loop-mounted filesystem per sandbox would cost far more than
-the whole boot, and project quotas need a specific host filesystem.
+The agent runs as PID 1 under ``daytona`` (uid 1000) without effective capabilities, and
+``sudo`` makes root inside: see docs/runtime.md ("OCI runtime", "Trust model").
 
-``resize`` rewrites the cgroup's limits in place, so a running sandbox gets more CPU or
-memory at once (the controller only lets a running one grow). ``archive`` drops the writable
-layer of a stopped sandbox once the caller has a verified copy elsewhere; the sandbox stays
-known, reported ``archived``, until ``unarchive`` puts a disk back. Both leave a marker
-(``archived``, ``frozen-for-snapshot``) that ``recover`` reads, so a crash half-way is
-finished or rolled back at the next start.
-
-A shared kernel is not a security boundary for hostile code: this runtime is for development.
-It does not apply a seccomp filter or a user namespace (uid 1000 inside is uid 1000 outside).
+``resize`` is ``runc update`` (live) plus a new qgroup limit. ``pause`` and ``resume`` are
+``runc pause``/``resume`` (the freezer cgroup). Snapshots are tar+zstd of the whole disk
+(``_snapshot``). ``archive`` drops the disk of a stopped sandbox once the caller has a verified
+copy elsewhere; the sandbox stays known, reported ``archived``, until ``unarchive`` puts a disk
+back. Both leave a marker (``archived``, ``frozen-for-snapshot``) that ``recover`` reads, so a
+crash half-way is finished or rolled back at the next start.
 
 Concurrency: every operation on a sandbox holds that sandbox's lock; operations on different
 sandboxes run concurrently, and slot allocation is thread-safe. Lifecycle operations are
@@ -56,14 +54,17 @@ from contracts.host import SandboxInfo, SandboxSpec
 from hosts.agent_client import wait_ready
 from hosts.errors import AgentUnavailable, HostError, RuntimeFailure, SandboxConflict, SandboxNotFound
 from hosts.runtime import _snapshot
-from hosts.runtime._cgroups import Cgroups, Limits
-from hosts.runtime._launch import BootPlan, Supervisor, adopt, find_init, spawn
 from hosts.runtime._layout import BootRecord, DiskBase, SandboxDir
 from hosts.runtime._mounts import remove_tree, unmount_all
 from hosts.runtime._network import Network
 from hosts.runtime._undo import Undo
 from hosts.runtime.base import Capabilities
-from hosts.templates import TemplateStore
+from hosts.runtime.oci import _host
+from hosts.runtime.oci.bundle import AGENT_UID, Bundle, Limits
+from hosts.runtime.oci.runc import Runc, Supervisor, adopt
+from hosts.storage import _btrfs, _loop
+from hosts.storage.pool import PoolConfig, StoragePool
+from hosts.templates import Template, TemplateStore
 
 log = structlog.get_logger("hosts.runtime")
 
@@ -71,16 +72,19 @@ T = TypeVar("T")
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 """Sandbox ids become hostnames, directory, cgroup and netns names: keep them plain."""
-_OVERLAY_UNSAFE = re.compile(r"[,:\\\s]")
-"""Characters that would break overlayfs' mount options (or the launcher's word lists)."""
+_PATH_UNSAFE = re.compile(r"[,:\\\s]")
+"""Characters that would break mount options."""
 _FROZEN_MARKER = "frozen-for-snapshot"
 """In a sandbox's directory while a snapshot holds it frozen."""
 _ARCHIVED_MARKER = "archived"
 """In a sandbox's directory once its disk is (being) dropped for an archive."""
+_NEW, _OLD = ".new", ".old"
+"""Suffixes of a disk being written (restore, unarchive) and of the one it replaces."""
+_GB = 2**30
 
 
 @dataclass(frozen=True, kw_only=True)
-class NamespaceConfig:
+class OciConfig:
     """Everything the runtime needs. Host-global names (bridge, nft table, netns prefix,
     cgroup parent) all derive from ``bridge`` and ``cgroup_parent``, so two instances with
     different values (``make up`` and the test suite) run side by side."""
@@ -88,21 +92,24 @@ class NamespaceConfig:
     state_dir: Path
     """Sandboxes live in ``state_dir/sandboxes/<id>/``."""
     templates: TemplateStore
+    pool: PoolConfig
+    """The storage pool that holds the sandboxes' disks (opened at the first boot or recover)."""
     guest_dir: Path
     """The agent's package (the repo's ``guest/``), bound read-only at /opt/dnah/guest."""
     bridge: str = "dnah0"
     subnet: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network("10.213.0.0/16"))
     cgroup_parent: str = "dnah"
     resolv_conf: Path = Path("/etc/resolv.conf")
-    uid: int = 1000
-    gid: int = 1000
+    uid_base: int = 1_000_000
+    """Host uid/gid of root inside every sandbox; sandbox ids 0..65535 map from here on."""
     pids_max: int = 512
+    runc: str = "runc"
     boot_timeout: float = 30.0
     """Seconds from spawn to the agent's first pong before a boot counts as failed."""
 
     def __post_init__(self) -> None:
         for path in (self.state_dir, self.guest_dir, self.resolv_conf):
-            if not path.is_absolute() or _OVERLAY_UNSAFE.search(str(path)):
+            if not path.is_absolute() or _PATH_UNSAFE.search(str(path)):
                 raise ValueError(f"{path} must be absolute, without commas, colons or spaces")
         if self.subnet.prefixlen > 30:
             raise ValueError(f"subnet {self.subnet} leaves no room for sandboxes")
@@ -121,16 +128,17 @@ class _Sandbox:
     """The process whose exit means the sandbox died (see ``Supervisor``); None when stopped."""
 
 
-class NamespaceRuntime:
-    """``SandboxRuntime`` on Linux namespaces, cgroups and overlayfs (see the module doc)."""
+class OciRuntime:
+    """``SandboxRuntime`` on runc, btrfs and Linux namespaces (see the module doc)."""
 
-    kind = "namespace"
+    kind = "oci"
     capabilities = Capabilities(memory_snapshot=False, live_resize=True)
 
-    def __init__(self, config: NamespaceConfig) -> None:
+    def __init__(self, config: OciConfig) -> None:
         self.config = config
-        self._cgroups = Cgroups(config.cgroup_parent)
         self._network = Network(config.bridge, config.subnet)
+        self._runc = Runc(config.state_dir / "runc", config.runc)
+        self._pool: StoragePool | None = None
         self._sandboxes: dict[str, _Sandbox] = {}
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._host_ready = False
@@ -151,18 +159,21 @@ class NamespaceRuntime:
         return self._dir(sandbox_id).agent_socket
 
     async def disk_used_bytes(self, sandbox_id: str) -> int:
-        """The allocated size of the sandbox's overlay upper layer: what it wrote, the
-        template excluded. Measured by a walk (like ``du``), in a thread, without the
-        sandbox's lock: files that come and go meanwhile are counted or not."""
+        """The bytes the sandbox's disk references (its qgroup: what ``disk_gb`` limits, the
+        template's shared data included, like a real disk's used space); 0 when archived."""
         _check_id(sandbox_id)
-        self._get(sandbox_id)
-        return await _blocking("measure disk", _allocated_bytes, self._dir(sandbox_id).upper)
+        sandbox = self._get(sandbox_id)
+        if sandbox.archived:
+            return 0
+        pool = await self._open_pool()
+        return await _blocking("measure disk", pool.usage, pool.disk(sandbox_id))
 
     async def recover(self) -> builtins.list[SandboxInfo]:
         """Adopt what a previous hostd left: sandboxes whose processes still run are running
         (or paused, if frozen); the others are stopped, and everything a crash can leave
         behind (processes, netns, veths, cgroups, half-created directories) is removed."""
         await self._ensure_host()
+        await self._open_pool()
         found = await _blocking("recover", self._scan)
         for sandbox, init in found:
             self._sandboxes[sandbox.spec.id] = sandbox
@@ -202,7 +213,7 @@ class NamespaceRuntime:
         async with self._locks[sandbox_id]:
             sandbox = self._booted(sandbox_id)
             if not sandbox.paused:
-                await _blocking("freeze", self._cgroups.sandbox(sandbox_id).freeze)
+                await _blocking("pause", self._runc.pause, sandbox_id)
                 sandbox.paused = True
             return self._info(sandbox)
 
@@ -211,7 +222,7 @@ class NamespaceRuntime:
         async with self._locks[sandbox_id]:
             sandbox = self._booted(sandbox_id)
             if sandbox.paused:
-                await _blocking("thaw", self._cgroups.sandbox(sandbox_id).thaw)
+                await _blocking("resume", self._runc.resume, sandbox_id)
                 sandbox.paused = False
             return self._info(sandbox)
 
@@ -222,24 +233,23 @@ class NamespaceRuntime:
             sandbox = self._get(sandbox_id)
             if sandbox.archived:
                 raise SandboxConflict(f"sandbox {sandbox_id} is archived; unarchive it first")
-            cgroup = self._cgroups.sandbox(sandbox_id)
             freeze = sandbox.slot is not None and not sandbox.paused
             marker = self._dir(sandbox_id).path / _FROZEN_MARKER
             if freeze:
                 # The marker tells a recovering hostd this freeze was ours, to undo.
                 await _blocking("mark freeze", marker.touch)
-                await _blocking("freeze", cgroup.freeze)
+                await _blocking("pause", self._runc.pause, sandbox_id)
             try:
-                upper = self._dir(sandbox_id).upper
-                await _blocking("snapshot", _snapshot.write, upper, directory, sandbox_id, sandbox.base)
+                disk = (await self._open_pool()).disk(sandbox_id)
+                await _blocking("snapshot", _snapshot.write, disk, directory, sandbox_id, sandbox.base)
             finally:
                 if freeze:
-                    await _blocking("thaw", cgroup.thaw)
+                    await _blocking("resume", self._runc.resume, sandbox_id)
                     await _blocking("unmark freeze", marker.unlink, True)
 
     async def resize(self, sandbox_id: str, cpu: int, ram_mb: int, disk_gb: int) -> SandboxInfo:
-        """Set new limits; a booted sandbox's cgroup takes them at once. The controller decides
-        which directions are allowed; ``disk_gb`` is recorded only (see the module doc)."""
+        """Set new limits; a booted sandbox's cgroup takes them at once, and the disk's qgroup
+        in any state. The controller decides which directions are allowed."""
         _check_id(sandbox_id)
         if cpu < 1 or ram_mb < 1 or disk_gb < 1:
             raise RuntimeFailure("a sandbox needs at least 1 CPU, 1 MB of memory and 1 GB of disk")
@@ -248,7 +258,10 @@ class NamespaceRuntime:
             spec = msgspec.structs.replace(sandbox.spec, cpu=cpu, ram_mb=ram_mb, disk_gb=disk_gb)
             if sandbox.slot is not None:
                 limits = Limits(cpu=cpu, ram_mb=ram_mb, pids=self.config.pids_max)
-                await _blocking("resize cgroup", self._cgroups.sandbox(sandbox_id).set_limits, limits)
+                await _blocking("resize cgroup", self._runc.update, sandbox_id, limits)
+            if not sandbox.archived:
+                pool = await self._open_pool()
+                await _blocking("resize disk", pool.set_limit, pool.disk(sandbox_id), disk_gb * _GB)
             await _blocking("write spec", self._dir(sandbox_id).write_spec, spec)
             sandbox.spec = spec
             return self._info(sandbox)
@@ -269,8 +282,8 @@ class NamespaceRuntime:
         return await asyncio.shield(self._restore(sandbox_id, directory))
 
     async def remove_host_setup(self) -> None:
-        """Remove this instance's bridge, nft table and parent cgroups (for ``dnah down`` and
-        test teardown). Sandboxes must all be destroyed first.
+        """Remove this instance's bridge, nft table and parent cgroups, and unmount the pool's
+        image (for ``dnah down`` and test teardown). Sandboxes must all be destroyed first.
 
         Raises:
             SandboxConflict: sandboxes still exist.
@@ -279,7 +292,10 @@ class NamespaceRuntime:
             if self._sandboxes:
                 raise SandboxConflict(f"{len(self._sandboxes)} sandboxes still exist")
             await _blocking("remove host network", self._network.remove_host)
-            await _blocking("remove cgroups", self._cgroups.remove_parent)
+            await _blocking("remove cgroups", _host.remove_parent, self.config.cgroup_parent)
+            if self._pool is not None and self.config.pool.directory is None:
+                await _blocking("unmount pool", _detach_pool, self.config.pool)
+            self._pool = None
             self._host_ready = False
 
     # implementation --------------------------------------------------------------------------
@@ -306,18 +322,17 @@ class NamespaceRuntime:
                 with timer.step("disk"):
                     await _blocking("claim sandbox dir", directory.claim)
                     undo.push("remove sandbox dir", functools.partial(remove_tree, directory.path))
-                    await _blocking(
-                        "lay out disk",
-                        directory.populate,
-                        spec,
-                        sandbox.base,
-                        self.config.uid,
-                        self.config.gid,
-                    )
-                    if snapshot is not None:
+                    agent = self.config.uid_base + AGENT_UID
+                    await _blocking("lay out", directory.populate, spec, sandbox.base, agent, agent)
+                    pool = await self._open_pool()
+                    undo.push("delete disk", functools.partial(pool.delete_disk, spec.id))
+                    if snapshot is None:
+                        await _blocking("create disk", self._new_disk, spec.id, template)
+                    else:
                         fill = functools.partial(_snapshot.extract, snapshot)
-                        await _blocking("fill disk from snapshot", directory.replace_upper, fill)
-                await self._boot(sandbox, template.rootfs, undo, timer)
+                        await _blocking("fill disk from snapshot", self._fill_disk, spec.id, fill)
+                    await _blocking("limit disk", pool.set_limit, pool.disk(spec.id), spec.disk_gb * _GB)
+                await self._boot(sandbox, undo, timer)
             except BaseException:
                 await undo.unwind()
                 raise
@@ -354,6 +369,8 @@ class NamespaceRuntime:
             # Also for a sandbox we do not know: a directory or host resources left by a
             # crash are removed by name, which is what makes destroy safe to retry.
             await _blocking("tear down", self._teardown, sandbox_id, None)
+            await self._open_pool()
+            await _blocking("delete disk", self._drop_disk, sandbox_id)
             await _blocking("remove sandbox dir", remove_tree, self._dir(sandbox_id).path)
             self._sandboxes.pop(sandbox_id, None)
         self._locks.pop(sandbox_id, None)
@@ -370,7 +387,8 @@ class NamespaceRuntime:
                 # archive the caller already holds), never a half-removed disk that boots.
                 await _blocking("mark archived", (directory.path / _ARCHIVED_MARKER).touch)
                 sandbox.archived = True
-                await _blocking("drop disk", _drop_disk, directory)
+                await self._open_pool()
+                await _blocking("drop disk", self._drop_disk, sandbox_id)
                 log.info("sandbox archived", sandbox_id=sandbox_id)
             return self._info(sandbox)
 
@@ -385,7 +403,10 @@ class NamespaceRuntime:
                 raise SandboxConflict(f"the archive in {directory} is not sandbox {sandbox_id}'s disk")
             target = self._dir(sandbox_id)
             fill = functools.partial(_snapshot.extract, directory)
-            await _blocking("restore disk", _fill_disk, target, fill)
+            await self._open_pool()
+            await _blocking("restore disk", self._fill_disk, sandbox_id, fill)
+            pool = await self._open_pool()
+            await _blocking("limit disk", pool.set_limit, pool.disk(sandbox_id), sandbox.spec.disk_gb * _GB)
             await _blocking("unmark archived", (target.path / _ARCHIVED_MARKER).unlink, True)
             sandbox.archived = False
             log.info("sandbox unarchived", sandbox_id=sandbox_id)
@@ -406,27 +427,26 @@ class NamespaceRuntime:
             if sandbox.slot is not None:
                 await self._halt(sandbox)
             fill = functools.partial(_snapshot.extract, directory)
-            await _blocking("replace disk", self._dir(sandbox_id).replace_upper, fill)
+            await self._open_pool()
+            await _blocking("replace disk", self._replace_disk, sandbox_id, fill)
+            pool = await self._open_pool()
+            await _blocking("limit disk", pool.set_limit, pool.disk(sandbox_id), sandbox.spec.disk_gb * _GB)
             await self._boot_stopped(sandbox, "restored")
             return self._info(sandbox)
 
     async def _boot_stopped(self, sandbox: _Sandbox, event: str) -> None:
-        """Boot an existing disk over the exact template build it was made on."""
+        """Boot an existing disk."""
         timer = _Timer()
-        with timer.step("template"):
-            template = await asyncio.to_thread(
-                self.config.templates.get, sandbox.base.template, content_hash=sandbox.base.content_hash
-            )
         undo = Undo(sandbox.spec.id)
         try:
-            await self._boot(sandbox, template.rootfs, undo, timer)
+            await self._boot(sandbox, undo, timer)
         except BaseException:
             await undo.unwind()
             raise
         log.info(f"sandbox {event}", sandbox_id=sandbox.spec.id, pid=_pid(sandbox), **timer.fields())
 
-    async def _boot(self, sandbox: _Sandbox, lower: Path, undo: Undo, timer: _Timer) -> None:
-        """Create the cgroup and network, start the process tree and wait for the agent.
+    async def _boot(self, sandbox: _Sandbox, undo: Undo, timer: _Timer) -> None:
+        """Create the network, write the bundle, start ``runc run`` and wait for the agent.
 
         Every resource registers its removal in ``undo`` before it is created; on failure the
         caller unwinds it, on success ``sandbox`` is marked running.
@@ -434,10 +454,7 @@ class NamespaceRuntime:
         spec, directory = sandbox.spec, self._dir(sandbox.spec.id)
         with timer.step("host"):
             await self._ensure_host()
-        cgroup = self._cgroups.sandbox(spec.id)
-        with timer.step("cgroup"):
-            limits = Limits(cpu=spec.cpu, ram_mb=spec.ram_mb, pids=self.config.pids_max)
-            await _blocking("create cgroup", cgroup.create, limits, undo)
+            pool = await self._open_pool()
         slot = self._network.slots.allocate()
         undo.push("release slot", functools.partial(self._network.slots.release, slot))
         with timer.step("netns"):
@@ -448,22 +465,29 @@ class NamespaceRuntime:
             await _blocking("configure netns", self._network.configure_inside, spec.id, slot)
         undo.push("clear boot record", directory.clear_boot)
         await _blocking("write boot record", directory.write_boot, BootRecord(slot=slot))
-        plan = BootPlan(
-            sandbox_dir=directory.path,
-            lower=lower,
-            guest_dir=self.config.guest_dir,
-            resolv_conf=self.config.resolv_conf,
+        undo.push("unmount sysfs", functools.partial(unmount_all, directory.sysfs))
+        await _blocking("mount sysfs", _host.mount_sysfs, self._network.netns_path(spec.id), directory.sysfs)
+        bundle = Bundle(
             hostname=spec.id,
+            rootfs=pool.disk(spec.id),
+            uid_base=self.config.uid_base,
             netns=self._network.netns_path(spec.id),
-            cgroup_procs=cgroup.procs_files(),
-            cgroup_mounts=self._cgroups.inner_mounts,
-            uid=self.config.uid,
-            gid=self.config.gid,
+            cgroups_path=f"/{self.config.cgroup_parent}/{spec.id}",
+            limits=Limits(cpu=spec.cpu, ram_mb=spec.ram_mb, pids=self.config.pids_max),
+            guest_dir=self.config.guest_dir,
+            run_dir=directory.run,
+            resolv_conf=self.config.resolv_conf,
+            hosts=directory.hosts,
+            sysfs=directory.sysfs,
             env=spec.env,
         )
-        undo.push("kill the sandbox's processes", cgroup.kill)
+        await _blocking("write bundle", bundle.write, directory.bundle)
+        # runc cleans up after itself, unless it is killed mid-start: then the container's
+        # state and cgroups are removed by id.
+        undo.push("delete container", functools.partial(self._delete_container, spec.id))
         with timer.step("spawn"):
-            supervisor = await spawn(plan, directory.console, undo)
+            supervisor = await self._runc.run(spec.id, directory.bundle, directory.console)
+        undo.push("kill runc", supervisor.kill)
         with timer.step("agent"):
             await self._wait_for_agent(supervisor, directory)
         sandbox.slot, sandbox.paused = slot, False
@@ -512,15 +536,18 @@ class NamespaceRuntime:
         directory = self._dir(sandbox_id)
         if slot is None and (record := directory.read_boot()) is not None:
             slot = record.slot
-        cgroup = self._cgroups.sandbox(sandbox_id)
-        cgroup.kill()
+        self._delete_container(sandbox_id)
         if slot is not None:
             self._network.delete_veth(slot)
         self._network.delete_netns(sandbox_id)
-        cgroup.remove()
         if directory.path.exists():
             directory.clear_boot()
             unmount_all(directory.path)
+
+    def _delete_container(self, sandbox_id: str) -> None:
+        """``runc delete --force``, then whatever a runc killed mid-start left in the cgroups."""
+        self._runc.delete(sandbox_id)
+        _host.remove_sandbox(self.config.cgroup_parent, sandbox_id)
 
     def _on_exit(self, sandbox: _Sandbox, supervisor: Supervisor, _done: asyncio.Future[int | None]) -> None:
         """The supervisor exited. Unless we stopped it, the sandbox died on its own (its PID 1
@@ -552,37 +579,104 @@ class NamespaceRuntime:
             except (FileNotFoundError, msgspec.DecodeError):
                 log.warning("removing an incomplete sandbox directory", sandbox_id=path.name)
                 self._teardown(path.name, None)
+                self._drop_disk(path.name)
                 remove_tree(path)
                 continue
             record = directory.read_boot()
-            cgroup = self._cgroups.sandbox(path.name)
-            init = find_init(cgroup.pids())
+            state = self._runc.state(path.name)
+            init = state["pid"] if state and state["status"] in ("running", "paused") else None
             frozen_marker = path / _FROZEN_MARKER
-            if record is not None and init is not None:
-                if frozen_marker.exists() and cgroup.frozen():
-                    cgroup.thaw()  # a snapshot froze it and the hostd taking it died
-                sandbox.slot, sandbox.paused = record.slot, cgroup.frozen()
+            if record is not None and init is not None and state is not None:
+                if frozen_marker.exists() and state["status"] == "paused":
+                    self._runc.resume(path.name)  # a snapshot paused it and the hostd taking it died
+                    state["status"] = "running"
+                sandbox.slot, sandbox.paused = record.slot, state["status"] == "paused"
             else:
+                init = None
                 self._teardown(path.name, None)
-                directory.repair()
+                self._repair_disk(path.name)
             frozen_marker.unlink(missing_ok=True)
             if (path / _ARCHIVED_MARKER).exists():
                 sandbox.archived = True
-                _drop_disk(directory)  # finish an archive, or undo an unfinished unarchive
+                self._drop_disk(path.name)  # finish an archive, or undo an unfinished unarchive
             found.append((sandbox, init))
         self._sweep({sb.spec.id: sb.slot for sb, _ in found if sb.slot is not None})
         return found
 
     def _sweep(self, running: dict[str, int]) -> None:
         """Remove host resources of this instance that no running sandbox owns."""
-        for sandbox_id in self._cgroups.sandbox_ids() - running.keys():
-            cgroup = self._cgroups.sandbox(sandbox_id)
-            cgroup.kill()
-            cgroup.remove()
+        for sandbox_id in set(self._runc.ids()) - running.keys():
+            self._runc.delete(sandbox_id)
+        for sandbox_id in _host.sandbox_ids(self.config.cgroup_parent) - running.keys():
+            _host.remove_sandbox(self.config.cgroup_parent, sandbox_id)
         for sandbox_id in self._network.netns_ids() - running.keys():
             self._network.delete_netns(sandbox_id)
         for slot in self._network.veth_slots() - set(running.values()):
             self._network.delete_veth(slot)
+
+    # disks -----------------------------------------------------------------------------------
+
+    async def _open_pool(self) -> StoragePool:
+        async with self._host_lock:
+            if self._pool is None:
+                pool = await _blocking("open storage pool", StoragePool.open, self.config.pool)
+                await _blocking("check the pool's path", _check_traversable, pool.disks)
+                self._pool = pool
+            return self._pool
+
+    def _pool_now(self) -> StoragePool:
+        assert self._pool is not None, "the pool is opened before any disk is touched"
+        return self._pool
+
+    def _new_disk(self, sandbox_id: str, template: Template) -> None:
+        """The sandbox's disk: a writable snapshot of the template's (shifted) subvolume."""
+        pool = self._pool_now()
+        source = pool.template(
+            template.name, template.content_hash, template.rootfs, uid_shift=self.config.uid_base
+        )
+        pool.create_disk(sandbox_id, source)
+
+    def _fill_disk(self, sandbox_id: str, fill: Callable[[Path], None]) -> None:
+        """Give a sandbox without a disk a new one that ``fill`` writes (staged, then renamed)."""
+        pool = self._pool_now()
+        disk = pool.disk(sandbox_id)
+        staging = disk.with_name(disk.name + _NEW)
+        pool.delete(staging)
+        _btrfs.create(staging)
+        fill(staging)
+        os.rename(staging, disk)
+
+    def _replace_disk(self, sandbox_id: str, fill: Callable[[Path], None]) -> None:
+        """Swap the disk for a new one that ``fill`` writes into an empty subvolume. The old
+        disk is moved aside before the new one takes its place and only deleted afterwards,
+        so a crash at any point leaves a whole disk for ``_repair_disk`` to put back."""
+        pool = self._pool_now()
+        disk = pool.disk(sandbox_id)
+        staging, old = disk.with_name(disk.name + _NEW), disk.with_name(disk.name + _OLD)
+        pool.delete(staging)
+        _btrfs.create(staging)
+        fill(staging)
+        pool.delete(old)
+        os.rename(disk, old)
+        os.rename(staging, disk)
+        pool.delete(old)
+
+    def _repair_disk(self, sandbox_id: str) -> None:
+        """Finish or roll back a ``_replace_disk`` that a crash interrupted."""
+        pool = self._pool_now()
+        disk = pool.disk(sandbox_id)
+        staging, old = disk.with_name(disk.name + _NEW), disk.with_name(disk.name + _OLD)
+        if not os.path.lexists(disk) and os.path.lexists(old):
+            os.rename(old, disk)
+        pool.delete(staging)
+        pool.delete(old)
+
+    def _drop_disk(self, sandbox_id: str) -> None:
+        """Delete the disk and its scratch copies; absent is fine."""
+        pool = self._pool_now()
+        disk = pool.disk(sandbox_id)
+        for path in (disk.with_name(disk.name + _NEW), disk.with_name(disk.name + _OLD), disk):
+            pool.delete(path)
 
     async def _ensure_host(self) -> None:
         async with self._host_lock:
@@ -650,52 +744,20 @@ async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
         raise RuntimeFailure(f"{what}: {exc}") from exc
 
 
-def _allocated_bytes(root: Path) -> int:
-    """Bytes allocated to everything under ``root`` (``du -s``): blocks, not apparent sizes,
-    each hard-linked inode once, symlinks not followed. Entries that vanish during the walk
-    are skipped."""
-    seen: set[int] = set()
-    total = 0
-    pending = [root]
-    while pending:
-        try:
-            entries = os.scandir(pending.pop())
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        with entries:
-            for entry in entries:
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                is_dir = stat.S_ISDIR(info.st_mode)
-                if info.st_nlink > 1 and not is_dir:
-                    if info.st_ino in seen:
-                        continue
-                    seen.add(info.st_ino)
-                total += info.st_blocks * 512
-                if is_dir:
-                    pending.append(Path(entry.path))
-    return total
+def _check_traversable(path: Path) -> None:
+    """runc mounts a sandbox's disk from inside its user namespace, as an unprivileged host
+    uid: every directory above the disks must let others pass (``x``)."""
+    for directory in [path, *path.parents]:
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            raise RuntimeFailure(
+                f"{directory} is mode {stat.S_IMODE(directory.stat().st_mode):o}: the sandboxes' root "
+                f"(an unprivileged host uid) cannot reach their disks in {path}; give it o+x"
+            )
 
 
-def _drop_disk(directory: SandboxDir) -> None:
-    """Remove the writable layer and its scratch copies (an archived sandbox has none)."""
-    for name in ("upper.new", "upper.old"):
-        remove_tree(directory.path / name)
-    remove_tree(directory.upper)
-    remove_tree(directory.work)
-
-
-def _fill_disk(directory: SandboxDir, fill: Callable[[Path], None]) -> None:
-    """Give a sandbox without a disk a new one that ``fill`` writes (staged, then renamed)."""
-    staging = directory.path / "upper.new"
-    remove_tree(staging)
-    staging.mkdir(mode=0o755)
-    fill(staging)
-    remove_tree(directory.work)
-    directory.work.mkdir(mode=0o755)
-    os.rename(staging, directory.upper)
+def _detach_pool(config: PoolConfig) -> None:
+    """Unmount the pool's image and detach its loop device (the image file stays)."""
+    _loop.detach_image(config.image, config.mountpoint)
 
 
 def _pid(sandbox: _Sandbox) -> int | None:
