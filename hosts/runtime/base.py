@@ -5,7 +5,7 @@ directory and restores it from one, and destroys it. Every backend exposes the a
 same way: a Unix socket speaking Cloud Hypervisor's hybrid-vsock handshake (see
 ``contracts.guest``), so hostd's agent client is identical whatever runs the sandbox.
 
-Only the namespace backend exists today (``namespace.py``); the Cloud Hypervisor backend will
+The OCI backend (``oci/``) runs sandboxes today; the Cloud Hypervisor backend will
 implement the same Protocol with ``vm.create``/``vm.boot``/``vm.pause``/``vm.snapshot``.
 """
 

@@ -17,8 +17,6 @@ import asyncio
 import fcntl
 import ipaddress
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -70,10 +68,7 @@ def oci_config(
     template_store: TemplateStore, tmp_path_factory: pytest.TempPathFactory, kernel_index: int
 ) -> OciConfig:
     n = kernel_index
-    # The sandboxes' root (an unprivileged host uid) must pass through every directory above
-    # the pool's disks, which pytest's own 0700 temporary directories do not allow.
-    state_dir = Path(tempfile.mkdtemp(prefix="dnah-oci-", dir="/tmp"))
-    state_dir.chmod(0o711)
+    state_dir = tmp_path_factory.mktemp("hostd-state")
     return OciConfig(
         state_dir=state_dir,
         templates=template_store,
@@ -94,7 +89,6 @@ async def runtime(oci_config: OciConfig) -> AsyncIterator[OciRuntime]:
     for info in rt.list():
         await rt.destroy(info.id)
     await rt.remove_host_setup()
-    shutil.rmtree(oci_config.state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 
 from contracts import guest
 from contracts.host import DiskUsage, ExecResult, HostErrorBody, HostHealth, SandboxInfo
-from hosts.config import GUEST_DIR
-from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.config import load_config
+from hosts.runtime.factory import make_runtime
 from hosts.templates import TemplateStore
 from tests.hosts._hostd_fixtures import (
     BOOTSTRAP_TOKEN,
@@ -77,16 +77,7 @@ async def hostd(
         for info in http.get("/sandboxes").json():
             assert http.delete(f"/sandboxes/{info['id']}").status_code == 204
     assert process.stop() == 0, process.log()
-    runtime = NamespaceRuntime(
-        NamespaceConfig(
-            state_dir=var_dir / "hostd",
-            templates=template_store,
-            guest_dir=GUEST_DIR,
-            bridge=names.bridge,
-            subnet=names.subnet,
-            cgroup_parent=names.cgroup,
-        )
-    )
+    runtime = make_runtime(load_config(env), template_store)
     await runtime.recover()
     await runtime.remove_host_setup()
 
@@ -141,7 +132,7 @@ def test_registration_describes_the_host(hostd: HostdProcess, core: RecordingCor
     assert registration.bootstrap_token == BOOTSTRAP_TOKEN
     assert registration.api_url == hostd.url
     assert len(registration.api_token) >= 32
-    assert registration.runtime == "namespace"
+    assert registration.runtime == "oci"
     assert (registration.cpu, registration.ram_mb, registration.disk_gb) == (3, 3072, 30)
     assert registration.templates == ["dnah-base"]
     assert registration.sandboxes == []
@@ -209,7 +200,7 @@ def test_the_right_token_is_accepted(hostd: HostdProcess, core: RecordingCore) -
         response = httpx.get(f"{hostd.url}/health", headers=headers)
         assert response.status_code == 200
         health = msgspec.json.decode(response.content, type=HostHealth)
-        assert (health.status, health.runtime) == ("ok", "namespace")
+        assert (health.status, health.runtime) == ("ok", "oci")
 
 
 # sandboxes ----------------------------------------------------------------------------------

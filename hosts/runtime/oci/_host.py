@@ -1,5 +1,11 @@
-"""The two host-side jobs runc cannot do here: a sysfs for the sandbox's /sys, and removing
-cgroups that a runc killed mid-start left behind (and the parent cgroups at tear-down).
+"""The host-side jobs runc cannot do here: a path to the disks it can reach, a sysfs for the
+sandbox's /sys, and removing cgroups that a runc killed mid-start left behind (and the parent
+cgroups at tear-down).
+
+Disks: runc mounts a sandbox's root from inside its user namespace, as an unprivileged host
+uid, so every directory above the disk must let others pass; hostd's state directory (and
+the pool's mount point in it) need not. The pool's ``disks/`` is therefore bound at
+``/run/dnah-oci/<instance>/disks`` (directories mode 0711) once per instance.
 
 sysfs: the kernel lets a process mount sysfs only if it holds CAP_SYS_ADMIN over the network
 namespace it is in. The sandbox's network namespace is created by hostd and owned by the
@@ -24,9 +30,38 @@ import time
 from pathlib import Path
 
 from hosts.errors import RuntimeFailure
+from hosts.runtime._mounts import mounts_under, unmount_all
 
 _WAIT = 5.0
 _POLL = 0.01
+
+
+EXPOSED = Path("/run/dnah-oci")
+
+
+def expose_disks(disks: Path, instance: str) -> Path:
+    """Bind ``disks`` at ``/run/dnah-oci/<instance>/disks`` (idempotent); return that path."""
+    target = EXPOSED / instance / "disks"
+    if not any(point == target for point in mounts_under(target)):
+        target.mkdir(parents=True, exist_ok=True)
+        for directory in (EXPOSED, EXPOSED / instance):
+            directory.chmod(0o711)
+        _run("mount", "--bind", str(disks), str(target))
+    return target
+
+
+def hide_disks(instance: str) -> None:
+    """Undo ``expose_disks``; absent is fine."""
+    unmount_all(EXPOSED / instance)
+    for directory in (EXPOSED / instance / "disks", EXPOSED / instance):
+        with contextlib.suppress(FileNotFoundError):
+            directory.rmdir()
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeFailure(f"{' '.join(argv[:2])} failed: {done.stderr.strip()}")
 
 
 def mount_sysfs(netns: Path, target: Path) -> None:

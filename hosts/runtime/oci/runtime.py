@@ -40,7 +40,6 @@ import functools
 import ipaddress
 import os
 import re
-import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -139,6 +138,8 @@ class OciRuntime:
         self._network = Network(config.bridge, config.subnet)
         self._runc = Runc(config.state_dir / "runc", config.runc)
         self._pool: StoragePool | None = None
+        self._disks = _host.EXPOSED / config.bridge / "disks"
+        """Where runc finds the disks (``_host.expose_disks``)."""
         self._sandboxes: dict[str, _Sandbox] = {}
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._host_ready = False
@@ -293,6 +294,7 @@ class OciRuntime:
                 raise SandboxConflict(f"{len(self._sandboxes)} sandboxes still exist")
             await _blocking("remove host network", self._network.remove_host)
             await _blocking("remove cgroups", _host.remove_parent, self.config.cgroup_parent)
+            await _blocking("unexpose disks", _host.hide_disks, self.config.bridge)
             if self._pool is not None and self.config.pool.directory is None:
                 await _blocking("unmount pool", _detach_pool, self.config.pool)
             self._pool = None
@@ -469,7 +471,7 @@ class OciRuntime:
         await _blocking("mount sysfs", _host.mount_sysfs, self._network.netns_path(spec.id), directory.sysfs)
         bundle = Bundle(
             hostname=spec.id,
-            rootfs=pool.disk(spec.id),
+            rootfs=self._disks / pool.disk(spec.id).name,
             uid_base=self.config.uid_base,
             netns=self._network.netns_path(spec.id),
             cgroups_path=f"/{self.config.cgroup_parent}/{spec.id}",
@@ -620,7 +622,9 @@ class OciRuntime:
         async with self._host_lock:
             if self._pool is None:
                 pool = await _blocking("open storage pool", StoragePool.open, self.config.pool)
-                await _blocking("check the pool's path", _check_traversable, pool.disks)
+                self._disks = await _blocking(
+                    "expose disks", _host.expose_disks, pool.disks, self.config.bridge
+                )
                 self._pool = pool
             return self._pool
 
@@ -742,17 +746,6 @@ async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
         raise
     except (OSError, ValueError) as exc:
         raise RuntimeFailure(f"{what}: {exc}") from exc
-
-
-def _check_traversable(path: Path) -> None:
-    """runc mounts a sandbox's disk from inside its user namespace, as an unprivileged host
-    uid: every directory above the disks must let others pass (``x``)."""
-    for directory in [path, *path.parents]:
-        if not directory.stat().st_mode & stat.S_IXOTH:
-            raise RuntimeFailure(
-                f"{directory} is mode {stat.S_IMODE(directory.stat().st_mode):o}: the sandboxes' root "
-                f"(an unprivileged host uid) cannot reach their disks in {path}; give it o+x"
-            )
 
 
 def _detach_pool(config: PoolConfig) -> None:

@@ -91,9 +91,9 @@ def _fake(root: Path) -> Backend:
 
 
 def _real(root: Path, template_store: TemplateStore, index: int) -> Backend:
-    # The namespace runtime's own suite knows where its create steps and traces are.
-    from hosts.runtime.namespace import NamespaceRuntime
-    from tests.hosts.runtime import test_namespace
+    # The OCI runtime's own suite knows where its create steps and traces are.
+    from hosts.runtime.oci import OciRuntime
+    from tests.hosts.runtime import test_oci
 
     env = {
         "DNAH_BOOTSTRAP_TOKEN": "contract-suite",
@@ -109,9 +109,9 @@ def _real(root: Path, template_store: TemplateStore, index: int) -> Backend:
         return make_runtime(config, template_store)
 
     runtime = build()
-    assert isinstance(runtime, NamespaceRuntime), "update the contract suite's real-backend hooks"
-    steps: list[Step] = [(o, n, False) for o, n in test_namespace._SYNC_STEPS]
-    steps += [(o, n, True) for o, n in test_namespace._ASYNC_STEPS]
+    assert isinstance(runtime, OciRuntime), "update the contract suite's real-backend hooks"
+    steps: list[Step] = [(o, n, False) for o, n in test_oci._SYNC_STEPS]
+    steps += [(o, n, True) for o, n in test_oci._ASYNC_STEPS]
     return Backend(
         name="real",
         runtime=runtime,
@@ -120,7 +120,7 @@ def _real(root: Path, template_store: TemplateStore, index: int) -> Backend:
         create_steps=steps,
         kernel_traces=lambda sandbox_id: [
             t
-            for t in test_namespace.traces(runtime.config, sandbox_id)
+            for t in test_oci.traces(runtime.config, sandbox_id)
             # veths are counted bridge-wide there, and the suite keeps other sandboxes running
             if not t.startswith(("directory", "veths on the bridge"))
         ],

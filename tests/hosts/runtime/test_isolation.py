@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import uuid
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hosts.runtime.namespace import NamespaceConfig
+from hosts.runtime.oci import OciConfig
 from tests.hosts.conftest import Box
 
 # Prints, for each "host:port" argument, "ok" or the error the connection attempt ended in.
@@ -91,10 +92,10 @@ async def test_no_host_process_is_visible(box: Box) -> None:
     assert set(ps.split()) <= {"python3", "sh", "ps", "tr"}, ps
 
 
-async def test_no_host_path_is_reachable(box: Box, ns_config: NamespaceConfig, host_secret: Path) -> None:
-    sandbox_dir = ns_config.state_dir / "sandboxes" / box.id
+async def test_no_host_path_is_reachable(box: Box, oci_config: OciConfig, host_secret: Path) -> None:
+    sandbox_dir = oci_config.state_dir / "sandboxes" / box.id
     assert await box.out("test -d /workspace && test -d /opt/dnah/guest && echo inside") == "inside"
-    for path in (host_secret, ns_config.state_dir, sandbox_dir, Path("/work/main"), Path("/var/cache/dnah")):
+    for path in (host_secret, oci_config.state_dir, sandbox_dir, Path("/work/main"), Path("/var/cache/dnah")):
         assert await box.out(f"test -e {path} || echo absent") == "absent", path
     assert await box.out("readlink /proc/1/root /proc/self/root") == "/\n/"
     assert await box.out("ls -a /proc/1/root") == await box.out("ls -a /")
@@ -113,13 +114,13 @@ async def test_the_agent_code_and_resolver_are_read_only(box: Box) -> None:
 
 
 async def test_another_sandboxs_files_are_not_reachable(
-    two_boxes: tuple[Box, Box], ns_config: NamespaceConfig
+    two_boxes: tuple[Box, Box], oci_config: OciConfig
 ) -> None:
     a, b = two_boxes
     await a.out("echo mine > /tmp/only-in-a; echo mine > ~/only-in-a")
     assert await a.out("cat /tmp/only-in-a") == "mine"
     assert await b.out("test -e /tmp/only-in-a || test -e ~/only-in-a || echo absent") == "absent"
-    a_dir = ns_config.state_dir / "sandboxes" / a.id
+    a_dir = oci_config.state_dir / "sandboxes" / a.id
     assert await b.out(f"test -e {a_dir} || echo absent") == "absent"
     # a's agent socket: neither its host path nor b's own socket path lead to a.
     reach = await b.sh(
@@ -161,10 +162,10 @@ async def host_listeners() -> AsyncIterator[tuple[int, int]]:
 
 
 async def test_host_listeners_are_unreachable(
-    box: Box, ns_config: NamespaceConfig, host_listeners: tuple[int, int]
+    box: Box, oci_config: OciConfig, host_listeners: tuple[int, int]
 ) -> None:
     _, anywhere = host_listeners
-    gateway = str(ns_config.subnet.network_address + 1)
+    gateway = str(oci_config.subnet.network_address + 1)
     targets = [f"{host}:{port}" for host in ("127.0.0.1", gateway) for port in host_listeners]
     targets += [f"{address}:{anywhere}" for address in host_addresses() if address != "127.0.0.1"]
     results = await probe(box, *targets)
@@ -199,3 +200,150 @@ async def test_sys_is_read_only(box: Box) -> None:
     result = await box.sh("touch /sys/x")
     assert result.exit_code != 0 and "Read-only file system" in result.stderr
     assert await box.out("ls /sys/class/net") == "eth0\nlo"
+
+
+# root inside ---------------------------------------------------------------------------------
+
+SYSCALL = """
+import ctypes, errno, sys
+libc = ctypes.CDLL(None, use_errno=True)
+number, *args = (int(a) for a in sys.argv[1:])
+result = libc.syscall(number, *(ctypes.c_long(a) for a in args))
+print(errno.errorcode.get(ctypes.get_errno(), "ok") if result == -1 else "ok")
+"""
+_INIT_MODULE, _BPF, _PERF_EVENT_OPEN, _KEYCTL = 175, 321, 298, 250
+
+
+async def test_root_inside_is_contained(box: Box, host_secret: Path) -> None:
+    """``sudo`` gives root inside; root can still do none of what would reach the host."""
+    assert await box.out("sudo -n id -u") == "0"
+    status = await box.out("sudo -n grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status")
+    assert status.split() == ["NoNewPrivs:", "0", "Seccomp:", "2"]
+    assert await box.out("sudo -n touch /etc/owned-by-root && echo ok") == "ok"  # root inside works
+    attempts = {
+        "mount": "mkdir -p /tmp/m && sudo -n mount -t tmpfs none /tmp/m",
+        "bind mount": "sudo -n mount --bind / /tmp/m",
+        "user namespace": "sudo -n unshare -U true",
+        "unprivileged user namespace": "unshare -U true",
+        "other namespaces": "sudo -n unshare -m -n -p -f true",
+        "sysctl": "echo other | sudo -n tee /proc/sys/kernel/hostname",
+        "sysfs": "echo 1 | sudo -n tee /sys/kernel/mm/ksm/run",
+        "sysrq": "echo h | sudo -n tee /proc/sysrq-trigger",
+        "raw socket": "sudo -n python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)'",
+        "packet socket": "sudo -n python3 -c 'import socket as s; s.socket(s.AF_PACKET, s.SOCK_RAW)'",
+        "address": "sudo -n ip addr add 10.99.0.9/32 dev eth0",
+        "route": "sudo -n ip route replace default via 127.0.0.1 dev lo",
+        "link down": "sudo -n ip link set eth0 down",
+        "device node": "sudo -n mknod /tmp/mem c 1 1",
+        "host file": f"sudo -n cat {host_secret}",
+        "kernel log": "sudo -n dmesg",
+        "chroot escape": "sudo -n chroot /proc/1/root true && sudo -n ls /proc/1/root/../..",
+        "hostname": "sudo -n hostname other",
+        "clock": "sudo -n date -s '2001-01-01'",
+    }
+    for what, script in attempts.items():
+        result = await box.sh(script)
+        if what == "chroot escape":  # chroot works (CAP_SYS_CHROOT) but stays in the sandbox
+            assert "dnah-secret" not in result.stdout
+            continue
+        assert result.exit_code != 0, (what, result)
+    for name, number in {
+        "init_module": _INIT_MODULE,
+        "bpf": _BPF,
+        "perf_event_open": _PERF_EVENT_OPEN,
+    }.items():
+        outcome = await box.out(f"sudo -n python3 -c '{SYSCALL}' {number} 0 0 0 0 0")
+        assert outcome == "EPERM", (name, outcome)
+    assert await box.out(f"sudo -n python3 -c '{SYSCALL}' {_KEYCTL} 0 0 0 0 0") == "EPERM"
+    assert await box.out("sudo -n insmod /nonexistent.ko 2>&1 || true") != ""
+    assert await box.out("hostname") == box.id
+    assert await box.out("ip -4 -o addr show dev eth0 | wc -l") == "1"
+
+
+async def test_root_inside_sees_no_host_process(box: Box) -> None:
+    listing = await box.out("sudo -n ps -e -o pid=,comm=")
+    assert all(int(line.split()[0]) < 1000 for line in listing.splitlines()), listing
+    assert not any("pytest" in line or "runc" in line for line in listing.splitlines())
+
+
+@pytest.fixture
+async def host_services() -> AsyncIterator[dict[str, int]]:
+    """Listeners where Postgres, Redis, core, hostd and the gateway would be (loopback and
+    any address), so the probes below hit a real listener."""
+    with listener("127.0.0.1") as loopback, listener("0.0.0.0") as anywhere:
+        yield {"loopback": loopback, "anywhere": anywhere}
+
+
+async def test_root_inside_reaches_no_host_service(
+    box: Box, oci_config: OciConfig, host_services: dict[str, int]
+) -> None:
+    gateway = str(oci_config.subnet.network_address + 1)
+    ports = [5432, 6379, 8000, 8080, 8787, *host_services.values()]
+    targets = [f"{host}:{port}" for host in ("127.0.0.1", gateway, *host_addresses()) for port in ports]
+    result = await box.client.exec(["sudo", "-n", "python3", "-c", PROBE, *targets], timeout_ms=60_000)
+    assert result.exit_code == 0, result
+    assert all(outcome != "ok" for outcome in json.loads(result.stdout).values()), result.stdout
+
+
+async def test_the_tools_work_under_the_filter(box: Box) -> None:
+    script = (
+        "set -e; python3 -c 'import threading, subprocess, multiprocessing; print(1)';"
+        " git init -q /tmp/repo && git -C /tmp/repo status --short; node -e 'console.log(2)';"
+        " bash -c 'echo 3'; sudo -n true; dpkg -s bash > /dev/null; pip --version > /dev/null;"
+        " python3 -m venv /tmp/venv && /tmp/venv/bin/python -c 'print(4)';"
+        " python3 -c 'import os, pty; pid, fd = pty.fork();"
+        ' os.execvp("echo", ["echo", "pty"]) if pid == 0 else print(os.read(fd, 100).decode().strip())\''
+    )
+    assert (await box.out(script)).split() == ["1", "2", "3", "4", "pty"]
+
+
+async def test_sudo_apt_get_installs_a_local_package(box: Box, oci_config: OciConfig, tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "usr/local/bin").mkdir(parents=True)
+    (package / "DEBIAN/control").write_text(
+        "Package: dnah-probe\nVersion: 1.0\nArchitecture: all\nMaintainer: test <t@example.invalid>\n"
+        "Description: a probe\n"
+    )
+    script = package / "usr/local/bin/dnah-probe"
+    script.write_text("#!/bin/sh\necho installed as $(id -un)\n")
+    script.chmod(0o755)
+    deb = tmp_path / "x.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(package), str(deb)], check=True)
+    # Into the sandbox's disk from the host, owned by daytona's host uid.
+    inside = oci_config.pool.mountpoint / "disks" / box.id / "tmp/x.deb"
+    inside.write_bytes(deb.read_bytes())
+    os.chown(inside, oci_config.uid_base + 1000, oci_config.uid_base + 1000)
+    result = await box.sh("cd /tmp && sudo -n apt-get install -y -q ./x.deb", timeout_ms=120_000)
+    assert result.exit_code == 0, result
+    assert await box.out("dnah-probe") == "installed as daytona"
+    assert await box.out("stat -c %U /usr/local/bin/dnah-probe") == "root"
+
+
+async def test_a_fork_bomb_is_stopped_by_the_pids_limit(two_boxes: tuple[Box, Box]) -> None:
+    a, b = two_boxes
+    bomb = (
+        "import os, time\n"
+        "n = 0\n"
+        "while True:\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError as exc:\n"
+        "        print('stopped', exc.errno, n >= 400, flush=True); break\n"
+        "    if pid == 0:\n"
+        "        time.sleep(30); os._exit(0)\n"
+        "    n += 1\n"
+    )
+    result = await a.client.exec(["timeout", "-s", "KILL", "20", "python3", "-c", bomb], timeout_ms=30_000)
+    assert "stopped 11 True" in result.stdout, result  # EAGAIN, after hundreds of forks
+    assert await b.out("echo answering") == "answering"
+    assert subprocess.run(["true"], check=False).returncode == 0  # the host still forks
+    await a.sh("pkill -KILL -f 'time.sleep' || true")
+
+
+async def test_writing_past_disk_gb_fails_and_the_sandbox_lives_on(box: Box) -> None:
+    """``box`` has disk_gb=1; its template alone uses a good part of it."""
+    result = await box.sh("dd if=/dev/zero of=/tmp/big bs=1M count=1536 conv=fsync 2>&1", timeout_ms=120_000)
+    assert result.exit_code != 0, result
+    assert "Disk quota exceeded" in result.stdout or "No space left" in result.stdout, result
+    assert await box.out("rm /tmp/big; echo answering") == "answering"
