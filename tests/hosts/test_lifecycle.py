@@ -1,5 +1,5 @@
 """hostd's lifecycle routes (``hosts/lifecycle.py``) on the real hostd under granian with real
-namespace sandboxes: pause/resume, resize, signed snapshots (take, seal, restore, clone,
+OCI sandboxes: pause/resume, resize, signed snapshots (take, seal, restore, clone,
 tampering, key rotation), archives, and SIGKILLs in the middle of a snapshot or an archive.
 
 The test plays the core's part in signing: it holds the Ed25519 keys and uses
@@ -23,8 +23,8 @@ import pytest
 
 from contracts.host import HostErrorBody, SandboxInfo, SnapshotTaken
 from contracts.snapshots import SnapshotClaim, encode_verify_key, new_signing_key, parse_signing_key, sign
-from hosts.config import GUEST_DIR
-from hosts.runtime.namespace import NamespaceConfig, NamespaceRuntime
+from hosts.config import load_config
+from hosts.runtime.factory import make_runtime
 from hosts.templates import TemplateStore
 from tests.hosts._hostd_fixtures import (
     HostdProcess,
@@ -101,16 +101,7 @@ async def hostd(
         for info in http.get("/sandboxes").json():
             assert http.delete(f"/sandboxes/{info['id']}").status_code == 204
     assert process.stop() == 0, process.log()
-    runtime = NamespaceRuntime(
-        NamespaceConfig(
-            state_dir=var_dir / "hostd",
-            templates=template_store,
-            guest_dir=GUEST_DIR,
-            bridge=names.bridge,
-            subnet=names.subnet,
-            cgroup_parent=names.cgroup,
-        )
-    )
+    runtime = make_runtime(load_config(env), template_store)
     await runtime.recover()
     await runtime.remove_host_setup()
 
@@ -167,8 +158,9 @@ def take(http: httpx.Client, sandbox_id: str, snapshot_id: str) -> SnapshotTaken
     return msgspec.json.decode(response.content, type=SnapshotTaken)
 
 
-def upper(var_dir: Path, sandbox_id: str) -> Path:
-    return var_dir / "hostd" / "sandboxes" / sandbox_id / "upper"
+def disk(var_dir: Path, sandbox_id: str) -> Path:
+    """The sandbox's disk in the storage pool, as the host sees it."""
+    return var_dir / "hostd" / "pool" / "disks" / sandbox_id
 
 
 LIFECYCLE_ROUTES = [
@@ -197,7 +189,7 @@ def test_every_lifecycle_route_requires_the_token(hostd: HostdProcess, method: s
 
 
 def test_pause_stops_progress_and_resume_restarts_it(http: httpx.Client, sandbox: str, var_dir: Path) -> None:
-    counter = upper(var_dir, sandbox) / "tmp" / "counter"
+    counter = disk(var_dir, sandbox) / "tmp" / "counter"
     sh(
         http,
         sandbox,
@@ -419,7 +411,7 @@ def test_archive_moves_the_disk_away_and_start_brings_it_back(
     assert archived.status_code == 200, archived.text
     assert archived.json() == {"id": sandbox, "state": "archived", "ip": None}
     assert state(http, sandbox) == "archived"
-    assert not upper(var_dir, sandbox).exists()
+    assert not disk(var_dir, sandbox).exists()
     stored = var_dir / "archives" / sandbox
     assert sorted(p.name for p in stored.iterdir()) == ["manifest.json", "rootfs.tar.zst"]
     assert http.post(f"/sandboxes/{sandbox}/archive").json()["state"] == "archived"  # idempotent
@@ -539,6 +531,6 @@ def test_hostd_killed_mid_archive_leaves_the_disk_in_place(
     assert not staging.parent.exists() and not (var_dir / "archives" / sandbox).exists()
     with client_for(hostd, core) as http:
         assert state(http, sandbox) == "stopped"
-        assert upper(var_dir, sandbox).exists()
+        assert disk(var_dir, sandbox).exists()
         assert http.post(f"/sandboxes/{sandbox}/start", json={"id": sandbox, **SPEC}).status_code == 200
         assert sh(http, sandbox, "cat ~/f") == "kept"
