@@ -7,12 +7,16 @@ group with its reason, and docs/runtime.md ("Seccomp") is generated from the sam
 It is at least as strict as Docker's default profile: nothing Docker refuses is allowed here,
 and ``io_uring`` and namespace creation by root are refused as well.
 
-Three calls are allowed only with particular arguments:
+Four calls are allowed only with particular arguments:
 
 * ``clone`` without any namespace flag (the mask below): threads and ``fork`` work, creating a
   namespace does not;
 * ``clone3`` fails with ``ENOSYS``: its flags sit in a structure seccomp cannot read, and
   ``ENOSYS`` (not ``EPERM``) makes glibc fall back to ``clone``;
+* ``ioctl`` except btrfs' volume requests (``BTRFS_VOL_IOCTLS``): among them subvolume and
+  snapshot creation, which any file owner may call on a btrfs disk and which would make a
+  subvolume whose writes the sandbox's disk quota does not count. Reflinks (``FICLONE``, what
+  ``cp`` tries first) and every other ioctl stay allowed;
 * ``personality`` with the harmless personas only (Linux, 32-bit Linux, the uname-2.6 flag,
   and the query ``0xffffffff``): others disable address-space randomisation and the like.
 """
@@ -34,6 +38,13 @@ NAMESPACE_FLAGS = (
     | 0x40000000  # CLONE_NEWNET
 )
 """``clone`` is refused when its flags (argument 0 on x86-64) include any of these."""
+
+BTRFS_VOL_IOCTLS = (0xFFFFFF00, 0x50009400)
+"""(mask, value) of the refused ioctl requests: ``_IOW(0x94, nr, struct btrfs_ioctl_vol_args
+or _v2)`` — both structs are 4,096 bytes — which is SNAP_CREATE(_V2), SUBVOL_CREATE(_V2),
+SNAP_DESTROY, DEFRAG, RESIZE and the device calls. The kernel reads the request as 32 bits,
+so only those are compared; seccomp has no "not equal under a mask", so the allow rules are
+one per bit of the masked part: a request is allowed when any one of those bits differs."""
 
 PERSONAS = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 """PER_LINUX, PER_LINUX32, UNAME26, UNAME26|PER_LINUX32 and the query: nothing that weakens
@@ -336,7 +347,6 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "socketpair",
     ),
     "terminals and devices": (
-        "ioctl",
         "io_cancel",
         "io_destroy",
         "io_getevents",
@@ -443,6 +453,7 @@ them; listing them keeps the decision visible and is checked by the tests."""
 CONDITIONAL = {
     "clone": "allowed without namespace flags (threads, fork)",
     "clone3": "ENOSYS, so that libc falls back to clone",
+    "ioctl": "all but btrfs' volume requests (a subvolume made by one is outside the disk quota)",
     "personality": "the Linux personas only",
 }
 """The calls with a rule of their own (see the module doc)."""
@@ -477,6 +488,7 @@ def profile() -> dict[str, Any]:
                 "args": [{"index": 0, "value": NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
             },
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+            *_ioctl_rules(),
             *(
                 {
                     "names": ["personality"],
@@ -487,3 +499,17 @@ def profile() -> dict[str, Any]:
             ),
         ],
     }
+
+
+def _ioctl_rules() -> list[dict[str, Any]]:
+    """Allow ``ioctl`` unless its request matches ``BTRFS_VOL_IOCTLS`` (see there)."""
+    mask, refused = BTRFS_VOL_IOCTLS
+    bits = [1 << i for i in range(32) if mask & (1 << i)]
+    return [
+        {
+            "names": ["ioctl"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 1, "value": bit, "valueTwo": ~refused & bit, "op": "SCMP_CMP_MASKED_EQ"}],
+        }
+        for bit in bits
+    ]

@@ -297,6 +297,29 @@ async def test_the_tools_work_under_the_filter(box: Box) -> None:
     assert (await box.out(script)).split() == ["1", "2", "3", "4", "pty"]
 
 
+SUBVOLUME = """
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open("/tmp", os.O_RDONLY)
+args = ctypes.create_string_buffer(bytes(8) + b"nested", 4096)  # struct btrfs_ioctl_vol_args
+result = libc.syscall(16, fd, ctypes.c_ulong(int(sys.argv[1], 16)), args)  # ioctl
+print(errno.errorcode.get(ctypes.get_errno(), "ok") if result == -1 else "made")
+"""
+
+
+async def test_no_subvolume_escapes_the_disk_quota_and_reflinks_still_work(box: Box) -> None:
+    """A btrfs subvolume made inside the disk would be outside its quota: the filter refuses
+    btrfs' volume ioctls (to root too, and with junk in the request's upper 32 bits, which
+    the kernel ignores), while ``cp --reflink`` (FICLONE) keeps working."""
+    for request in ("5000940E", "50009418", "50009401", "50009417", "FFFFFFFF5000940E"):
+        for sudo in ("", "sudo -n "):
+            outcome = await box.out(f"{sudo}python3 -c '{SUBVOLUME}' {request}")
+            assert outcome == "EPERM", (request, sudo, outcome)
+    assert await box.out("ls /tmp | grep -c nested || true") == "0"
+    copied = "head -c 1000000 /dev/urandom > /tmp/a && cp --reflink=always /tmp/a /tmp/b && cmp /tmp/a /tmp/b"
+    assert await box.out(f"{copied} && echo same") == "same"
+
+
 async def test_sudo_apt_get_installs_a_local_package(box: Box, oci_config: OciConfig, tmp_path: Path) -> None:
     package = tmp_path / "pkg"
     (package / "DEBIAN").mkdir(parents=True)
