@@ -457,6 +457,11 @@ def _components(settings: DiscoverySettings) -> dict[str, Any]:
                     "description": {"type": "string"},
                     "free": {"type": "boolean"},
                     "payable": {"type": "boolean"},
+                    "served": {
+                        "type": "boolean",
+                        "description": "false: the API has no such route; the request is "
+                        "answered 404 or 405 and never charged (amount 0, free)",
+                    },
                 },
             },
             "Error": {

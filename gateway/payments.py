@@ -68,12 +68,12 @@ from contracts.control import (
     PaymentRecord,
     StoredResponse,
 )
-from core.http.routes import CoreRoutes
 from gateway.config import GatewayConfig, PaymentConfig
 from gateway.forward import CLIENT_CLOSED, Forwarder, Headers, Outcome, Receive, Send, Upstream, map_path
 from gateway.idempotency import Claim, PaymentState, credential_hash, request_fingerprint
 from gateway.ledger import AlreadyRecorded, KeyReused, Ledger, LedgerError
 from gateway.prices import LivePrices
+from gateway.served import ServedRoutes
 from pricing import CURRENCY_DECIMALS, Quote
 
 log = structlog.get_logger()
@@ -94,6 +94,8 @@ PUSH_DEADLINE_S = 300
 """A pushed transaction hash whose receipt cannot be found this long after the challenge
 expired counts as not paid."""
 RETRY_AFTER_S = 2
+NOT_SERVED = "Not served here: answered 404 or 405, without payment"
+"""A quote's description for a request the core has no route for (it is never charged)."""
 
 _JSON = msgspec.json.Encoder()
 _REQUEST_ID = b"x-request-id"
@@ -134,7 +136,7 @@ class PaymentGate:
         self._origin = pay.public_url or f"http://{pay.realm}"
         self._edge_auth = f"Bearer {pay.edge_token}".encode()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._routes = CoreRoutes()
+        self._routes = ServedRoutes()
         self._handlers: dict[tuple[str, str], Any] = {}
         """pympp challenge handlers by (price, description): building one per 402 cost ~9% of
         the issuance path; expiry and body are per request (``expires_in``, ``_bound_body``)."""
@@ -176,9 +178,10 @@ class PaymentGate:
             return await _unavailable(send, upstream)
 
     def _served(self, upstream: Upstream) -> bool:
-        """Whether the core has a route for the request (``core.http.routes``). One it does
-        not serve is passed on unpaid, to be answered 404 or 405: a caller never pays for a
-        route that does not exist, whatever price a wildcard row or the default gives it."""
+        """Whether the core has a route for the request (``gateway.served``, from the
+        contract ``contracts/core_routes.py``). One it does not serve is passed on unpaid, to
+        be answered 404 or 405: a caller never pays for a route that does not exist,
+        whatever price a wildcard row or the default gives it."""
         target = map_path(upstream.raw_path).decode("latin-1")
         return self._routes.serves(upstream.method, target)
 
@@ -308,14 +311,24 @@ class PaymentGate:
         }
 
     def quote_json(self, method: str, path: str) -> dict[str, Any]:
-        """``GET /__mpp/quote``: what ``method path`` costs, from the live table."""
+        """``GET /__mpp/quote``: what ``method path`` would cost — what the gate would really
+        ask. The live table prices it; a request the core does not serve is never charged
+        (``admit``), so its quote is free with ``served`` false, whatever the table says."""
         quote = self.prices.table.quote(method, path)
+        if not self._routes.serves(quote.method, map_path(quote.path.encode()).decode()):
+            quote = msgspec.structs.replace(
+                quote, amount=0, price="0", free=True, payable=True, description=NOT_SERVED
+            )
+            served = False
+        else:
+            served = True
         return {
             "method": quote.method,
             "path": quote.path,
             **self._price(quote),
             "free": quote.free,
             "payable": quote.payable,
+            "served": served,
         }
 
     # credentials ---------------------------------------------------------------------------

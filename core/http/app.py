@@ -95,7 +95,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     EdgePayments,
     *TERMINAL_ROUTES,
 ]
-"""Every route the core serves (``core/http/routes.py`` resolves requests against them)."""
+"""Every route the core serves (listed for the gateway in ``contracts/core_routes.py``)."""
 
 
 def create_app(config: CoreConfig | None = None) -> Litestar:

@@ -8,16 +8,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from core.http.routes import CoreRoutes
 from gateway.discovery import openapi_path
 from gateway.forward import map_path
+from gateway.served import ServedRoutes
 from pricing import default_table_path, format_price, load_table
 from tests.gateway.payment_fixtures import challenges
 from tests.gateway.test_discovery import PriceCase, expected_price, price_cases
 
 TABLE = load_table(default_table_path())
 CASES = price_cases(TABLE)
-ROUTES = CoreRoutes()
+ROUTES = ServedRoutes()
 
 
 def challenged_amount(response: httpx.Response) -> int:
@@ -37,7 +37,8 @@ async def test_402_and_quote_agree_with_the_table(case: PriceCase, anon: httpx.A
         assert response.status_code == 402, (case, response.text)
         assert challenged_amount(response) == expected
     quote = (await anon.get("/__mpp/quote", params={"method": case.method, "path": case.path})).json()
-    assert int(quote["amount"]) == (expected or 0)
+    assert int(quote["amount"]) == (expected if served and expected is not None else 0)
+    assert quote["served"] is served
 
 
 async def test_live_openapi_and_llms_txt_agree_with_the_table(anon: httpx.AsyncClient) -> None:

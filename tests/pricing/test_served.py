@@ -1,6 +1,6 @@
 """Every route the shipped table sells is one the core serves, except seed 004's routes not
 built yet — and those are never charged: the gateway's payment gate passes a request the
-core has no route for on unpaid (``core/http/routes.py``, ``gateway/payments.py``), so the
+core has no route for on unpaid (``gateway/served.py``, ``gateway/payments.py``), so the
 caller gets the core's 404 for free. Building one of them, or pricing a route the core does
 not have, makes this test fail until the list below says so."""
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from core.http.routes import CoreRoutes
 from gateway.forward import map_path
+from gateway.served import ServedRoutes
 from pricing import default_table_path, load_table
 
 NOT_SERVED_YET = {
@@ -37,7 +37,7 @@ def concrete(pattern: str) -> str:
 
 
 def test_the_table_sells_only_what_the_core_serves() -> None:
-    routes = CoreRoutes()
+    routes = ServedRoutes()
     unserved = set()
     for rule in load_table(default_table_path()).routes():
         if rule.free or not rule.payable or rule.pattern.endswith("/**"):
@@ -50,7 +50,7 @@ def test_the_table_sells_only_what_the_core_serves() -> None:
 
 
 def test_the_route_table_answers_as_the_core_routes() -> None:
-    routes = CoreRoutes()
+    routes = ServedRoutes()
     assert routes.serves("POST", "/v1/sandboxes")
     assert routes.serves("GET", "/toolbox/sbx-1/git/history?x=1")
     assert routes.serves("POST", "/sandbox/sbx-1/autostop/15")
