@@ -205,7 +205,7 @@ def test_bad_input_is_a_clear_400(org: httpx.Client, body: dict, needle: str) ->
 
 
 def test_a_sandbox_lifecycle_is_delivered_signed_and_in_order(
-    org: httpx.Client, gateway: httpx.Client, receiver: Receiver
+    stack: Stack, org: httpx.Client, gateway: httpx.Client, receiver: Receiver
 ) -> None:
     hook = subscribe(org, receiver.url, ["sandbox.state_updated"])
     # Neither a webhook for templates only nor another org's webhook gets these events.
@@ -235,8 +235,20 @@ def test_a_sandbox_lifecycle_is_delivered_signed_and_in_order(
     listed = org.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["items"]
     assert [d["status"] for d in listed] == ["delivered"] * 4
     assert {d["id"] for d in listed} == {r.headers["x-dnah-delivery-id"] for r in got}
-    time.sleep(1)
-    assert templates_only.received == [] and other_org.received == []
+    # A barrier before the negative check: a template flip reaches both receivers, and each
+    # webhook's deliveries go out in order, so once it is in, anything sent for the sandbox
+    # (created before it) would be in too.
+    template = f"wh-barrier-{free_port()}"
+    sql(stack, "UPDATE hosts SET templates = array_append(templates, $1)", template)
+    sql(stack, "UPDATE hosts SET templates = array_remove(templates, $1)", template)
+
+    def flipped(received: list[Received]) -> bool:
+        return sum(r.payload["data"].get("template") == template for r in received) >= 2
+
+    for other_receiver in (templates_only, other_org):
+        got_there = other_receiver.wait(flipped)
+        assert not [r for r in got_there if r.payload["data"].get("id") == sbx["id"]], got_there
+    assert all(r.headers["x-dnah-event"] == "template.state_updated" for r in templates_only.received)
     templates_only.close()
     other_org.close()
 
@@ -364,8 +376,17 @@ def test_two_dispatchers_never_send_one_delivery_twice(stack: Stack, org: httpx.
 
     asyncio.run(race())
     got = receiver.wait(lambda r: len(first_copies(r)) >= 60)
-    time.sleep(1)
-    ids = [r.headers["x-dnah-delivery-id"] for r in receiver.received]
+    # A barrier before the negative check: one more event for all six webhooks, sent by the
+    # core's dispatcher after everything before it on each webhook (deliveries go out in
+    # order), so a late second copy of any of the 60 would arrive before it.
+    emit = "SELECT dnah_emit_event($1, 'sandbox.state_updated', $2::jsonb)"
+    sql(stack, emit, org_id, json.dumps({"id": "sbx_barrier", "state": "started"}))
+
+    def barrier(r: Received) -> bool:
+        return r.payload["data"]["id"] == "sbx_barrier"
+
+    receiver.wait(lambda r: len({x.path for x in r if barrier(x)}) == 6)
+    ids = [r.headers["x-dnah-delivery-id"] for r in receiver.received if not barrier(r)]
     assert len(ids) == 60 and len(set(ids)) == 60, "a delivery was sent twice"
     for i in range(6):  # and each webhook got its events in order
         assert [r.payload["data"]["id"] for r in got if r.path == f"/hook/{i}"] == [
