@@ -87,7 +87,10 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     guest_dir: Path
     build_script: Path
     snapshot_dir: Path
-    """The snapshot store (``DNAH_SNAPSHOT_DIR``, default ``<var dir>/snapshots``)."""
+    """The snapshot store (``DNAH_SNAPSHOT_DIR``). The OCI runtime's snapshots are btrfs
+    snapshots of the disks, so for it the store must be inside the storage pool: default
+    ``<pool>/snapshots``, and a directory outside the pool is refused. The fake runtime's
+    default is ``<var dir>/snapshots``."""
     archive_dir: Path
     """The archive store (``DNAH_ARCHIVE_DIR``, default ``<var dir>/archives``)."""
     pool_dir: Path | None
@@ -133,6 +136,13 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
     var_dir = Path(env.text("DNAH_VAR_DIR", DEFAULT_VAR_DIR)).absolute()
     state_dir = var_dir / "hostd"
     pool_dir = env.text("DNAH_POOL_DIR", "")
+    pool_mount = Path(env.text("DNAH_POOL_MOUNT", str(state_dir / "pool"))).absolute()
+    pool_root = Path(pool_dir).absolute() if pool_dir else pool_mount
+    runtime = env.parse("DNAH_HOST_RUNTIME", _runtime, "oci")
+    default_snapshots = pool_root / "snapshots" if runtime == "oci" else var_dir / "snapshots"
+    snapshot_dir = Path(env.text("DNAH_SNAPSHOT_DIR", str(default_snapshots))).absolute()
+    if runtime == "oci":
+        _check_in_pool(snapshot_dir, pool_root)
     return HostdConfig(
         host=env.text("DNAH_HOSTD_HOST", DEFAULT_HOST),
         port=env.parse("DNAH_HOSTD_PORT", _port, DEFAULT_PORT),
@@ -152,14 +162,14 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         log_format=env.parse("DNAH_LOG_FORMAT", _log_format, None),
         guest_dir=GUEST_DIR,
         build_script=BUILD_SCRIPT,
-        snapshot_dir=Path(env.text("DNAH_SNAPSHOT_DIR", str(var_dir / "snapshots"))).absolute(),
+        snapshot_dir=snapshot_dir,
         archive_dir=Path(env.text("DNAH_ARCHIVE_DIR", str(var_dir / "archives"))).absolute(),
         pool_dir=Path(pool_dir).absolute() if pool_dir else None,
         pool_image=Path(env.text("DNAH_POOL_IMAGE", str(state_dir / "pool.img"))).absolute(),
         pool_size_gb=env.parse("DNAH_POOL_SIZE_GB", _positive_int, DEFAULT_POOL_SIZE_GB),
-        pool_mount=Path(env.text("DNAH_POOL_MOUNT", str(state_dir / "pool"))).absolute(),
+        pool_mount=pool_mount,
         sandbox_uid_base=env.parse("DNAH_SANDBOX_UID_BASE", _uid_base, DEFAULT_SANDBOX_UID_BASE),
-        runtime=env.parse("DNAH_HOST_RUNTIME", _runtime, "oci"),
+        runtime=runtime,
         advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
     )
 
@@ -172,6 +182,19 @@ def _advertise_url(env: _Env, host: str) -> str | None:
             "set DNAH_HOSTD_ADVERTISE_URL to the URL the core should use"
         )
     return url.rstrip("/") if url else None
+
+
+def _check_in_pool(snapshot_dir: Path, pool_root: Path) -> None:
+    """Host-local snapshots are btrfs snapshots of the disks: the store must be a directory of
+    its own inside the pool (not the pool's root, nor its templates, disks or staging area)."""
+    real, root = Path(os.path.realpath(snapshot_dir)), Path(os.path.realpath(pool_root))
+    reserved = [root / name for name in ("templates", "disks", ".staging")]
+    if real == root or not real.is_relative_to(root) or any(real.is_relative_to(r) for r in reserved):
+        raise ConfigError(
+            f"DNAH_SNAPSHOT_DIR={snapshot_dir} is not a directory of its own inside the storage pool "
+            f"{pool_root}: the OCI runtime's snapshots are btrfs snapshots of the sandboxes' disks, "
+            f"so they must be on the pool's filesystem (leave it unset for {pool_root / 'snapshots'})"
+        )
 
 
 class _Env:

@@ -317,8 +317,9 @@ class HostController:
             return await self._runtime.create(spec, directory)
 
     async def _archive(self, sandbox_id: str) -> SandboxInfo:
-        """Archive first, publish it, then drop the local disk: a crash before the publish
-        leaves the disk alone (the staging directory is swept), a crash after it leaves a
+        """Export the disk as a portable archive (``runtime.export``: tar + zstd, whatever kind
+        the runtime's snapshots are), publish it, then drop the local disk: a crash before the
+        publish leaves the disk alone (the staging directory is swept), a crash after it leaves a
         complete archive whichever way the runtime's step went (see ``recover``)."""
         store = self._store(self._archives)
         async with self._lifecycle.hold(sandbox_id):
@@ -329,7 +330,7 @@ class HostController:
                 raise SandboxConflict(f"sandbox {sandbox_id} is {info.state}; only a stopped one is archived")
             staging = await asyncio.to_thread(store.staging, sandbox_id)
             try:
-                await self._runtime.snapshot(sandbox_id, staging)
+                await self._runtime.export(sandbox_id, staging)
                 await asyncio.to_thread(store.publish, sandbox_id, staging, replace=True)
             except BaseException:
                 await asyncio.to_thread(store.discard, staging)

@@ -1,17 +1,22 @@
 """hostd's snapshot and archive stores: directories of snapshot-format entries on the host.
 
 Both stores hold one directory per entry, ``<root>/<id>/``, in the format of
-``hosts/runtime/_snapshot.py`` (``rootfs.tar.zst`` + ``manifest.json``). A snapshot also gets
-``signature.json`` (a ``contracts.snapshots.SignedSnapshot``) once the core seals it; an
-archive (keyed by sandbox id) is hostd's own copy of a stopped sandbox's disk and is not
-signed, only hash-checked.
+``hosts/runtime/_snapshot.py``: a ``manifest.json`` that says which kind the entry is, and
+the data. The OCI runtime's snapshots are ``subvolume`` entries (``disk/``, a read-only btrfs
+subvolume), so the snapshot store of such a hostd lives inside the storage pool (by default
+its ``snapshots/``); the fake runtime's snapshots and every archive are ``archive`` entries
+(``rootfs.tar.zst``), which may live anywhere. A snapshot also gets ``signature.json`` (a
+``contracts.snapshots.SignedSnapshot``) once the core seals it; an archive (keyed by sandbox
+id) is hostd's own copy of a stopped sandbox's disk and is not signed, only hash-checked.
 
 Nothing is ever written under its final name: an entry is built in ``<root>/.tmp-<id>``
-and renamed into place once complete, a deletion renames it back to a ``.tmp-`` name before
-removing it, and ``sweep`` (at hostd start) removes every ``.tmp-`` directory. So a directory
-under its final name was complete when it got there; whether it is still *intact* is what
-``trusted_snapshot`` checks (signature, then claim ↔ manifest, then manifest ↔ files) before
-any disk is touched. The runtime checks the files once more as it extracts them.
+and renamed into place once complete (a directory holding a subvolume renames like any other
+within its filesystem; only the read-only subvolume itself could not be moved), a deletion
+renames it back to a ``.tmp-`` name before removing it, and ``sweep`` (at hostd start)
+removes every ``.tmp-`` directory. So a directory under its final name was complete when it
+got there; whether it is still *intact* is what ``trusted_snapshot`` checks (signature, then
+claim ↔ manifest, then manifest ↔ data) before any disk is touched. The runtime checks the
+data once more as it uses it.
 
 Functions here block (hashing, renames, removals); the controller calls them in a thread.
 """
@@ -32,6 +37,7 @@ from contracts.snapshots import SignedSnapshot, SnapshotRejected, decode_signed,
 from hosts.errors import SandboxConflict, SnapshotInvalid, SnapshotNotFound
 from hosts.runtime import _snapshot
 from hosts.runtime._mounts import remove_tree
+from hosts.storage import _btrfs
 
 SIGNATURE = "signature.json"
 _TMP = ".tmp-"
@@ -51,7 +57,7 @@ class EntryStore:
         removed = []
         for path in self.root.iterdir():
             if path.name.startswith(_TMP):
-                remove_tree(path)
+                _remove_entry(path)
                 removed.append(path.name)
         return removed
 
@@ -76,7 +82,7 @@ class EntryStore:
         self.path(entry_id)
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f"{_TMP}{entry_id}"
-        remove_tree(tmp)
+        _remove_entry(tmp)
         tmp.mkdir(mode=0o700)
         return tmp
 
@@ -98,7 +104,7 @@ class EntryStore:
 
     def discard(self, staging: Path) -> None:
         """Remove a staging directory whose entry failed to build."""
-        remove_tree(staging)
+        _remove_entry(staging)
 
     def delete(self, entry_id: str) -> None:
         """Remove the entry; absent is fine. Renamed away first, so a crash mid-way leaves a
@@ -107,13 +113,14 @@ class EntryStore:
         if not final.exists():
             return
         doomed = self.root / f"{_TMP}del-{entry_id}"
-        remove_tree(doomed)
+        _remove_entry(doomed)
         os.rename(final, doomed)
-        remove_tree(doomed)
+        _remove_entry(doomed)
 
 
 def describe(snapshot_id: str, directory: Path) -> SnapshotTaken:
-    """What the core needs to sign: the manifest's hash and the data's size."""
+    """What the core needs to sign: the manifest's hash and the data's size (an archive's
+    files; a subvolume's bytes written by the sandbox itself)."""
     data = (directory / _snapshot.MANIFEST).read_bytes()
     manifest = _snapshot.decode_manifest(data)
     return SnapshotTaken(
@@ -146,7 +153,8 @@ def trusted_snapshot(
 ) -> _snapshot.Manifest:
     """The manifest of the snapshot in ``directory``, once everything about it checks out:
     a signature by one of ``verify_keys`` over a claim naming this snapshot (and
-    ``sandbox_id``, when given), this manifest byte for byte, and files matching it.
+    ``sandbox_id``, when given), this manifest byte for byte, and data matching it (an
+    archive's files by sha256, a subvolume by its identity, read-only).
 
     Raises:
         SnapshotInvalid: the first check that failed, named in the message.
@@ -169,7 +177,7 @@ def trusted_snapshot(
         raise SnapshotInvalid(f"snapshot {snapshot_id} has no manifest") from None
     if hashlib.sha256(data).hexdigest() != claim.manifest_hash:
         raise SnapshotInvalid(f"snapshot {snapshot_id}'s manifest does not match its signature")
-    manifest = _snapshot.read(directory)  # every file against the manifest
+    manifest = _snapshot.read(directory)  # the data against the manifest
     if manifest.sandbox_id != claim.sandbox_id:
         raise SnapshotInvalid(f"snapshot {snapshot_id}'s manifest names another sandbox")
     return manifest
@@ -190,3 +198,11 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_entry(path: Path) -> None:
+    """Delete an entry directory (absent is fine). A ``subvolume`` entry's disk goes first:
+    ``rm`` cannot delete a subvolume, and stops at it (another device)."""
+    if _btrfs.is_subvolume(path / _snapshot.DISK):
+        _btrfs.delete(path / _snapshot.DISK)
+    remove_tree(path)

@@ -1,18 +1,26 @@
-"""Filesystem snapshots of a sandbox's disk (the overlay's upper layer).
+"""The snapshot format: a directory holding ``manifest.json`` and the disk, in one of two kinds.
 
-A snapshot directory holds ``rootfs.tar.zst`` and ``manifest.json``. The manifest is written
-last, so a directory with a manifest is a complete snapshot; it names the template build the
-disk sits on (a disk restored over any other lower layer would be meaningless) and the
-sha256 of every file, checked before a restore touches anything.
+* ``subvolume`` (the OCI runtime's host-local snapshots): the disk is ``disk/``, a read-only
+  btrfs snapshot of the sandbox's disk in the storage pool. Hashing it would mean reading the
+  whole disk, so the manifest records the subvolume's identity instead (its ``uuid`` and
+  ``ctransid``, see ``StoragePool.identity``), and its size: the bytes the sandbox had written
+  itself. Any write to the snapshot needs its read-only flag turned off and moves ``ctransid``,
+  so "the identity now equals the manifest's, and it is read-only" is what ``read`` checks.
+  It only means something on the filesystem that holds it: such a snapshot never leaves its
+  host (``docs/runtime.md``, "Snapshots on the pool").
+* ``archive`` (archives, the fake runtime's snapshots, and OCI snapshots from before host-local
+  snapshots existed): ``rootfs.tar.zst``, a portable tar + zstd of the whole disk, with the
+  sha256 of every file in the manifest. A manifest without a ``kind`` is one of these.
 
-The archive is GNU tar with numeric owners, permissions and every extended attribute: the
-upper layer encodes deletions as 0:0 character devices and replaced directories as
-``trusted.overlay.opaque`` xattrs, and both must survive the round trip. It is compressed
-with zstd as tar produces it and decompressed as tar consumes it (``zstandard`` on the pipe),
-so neither the archive nor the disk is ever held whole in memory. Both files are fsynced
-before the manifest names them.
+The manifest is written last, so a directory with a manifest is a complete snapshot; it names
+the template build the disk sits on, and is what the core signs (``hosts/snapshot_store.py``).
 
-Whether the snapshot also holds memory is recorded (``memory``): never, for this backend.
+The archive is GNU tar with numeric owners, permissions and every extended attribute. It is
+compressed with zstd as tar produces it and decompressed as tar consumes it (``zstandard`` on
+the pipe), so neither the archive nor the disk is ever held whole in memory. Both files are
+fsynced before the manifest names them.
+
+Whether the snapshot also holds memory is recorded (``memory``): never, for these backends.
 """
 
 from __future__ import annotations
@@ -22,15 +30,19 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import msgspec
 import zstandard
 
 from hosts.errors import RuntimeFailure, SnapshotInvalid
 from hosts.runtime._layout import DiskBase
+from hosts.storage import _btrfs
+from hosts.storage.pool import SubvolumeIdentity, subvolume_identity
 
 ARCHIVE = "rootfs.tar.zst"
+DISK = "disk"
+"""The read-only subvolume of a ``subvolume`` snapshot, inside its directory."""
 MANIFEST = "manifest.json"
 _TAR_COMMON = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
 _CHUNK = 1 << 20
@@ -42,21 +54,37 @@ class SnapshotFile(msgspec.Struct, frozen=True, kw_only=True):
     size: int
 
 
+class SubvolumeDisk(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``subvolume`` snapshot's disk: which subvolume, in which state, and how much data."""
+
+    name: str
+    uuid: str
+    ctransid: int
+    size: int
+    """Bytes the sandbox had written itself (its disk's usage in the pool); the template's
+    data it shares is not counted."""
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     sandbox_id: str
     template: str
     content_hash: str
-    files: list[SnapshotFile]
+    kind: Literal["archive", "subvolume"] = "archive"
+    files: list[SnapshotFile] = msgspec.field(default_factory=list)
+    """An ``archive``'s files with their digests; empty for a ``subvolume`` snapshot."""
+    disk: SubvolumeDisk | None = None
+    """A ``subvolume`` snapshot's disk; None for an ``archive``."""
     memory: bool = False
     """Whether the snapshot holds the sandbox's memory too (a VMM's); the disk only here."""
 
     @property
     def size(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(f.size for f in self.files) + (self.disk.size if self.disk else 0)
 
 
 def write(upper: Path, directory: Path, sandbox_id: str, base: DiskBase) -> Manifest:
-    """Archive ``upper`` into ``directory`` (created if needed) and write the manifest.
+    """Archive ``upper`` into ``directory`` (created if needed) and write the manifest: an
+    ``archive`` snapshot.
 
     The caller keeps the disk still (sandbox frozen or stopped) while this runs.
     """
@@ -70,28 +98,72 @@ def write(upper: Path, directory: Path, sandbox_id: str, base: DiskBase) -> Mani
         content_hash=base.content_hash,
         files=[_describe(archive)],
     )
+    _write_manifest(directory, manifest)
+    return manifest
+
+
+def write_subvolume(
+    directory: Path, sandbox_id: str, base: DiskBase, identity: SubvolumeIdentity, size: int
+) -> Manifest:
+    """Write the manifest of the ``subvolume`` snapshot whose read-only ``DISK`` is already in
+    ``directory``, with ``identity`` read after it was made."""
+    if not identity.readonly:
+        raise RuntimeFailure(f"the snapshot disk in {directory} is writable")
+    manifest = Manifest(
+        sandbox_id=sandbox_id,
+        template=base.template,
+        content_hash=base.content_hash,
+        kind="subvolume",
+        disk=SubvolumeDisk(name=DISK, uuid=identity.uuid, ctransid=identity.ctransid, size=size),
+    )
+    _write_manifest(directory, manifest)
+    return manifest
+
+
+def _write_manifest(directory: Path, manifest: Manifest) -> None:
     tmp = directory / (MANIFEST + ".tmp")
     with open(tmp, "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(manifest)) + b"\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, directory / MANIFEST)
-    return manifest
 
 
 def read(directory: Path) -> Manifest:
-    """Load and verify the snapshot in ``directory``.
+    """Load and verify the snapshot in ``directory``: an archive's files against their digests,
+    a subvolume's identity against the manifest's.
 
     Raises:
-        SnapshotInvalid: no manifest, or a file is missing or differs from its digest.
+        SnapshotInvalid: no manifest, or the data is missing or differs from the manifest.
     """
     try:
         manifest = decode_manifest((directory / MANIFEST).read_bytes())
     except FileNotFoundError:
         raise SnapshotInvalid(f"no snapshot manifest in {directory}") from None
+    if manifest.kind == "subvolume":
+        _check_subvolume(directory, manifest)
+    else:
+        _check_archive(directory, manifest)
+    return manifest
+
+
+def read_archive(directory: Path) -> Manifest:
+    """``read``, for a caller that can only use an ``archive`` (unarchive; the fake runtime).
+
+    Raises:
+        SnapshotInvalid: as ``read``, or the directory holds a ``subvolume`` snapshot.
+    """
+    manifest = read(directory)
+    if manifest.kind != "archive":
+        raise SnapshotInvalid(f"{directory} holds a host-local {manifest.kind} snapshot, not an archive")
+    return manifest
+
+
+def _check_archive(directory: Path, manifest: Manifest) -> None:
+    if manifest.disk is not None:
+        raise SnapshotInvalid(f"the archive manifest in {directory} describes a subvolume")
     for expected in manifest.files:
-        if "/" in expected.name or expected.name in ("", ".", ".."):
-            raise SnapshotInvalid(f"snapshot manifest names a file outside it: {expected.name!r}")
+        _check_name(expected.name)
         try:
             actual = _describe(directory / expected.name)
         except FileNotFoundError:
@@ -100,7 +172,24 @@ def read(directory: Path) -> Manifest:
             raise SnapshotInvalid(f"snapshot file {expected.name} in {directory} does not match its manifest")
     if ARCHIVE not in {f.name for f in manifest.files}:
         raise SnapshotInvalid(f"snapshot in {directory} has no {ARCHIVE}")
-    return manifest
+
+
+def _check_subvolume(directory: Path, manifest: Manifest) -> None:
+    disk = manifest.disk
+    if disk is None or manifest.files:
+        raise SnapshotInvalid(f"the subvolume manifest in {directory} has no disk, or has files")
+    _check_name(disk.name)
+    path = directory / disk.name
+    if not _btrfs.is_subvolume(path):
+        raise SnapshotInvalid(f"snapshot disk {disk.name} is missing in {directory}")
+    now = subvolume_identity(path)
+    if (now.uuid, now.ctransid, now.readonly) != (disk.uuid, disk.ctransid, True):
+        raise SnapshotInvalid(f"snapshot disk {disk.name} in {directory} does not match its manifest")
+
+
+def _check_name(name: str) -> None:
+    if "/" in name or name in ("", ".", ".."):
+        raise SnapshotInvalid(f"snapshot manifest names a file outside it: {name!r}")
 
 
 def decode_manifest(data: bytes) -> Manifest:
@@ -116,7 +205,7 @@ def decode_manifest(data: bytes) -> Manifest:
 
 
 def extract(directory: Path, target: Path) -> None:
-    """Unpack the snapshot's archive into the empty directory ``target``."""
+    """Unpack the ``archive`` snapshot's tar into the empty directory ``target``."""
     args = ["--extract", "--file", "-", "--directory", str(target), "--same-owner", "--same-permissions"]
     with tempfile.TemporaryFile() as errors:
         tar = subprocess.Popen(["tar", *args, *_TAR_COMMON], stdin=subprocess.PIPE, stderr=errors)

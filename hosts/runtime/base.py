@@ -52,7 +52,14 @@ class SandboxRuntime(Protocol):
     async def resume(self, sandbox_id: str) -> SandboxInfo: ...
 
     async def snapshot(self, sandbox_id: str, directory: Path) -> None:
-        """Write the sandbox's state (filesystem, and memory if supported) into ``directory``."""
+        """Write the sandbox's state (filesystem, and memory if supported) into ``directory``,
+        in the backend's snapshot kind (``hosts/runtime/_snapshot.py``): a host-local one,
+        which may need ``directory`` on the backend's own storage (the OCI runtime's pool)."""
+        ...
+
+    async def export(self, sandbox_id: str, directory: Path) -> None:
+        """Write the sandbox's disk into ``directory`` (any filesystem) as a portable,
+        content-hashed ``archive`` (tar + zstd); what archives are made of."""
         ...
 
     async def restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
@@ -68,7 +75,8 @@ class SandboxRuntime(Protocol):
         ...
 
     async def unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
-        """Put an archived sandbox's disk back from a snapshot-format ``directory``; stopped."""
+        """Put an archived sandbox's disk back from the archive ``export`` wrote in
+        ``directory`` (verified first); stopped."""
         ...
 
     async def destroy(self, sandbox_id: str) -> None:

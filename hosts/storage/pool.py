@@ -222,10 +222,7 @@ class StoragePool:
     def identity(self, path: Path) -> SubvolumeIdentity:
         """The identity of subvolume ``path`` now, after a commit so that writes still in
         memory count. What a host-local snapshot's signature covers (docs/runtime.md)."""
-        path = self._subvolume(path)
-        _btrfs.sync(path)
-        subvolume_uuid, ctransid, readonly = _btrfs.subvolume_info(path)
-        return SubvolumeIdentity(uuid=subvolume_uuid, ctransid=ctransid, readonly=readonly)
+        return subvolume_identity(self._subvolume(path))
 
     def send(self, path: Path, parent: Path | None, out: IO[bytes]) -> None:
         """Write read-only subvolume ``path`` to ``out`` as a btrfs send stream: whole, or as
@@ -319,6 +316,14 @@ class StoragePool:
         for entry in directory.iterdir():
             if entry.name != _LOCK:
                 _remove(entry)
+
+
+def subvolume_identity(path: Path) -> SubvolumeIdentity:
+    """``StoragePool.identity`` for a subvolume already known to be one, without a pool at
+    hand (the snapshot store checks its entries with it)."""
+    _btrfs.sync(path)
+    subvolume_uuid, ctransid, readonly = _btrfs.subvolume_info(path)
+    return SubvolumeIdentity(uuid=subvolume_uuid, ctransid=ctransid, readonly=readonly)
 
 
 @contextmanager

@@ -336,11 +336,16 @@ def test_credentials_are_used_but_never_stored(org: httpx.Client, sandbox: str, 
     assert password not in config and f"url = {url}\n" in config
     assert "credential" not in config
     assert sh(org, sid, "git config --global --list 2>/dev/null || true").find(password) == -1
-    # nothing the sandbox wrote (its writable layer) nor any log of the stack has the password
+    # nothing on the sandbox's disk (its subvolume in the host's storage pool), in its
+    # directory (console log) or in any log of the stack has the password
     sandbox_dir = stack.var / "hostd" / "sandboxes" / sid
-    assert (sandbox_dir / "upper").is_dir() and (sandbox_dir / "console.log").is_file()
+    disk = stack.var / "hostd" / "pool" / "disks" / sid
+    assert (disk / "home" / "daytona" / "private" / "pushed.txt").is_file()
+    assert (sandbox_dir / "console.log").is_file()
     found = subprocess.run(
-        ["grep", "-rlaF", password, str(sandbox_dir), str(stack.var / "log")], capture_output=True, text=True
+        ["grep", "-rlaF", "-D", "skip", password, str(disk), str(sandbox_dir), str(stack.var / "log")],
+        capture_output=True,
+        text=True,
     )
     assert found.returncode == 1, found.stdout  # 1: no match (2 would be an error)
 

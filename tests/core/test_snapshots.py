@@ -5,6 +5,7 @@ left as it was. Data is checked inside the sandboxes (through ``exec``)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -24,9 +25,19 @@ def snapshot(org: httpx.Client, sid: str) -> dict:
 
 
 def store_dir(stack: Stack, snapshot_id: str) -> Path:
-    found = [p for p in stack.var.glob(f"**/snapshots/{snapshot_id}") if p.is_dir()]
-    assert len(found) == 1, found
-    return found[0]
+    """The host's snapshot store is in its storage pool: a snapshot is a btrfs snapshot."""
+    directory = stack.var / "hostd" / "pool" / "snapshots" / snapshot_id
+    assert directory.is_dir(), directory
+    return directory
+
+
+def flip_data_byte(directory: Path, name: str) -> None:
+    """Flip a byte of file ``name`` (in the sandbox's home) in the snapshot's read-only disk,
+    which takes turning its read-only flag off and on again."""
+    disk = directory / "disk"
+    subprocess.run(["btrfs", "property", "set", "-ts", str(disk), "ro", "false"], check=True)
+    flip_byte(disk / "home" / "daytona" / name, offset=0)
+    subprocess.run(["btrfs", "property", "set", "-ts", str(disk), "ro", "true"], check=True)
 
 
 def flip_byte(path: Path, offset: int = -1) -> None:
@@ -117,7 +128,7 @@ def test_tampered_snapshots_are_refused_and_change_nothing(
     sh(org, sid, "echo v2 > ~/v.txt")
     directory = store_dir(stack, snap["id"])
     if target == "data":
-        flip_byte(next(p for p in directory.iterdir() if p.name.startswith("rootfs")), offset=100)
+        flip_data_byte(directory, "v.txt")
     elif target == "manifest":
         flip_byte(directory / "manifest.json", offset=10)
     elif target == "signature":

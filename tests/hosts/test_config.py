@@ -20,7 +20,9 @@ def test_defaults_come_from_the_machine(tmp_path: Path) -> None:
     assert (config.host, config.port, config.core_url) == ("127.0.0.1", 3200, "http://127.0.0.1:3100")
     assert config.api_url == "http://127.0.0.1:3200"
     assert config.state_dir == tmp_path / "hostd"
-    assert (config.snapshot_dir, config.archive_dir) == (tmp_path / "snapshots", tmp_path / "archives")
+    # The OCI runtime's snapshots are btrfs snapshots: the store is in the pool; archives are not.
+    assert config.snapshot_dir == tmp_path / "hostd" / "pool" / "snapshots"
+    assert config.archive_dir == tmp_path / "archives"
     assert (config.bridge, config.cgroup) == ("dnah0", "dnah")
     assert config.subnet == ipaddress.IPv4Network("10.213.0.0/16")
     assert config.template_cache == Path("/var/cache/dnah/templates")
@@ -33,11 +35,21 @@ def test_defaults_come_from_the_machine(tmp_path: Path) -> None:
     assert BUILD_SCRIPT.is_file()
 
 
-def test_the_stores_can_live_elsewhere(tmp_path: Path) -> None:
+def test_the_stores_can_live_elsewhere_the_snapshots_only_inside_the_pool(tmp_path: Path) -> None:
+    pool = {**MINIMAL, "DNAH_POOL_DIR": str(tmp_path / "pool")}
     config = load_config(
-        {**MINIMAL, "DNAH_SNAPSHOT_DIR": str(tmp_path / "s"), "DNAH_ARCHIVE_DIR": str(tmp_path / "a")}
+        {**pool, "DNAH_SNAPSHOT_DIR": str(tmp_path / "pool" / "s"), "DNAH_ARCHIVE_DIR": str(tmp_path / "a")}
     )
-    assert (config.snapshot_dir, config.archive_dir) == (tmp_path / "s", tmp_path / "a")
+    assert (config.snapshot_dir, config.archive_dir) == (tmp_path / "pool" / "s", tmp_path / "a")
+    assert load_config(pool).snapshot_dir == tmp_path / "pool" / "snapshots"
+
+    for outside in (tmp_path / "s", tmp_path / "pool", tmp_path / "pool" / "disks" / "x"):
+        with pytest.raises(ConfigError, match=r"DNAH_SNAPSHOT_DIR=.*inside the storage pool"):
+            load_config({**pool, "DNAH_SNAPSHOT_DIR": str(outside)})
+    # The fake runtime is not on the pool: its snapshots go anywhere, by default in the var dir.
+    fake = {**MINIMAL, "DNAH_VAR_DIR": str(tmp_path), "DNAH_HOST_RUNTIME": "fake"}
+    assert load_config(fake).snapshot_dir == tmp_path / "snapshots"
+    assert load_config({**fake, "DNAH_SNAPSHOT_DIR": str(tmp_path / "s")}).snapshot_dir == tmp_path / "s"
 
 
 def test_each_start_gets_a_fresh_api_token_unless_one_is_set() -> None:

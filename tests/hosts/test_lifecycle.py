@@ -2,6 +2,9 @@
 OCI sandboxes: pause/resume, resize, signed snapshots (take, seal, restore, clone,
 tampering, key rotation), archives, and SIGKILLs in the middle of a snapshot or an archive.
 
+Snapshots are read-only btrfs subvolumes in the pool's ``snapshots/`` (tampering with their
+data takes turning read-only off); archives are tar + zstd in ``var/archives``.
+
 The test plays the core's part in signing: it holds the Ed25519 keys and uses
 ``contracts.snapshots`` exactly as the core does.
 """
@@ -12,6 +15,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +29,7 @@ from contracts.host import HostErrorBody, SandboxInfo, SnapshotTaken
 from contracts.snapshots import SnapshotClaim, encode_verify_key, new_signing_key, parse_signing_key, sign
 from hosts.config import load_config
 from hosts.runtime.factory import make_runtime
+from hosts.runtime.oci.runc import Runc
 from hosts.templates import TemplateStore
 from tests.hosts._hostd_fixtures import (
     HostdProcess,
@@ -163,6 +168,11 @@ def disk(var_dir: Path, sandbox_id: str) -> Path:
     return var_dir / "hostd" / "pool" / "disks" / sandbox_id
 
 
+def snapshots(var_dir: Path) -> Path:
+    """The snapshot store: inside the pool, since a snapshot is a btrfs snapshot of a disk."""
+    return var_dir / "hostd" / "pool" / "snapshots"
+
+
 LIFECYCLE_ROUTES = [
     ("POST", "/sandboxes/x/pause"),
     ("POST", "/sandboxes/x/resume"),
@@ -254,10 +264,12 @@ def test_snapshot_seal_restore_brings_back_the_disk_signed_by_an_old_key(
 ) -> None:
     sh(http, sandbox, "echo before > ~/kept")
     taken = take(http, sandbox, f"{sandbox}-s1")
-    stored = var_dir / "snapshots" / taken.snapshot_id
+    stored = snapshots(var_dir) / taken.snapshot_id
     assert taken.sandbox_id == sandbox and taken.memory is False
     assert taken.manifest_hash == hashlib.sha256((stored / "manifest.json").read_bytes()).hexdigest()
-    assert taken.size == (stored / "rootfs.tar.zst").stat().st_size
+    manifest = json.loads((stored / "manifest.json").read_text())
+    assert manifest["kind"] == "subvolume" and taken.size == manifest["disk"]["size"] > 0
+    assert (stored / "disk" / "home" / "daytona" / "kept").read_text() == "before\n"
     assert state(http, sandbox) == "running"  # thawed after the copy
     keys.seal(http, taken, by="old")
 
@@ -293,6 +305,14 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
+def _flip_in_subvolume(snapshot: Path) -> None:
+    """Flip one byte of a file in the snapshot's read-only disk: writable, write, read-only."""
+    subvolume = snapshot / "disk"
+    subprocess.run(["btrfs", "property", "set", "-ts", str(subvolume), "ro", "false"], check=True)
+    _flip(subvolume / "home" / "daytona" / "f", 0)
+    subprocess.run(["btrfs", "property", "set", "-ts", str(subvolume), "ro", "true"], check=True)
+
+
 def _flip_signature(path: Path) -> None:
     record = json.loads(path.read_text())
     raw = bytearray(base64.b64decode(record["signature"]))
@@ -302,7 +322,7 @@ def _flip_signature(path: Path) -> None:
 
 
 TAMPERINGS = {
-    "data byte": (lambda d: _flip(d / "rootfs.tar.zst", 100), "does not match its manifest"),
+    "data byte": (_flip_in_subvolume, "does not match its manifest"),
     "manifest byte": (lambda d: _flip(d / "manifest.json", 20), "manifest does not match its signature"),
     "signature byte": (lambda d: _flip_signature(d / "signature.json"), "signature does not match the claim"),
     "signature file byte": (lambda d: _flip(d / "signature.json", 30), "rejected"),
@@ -322,7 +342,7 @@ def test_a_tampered_or_untrusted_snapshot_is_refused_and_nothing_changes(
         expected = "unknown key 'stranger'"
     else:
         tamper, expected = TAMPERINGS[how]
-        tamper(var_dir / "snapshots" / taken.snapshot_id)
+        tamper(snapshots(var_dir) / taken.snapshot_id)
     body = {"snapshot_id": taken.snapshot_id, "verify_keys": keys.wire}
 
     refused = error(http.post(f"/sandboxes/{sandbox}/restore", json=body), 422)
@@ -374,12 +394,12 @@ def test_seal_and_delete_and_bad_input(http: httpx.Client, sandbox: str, keys: K
     taken = take(http, sandbox, f"{sandbox}-d")
     wrong = msgspec.structs.replace(taken, manifest_hash="00" * 32)
     keys.seal(http, wrong, status=422)
-    assert not (var_dir / "snapshots" / taken.snapshot_id / "signature.json").exists()
+    assert not (snapshots(var_dir) / taken.snapshot_id / "signature.json").exists()
     good = {"snapshot_id": taken.snapshot_id, "verify_keys": keys.wire}
 
     assert http.delete(f"/snapshots/{taken.snapshot_id}").status_code == 204
     assert http.delete(f"/snapshots/{taken.snapshot_id}").status_code == 204  # idempotent
-    assert not (var_dir / "snapshots" / taken.snapshot_id).exists()
+    assert not (snapshots(var_dir) / taken.snapshot_id).exists()
     assert error(http.post(f"/sandboxes/{sandbox}/restore", json=good), 404).code == "snapshot_not_found"
     keys.seal(http, taken, status=404)
     clone = {"spec": {"id": f"{sandbox}-x", **SPEC}, "verify_keys": keys.wire}
@@ -503,18 +523,29 @@ def _in_flight(http: httpx.Client, method: str, path: str, **kwargs: object) -> 
 def test_hostd_killed_mid_snapshot_leaves_no_snapshot_and_a_running_sandbox(
     hostd: HostdProcess, core: RecordingCore, sandbox: str, var_dir: Path
 ) -> None:
+    """A snapshot takes milliseconds, too short to kill hostd inside reliably, so the test
+    leaves exactly what a hostd killed at the worst moment leaves: the sandbox frozen (with the
+    runtime's marker saying the freeze was a snapshot's) and a staging entry holding the
+    read-only disk but no manifest yet."""
     with client_for(hostd, core) as http:
-        sh(http, sandbox, "head -c 400M /dev/urandom > ~/big; echo kept > ~/f")
-        snapshot_id = f"{sandbox}-crash"
-        staging = var_dir / "snapshots" / f".tmp-{snapshot_id}" / "rootfs.tar.zst"
-        call = _in_flight(http, "POST", f"/sandboxes/{sandbox}/snapshots", json={"snapshot_id": snapshot_id})
-        _kill_when(hostd, staging, call)
-    assert not (var_dir / "snapshots" / snapshot_id).exists()
+        sh(http, sandbox, "echo kept > ~/f")
+    hostd.kill()
+    snapshot_id = f"{sandbox}-crash"
+    staging = snapshots(var_dir) / f".tmp-{snapshot_id}"
+    staging.mkdir(mode=0o700)
+    Runc(var_dir / "hostd" / "runc").pause(sandbox)
+    (var_dir / "hostd" / "sandboxes" / sandbox / "frozen-for-snapshot").touch()
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", str(disk(var_dir, sandbox)), str(staging / "disk")],
+        check=True,
+    )
+
     restart(hostd, core)
-    assert not staging.parent.exists(), "the half-written snapshot was swept"
+    assert not staging.exists(), "the half-written snapshot was swept"
+    assert not (snapshots(var_dir) / snapshot_id).exists()
     with client_for(hostd, core) as http:
         assert state(http, sandbox) == "running", "the snapshot's freeze was undone"
-        assert sh(http, sandbox, "cat ~/f; rm ~/big") == "kept"
+        assert sh(http, sandbox, "cat ~/f") == "kept"
         taken = take(http, sandbox, snapshot_id)  # the id is free again
         assert taken.snapshot_id == snapshot_id
 

@@ -17,8 +17,9 @@ name the host's files). The rest is mimicked:
   freeze, so a paused sandbox's processes make no progress (a flag that only refused agent
   calls would let its background jobs run on, which a contract test would catch);
 * stop/start: kill the tree, keep the directory; start the agent again on it;
-* snapshot: ``disk/`` in the snapshot format of ``hosts/runtime/_snapshot.py`` (frozen
-  meanwhile when running), so the snapshot store, restore, clone and archive work unchanged;
+* snapshot and export: ``disk/`` as an ``archive`` of ``hosts/runtime/_snapshot.py`` (frozen
+  meanwhile when running; the fake is not on btrfs, so it has no ``subvolume`` snapshots),
+  which the snapshot store, restore, clone and unarchive handle like the OCI runtime's;
 * resize: recorded in ``spec.json``, enforced nowhere;
 * recover: agents whose recorded pid (and start time) still runs are adopted;
 * destroy: kill the tree, remove the directory.
@@ -179,6 +180,11 @@ class FakeRuntime:
             return self._info(sandbox)
 
     async def snapshot(self, sandbox_id: str, directory: Path) -> None:
+        """Archive ``disk/`` into ``directory``; a running sandbox is frozen meanwhile. The
+        fake is not on btrfs: its snapshots are ``archive`` entries, like its exports."""
+        await self.export(sandbox_id, directory)
+
+    async def export(self, sandbox_id: str, directory: Path) -> None:
         """Archive ``disk/`` into ``directory``; a running sandbox is frozen meanwhile."""
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
@@ -217,7 +223,9 @@ class FakeRuntime:
     # implementation --------------------------------------------------------------------------
 
     async def _create(self, spec: SandboxSpec, snapshot: Path | None) -> SandboxInfo:
-        manifest = None if snapshot is None else await _blocking("read snapshot", _snapshot.read, snapshot)
+        manifest = (
+            None if snapshot is None else await _blocking("read snapshot", _snapshot.read_archive, snapshot)
+        )
         async with self._locks[spec.id]:
             if spec.id in self._sandboxes:
                 raise SandboxConflict(f"sandbox {spec.id} already exists")
@@ -292,7 +300,7 @@ class FakeRuntime:
             return self._info(sandbox)
 
     async def _unarchive(self, sandbox_id: str, source: Path) -> SandboxInfo:
-        manifest = await _blocking("read archive", _snapshot.read, source)
+        manifest = await _blocking("read archive", _snapshot.read_archive, source)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             if not sandbox.archived:
@@ -308,7 +316,7 @@ class FakeRuntime:
             return self._info(sandbox)
 
     async def _restore(self, sandbox_id: str, source: Path) -> SandboxInfo:
-        manifest = await _blocking("read snapshot", _snapshot.read, source)
+        manifest = await _blocking("read snapshot", _snapshot.read_archive, source)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             if sandbox.archived:

@@ -18,11 +18,15 @@ The agent runs as PID 1 under ``daytona`` (uid 1000) without effective capabilit
 ``sudo`` makes root inside: see docs/runtime.md ("OCI runtime", "Trust model").
 
 ``resize`` is ``runc update`` (live) plus a new qgroup limit. ``pause`` and ``resume`` are
-``runc pause``/``resume`` (the freezer cgroup). Snapshots are tar+zstd of the whole disk
-(``_snapshot``). ``archive`` drops the disk of a stopped sandbox once the caller has a verified
-copy elsewhere; the sandbox stays known, reported ``archived``, until ``unarchive`` puts a disk
-back. Both leave a marker (``archived``, ``frozen-for-snapshot``) that ``recover`` reads, so a
-crash half-way is finished or rolled back at the next start.
+``runc pause``/``resume`` (the freezer cgroup). A snapshot is a read-only btrfs snapshot of
+the disk, taken while a running sandbox is frozen (milliseconds), into a directory inside the
+pool; restore and clone make a writable copy of it, so none of them copies data (see
+``_snapshot`` and docs/runtime.md, "Snapshots on the pool"). ``export`` writes the portable
+tar + zstd of the disk that archives are made of. ``archive`` drops the disk of a stopped
+sandbox once the caller has a verified copy elsewhere; the sandbox stays known, reported
+``archived``, until ``unarchive`` puts a disk back. Both leave a marker (``archived``,
+``frozen-for-snapshot``) that ``recover`` reads, so a crash half-way is finished or rolled
+back at the next start.
 
 Concurrency: every operation on a sandbox holds that sandbox's lock; operations on different
 sandboxes run concurrently, and slot allocation is thread-safe. Lifecycle operations are
@@ -41,7 +45,7 @@ import ipaddress
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -228,25 +232,54 @@ class OciRuntime:
             return self._info(sandbox)
 
     async def snapshot(self, sandbox_id: str, directory: Path) -> None:
-        """Archive the disk into ``directory``; a running sandbox is frozen meanwhile."""
+        """A host-local snapshot in ``directory``, which must be inside the storage pool: a
+        read-only btrfs snapshot of the disk (``_snapshot.DISK``), taken while a running
+        sandbox is frozen, and a manifest recording its identity and size."""
         _check_id(sandbox_id)
         async with self._locks[sandbox_id]:
-            sandbox = self._get(sandbox_id)
-            if sandbox.archived:
-                raise SandboxConflict(f"sandbox {sandbox_id} is archived; unarchive it first")
-            freeze = sandbox.slot is not None and not sandbox.paused
-            marker = self._dir(sandbox_id).path / _FROZEN_MARKER
+            sandbox = self._with_disk(sandbox_id)
+            pool = await self._open_pool()
+            disk, copy = pool.disk(sandbox_id), directory / _snapshot.DISK
+            async with self._frozen(sandbox):
+                await _blocking("snapshot disk", pool.snapshot, disk, copy)
+            identity = await _blocking("read snapshot identity", pool.identity, copy)
+            size = await _blocking("measure disk", pool.usage, disk)
+            await _blocking(
+                "write manifest",
+                _snapshot.write_subvolume,
+                directory,
+                sandbox_id,
+                sandbox.base,
+                identity,
+                size,
+            )
+
+    async def export(self, sandbox_id: str, directory: Path) -> None:
+        """Write the disk into ``directory`` (anywhere) as a portable ``archive`` (tar + zstd,
+        every file's sha256 in the manifest); a running sandbox is frozen meanwhile."""
+        _check_id(sandbox_id)
+        async with self._locks[sandbox_id]:
+            sandbox = self._with_disk(sandbox_id)
+            disk = (await self._open_pool()).disk(sandbox_id)
+            async with self._frozen(sandbox):
+                await _blocking("archive disk", _snapshot.write, disk, directory, sandbox_id, sandbox.base)
+
+    @contextlib.asynccontextmanager
+    async def _frozen(self, sandbox: _Sandbox) -> AsyncIterator[None]:
+        """Keep a running sandbox frozen for a copy of its disk; stopped or paused ones stay
+        as they are. The marker tells a recovering hostd that this freeze was ours, to undo."""
+        sandbox_id = sandbox.spec.id
+        freeze = sandbox.slot is not None and not sandbox.paused
+        marker = self._dir(sandbox_id).path / _FROZEN_MARKER
+        if freeze:
+            await _blocking("mark freeze", marker.touch)
+            await _blocking("pause", self._runc.pause, sandbox_id)
+        try:
+            yield
+        finally:
             if freeze:
-                # The marker tells a recovering hostd this freeze was ours, to undo.
-                await _blocking("mark freeze", marker.touch)
-                await _blocking("pause", self._runc.pause, sandbox_id)
-            try:
-                disk = (await self._open_pool()).disk(sandbox_id)
-                await _blocking("snapshot", _snapshot.write, disk, directory, sandbox_id, sandbox.base)
-            finally:
-                if freeze:
-                    await _blocking("resume", self._runc.resume, sandbox_id)
-                    await _blocking("unmark freeze", marker.unlink, True)
+                await _blocking("resume", self._runc.resume, sandbox_id)
+                await _blocking("unmark freeze", marker.unlink, True)
 
     async def resize(self, sandbox_id: str, cpu: int, ram_mb: int, disk_gb: int) -> SandboxInfo:
         """Set new limits; a booted sandbox's cgroup takes them at once, and the disk's qgroup
@@ -273,8 +306,8 @@ class OciRuntime:
         return await asyncio.shield(self._archive(sandbox_id))
 
     async def unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
-        """Put back the disk of an archived sandbox from the snapshot-format ``directory``
-        (verified first); the sandbox stays stopped."""
+        """Put back the disk of an archived sandbox from the archive in ``directory`` (verified
+        first, extracted into a staging subvolume that then becomes the disk); stopped."""
         _check_id(sandbox_id)
         return await asyncio.shield(self._unarchive(sandbox_id, directory))
 
@@ -328,11 +361,11 @@ class OciRuntime:
                     await _blocking("lay out", directory.populate, spec, sandbox.base, agent, agent)
                     pool = await self._open_pool()
                     undo.push("delete disk", functools.partial(pool.delete_disk, spec.id))
-                    if snapshot is None:
+                    if snapshot is None or manifest is None:
                         await _blocking("create disk", self._new_disk, spec.id, template)
                     else:
-                        fill = functools.partial(_snapshot.extract, snapshot)
-                        await _blocking("fill disk from snapshot", self._fill_disk, spec.id, fill)
+                        make = self._disk_from(snapshot, manifest)
+                        await _blocking("disk from snapshot", self._fill_disk, spec.id, make)
                     await _blocking("limit disk", pool.set_limit, pool.disk(spec.id), spec.disk_gb * _GB)
                 await self._boot(sandbox, undo, timer)
             except BaseException:
@@ -395,7 +428,7 @@ class OciRuntime:
             return self._info(sandbox)
 
     async def _unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
-        manifest = await _blocking("read archive", _snapshot.read, directory)
+        manifest = await _blocking("read archive", _snapshot.read_archive, directory)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             if not sandbox.archived:
@@ -404,10 +437,9 @@ class OciRuntime:
             if base != sandbox.base or manifest.sandbox_id != sandbox_id:
                 raise SandboxConflict(f"the archive in {directory} is not sandbox {sandbox_id}'s disk")
             target = self._dir(sandbox_id)
-            fill = functools.partial(_snapshot.extract, directory)
-            await self._open_pool()
-            await _blocking("restore disk", self._fill_disk, sandbox_id, fill)
             pool = await self._open_pool()
+            make = self._disk_from(directory, manifest)
+            await _blocking("restore disk", self._fill_disk, sandbox_id, make)
             await _blocking("limit disk", pool.set_limit, pool.disk(sandbox_id), sandbox.spec.disk_gb * _GB)
             await _blocking("unmark archived", (target.path / _ARCHIVED_MARKER).unlink, True)
             sandbox.archived = False
@@ -428,10 +460,9 @@ class OciRuntime:
                 )
             if sandbox.slot is not None:
                 await self._halt(sandbox)
-            fill = functools.partial(_snapshot.extract, directory)
-            await self._open_pool()
-            await _blocking("replace disk", self._replace_disk, sandbox_id, fill)
             pool = await self._open_pool()
+            make = self._disk_from(directory, manifest)
+            await _blocking("replace disk", self._replace_disk, sandbox_id, make)
             await _blocking("limit disk", pool.set_limit, pool.disk(sandbox_id), sandbox.spec.disk_gb * _GB)
             await self._boot_stopped(sandbox, "restored")
             return self._info(sandbox)
@@ -640,26 +671,32 @@ class OciRuntime:
         )
         pool.create_disk(sandbox_id, source)
 
-    def _fill_disk(self, sandbox_id: str, fill: Callable[[Path], None]) -> None:
-        """Give a sandbox without a disk a new one that ``fill`` writes (staged, then renamed)."""
+    def _disk_from(self, directory: Path, manifest: _snapshot.Manifest) -> Callable[[Path], None]:
+        """What makes a new disk (a subvolume at the path it is given) from the verified
+        snapshot or archive in ``directory``: a writable copy of a ``subvolume`` snapshot,
+        which copies nothing, or an empty subvolume an ``archive`` is extracted into."""
+        if manifest.disk is not None:
+            return functools.partial(self._pool_now().writable_copy, directory / manifest.disk.name)
+        return functools.partial(_extract_into_subvolume, directory)
+
+    def _fill_disk(self, sandbox_id: str, make: Callable[[Path], None]) -> None:
+        """Give a sandbox without a disk the one ``make`` creates (staged, then renamed)."""
         pool = self._pool_now()
         disk = pool.disk(sandbox_id)
         staging = disk.with_name(disk.name + _NEW)
         pool.delete(staging)
-        _btrfs.create(staging)
-        fill(staging)
+        make(staging)
         os.rename(staging, disk)
 
-    def _replace_disk(self, sandbox_id: str, fill: Callable[[Path], None]) -> None:
-        """Swap the disk for a new one that ``fill`` writes into an empty subvolume. The old
-        disk is moved aside before the new one takes its place and only deleted afterwards,
-        so a crash at any point leaves a whole disk for ``_repair_disk`` to put back."""
+    def _replace_disk(self, sandbox_id: str, make: Callable[[Path], None]) -> None:
+        """Swap the disk for the one ``make`` creates. The old disk is moved aside before the
+        new one takes its place and only deleted afterwards, so a crash at any point leaves a
+        whole disk for ``_repair_disk`` to put back."""
         pool = self._pool_now()
         disk = pool.disk(sandbox_id)
         staging, old = disk.with_name(disk.name + _NEW), disk.with_name(disk.name + _OLD)
         pool.delete(staging)
-        _btrfs.create(staging)
-        fill(staging)
+        make(staging)
         pool.delete(old)
         os.rename(disk, old)
         os.rename(staging, disk)
@@ -695,6 +732,12 @@ class OciRuntime:
         sandbox = self._sandboxes.get(sandbox_id)
         if sandbox is None:
             raise SandboxNotFound(f"no sandbox {sandbox_id} on this host")
+        return sandbox
+
+    def _with_disk(self, sandbox_id: str) -> _Sandbox:
+        sandbox = self._get(sandbox_id)
+        if sandbox.archived:
+            raise SandboxConflict(f"sandbox {sandbox_id} is archived; unarchive it first")
         return sandbox
 
     def _booted(self, sandbox_id: str) -> _Sandbox:
@@ -746,6 +789,12 @@ async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
         raise
     except (OSError, ValueError) as exc:
         raise RuntimeFailure(f"{what}: {exc}") from exc
+
+
+def _extract_into_subvolume(archive: Path, target: Path) -> None:
+    """A new subvolume at ``target`` holding the disk in the ``archive`` directory."""
+    _btrfs.create(target)
+    _snapshot.extract(archive, target)
 
 
 def _detach_pool(config: PoolConfig) -> None:

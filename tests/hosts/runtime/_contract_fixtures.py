@@ -40,6 +40,9 @@ class Backend:
     new_instance: Callable[[], SandboxRuntime]
     """Another runtime on the same state, as a restarted hostd would build it."""
     sandboxes_dir: Path
+    snapshot_dir: Path
+    """Where its snapshot store lives: anywhere for the fake, inside the pool for the OCI
+    runtime (its snapshots are btrfs snapshots of the disks)."""
     create_steps: list[Step]
     kernel_traces: Callable[[str], list[str]]
     """Traces besides directories and processes (cgroups, netns, veths); none for the fake."""
@@ -80,6 +83,7 @@ def _fake(root: Path) -> Backend:
         runtime=build(),
         new_instance=build,
         sandboxes_dir=root / "sandboxes",
+        snapshot_dir=root / "snapshots",
         create_steps=[
             (fake_dir.FakeDir, "populate", False),
             (fake_runtime, "spawn_agent", False),
@@ -117,6 +121,7 @@ def _real(root: Path, template_store: TemplateStore, index: int) -> Backend:
         runtime=runtime,
         new_instance=build,
         sandboxes_dir=config.state_dir / "sandboxes",
+        snapshot_dir=config.snapshot_dir,
         create_steps=steps,
         kernel_traces=lambda sandbox_id: [
             t

@@ -57,7 +57,7 @@ async def controller(
     stores = tmp_path_factory.mktemp(f"contract-{backend.name}")
     ctl = HostController(
         backend.runtime,
-        snapshots=EntryStore(stores / "snapshots", "snapshot"),
+        snapshots=EntryStore(backend.snapshot_dir, "snapshot"),
         archives=EntryStore(stores / "archives", "archive"),
     )
     yield ctl

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
@@ -10,16 +11,17 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from hosts.errors import AgentUnavailable, RuntimeFailure, SandboxConflict, SandboxNotFound
-from hosts.runtime import _layout, _network
+from hosts.errors import AgentUnavailable, InvalidRequest, RuntimeFailure, SandboxConflict, SandboxNotFound
+from hosts.runtime import _layout, _network, _snapshot
 from hosts.runtime.oci import OciConfig, OciRuntime, _host
 from hosts.runtime.oci import runtime as oci_runtime
 from hosts.runtime.oci.runc import Runc
+from hosts.storage import _btrfs
 from tests.hosts.conftest import Box, close_box, make_spec, open_box
 
 V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
@@ -253,11 +255,31 @@ async def test_stop_works_on_a_paused_sandbox(box: Box, runtime: OciRuntime, oci
 # snapshot / restore ------------------------------------------------------------------------
 
 
+def snapshot_dir(config: OciConfig, name: str) -> Path:
+    """A snapshot directory inside the pool, as the snapshot store gives the runtime."""
+    return config.pool.mountpoint / "snapshots" / name
+
+
+def _unprotected(path: Path) -> contextlib.AbstractContextManager[None]:
+    """Turn a read-only subvolume writable for the block, read-only again after it."""
+
+    @contextlib.contextmanager
+    def toggle() -> Iterator[None]:
+        subprocess.run(["btrfs", "property", "set", "-ts", str(path), "ro", "false"], check=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["btrfs", "property", "set", "-ts", str(path), "ro", "true"], check=True)
+
+    return toggle()
+
+
 async def test_snapshot_and_restore_bring_the_disk_back(
-    box: Box, runtime: OciRuntime, tmp_path: Path
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
 ) -> None:
     await box.out("echo one > ~/kept; rm ~/.bashrc; mkdir ~/dir; echo x > ~/dir/inner")
-    snapshot = tmp_path / "snap"
+    await box.out("head -c 4194304 /dev/urandom > ~/blob")
+    snapshot = snapshot_dir(oci_config, f"{box.id}-s")
     await runtime.snapshot(box.id, snapshot)
     assert _state(runtime, box.id) == "running"
     assert await box.out("echo alive") == "alive"  # thawed after the snapshot
@@ -266,11 +288,14 @@ async def test_snapshot_and_restore_bring_the_disk_back(
     assert manifest["sandbox_id"] == box.id
     assert manifest["template"] == "dnah-base"
     assert manifest["content_hash"] == runtime.config.templates.recipe_hash()
-    [archive] = manifest["files"]
-    assert archive["name"] == "rootfs.tar.zst"
-    assert archive["size"] == (snapshot / "rootfs.tar.zst").stat().st_size
-    assert archive["sha256"] == _sha256(snapshot / "rootfs.tar.zst")
+    assert manifest["kind"] == "subvolume" and manifest["files"] == []
     assert manifest["memory"] is False  # this backend snapshots the disk only
+    # The disk is a read-only subvolume, recorded by identity; its size is what the sandbox wrote.
+    disk = manifest["disk"]
+    uuid, ctransid, readonly = _btrfs.subvolume_info(snapshot / "disk")
+    assert (disk["name"], disk["uuid"], disk["ctransid"], readonly) == ("disk", uuid, ctransid, True)
+    assert 4194304 <= disk["size"] < 64 * 2**20
+    assert (snapshot / "disk" / "home" / "daytona" / "kept").read_text() == "one\n"
 
     await box.out("echo two > ~/kept; echo new > ~/later; rm -r ~/dir; echo restored > ~/.bashrc")
     info = await runtime.restore(box.id, snapshot)
@@ -281,50 +306,113 @@ async def test_snapshot_and_restore_bring_the_disk_back(
     # The deletion of a template file survives the round trip.
     assert await box.out("test -e ~/.bashrc || echo deleted") == "deleted"
     assert await box.out("stat -c '%u:%g %a' ~/kept") == "1000:1000 644"
+    # The restored disk is a writable copy: the snapshot is unchanged and can serve again.
+    await box.out("echo three > ~/kept")
+    assert (snapshot / "disk" / "home" / "daytona" / "kept").read_text() == "one\n"
+    assert (
+        _snapshot.read(snapshot).disk
+        == _snapshot.decode_manifest((snapshot / "manifest.json").read_bytes()).disk
+    )
 
 
-async def test_restore_of_a_stopped_sandbox_boots_it(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
+async def test_a_snapshot_outside_the_pool_is_refused(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="inside the storage pool"):
+        await runtime.snapshot(box.id, tmp_path / "snap")
+    assert await box.out("echo thawed") == "thawed"
+
+
+async def test_restore_of_a_stopped_sandbox_boots_it(
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
+) -> None:
     await box.out("echo v1 > ~/f")
     await runtime.stop(box.id)
-    await runtime.snapshot(box.id, tmp_path)
-    info = await runtime.restore(box.id, tmp_path)
+    snapshot = snapshot_dir(oci_config, f"{box.id}-s")
+    await runtime.snapshot(box.id, snapshot)
+    info = await runtime.restore(box.id, snapshot)
     assert info.state == "running"
     await box.reconnect()
     assert await box.out("cat ~/f") == "v1"
 
 
-async def test_restore_refuses_a_tampered_snapshot(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
-    await runtime.snapshot(box.id, tmp_path)
-    with open(tmp_path / "rootfs.tar.zst", "ab") as archive:
-        archive.write(b"\0")
-    with pytest.raises(RuntimeFailure, match="does not match"):
-        await runtime.restore(box.id, tmp_path)
+async def test_restore_refuses_a_tampered_snapshot(
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
+) -> None:
+    """One byte written into the read-only snapshot (which takes turning read-only off)."""
+    await box.out("echo v1 > ~/f")
+    snapshot = snapshot_dir(oci_config, f"{box.id}-s")
+    await runtime.snapshot(box.id, snapshot)
+    data = snapshot / "disk" / "home" / "daytona" / "f"
+    with _unprotected(snapshot / "disk"):
+        data.write_text("v2\n")
+    with pytest.raises(RuntimeFailure, match="does not match its manifest"):
+        await runtime.restore(box.id, snapshot)
+    with pytest.raises(RuntimeFailure, match="does not match its manifest"):
+        await runtime.create(make_spec(f"{box.id}c"), snapshot)
     assert _state(runtime, box.id) == "running"  # untouched
+    assert await box.out("cat ~/f") == "v1"
+    # Left writable, even unchanged, it is no snapshot either.
+    subprocess.run(["btrfs", "property", "set", "-ts", str(snapshot / "disk"), "ro", "false"], check=True)
+    data.write_text("v1\n")
+    with pytest.raises(RuntimeFailure, match="does not match its manifest"):
+        await runtime.restore(box.id, snapshot)
+
+
+async def test_an_archive_format_snapshot_still_restores_and_a_tampered_one_is_refused(
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
+) -> None:
+    """Snapshots written before host-local snapshots existed are tar + zstd, like exports."""
+    await box.out("echo old-format > ~/f")
+    snapshot = snapshot_dir(oci_config, f"{box.id}-a")
+    await runtime.export(box.id, snapshot)
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    [archive] = manifest["files"]
+    assert (manifest["kind"], archive["name"]) == ("archive", "rootfs.tar.zst")
+    assert archive["sha256"] == _sha256(snapshot / "rootfs.tar.zst")
+    await box.out("echo newer > ~/f")
+
+    original = (snapshot / "rootfs.tar.zst").read_bytes()
+    with open(snapshot / "rootfs.tar.zst", "ab") as tar:
+        tar.write(b"\0")
+    with pytest.raises(RuntimeFailure, match="does not match"):
+        await runtime.restore(box.id, snapshot)
+    assert await box.out("cat ~/f") == "newer"
+
+    (snapshot / "rootfs.tar.zst").write_bytes(original)
+    assert (await runtime.restore(box.id, snapshot)).state == "running"
+    await box.reconnect()
+    assert await box.out("cat ~/f") == "old-format"
 
 
 async def test_restore_refuses_a_snapshot_of_another_base(
-    box: Box, runtime: OciRuntime, tmp_path: Path
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
 ) -> None:
-    await runtime.snapshot(box.id, tmp_path)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    snapshot = snapshot_dir(oci_config, f"{box.id}-s")
+    await runtime.snapshot(box.id, snapshot)
+    manifest = json.loads((snapshot / "manifest.json").read_text())
     manifest["content_hash"] = "0" * 16
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SandboxConflict):
-        await runtime.restore(box.id, tmp_path)
+        await runtime.restore(box.id, snapshot)
     assert await box.out("echo untouched") == "untouched"
 
 
-async def test_create_from_a_snapshot_clones_its_disk(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
+async def test_create_from_a_snapshot_clones_its_disk(
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
+) -> None:
     new_id = f"{box.id}c"
     await box.out("echo cloned > ~/f")
-    await runtime.snapshot(box.id, tmp_path)
-    clone = await open_box(runtime, make_spec(new_id), snapshot=tmp_path)
+    snapshot = snapshot_dir(oci_config, f"{box.id}-s")
+    await runtime.snapshot(box.id, snapshot)
+    clone = await open_box(runtime, make_spec(new_id), snapshot=snapshot)
     try:
         assert await clone.out("cat ~/f; hostname") == f"cloned\n{new_id}"
+        await clone.out("echo clone > ~/f")
+        assert await box.out("cat ~/f") == "cloned"
+        assert (snapshot / "disk" / "home" / "daytona" / "f").read_text() == "cloned\n"
     finally:
         await close_box(clone)
     with pytest.raises(SandboxConflict, match="not other-template"):
-        await runtime.create(make_spec(new_id, template="other-template"), tmp_path)
+        await runtime.create(make_spec(new_id, template="other-template"), snapshot)
     assert new_id not in {i.id for i in runtime.list()}
 
 
@@ -355,12 +443,12 @@ async def test_archive_drops_the_disk_and_unarchive_brings_it_back(
     with pytest.raises(SandboxConflict, match="booted"):
         await runtime.archive(box.id)
     await runtime.stop(box.id)
-    await runtime.snapshot(box.id, tmp_path)
+    await runtime.export(box.id, tmp_path)  # archives live anywhere: tar + zstd
     assert (await runtime.archive(box.id)).state == "archived"
     disk = oci_config.pool.mountpoint / "disks" / box.id
     assert not disk.exists()
     with pytest.raises(SandboxConflict, match="archived"):
-        await runtime.snapshot(box.id, tmp_path / "again")
+        await runtime.snapshot(box.id, snapshot_dir(oci_config, f"{box.id}-again"))
     assert {i.id: i.state for i in await OciRuntime(oci_config).recover()}[box.id] == "archived"
 
     assert (await runtime.unarchive(box.id, tmp_path)).state == "stopped"
