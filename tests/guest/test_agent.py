@@ -470,17 +470,15 @@ async def test_connection_loss_fails_pending_calls(start_agent: StartAgent, work
 
 
 async def test_wait_ready_waits_for_an_agent_that_starts_late(start_agent: StartAgent, workdir: Path) -> None:
-    async def start_later() -> None:
-        await asyncio.sleep(0.3)
-        start_agent()
-
-    starter = asyncio.create_task(start_later())
-    client = await wait_ready(workdir / "agent.sock", timeout=10)
+    waiting = asyncio.create_task(wait_ready(workdir / "agent.sock", timeout=30))
+    await asyncio.sleep(0)  # one turn of the loop: wait_ready has begun trying, and found no socket
+    assert not waiting.done() and not (workdir / "agent.sock").exists()
+    start_agent()  # only now does the agent start
+    client = await waiting
     try:
         assert (await client.ping()).version == guest.PROTOCOL_VERSION
     finally:
         await client.close()
-        await starter
 
 
 async def test_wait_ready_times_out(workdir: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from contracts import guest
 from hosts.agent_client import CALL_TIMEOUT, EXEC_MARGIN, AgentClient, reply_wait
 from hosts.errors import AgentError, AgentUnavailable
+from tests.support import await_for
 
 Respond = Callable[[guest.HostToGuest], list[bytes]]
 
@@ -57,6 +58,15 @@ class FakeAgent:
 
 
 ServeFake = Callable[[FakeAgent], Awaitable[Path]]
+
+
+async def arrived(seen: list[guest.HostToGuest], kind: type) -> None:
+    """Wait until the fake agent has received a request of ``kind`` (recorded in ``seen``)."""
+
+    async def there() -> bool:
+        return any(isinstance(request, kind) for request in seen)
+
+    await await_for(there, what=f"the fake agent to receive a {kind.__name__}", timeout_s=10)
 
 
 @pytest.fixture
@@ -125,13 +135,16 @@ async def test_an_error_frame_raises_agent_error_and_the_connection_lives(serve_
 async def test_a_protocol_violation_fails_everything_pending(
     serve_fake: ServeFake, bad_reply: Respond
 ) -> None:
+    seen: list[guest.HostToGuest] = []
+
     def respond(request: guest.HostToGuest) -> list[bytes]:
+        seen.append(request)
         return bad_reply(request) if isinstance(request, guest.Exec) else []
 
     client = await AgentClient.connect(await serve_fake(FakeAgent(respond)))
     try:
         unanswered = asyncio.create_task(client.ping(timeout=10))
-        await asyncio.sleep(0.05)
+        await arrived(seen, guest.Ping)  # pending, unanswered, when the violation comes
         with pytest.raises(AgentUnavailable, match="broke the protocol"):
             await client.exec(["true"])
         with pytest.raises(AgentUnavailable):
@@ -162,9 +175,15 @@ async def test_a_late_reply_is_dropped_and_the_connection_lives(serve_fake: Serv
 
 
 async def test_close_fails_pending_calls(serve_fake: ServeFake) -> None:
-    client = await AgentClient.connect(await serve_fake(FakeAgent(lambda request: [])))
+    seen: list[guest.HostToGuest] = []
+
+    def never_answer(request: guest.HostToGuest) -> list[bytes]:
+        seen.append(request)
+        return []
+
+    client = await AgentClient.connect(await serve_fake(FakeAgent(never_answer)))
     pending = asyncio.create_task(client.exec(["sleep", "100"]))
-    await asyncio.sleep(0.05)
+    await arrived(seen, guest.Exec)  # sent and pending when the client closes
     await client.close()
     with pytest.raises(AgentUnavailable, match="closed"):
         await pending

@@ -22,6 +22,7 @@ from contracts import guest
 from hosts.agent_client import AgentClient, wait_ready
 from hosts.agent_stream import AgentStream
 from tests.guest.test_agent import Agent, StartAgent, start_agent, workdir
+from tests.support import await_for
 
 __all__ = ["start_agent", "workdir"]  # fixtures used by this module
 
@@ -166,11 +167,18 @@ async def test_scrollback_is_replayed_and_persistent_sessions_outlive_clients(
     await first.type("echo MARK''ER-$((6*7)); sleep 1000 &\n")
     await first.expect(b"MARKER-42")
     await first.close()
-    await asyncio.sleep(0.3)
-    # No client is attached, yet the shell lives on and its output is kept.
-    listed = await client.call(guest.PtyList(id=0))
-    assert isinstance(listed, guest.PtyListResult)
-    assert [(s.session_id, s.active, s.clients) for s in listed.sessions] == [("keep", True, 0)]
+
+    # No client is attached (once the agent has seen the detach), yet the shell lives on and
+    # its output is kept.
+    async def detached() -> list[tuple[str, bool, int]] | None:
+        listed = await client.call(guest.PtyList(id=0))
+        assert isinstance(listed, guest.PtyListResult)
+        sessions = [(s.session_id, s.active, s.clients) for s in listed.sessions]
+        return sessions if [c for _, _, c in sessions] == [0] else None
+
+    assert await await_for(detached, what="the agent to see the client detach", timeout_s=10) == [
+        ("keep", True, 0)
+    ]
     second = await Term.open(agent, guest.PtyAttach(id=1, session_id="keep"))
     await second.expect(b"MARKER-42")  # the scrollback, before anything new is typed
     # Killing reaches every process of the terminal's session, background jobs included.
@@ -197,7 +205,12 @@ async def test_an_ephemeral_session_dies_with_its_last_client(client: AgentClien
     job = await term.number("BG")
     assert alive(job)
     await term.close()  # one client left: the session lives on
-    await asyncio.sleep(0.3)
+
+    async def one_client() -> bool:  # the agent has seen the detach, and done what it does
+        got = await client.call(guest.PtyGet(id=0, session_id="eph"))
+        return isinstance(got, guest.PtyResult) and got.session.clients == 1
+
+    await await_for(one_client, what="the agent to see the first client detach", timeout_s=10)
     assert alive(job)
     await second.stream.end()  # an empty binary frame detaches too
     assert info.pid is not None

@@ -17,6 +17,7 @@ import pytest
 
 from contracts import guest
 from hosts.agent_client import AgentClient
+from tests.support import await_for, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,9 +41,7 @@ def agent_socket(request: pytest.FixtureRequest) -> Iterator[Path]:
         env={"PYTHONPATH": str(REPO)},
         cwd=workdir,
     )
-    deadline = time.monotonic() + 10
-    while not socket_path.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(socket_path.exists, what=f"the agent to listen on {socket_path}", timeout_s=10)
     yield socket_path
     process.send_signal(signal.SIGTERM)
     try:
@@ -210,14 +209,18 @@ async def test_delete_kills_the_shell_and_everything_it_started(client: AgentCli
     sid = (await create(client)).session_id
     await run(client, sid, "sleep 661 & setsid sleep 662 & (sleep 663 &) ; true")
     await run(client, sid, "sleep 664", run_async=True)
-    await asyncio.sleep(0.3)
-    assert all(processes_of(f"sleep 66{n}") for n in range(1, 5))
+
+    async def all_running() -> bool:
+        return all(processes_of(f"sleep 66{n}") for n in range(1, 5))
+
+    await await_for(all_running, what="the four sleeps to start", timeout_s=10)
     reply = await ask(client, guest.SessionDelete(id=0, session_id=sid))
     assert isinstance(reply, guest.SessionResult)
-    await asyncio.sleep(0.2)
-    assert [processes_of(f"sleep 66{n}") for n in range(1, 5)] == [[], [], [], []]
-    gone = await ask(client, guest.SessionGet(id=0, session_id=sid))
-    assert isinstance(gone, guest.Error) and gone.code == "not_found"
+    assert [await gone(f"sleep 66{n}") for n in range(1, 5)] == [True] * 4, [
+        processes_of(f"sleep 66{n}") for n in range(1, 5)
+    ]
+    forgotten = await ask(client, guest.SessionGet(id=0, session_id=sid))
+    assert isinstance(forgotten, guest.Error) and forgotten.code == "not_found"
 
 
 async def test_the_last_100_commands_are_kept(client: AgentClient) -> None:
