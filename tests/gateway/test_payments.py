@@ -6,7 +6,6 @@ pympp's client paying for creates, execs and deletes with a funded wallet."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -134,6 +133,7 @@ async def test_quote_route_prices_any_request(anon: httpx.AsyncClient) -> None:
         "description": "Create a sandbox",
         "free": False,
         "payable": True,
+        "served": True,
     }
     free = (await anon.get("/__mpp/quote", params={"method": "GET", "path": "/health"})).json()
     assert free["free"] is True and free["amount"] == "0"
@@ -359,7 +359,8 @@ async def test_lost_chain_answer_is_503_and_the_retry_does_not_pay_twice(
             [challenge] = challenges(await client.get("/sandbox"))
             authorization = await payer.authorization(challenge)
             balance = devnet.balance(payer.address)
-            httpx.put(f"{rpc_proxy.url}/control/lose/4")
+            # answers are lost until the test says otherwise, however long the first try takes
+            httpx.put(f"{rpc_proxy.url}/control/lose/3600")
             lost = await client.get("/sandbox", headers={"authorization": authorization})
             assert lost.status_code == 503, lost.text
             assert problem_type(lost) == "payment-outcome-unknown"
@@ -369,7 +370,7 @@ async def test_lost_chain_answer_is_503_and_the_retry_does_not_pay_twice(
             assert paid < balance  # the transfer landed; only its answer was lost
             assert await ledger(stack, payer.address) == []
 
-            await asyncio.sleep(4)
+            httpx.put(f"{rpc_proxy.url}/control/lose/0")  # the chain answers again
             retried = await client.get("/sandbox", headers={"authorization": authorization})
             assert retried.status_code == 200, retried.text
             assert "payment-receipt" in retried.headers
@@ -380,6 +381,7 @@ async def test_lost_chain_answer_is_503_and_the_retry_does_not_pay_twice(
             again = await client.get("/sandbox", headers={"authorization": authorization})
             assert again.status_code == 402 and problem_type(again) == "invalid-challenge"
     finally:
+        httpx.put(f"{rpc_proxy.url}/control/lose/0")
         gateway.stop()
 
 
@@ -464,6 +466,14 @@ async def test_a_route_the_core_does_not_serve_is_never_charged(
             answer = await client.request(method, path)
             assert answer.status_code in (404, 405), (method, path, answer.text)
             assert "payment-receipt" not in answer.headers
+            # and the quote says so: free, not served, whatever the table's row says
+            quote = (await anon.get("/__mpp/quote", params={"method": method, "path": path})).json()
+            assert (quote["served"], quote["free"], quote["amount"], quote["price"]) == (
+                False,
+                True,
+                "0",
+                "0",
+            ), quote
         unpaid = await anon.get("/sandbox/sbx-1/build-logs-url")
         assert unpaid.status_code == 404 and "www-authenticate" not in unpaid.headers
     assert devnet.balance(payer.address) == balance
