@@ -27,10 +27,14 @@ from cli.datastores import Postgres, Redis
 from cli.wallet_cmd import balance, fund
 from contracts import snapshots
 from core.cache import Cache
+from core.db import sandboxes as sandboxes_db
 from core.db.migrate import migrate
 from core.services.auth import AuthService
 from hosts.config import load_config as load_hostd_config
 from hosts.runtime.factory import make_runtime
+from hosts.runtime.oci.migrate import Outcome, Report, Target
+from hosts.runtime.oci.migrate import migrate as migrate_namespace
+from hosts.templates import TemplateStore
 
 ADMIN_KEY_NAME = "make-up admin"
 
@@ -82,6 +86,24 @@ def wallet_address(private_key: str) -> str:
 
 class StackError(RuntimeError):
     pass
+
+
+_HELD_STATES = frozenset({"started", "stopped", "paused", "archived", "starting", "error"})
+"""Rows of a sandbox whose disk a host holds (``error`` too: its reason is rewritten)."""
+
+
+def migration_summary(report: Report) -> list[str]:
+    """What ``make up`` says about a var/ left by the namespace runtime (nothing if none)."""
+    if not report.outcomes:
+        return []
+    lines = ["var/ holds data of the namespace runtime (before runc):"]
+    for o in report.migrated:
+        lines.append(f"  brought over: {o.kind} {o.id} (its old upper layer is kept in {o.kept})")
+    for o in report.not_migrated:
+        lines.append(f"  NOT brought over: {o.kind} {o.id}: {o.reason}; old data kept in {o.kept}")
+    if report.not_migrated:
+        lines.append("  see docs/runtime.md, 'Migrating from the namespace runtime'")
+    return lines
 
 
 class Stack:
@@ -174,7 +196,7 @@ class Stack:
 
     def start(self) -> None:
         if os.geteuid() != 0:
-            raise StackError("the namespace runtime needs root: run `make up` as root")
+            raise StackError("sandboxes need root (runc, the btrfs storage pool): run `make up` as root")
         for sub in ("run", "log"):
             (self.var / sub).mkdir(parents=True, exist_ok=True)
         if self.postgres:
@@ -194,12 +216,40 @@ class Stack:
             demo = wallet_address(self.key("demo.key"))
             if balance(self.config.devnet_url, demo) < 1_000_000:  # under $1: top up from the faucet
                 fund(self.config.devnet_url, demo)
+        self._migrate_namespace_runtime()
         since = asyncio.run(self._db_now())
         for name in SERVICES:
             self._spawn(name)
         # ready once this hostd has registered: the host row of a previous run may still look
         # fresh, and only the registration settles the rows of the sandboxes it holds
         self._wait_ready(registered_since=since)
+
+    def _migrate_namespace_runtime(self) -> None:
+        """Bring over what the namespace runtime left in var/ before hostd starts (hostd does
+        it too, for a hostd started on its own; here the outcome can be printed), and make the
+        rows of sandboxes that could not be brought over say so before the core serves them."""
+        config = load_hostd_config(self.env())
+        if config.runtime != "oci":
+            return
+        templates = TemplateStore(config.template_cache, config.build_script)
+        report = migrate_namespace(Target.from_hostd(config, templates))
+        for line in migration_summary(report):
+            self.say(line)
+        lost = {o.id: o for o in report.not_migrated if o.kind == "sandbox"}
+        if lost:
+            asyncio.run(self._mark_not_migrated(lost))
+
+    async def _mark_not_migrated(self, lost: dict[str, Outcome]) -> None:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            for sandbox_id, outcome in lost.items():
+                reason = f"not brought over from the namespace runtime: {outcome.reason}"
+                reason += f"; old data in {outcome.kept}"
+                await sandboxes_db.transition(
+                    conn, sandbox_id, from_states=_HELD_STATES, to="error", error_reason=reason
+                )
+        finally:
+            await conn.close()
 
     async def _prepare_database(self) -> str:
         conn = await asyncpg.connect(self.database_url)

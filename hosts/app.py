@@ -8,8 +8,9 @@ This module only translates: HTTP requests into ``hosts.commands``, results into
 ``HostError`` subclasses into their status code with a ``HostErrorBody``. Every route needs
 ``Authorization: Bearer <api_token>`` (the token hostd gave the core at registration).
 
-Start-up adopts whatever sandboxes a previous hostd left (``runtime.recover()``) and then
-registers with the core. Shutdown closes agent connections but deliberately leaves sandboxes
+Start-up brings over what the namespace runtime left in var/ (``hosts/runtime/oci/migrate``),
+adopts whatever sandboxes a previous hostd left (``runtime.recover()``) and then registers
+with the core. Shutdown closes agent connections but deliberately leaves sandboxes
 running: a hostd restart or upgrade must not kill users' work, and the next hostd adopts them.
 """
 
@@ -61,6 +62,7 @@ from hosts.errors import HostError, TemplateNotFound
 from hosts.registration import Registrar
 from hosts.runtime.factory import make_runtime
 from hosts.runtime.fake import FakeRuntime
+from hosts.runtime.oci.migrate import Target, migrate
 from hosts.snapshot_store import EntryStore
 from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 from hosts.terminal import pty_socket
@@ -117,6 +119,9 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
             ready = runtime.ready_templates
         elif not ready():
             log.warning("no template is built; run `dnah template build`", cache=str(config.template_cache))
+        if config.runtime == "oci":
+            # A var/ from the namespace runtime is brought over before recover reads it.
+            await asyncio.to_thread(migrate, Target.from_hostd(config, templates))
         inventory = await runtime.recover()
         log.info("hostd starting", runtime=runtime.kind, adopted=len(inventory), api_url=config.api_url)
         snapshots = EntryStore(config.snapshot_dir, "snapshot")
