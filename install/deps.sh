@@ -14,6 +14,8 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
 command -v btrfs >/dev/null || need+=(btrfs-progs)   # the storage pool (hosts/storage/)
 command -v runc >/dev/null || need+=(runc)   # runs every sandbox (hosts/runtime/oci/)
+command -v losetup >/dev/null || need+=(mount)   # the pool's image file on a loop device
+command -v nsenter >/dev/null || need+=(util-linux)   # each sandbox's sysfs (hosts/runtime/oci/_host.py)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)   # the mppx client in the payment tests
 if [ ${#need[@]} -gt 0 ]; then

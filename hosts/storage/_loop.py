@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hosts.errors import RuntimeFailure
 
+_LOOP_CONTROL = Path("/dev/loop-control")
 _MOUNT_OPTIONS = "noatime"
 """Reads must not write: with atime updates, reading a file of a disk would rewrite (CoW) the
 metadata its snapshots share."""
@@ -29,7 +30,7 @@ def mount_image(image: Path, mountpoint: Path, size_bytes: int) -> None:
         return
     if not image.exists():
         _format(image, size_bytes)
-    device = _attached_loop(image) or _run("losetup", "--find", "--show", str(image)).strip()
+    device = _attached_loop(image) or _attach(image)
     mountpoint.mkdir(parents=True, exist_ok=True)
     _run("mount", "-t", "btrfs", "-o", _MOUNT_OPTIONS, device, str(mountpoint))
 
@@ -75,6 +76,23 @@ def _format(image: Path, size_bytes: int) -> None:
         os.rename(partial, image)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _attach(image: Path) -> str:
+    """A free loop device with ``image`` on it; a machine (or container) without loop devices
+    gets a message that says what to do instead of losetup's."""
+    if not _LOOP_CONTROL.exists():
+        raise RuntimeFailure(
+            f"cannot attach the storage pool image {image}: this machine has no loop devices "
+            f"({_LOOP_CONTROL} is missing). Load the loop module (modprobe loop); in a container, "
+            "give it /dev/loop-control and /dev/loop*; or set DNAH_POOL_DIR to a directory on btrfs"
+        )
+    try:
+        return _run("losetup", "--find", "--show", str(image)).strip()
+    except RuntimeFailure as exc:
+        raise RuntimeFailure(
+            f"{exc} (no free loop device? see `losetup -a`; or set DNAH_POOL_DIR to a directory on btrfs)"
+        ) from None
 
 
 def _attached_loop(image: Path) -> str | None:
