@@ -1,6 +1,8 @@
 """Lifecycle benchmark: warm-pool create (and the first exec after it) against a cold create,
 then pause/resume, snapshot, restore, fork and archive/unarchive of a sandbox holding 100 MB
-of written data — P50/P95 each, direct to the core.
+of written data — P50/P95 each, direct to the core — and the disk used by 100 forks of that
+sandbox (each stopped once forked, so that memory is no limit): the storage pool's used bytes
+(``btrfs filesystem usage``, data and metadata, after a sync) before and after.
 
 It starts its own stack (``cli.stack.Stack``, as ``make up`` does, warm pool of 2 per host)
 on spare ports. Warm creates are measured one at a time with the pool refilled in between
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +29,7 @@ from cli.stack import Stack, StackConfig
 from load.bench_core import machine, report
 
 DATA_MB = 100
+FORKS = 100
 
 
 def ms_since(started: float) -> float:
@@ -47,6 +51,35 @@ async def pool_size(db_url: str) -> int:
         return count
     finally:
         await conn.close()
+
+
+def pool_used_bytes(pool: Path) -> int:
+    """Bytes the pool's filesystem uses (data and metadata, as allocated on the device), once
+    everything written so far is committed."""
+    subprocess.run(["btrfs", "filesystem", "sync", str(pool)], check=True, capture_output=True)
+    usage = subprocess.run(
+        ["btrfs", "filesystem", "usage", "-b", str(pool)], check=True, capture_output=True, text=True
+    ).stdout
+    return next(int(line.split()[1]) for line in usage.splitlines() if line.strip().startswith("Used:"))
+
+
+def measure_forks(core: httpx.Client, sid: str, pool: Path) -> None:
+    """Fork ``sid`` ``FORKS`` times (stopping each fork) and report what the pool grew by."""
+    before = pool_used_bytes(pool)
+    forks = []
+    for _ in range(FORKS):
+        fork = ok(core.post(f"/v1/sandboxes/{sid}/fork", json={}))
+        ok(core.post(f"/v1/sandboxes/{fork['id']}/stop"))
+        forks.append(fork["id"])
+    grown = pool_used_bytes(pool) - before
+    print(
+        f"disk used by {FORKS} forks (and their snapshots) of a sandbox holding {DATA_MB} MB: "
+        f"{grown / 1e6:.1f} MB ({grown / FORKS / 1e3:.0f} kB each; the parent's data: {DATA_MB} MB)"
+    )
+    for fork_id in forks:
+        ok(core.delete(f"/v1/sandboxes/{fork_id}"))
+    for snapshot in ok(core.get(f"/v1/sandboxes/{sid}/snapshots"))["items"]:
+        core.delete(f"/v1/snapshots/{snapshot['id']}")
 
 
 def wait_pool(stack: Stack, size: int, timeout: float = 30) -> None:
@@ -144,6 +177,8 @@ def main() -> None:
             samples["unarchive+start"].append(ms_since(started))
         for name, values in samples.items():
             report(f"{name} ({DATA_MB} MB written)", values)
+        print()
+        measure_forks(core, sid, var / "hostd" / "pool")
         ok(core.delete(f"/v1/sandboxes/{sid}"))
     finally:
         stack.remove()
