@@ -102,7 +102,8 @@ class Target:
     pool: PoolConfig
     uid_base: int
     cgroup_parent: str
-    snapshot_dir: Path
+    snapshot_dirs: tuple[Path, ...]
+    """Where snapshots may be: the store now, and where the namespace runtime kept it."""
     archive_dir: Path
 
     @classmethod
@@ -113,7 +114,7 @@ class Target:
             pool=PoolConfig.from_hostd(config),
             uid_base=config.sandbox_uid_base,
             cgroup_parent=config.cgroup,
-            snapshot_dir=config.snapshot_dir,
+            snapshot_dirs=tuple(dict.fromkeys((config.snapshot_dir, config.var_dir / "snapshots"))),
             archive_dir=config.archive_dir,
         )
 
@@ -135,9 +136,9 @@ def migrate(target: Target) -> Report:
         if pool is None:
             pool = StoragePool.open(target.pool)
         outcomes.append(_migrate_one(target, pool, sandbox_id, path))
-    outcomes += legacy_entries(target.snapshot_dir, "snapshot") + legacy_entries(
-        target.archive_dir, "archive"
-    )
+    for snapshot_dir in target.snapshot_dirs:
+        outcomes += legacy_entries(snapshot_dir, "snapshot")
+    outcomes += legacy_entries(target.archive_dir, "archive")
     for o in outcomes:
         (log.info if o.migrated else log.warning)(
             "namespace-runtime data", kind=o.kind, id=o.id, migrated=o.migrated, kept=o.kept, reason=o.reason

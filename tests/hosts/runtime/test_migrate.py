@@ -75,7 +75,7 @@ def target(config: OciConfig, stores: Path) -> Target:
         pool=config.pool,
         uid_base=config.uid_base,
         cgroup_parent=config.cgroup_parent,
-        snapshot_dir=stores / "snapshots",
+        snapshot_dirs=(stores / "snapshots",),
         archive_dir=stores / "archives",
     )
 
