@@ -144,8 +144,20 @@ def test_the_real_template_is_built_from_the_repo_script() -> None:
     template = store.ensure()
     assert template.name == "dnah-base"
     assert (template.rootfs / "usr" / "bin" / "python3").exists()
-    assert (template.rootfs / "usr" / "bin" / "setpriv").exists()
-    assert "user:x:1000:1000:" in (template.rootfs / "etc" / "passwd").read_text()
+    for tool in ("sudo", "pip3"):
+        assert (template.rootfs / "usr" / "bin" / tool).exists(), tool
+    assert (template.rootfs / "usr" / "bin" / "sudo").stat().st_mode & 0o4000  # setuid
+    assert (template.rootfs / "usr" / "lib" / "python3" / "dist-packages" / "pip").is_dir()
+    assert (template.rootfs / "usr" / "lib" / "python3.11" / "venv").is_dir()
+    passwd = (template.rootfs / "etc" / "passwd").read_text()
+    assert "daytona:x:1000:1000::/home/daytona:/bin/bash" in passwd
+    assert "user:x:1001:1001::/home/user:/bin/bash" in passwd
+    sudoers = template.rootfs / "etc" / "sudoers.d" / "dnah"
+    assert sudoers.read_text().split("\n")[:2] == [
+        "daytona ALL=(ALL:ALL) NOPASSWD: ALL",
+        "user ALL=(ALL:ALL) NOPASSWD: ALL",
+    ]
+    assert sudoers.stat().st_mode & 0o777 == 0o440
     assert (template.rootfs / "workspace").stat().st_uid == 1000
     record = store.record(template)
     assert record.hash == template.content_hash and record.size_bytes > 100 * 2**20

@@ -107,7 +107,7 @@ def test_the_daytona_sdk_runs_unmodified(
             "size": 7,
             "mode": "-rw-r--r--",
             "permissions": "0644",
-            "owner": "user",
+            "owner": "daytona",
             "has_mod_time": True,
         }
         assert report["fs_search"] == ["/home/daytona/data/raw/x.txt"]
