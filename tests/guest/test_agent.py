@@ -482,10 +482,10 @@ async def test_wait_ready_waits_for_an_agent_that_starts_late(start_agent: Start
 
 
 async def test_wait_ready_times_out(workdir: Path) -> None:
-    started = time.monotonic()
+    """It gives up by itself (AgentUnavailable), long before the outer guard would cut it
+    off with a TimeoutError."""
     with pytest.raises(AgentUnavailable):
-        await wait_ready(workdir / "nobody.sock", timeout=0.3)
-    assert time.monotonic() - started < 2
+        await asyncio.wait_for(wait_ready(workdir / "nobody.sock", timeout=0.3), timeout=60)
 
 
 async def test_socket_is_private_and_a_stale_one_is_replaced(start_agent: StartAgent, workdir: Path) -> None:
