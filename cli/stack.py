@@ -54,6 +54,9 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
     bridge: str = "dnah0"
     subnet: str = "10.213.0.0/16"
     cgroup: str = "dnah"
+    egress: str = "nat"
+    """``DNAH_SANDBOX_EGRESS``: ``none`` for the test suite and benchmarks, whose sandboxes
+    must not reach anything beyond the machine."""
     host_name: str = "local"
     template_cache: Path = Path("/var/cache/dnah/templates")
     database_url: str | None = None
@@ -169,6 +172,7 @@ class Stack:
             "DNAH_HOST_BRIDGE": c.bridge,
             "DNAH_HOST_SUBNET": c.subnet,
             "DNAH_HOST_CGROUP": c.cgroup,
+            "DNAH_SANDBOX_EGRESS": c.egress,
             "DNAH_GATEWAY_PORT": str(c.gateway_port),
             **self._payment_env(),
             **c.extra_env,

@@ -41,6 +41,10 @@ DEFAULT_HEARTBEAT_S = 10.0
 RUNTIMES = ("oci", "fake")
 """``DNAH_HOST_RUNTIME``: ``oci`` runs real, isolated sandboxes; ``fake`` isolates nothing and
 is for tests only (``hosts/runtime/fake``), so it is never the default."""
+EGRESS = ("nat", "none")
+"""``DNAH_SANDBOX_EGRESS``: ``nat`` lets sandboxes reach networks beyond the host through NAT
+(never the host itself or each other); ``none`` keeps them inside their own network namespace
+(what the test suite and benchmarks use, so nothing a test runs can leave the machine)."""
 DEFAULT_POOL_SIZE_GB = 32
 DEFAULT_SANDBOX_UID_BASE = 1_000_000
 SANDBOX_ID_COUNT = 65536
@@ -110,6 +114,8 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     host accounts' ids (so the base is at least 65536)."""
     runtime: str = "oci"
     """The runtime backend (``DNAH_HOST_RUNTIME``, one of ``RUNTIMES``)."""
+    egress: str = "nat"
+    """Where sandboxes may connect (``DNAH_SANDBOX_EGRESS``, one of ``EGRESS``)."""
     advertise_url: str | None = None
     """The URL the core should use to reach hostd (``DNAH_HOSTD_ADVERTISE_URL``), when it is
     not ``http://host:port`` — hostd bound to 0.0.0.0, behind NAT, or on another name."""
@@ -170,6 +176,7 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         pool_mount=pool_mount,
         sandbox_uid_base=env.parse("DNAH_SANDBOX_UID_BASE", _uid_base, DEFAULT_SANDBOX_UID_BASE),
         runtime=runtime,
+        egress=env.parse("DNAH_SANDBOX_EGRESS", _egress, "nat"),
         advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
     )
 
@@ -289,6 +296,12 @@ def _uid_base(raw: str) -> int:
 def _runtime(raw: str) -> str:
     if raw not in RUNTIMES:
         raise ValueError(f"must be one of {', '.join(RUNTIMES)}")
+    return raw
+
+
+def _egress(raw: str) -> str:
+    if raw not in EGRESS:
+        raise ValueError(f"must be one of {', '.join(EGRESS)}")
     return raw
 
 

@@ -97,6 +97,7 @@ def main() -> None:
         subnet="10.217.0.0/24",
         cgroup="dnahb",
         host_name="bench-host",
+        egress="none",  # benchmark sandboxes reach nothing beyond the machine
         extra_env={"DNAH_WARM_POOL": ""},  # cold creates are what this measures
     )
     stack = Stack(config, say=lambda _: None)

@@ -80,6 +80,7 @@ def main() -> None:
         subnet="10.217.10.0/24",
         cgroup="dnahbh",
         host_name="bench-hop",
+        egress="none",  # benchmark sandboxes reach nothing beyond the machine
     )
     stack = Stack(config, say=lambda _: None)
     stack.start()

@@ -106,6 +106,7 @@ def main() -> None:
         subnet="10.220.0.0/24",
         cgroup="dnahl",
         host_name="bench-lifecycle",
+        egress="none",  # benchmark sandboxes reach nothing beyond the machine
     )
     stack = Stack(config, say=lambda _: None)
     stack.start()

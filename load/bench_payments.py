@@ -427,6 +427,7 @@ def main() -> int:
             subnet="10.217.9.0/24",
             cgroup="dnahbp",
             host_name="bench-pay",
+            egress="none",  # benchmark sandboxes reach nothing beyond the machine
         ),
         say=lambda _: None,
     )

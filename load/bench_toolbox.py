@@ -129,6 +129,7 @@ def main() -> None:
         subnet="10.218.0.0/24",
         cgroup="dnaht",
         host_name="bench-toolbox",
+        egress="none",  # benchmark sandboxes reach nothing beyond the machine
     )
     stack = Stack(config, say=lambda _: None)
     stack.start()

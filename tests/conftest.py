@@ -41,6 +41,7 @@ def stack() -> Iterator[Stack]:
             subnet=f"10.216.{n}.0/24",
             cgroup=f"dnahs{n}",
             host_name=f"test-host-{n}",
+            egress="none",  # nothing a test runs leaves the machine
             # the reaper every second, so tests that backdate a timer see it act promptly
             extra_env={
                 "DNAH_REAPER_S": "1",

@@ -43,8 +43,11 @@ _SYS_NET = Path("/sys/class/net")
 class Network:
     """The network of one runtime instance; every name derives from the bridge name."""
 
-    def __init__(self, bridge: str, subnet: ipaddress.IPv4Network) -> None:
+    def __init__(self, bridge: str, subnet: ipaddress.IPv4Network, *, egress: bool = True) -> None:
         self.bridge = bridge
+        self.egress = egress
+        """With egress, sandboxes reach other networks through NAT; without, their packets
+        never leave the bridge (the host and the other sandboxes are unreachable either way)."""
         self.subnet = subnet
         self.gateway = subnet.network_address + 1
         self.table = bridge
@@ -88,6 +91,7 @@ class Network:
         # Declaring, deleting and redefining the table in one `nft -f` transaction replaces
         # the rules atomically whether or not the table existed.
         br, t = self.bridge, self.table
+        egress = "" if self.egress else f'\n    iifname "{br}" drop'
         return f"""
 table inet {t} {{}}
 delete table inet {t}
@@ -100,7 +104,7 @@ table inet {t} {{
   chain forward {{
     type filter hook forward priority filter; policy accept;
     oifname "{br}" ct state established,related accept
-    oifname "{br}" drop
+    oifname "{br}" drop{egress}
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;

@@ -29,5 +29,6 @@ def make_runtime(config: HostdConfig, templates: TemplateStore | None = None) ->
             bridge=config.bridge,
             subnet=config.subnet,
             cgroup_parent=config.cgroup,
+            egress=config.egress == "nat",
         )
     )

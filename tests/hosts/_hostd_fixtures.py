@@ -284,5 +284,6 @@ def hostd_env(
         "DNAH_HOST_SUBNET": str(names.subnet),
         "DNAH_HOST_CGROUP": names.cgroup,
         "DNAH_LOG_FORMAT": "json",
+        "DNAH_SANDBOX_EGRESS": "none",  # nothing a test runs leaves the machine
         **extra,
     }

@@ -77,6 +77,7 @@ def oci_config(
         bridge=f"dnaht{n}",
         subnet=ipaddress.IPv4Network(f"10.214.{n}.0/24"),
         cgroup_parent=f"dnaht{n}",
+        egress=False,  # nothing a test runs leaves the machine
         boot_timeout=20.0,
     )
 

@@ -107,6 +107,7 @@ def test_overrides(tmp_path: Path) -> None:
         ("DNAH_SANDBOX_UID_BASE", "1000"),  # would map sandbox ids onto host accounts
         ("DNAH_SANDBOX_UID_BASE", str(2**32 - 65536)),  # the last id would be (uid_t) -1
         ("DNAH_SANDBOX_UID_BASE", "-5"),
+        ("DNAH_SANDBOX_EGRESS", "open"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_variable(name: str, value: str) -> None:
@@ -166,3 +167,9 @@ def test_the_runtime_is_the_real_one_unless_the_fake_is_named(tmp_path: Path) ->
     assert fake.runtime == "fake"
     with pytest.raises(ConfigError, match="DNAH_HOST_RUNTIME='docker': must be one of oci, fake"):
         load_config({**MINIMAL, "DNAH_HOST_RUNTIME": "docker"})
+
+
+def test_sandboxes_reach_beyond_the_host_unless_egress_is_none(tmp_path: Path) -> None:
+    assert load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)}).egress == "nat"
+    closed = load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path), "DNAH_SANDBOX_EGRESS": "none"})
+    assert closed.egress == "none"

@@ -30,6 +30,7 @@ def paid_stack() -> Iterator[Stack]:
             subnet=f"10.219.{n}.0/24",
             cgroup=f"dnahp{n}",
             host_name=f"paid-host-{n}",
+            egress="none",
             payments="devnet",
         )
         stack = Stack(config, say=lambda _: None)

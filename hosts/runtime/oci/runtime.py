@@ -102,6 +102,8 @@ class OciConfig:
     bridge: str = "dnah0"
     subnet: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network("10.213.0.0/16"))
     cgroup_parent: str = "dnah"
+    egress: bool = True
+    """Whether sandboxes reach networks beyond the host (through NAT); see ``Network``."""
     resolv_conf: Path = Path("/etc/resolv.conf")
     uid_base: int = 1_000_000
     """Host uid/gid of root inside every sandbox; sandbox ids 0..65535 map from here on."""
@@ -139,7 +141,7 @@ class OciRuntime:
 
     def __init__(self, config: OciConfig) -> None:
         self.config = config
-        self._network = Network(config.bridge, config.subnet)
+        self._network = Network(config.bridge, config.subnet, egress=config.egress)
         self._runc = Runc(config.state_dir / "runc", config.runc)
         self._pool: StoragePool | None = None
         self._disks = _host.EXPOSED / config.bridge / "disks"

@@ -106,6 +106,7 @@ def _real(root: Path, template_store: TemplateStore, index: int) -> Backend:
         "DNAH_HOST_BRIDGE": f"dnahk{index}",
         "DNAH_HOST_SUBNET": f"10.216.{index}.0/24",
         "DNAH_HOST_CGROUP": f"dnahk{index}",
+        "DNAH_SANDBOX_EGRESS": "none",  # nothing a test runs leaves the machine
     }
     config = load_config(env)
 

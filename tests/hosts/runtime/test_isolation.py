@@ -380,3 +380,60 @@ async def test_writing_past_disk_gb_fails_and_the_sandbox_lives_on(box: Box) -> 
     assert result.exit_code != 0, result
     assert "Disk quota exceeded" in result.stdout or "No space left" in result.stdout, result
     assert await box.out("rm /tmp/big; echo answering") == "answering"
+
+
+@contextlib.contextmanager
+def internet(n: int) -> Iterator[str]:
+    """A stand-in for the internet: a network namespace of the test's own with a veth to the
+    host (198.18.n.0/30, the benchmarking range) and a TCP listener at 198.18.n.2:8080.
+    Returns that target. Nothing outside the machine is involved."""
+    name, host_end, ns_end = f"dnahinet{n}", f"dnahiv{n}h", f"dnahiv{n}n"
+    host_ip, ns_ip = f"198.18.{n}.1", f"198.18.{n}.2"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", name)
+    server = None
+    try:
+        ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end, "netns", name)
+        ip("addr", "add", f"{host_ip}/30", "dev", host_end)
+        ip("link", "set", host_end, "up")
+        ip("-n", name, "addr", "add", f"{ns_ip}/30", "dev", ns_end)
+        ip("-n", name, "link", "set", ns_end, "up")
+        ip("-n", name, "link", "set", "lo", "up")
+        accept = f"import socket\ns = socket.create_server(('{ns_ip}', 8080))\nprint(1, flush=True)\n"
+        accept += "while True: s.accept()[0].close()"
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", name, "python3", "-c", accept], stdout=subprocess.PIPE, text=True
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "1"
+        with socket.create_connection((ns_ip, 8080), timeout=5):  # reachable from the host
+            pass
+        yield f"{ns_ip}:8080"
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+async def test_egress_none_keeps_packets_in_and_nat_lets_them_out(
+    box: Box, oci_config: OciConfig, kernel_index: int
+) -> None:
+    """The test runtimes run with egress off (``DNAH_SANDBOX_EGRESS=none``): a host beyond the
+    machine's own addresses is unreachable. Turning NAT on (the default outside tests) reaches
+    the same host, so the refusal is the rule's doing, not a broken probe."""
+    network = box.runtime._network
+    assert not oci_config.egress and not network.egress
+    with internet(kernel_index) as target:
+        assert (await probe(box, target))[target] != "ok"
+        network.egress = True
+        await asyncio.to_thread(network.ensure_host)
+        try:
+            assert (await probe(box, target))[target] == "ok"
+        finally:
+            network.egress = False
+            await asyncio.to_thread(network.ensure_host)
+        assert (await probe(box, target))[target] != "ok"

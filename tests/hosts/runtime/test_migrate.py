@@ -53,6 +53,7 @@ def config(template_store: TemplateStore, tmp_path: Path, kernel_index: int) -> 
         bridge=f"dnahm{n}",
         subnet=ipaddress.IPv4Network(f"10.215.{n}.0/24"),
         cgroup_parent=f"dnahm{n}",
+        egress=False,  # nothing a test runs leaves the machine
         boot_timeout=20.0,
     )
 
