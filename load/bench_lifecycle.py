@@ -107,6 +107,9 @@ def main() -> None:
         cgroup="dnahl",
         host_name="bench-lifecycle",
         egress="none",  # benchmark sandboxes reach nothing beyond the machine
+        # The scheduler counts each fork's disk_gb in full, though forks share their data:
+        # room for the 100 forks below.
+        extra_env={"DNAH_HOST_DISK_GB": str(20 * (FORKS + 1))},
     )
     stack = Stack(config, say=lambda _: None)
     stack.start()

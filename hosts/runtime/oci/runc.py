@@ -110,6 +110,10 @@ class Runc:
             sandbox_id,
         )  # fmt: skip
 
+    def kill(self, sandbox_id: str) -> None:
+        """SIGKILL the container's PID 1; a no-op when runc holds no such container."""
+        self._call("kill", sandbox_id, "KILL", missing_ok=True)
+
     def delete(self, sandbox_id: str) -> None:
         """Kill every process of the container (paused or not) and remove its cgroup and
         state; a no-op when runc holds no such container."""
