@@ -444,6 +444,9 @@ class OciRuntime:
             pool = await self._open_pool()
             make = self._disk_from(directory, manifest)
             await _blocking("restore disk", self._fill_disk, sandbox_id, make)
+            # Committed before the caller deletes the archive: until then a crash could lose
+            # both. It also spares the next snapshot flushing the whole extracted disk.
+            await _blocking("commit disk", _btrfs.sync, pool.disk(sandbox_id))
             await _blocking("limit disk", pool.set_limit, pool.disk(sandbox_id), sandbox.spec.disk_gb * _GB)
             await _blocking("unmark archived", (target.path / _ARCHIVED_MARKER).unlink, True)
             sandbox.archived = False
