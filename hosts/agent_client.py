@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -270,7 +271,8 @@ async def open_channel(socket_path: str, port: int) -> tuple[asyncio.StreamReade
 
 async def _handshake(socket_path: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Write ``CONNECT <port>`` and expect ``OK <n>``; the stream then carries frames."""
-    reader, writer = await asyncio.open_unix_connection(socket_path)
+    with _short_path(socket_path) as path:
+        reader, writer = await asyncio.open_unix_connection(path)
     try:
         writer.write(f"CONNECT {port}\n".encode())
         line = await reader.readuntil(b"\n")
@@ -281,3 +283,23 @@ async def _handshake(socket_path: str, port: int) -> tuple[asyncio.StreamReader,
         writer.close()
         raise
     return reader, writer
+
+
+_SUN_PATH_MAX = 107
+"""A Unix socket's address holds at most 107 bytes of path (108 with the final NUL)."""
+
+
+@contextlib.contextmanager
+def _short_path(socket_path: str) -> Iterator[str]:
+    """``socket_path``, or the same socket reached through ``/proc/self/fd/<its directory>``
+    when the path is longer than a socket address can hold: a state directory deep in a
+    checkout (or a test's temporary directory) must not make sandboxes unreachable."""
+    if len(os.fsencode(socket_path)) <= _SUN_PATH_MAX:
+        yield socket_path
+        return
+    directory, name = os.path.split(socket_path)
+    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)

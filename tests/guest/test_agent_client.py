@@ -241,3 +241,18 @@ def test_reply_wait_follows_the_request_timeout() -> None:
     code = guest.CodeRun(id=0, language="python", code="", timeout_ms=120_000)
     assert reply_wait(code) == 120 + EXEC_MARGIN
     assert reply_wait(guest.Dirs(id=0)) == reply_wait(guest.Metrics(id=0)) == CALL_TIMEOUT
+
+
+async def test_a_socket_deeper_than_a_socket_address_holds_is_reached(serve_fake: ServeFake) -> None:
+    """A state directory deep in a checkout puts the agent's socket past the 107 bytes a Unix
+    socket address holds; the client reaches it through its directory's descriptor."""
+    short = await serve_fake(FakeAgent(lambda request: [pong(request)]))
+    deep = short.parent / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / "agent.sock").symlink_to(short)  # connect() follows it, the path stays long
+    assert len(str(deep / "agent.sock")) > 107
+    client = await AgentClient.connect(deep / "agent.sock", timeout=5)
+    try:
+        assert (await client.ping()).agent == "fake"
+    finally:
+        await client.close()
