@@ -8,9 +8,12 @@
   so "the identity now equals the manifest's, and it is read-only" is what ``read`` checks.
   It only means something on the filesystem that holds it: such a snapshot never leaves its
   host (``docs/runtime.md``, "Snapshots on the pool").
-* ``archive`` (archives, the fake runtime's snapshots, and OCI snapshots from before host-local
-  snapshots existed): ``rootfs.tar.zst``, a portable tar + zstd of the whole disk, with the
-  sha256 of every file in the manifest. A manifest without a ``kind`` is one of these.
+* ``archive`` (archives and the fake runtime's snapshots): ``rootfs.tar.zst``, a portable
+  tar + zstd of the whole disk, with the sha256 of every file in the manifest.
+
+A manifest without a ``kind`` was written by the namespace runtime, whose snapshots and
+archives held only its overlay's upper layer: restoring one onto a whole disk would lose the
+template under it, so it is refused (``decode_manifest``).
 
 The manifest is written last, so a directory with a manifest is a complete snapshot; it names
 the template build the disk sits on, and is what the core signs (``hosts/snapshot_store.py``).
@@ -199,9 +202,16 @@ def decode_manifest(data: bytes) -> Manifest:
         SnapshotInvalid: not a manifest.
     """
     try:
-        return msgspec.json.decode(data, type=Manifest)
+        manifest = msgspec.json.decode(data, type=Manifest)
+        named_kind = "kind" in msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise SnapshotInvalid(f"invalid snapshot manifest: {exc}") from None
+    if not named_kind:  # every manifest written since the pool names its kind
+        raise SnapshotInvalid(
+            "snapshot made by the namespace runtime: an overlay layer, not a whole disk, so it cannot "
+            "be restored here (docs/runtime.md, 'Migrating from the namespace runtime')"
+        )
+    return manifest
 
 
 def extract(directory: Path, target: Path) -> None:

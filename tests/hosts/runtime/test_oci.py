@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from hosts.errors import AgentUnavailable, InvalidRequest, RuntimeFailure, SandboxConflict, SandboxNotFound
+from hosts.errors import (
+    AgentUnavailable,
+    InvalidRequest,
+    RuntimeFailure,
+    SandboxConflict,
+    SandboxNotFound,
+    SnapshotInvalid,
+)
 from hosts.runtime import _layout, _network, _snapshot
 from hosts.runtime.oci import OciConfig, OciRuntime, _host
 from hosts.runtime.oci import runtime as oci_runtime
@@ -706,3 +713,19 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     while not condition():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+async def test_a_namespace_runtime_snapshot_is_refused_and_nothing_changes(
+    box: Box, runtime: OciRuntime, oci_config: OciConfig
+) -> None:
+    """The namespace runtime's snapshots held an overlay layer, not a disk, and their manifests
+    named no kind: restoring one would drop the template under the files."""
+    await box.out("echo kept > ~/f")
+    snapshot = snapshot_dir(oci_config, f"{box.id}-n")
+    await runtime.export(box.id, snapshot)
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    del manifest["kind"]
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotInvalid, match="namespace runtime"):
+        await runtime.restore(box.id, snapshot)
+    assert await box.out("cat ~/f") == "kept"
