@@ -31,9 +31,7 @@ Shutdown. SIGTERM (or SIGINT) stops accepting connections, removes the socket an
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
 import os
 import pwd
 import selectors
@@ -42,11 +40,14 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from types import FrameType
-from typing import Any
 
-from guest import files, framing, git, ops, pty, sessions, transfer
+from guest import framing
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: ``typing`` is not worth importing at start
+    from collections.abc import Callable, Mapping
+    from types import FrameType
+    from typing import Any
 
 VERSION = "0.2.0"
 AGENT = f"dnah-guest/{VERSION}"
@@ -58,18 +59,43 @@ SKIP_CHUNK = 64 * 1024
 PR_SET_CHILD_SUBREAPER = 36
 
 
+USAGE = "usage: guest.agent --uds PATH [--init]"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="guest.agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--uds", required=True, help="path of the Unix socket to listen on")
-    parser.add_argument("--init", action="store_true", help="act as PID 1: fork the server, reap orphans")
-    args = parser.parse_args(argv)
-    if not args.init:
-        return serve(args.uds)
-    _become_subreaper()
+    """``--uds PATH`` (the socket to listen on) and ``--init`` (act as PID 1: fork the server,
+    reap orphans). Parsed by hand: ``argparse`` costs more to import than the rest of what
+    the agent needs before it answers its first ping."""
+    parsed = _parse_args(sys.argv[1:] if argv is None else argv)
+    if isinstance(parsed, str):
+        print(f"{USAGE}\nguest.agent: error: {parsed}", file=sys.stderr)
+        return 2
+    socket_path, init = parsed
+    if not init:
+        return serve(socket_path)
     child = os.fork()
     if child == 0:
-        return serve(args.uds)
+        return serve(socket_path)
     return supervise(child)
+
+
+def _parse_args(argv: list[str]) -> tuple[str, bool] | str:
+    """``(socket path, init)``, or what is wrong with ``argv``."""
+    socket_path, init = None, False
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--init":
+            init = True
+        elif arg == "--uds" or arg.startswith("--uds="):
+            value = arg.partition("=")[2] if "=" in arg else next(rest, None)
+            if not value:
+                return "--uds needs a path"
+            socket_path = value
+        else:
+            return f"unrecognized argument {arg!r}"
+    if socket_path is None:
+        return "--uds is required"
+    return socket_path, init
 
 
 # PID 1 ---------------------------------------------------------------------------------------
@@ -89,6 +115,7 @@ def supervise(child: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    _become_subreaper()  # after the fork, so the server does not wait for ctypes to load
     while True:
         pid, status = os.wait()
         if pid == child:
@@ -100,8 +127,11 @@ def _become_subreaper() -> None:
     """Make orphans of the server's descendants come to this process.
 
     As PID 1 of a PID namespace the agent already gets them; being a subreaper as well keeps
-    ``--init`` correct when something else is PID 1 (tini, or a test run on the host).
+    ``--init`` correct when something else is PID 1 (tini, or a test run on the host). Done
+    just after the fork: the server, just started, has orphaned nothing yet.
     """
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         errno = ctypes.get_errno()
@@ -140,8 +170,11 @@ def serve(socket_path: str) -> int:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
-        sessions.close_all()
-        pty.close_all()
+        for name in _CLOSE_AT_EXIT:
+            # Not loaded, or still being loaded by the warm-up: it holds nothing yet.
+            close_all = getattr(sys.modules.get(f"guest.{name}"), "close_all", None)
+            if close_all is not None:
+                close_all()
     return 0
 
 
@@ -265,12 +298,12 @@ class Connection:
         except framing.BadRequest as exc:
             self._send(framing.error(exc.request_id, "bad_request", str(exc)))
             return False
-        if isinstance(request, framing.StreamRequest):
+        if type(request).__name__ in _STREAMS:
             if not first:
                 message = "a stream must open its own connection (its first frame)"
                 self._send(framing.error(request.id, "bad_request", message))
                 return False
-            _STREAMS[type(request)](request, self, self._base_env)
+            _handler(_STREAMS, request)(request, self, self._base_env)
             return True
         with self._idle:
             self._in_flight += 1
@@ -280,6 +313,7 @@ class Connection:
     def _work(self, request: framing.Request) -> None:
         try:
             self._send(_answer(request, self._base_env))
+            warm_up()
         finally:
             with self._idle:
                 self._in_flight -= 1
@@ -336,36 +370,72 @@ class Connection:
         return True
 
 
-_HANDLERS: dict[type, Callable[[Any, dict[str, str]], dict[str, object]]] = {
-    framing.ExecRequest: ops.exec_command,
-    framing.CodeRunRequest: ops.run_code,
-    framing.DirsRequest: ops.dirs,
-    framing.EnvSetRequest: ops.env_set,
-    framing.MetricsRequest: ops.metrics,
-    framing.GitCloneRequest: git.clone,
-    framing.GitStatusRequest: git.status,
-    framing.GitAddRequest: git.add,
-    framing.GitCommitRequest: git.commit,
-    framing.GitPushRequest: git.push,
-    framing.GitPullRequest: git.pull,
-    framing.GitBranchesRequest: git.branches,
-    framing.GitBranchCreateRequest: git.branch_create,
-    framing.GitBranchDeleteRequest: git.branch_delete,
-    framing.GitCheckoutRequest: git.checkout,
-    framing.GitLogRequest: git.log,
-    framing.SessionRequest: sessions.handle,
-    framing.FsRequest: files.handle,
-    framing.PtyRequest: pty.handle,
+_HANDLERS: dict[str, tuple[str, str]] = {
+    "ExecRequest": ("ops", "exec_command"),
+    "CodeRunRequest": ("ops", "run_code"),
+    "DirsRequest": ("ops", "dirs"),
+    "EnvSetRequest": ("ops", "env_set"),
+    "MetricsRequest": ("ops", "metrics"),
+    "GitCloneRequest": ("git", "clone"),
+    "GitStatusRequest": ("git", "status"),
+    "GitAddRequest": ("git", "add"),
+    "GitCommitRequest": ("git", "commit"),
+    "GitPushRequest": ("git", "push"),
+    "GitPullRequest": ("git", "pull"),
+    "GitBranchesRequest": ("git", "branches"),
+    "GitBranchCreateRequest": ("git", "branch_create"),
+    "GitBranchDeleteRequest": ("git", "branch_delete"),
+    "GitCheckoutRequest": ("git", "checkout"),
+    "GitLogRequest": ("git", "log"),
+    "SessionRequest": ("sessions", "handle"),
+    "FsRequest": ("files", "handle"),
+    "PtyRequest": ("pty", "handle"),
 }
-"""The handler of each request type but ``ping`` (answered here, it needs the agent's name)."""
+"""The handler of each request type but ``ping`` (answered here, it needs the agent's name),
+as (module of ``guest``, function): see ``_handler``."""
 
-_STREAMS: dict[type, Callable[[Any, Connection, dict[str, str]], None]] = {
-    framing.FsWriteRequest: transfer.write,
-    framing.FsReadRequest: transfer.read,
-    framing.PtyAttachRequest: pty.attach,
+_STREAMS: dict[str, tuple[str, str]] = {
+    "FsWriteRequest": ("transfer", "write"),
+    "FsReadRequest": ("transfer", "read"),
+    "PtyAttachRequest": ("pty", "attach"),
 }
 """The handler of each stream opener; it runs in the connection's reader thread and owns the
 connection until it returns."""
+
+_CLOSE_AT_EXIT = ("sessions", "pty")
+"""Handler modules holding processes that must go when the server stops (if they were loaded)."""
+_warm = threading.Event()
+
+
+def _handler(table: dict[str, tuple[str, str]], request: object) -> Callable[..., Any]:
+    """The function that handles ``request``, importing its module on first use.
+
+    The handler modules, and what they import (``subprocess``, ``dataclasses``, ``pathlib``
+    and more), are not loaded at start, so that the agent listens, and answers the ping the
+    runtime waits for, as early as it can; ``warm_up`` loads them right after that. Python's
+    import lock makes a module imported by two threads at once load once, the second waiting.
+    """
+    import importlib
+
+    module, function = table[type(request).__name__]
+    handler: Callable[..., Any] = getattr(importlib.import_module(f"guest.{module}"), function)
+    return handler
+
+
+def warm_up() -> None:
+    """Import every handler module in a background thread, once: called after the first
+    reply, so the first ``exec`` rarely waits for its module while the ping never does."""
+    if _warm.is_set():
+        return
+    _warm.set()
+
+    def load() -> None:
+        import importlib
+
+        for module, _ in {*_HANDLERS.values(), *_STREAMS.values()}:
+            importlib.import_module(f"guest.{module}")
+
+    threading.Thread(target=load, name="warm-up", daemon=True).start()
 
 
 def _answer(request: framing.Request, base_env: dict[str, str]) -> dict[str, object]:
@@ -373,7 +443,7 @@ def _answer(request: framing.Request, base_env: dict[str, str]) -> dict[str, obj
     if isinstance(request, framing.PingRequest):
         return framing.pong(request.id, AGENT)
     try:
-        return _HANDLERS[type(request)](request, base_env)
+        return _handler(_HANDLERS, request)(request, base_env)
     except ValueError as exc:  # NUL bytes or '=' in an env name: Popen refuses before forking
         return framing.error(request.id, "bad_request", str(exc))
     except Exception as exc:
