@@ -44,9 +44,11 @@ EXEC_MARGIN = 5.0
 """Seconds an ``exec`` reply may lag its ``timeout_ms``: the agent's kill, reap and reply."""
 CALL_TIMEOUT = 30.0
 """Seconds to wait for the reply to a request that has no ``timeout_ms`` of its own."""
-RETRY_FIRST = 0.002
-RETRY_MAX = 0.005
-"""Backoff between handshake attempts, doubling from RETRY_FIRST up to RETRY_MAX seconds."""
+RETRY_FIRST = 0.001
+RETRY_MAX = 0.002
+"""Backoff between handshake attempts, doubling from RETRY_FIRST up to RETRY_MAX seconds.
+Tight, because a boot waits here for the agent to start listening and every millisecond of
+the last sleep is boot time; an attempt on a missing socket costs tens of microseconds."""
 
 _NOT_LISTENING_YET = (
     FileNotFoundError,
@@ -88,7 +90,7 @@ class AgentClient:
     ) -> AgentClient:
         """Open the socket, do the ``CONNECT``/``OK`` handshake and start the reader task.
 
-        Retries with a 2–5 ms backoff while the socket is missing, refused or reset, until
+        Retries with a 1–2 ms backoff while the socket is missing, refused or reset, until
         ``timeout`` seconds have passed; then raises ``AgentUnavailable``.
         """
         name = f"{socket_path}:{port}"

@@ -41,7 +41,7 @@ import zstandard
 from hosts.errors import RuntimeFailure, SnapshotInvalid
 from hosts.runtime._layout import DiskBase
 from hosts.storage import _btrfs
-from hosts.storage.pool import SubvolumeIdentity, subvolume_identity
+from hosts.storage.pool import SubvolumeIdentity
 
 ARCHIVE = "rootfs.tar.zst"
 DISK = "disk"
@@ -185,8 +185,12 @@ def _check_subvolume(directory: Path, manifest: Manifest) -> None:
     path = directory / disk.name
     if not _btrfs.is_subvolume(path):
         raise SnapshotInvalid(f"snapshot disk {disk.name} is missing in {directory}")
-    now = subvolume_identity(path)
-    if (now.uuid, now.ctransid, now.readonly) != (disk.uuid, disk.ctransid, True):
+    # No commit first (unlike ``subvolume_identity``): a read-only subvolume cannot have been
+    # written since its last commit, because making it read-only again after a write commits
+    # (the set-flags ioctl does), and one that is not read-only fails the check anyway. A
+    # commit here would flush every sandbox's pending writes on each clone and restore.
+    now_uuid, now_ctransid, now_readonly = _btrfs.subvolume_info(path)
+    if (now_uuid, now_ctransid, now_readonly) != (disk.uuid, disk.ctransid, True):
         raise SnapshotInvalid(f"snapshot disk {disk.name} in {directory} does not match its manifest")
 
 

@@ -116,7 +116,13 @@ class Runc:
 
     def delete(self, sandbox_id: str) -> None:
         """Kill every process of the container (paused or not) and remove its cgroup and
-        state; a no-op when runc holds no such container."""
+        state; a no-op when runc holds no such container.
+
+        runc keeps a container's state in ``<root>/<id>/`` from its creation until it is
+        deleted, and a ``runc run`` whose PID 1 exited has deleted it itself: without that
+        directory there is nothing to delete, and a stop saves starting runc for nothing."""
+        if not (self.root / sandbox_id).exists():
+            return
         self._call("delete", "--force", sandbox_id, missing_ok=True)
 
     def _base(self) -> list[str]:

@@ -39,13 +39,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
+import concurrent.futures
 import contextlib
 import functools
 import ipaddress
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -62,7 +63,7 @@ from hosts.runtime._mounts import remove_tree, unmount_all
 from hosts.runtime._network import Network
 from hosts.runtime._undo import Undo
 from hosts.runtime.base import Capabilities
-from hosts.runtime.oci import _host
+from hosts.runtime.oci import _bytecode, _host
 from hosts.runtime.oci.bundle import AGENT_UID, Bundle, Limits
 from hosts.runtime.oci.runc import Runc, Supervisor, adopt
 from hosts.storage import _btrfs, _loop
@@ -358,20 +359,23 @@ class OciRuntime:
             directory = self._dir(spec.id)
             undo = Undo(spec.id)
             try:
-                with timer.step("disk"):
+                with timer.step("dir"):
                     await _blocking("claim sandbox dir", directory.claim)
                     undo.push("remove sandbox dir", functools.partial(remove_tree, directory.path))
                     agent = self.config.uid_base + AGENT_UID
                     await _blocking("lay out", directory.populate, spec, sandbox.base, agent, agent)
                     pool = await self._open_pool()
-                    undo.push("delete disk", functools.partial(pool.delete_disk, spec.id))
+                undo.push("delete disk", functools.partial(pool.delete_disk, spec.id))
+
+                async def new_disk() -> None:
                     if snapshot is None or manifest is None:
                         await _blocking("create disk", self._new_disk, spec.id, template)
                     else:
                         make = self._disk_from(snapshot, manifest)
                         await _blocking("disk from snapshot", self._fill_disk, spec.id, make)
                     await _blocking("limit disk", pool.set_limit, pool.disk(spec.id), spec.disk_gb * _GB)
-                await self._boot(sandbox, undo, timer)
+
+                await self._boot(sandbox, undo, timer, new_disk)
             except BaseException:
                 await undo.unwind()
                 raise
@@ -465,73 +469,134 @@ class OciRuntime:
                     f"snapshot is of a {base.template}-{base.content_hash} disk, "
                     f"sandbox {sandbox_id} has a {sandbox.base.template}-{sandbox.base.content_hash} one"
                 )
-            if sandbox.slot is not None:
-                await self._halt(sandbox)
+            started = time.perf_counter()
+            old_slot = await self._halt(sandbox, keep_slot=True) if sandbox.slot is not None else None
+            halted = _ms_since(started)
             pool = await self._open_pool()
             make = self._disk_from(directory, manifest)
-            await _blocking("replace disk", self._replace_disk, sandbox_id, make)
-            await _blocking("limit disk", pool.set_limit, pool.disk(sandbox_id), sandbox.spec.disk_gb * _GB)
-            await self._boot_stopped(sandbox, "restored")
+
+            async def swap_disk() -> None:
+                await _blocking("replace disk", self._replace_disk, sandbox_id, make)
+                limit = sandbox.spec.disk_gb * _GB
+                await _blocking("limit disk", pool.set_limit, pool.disk(sandbox_id), limit)
+
+            async def clean_up() -> None:
+                """What the old boot and disk leave, removed while the new boot runs."""
+                await _together(
+                    self._free_slot(old_slot) if old_slot is not None else asyncio.sleep(0),
+                    self._drop_replaced_disk(sandbox_id),
+                )
+
+            await self._boot_stopped(sandbox, "restored", swap_disk, clean_up, stop_ms=halted)
             return self._info(sandbox)
 
-    async def _boot_stopped(self, sandbox: _Sandbox, event: str) -> None:
-        """Boot an existing disk."""
+    async def _boot_stopped(
+        self,
+        sandbox: _Sandbox,
+        event: str,
+        disk: Callable[[], Awaitable[None]] | None = None,
+        clean_up: Callable[[], Awaitable[None]] | None = None,
+        **extra: float,
+    ) -> None:
+        """Boot an existing disk, or the one ``disk()`` puts in its place meanwhile (a
+        restore's); ``clean_up`` and ``extra`` timings as in ``_boot`` and the log line."""
         timer = _Timer()
         undo = Undo(sandbox.spec.id)
         try:
-            await self._boot(sandbox, undo, timer)
+            await self._boot(sandbox, undo, timer, disk, clean_up)
         except BaseException:
             await undo.unwind()
             raise
-        log.info(f"sandbox {event}", sandbox_id=sandbox.spec.id, pid=_pid(sandbox), **timer.fields())
+        fields = timer.fields() | extra
+        log.info(f"sandbox {event}", sandbox_id=sandbox.spec.id, pid=_pid(sandbox), **fields)
 
-    async def _boot(self, sandbox: _Sandbox, undo: Undo, timer: _Timer) -> None:
+    async def _boot(
+        self,
+        sandbox: _Sandbox,
+        undo: Undo,
+        timer: _Timer,
+        disk: Callable[[], Awaitable[None]] | None = None,
+        clean_up: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """Create the network, write the bundle, start ``runc run`` and wait for the agent.
 
+        ``clean_up()``, when given, runs while the agent starts (or, if the boot fails before,
+        when it fails) and is awaited before this returns or raises; it must not raise.
+
+        ``disk()``, when given, makes the disk ready (a create's new disk, a restore's swap); it
+        runs alongside the network setup, as do the sysfs mount and the inside of the netns
+        once the netns exists: these steps are a few milliseconds of separate processes each,
+        independent of one another, and runc needs them all only when it starts.
+
         Every resource registers its removal in ``undo`` before it is created; on failure the
-        caller unwinds it, on success ``sandbox`` is marked running.
+        caller unwinds it (after every concurrent step has ended), on success ``sandbox`` is
+        marked running.
         """
-        spec, directory = sandbox.spec, self._dir(sandbox.spec.id)
-        with timer.step("host"):
-            await self._ensure_host()
-            pool = await self._open_pool()
-        slot = self._network.slots.allocate()
-        undo.push("release slot", functools.partial(self._network.slots.release, slot))
-        with timer.step("netns"):
-            await _blocking("create netns", self._network.create_netns, spec.id, undo)
-        with timer.step("veth"):
-            await _blocking("create veth", self._network.create_veth, spec.id, slot, undo)
-        with timer.step("address"):
-            await _blocking("configure netns", self._network.configure_inside, spec.id, slot)
-        undo.push("clear boot record", directory.clear_boot)
-        await _blocking("write boot record", directory.write_boot, BootRecord(slot=slot))
-        undo.push("unmount sysfs", functools.partial(unmount_all, directory.sysfs))
-        await _blocking("mount sysfs", _host.mount_sysfs, self._network.netns_path(spec.id), directory.sysfs)
-        bundle = Bundle(
-            hostname=spec.id,
-            rootfs=self._disks / pool.disk(spec.id).name,
-            uid_base=self.config.uid_base,
-            netns=self._network.netns_path(spec.id),
-            cgroups_path=f"/{self.config.cgroup_parent}/{spec.id}",
-            limits=Limits(cpu=spec.cpu, ram_mb=spec.ram_mb, pids=self.config.pids_max),
-            guest_dir=self.config.guest_dir,
-            run_dir=directory.run,
-            resolv_conf=self.config.resolv_conf,
-            hosts=directory.hosts,
-            sysfs=directory.sysfs,
-            env=spec.env,
-        )
-        await _blocking("write bundle", bundle.write, directory.bundle)
-        # runc cleans up after itself, unless it is killed mid-start: then the container's
-        # state and cgroups are removed by id.
-        undo.push("delete container", functools.partial(self._delete_container, spec.id))
-        with timer.step("spawn"):
-            supervisor = await self._runc.run(spec.id, directory.bundle, directory.console)
-        undo.push("kill runc", supervisor.kill)
-        with timer.step("agent"):
-            await self._wait_for_agent(supervisor, directory)
-        sandbox.slot, sandbox.paused = slot, False
-        self._watch(sandbox, supervisor)
+        cleaning: asyncio.Future[None] | None = None
+        try:
+            spec, directory = sandbox.spec, self._dir(sandbox.spec.id)
+            with timer.step("host"):
+                await self._ensure_host()
+                pool = await self._open_pool()
+            slot = self._network.slots.allocate()
+            undo.push("release slot", functools.partial(self._network.slots.release, slot))
+            netns = self._network.netns_path(spec.id)
+
+            async def network() -> None:
+                interfaces = self._network.create_interfaces
+                with timer.step("netns"):
+                    await _blocking("create netns and veth", interfaces, spec.id, slot, undo)
+                undo.push("unmount sysfs", functools.partial(unmount_all, directory.sysfs))
+                with timer.step("address"):
+                    await _together(
+                        _blocking("configure netns", self._network.configure_inside, spec.id, slot),
+                        _blocking("mount sysfs", _host.mount_sysfs, netns, directory.sysfs),
+                    )
+
+            async def timed_disk() -> None:
+                if disk is not None:
+                    with timer.step("disk"):
+                        await disk()
+
+            undo.push("clear boot record", directory.clear_boot)
+            with timer.step("prepare"):
+                await _together(
+                    network(),
+                    timed_disk(),
+                    _blocking("write boot record", directory.write_boot, BootRecord(slot=slot)),
+                )
+            bundle = Bundle(
+                hostname=spec.id,
+                rootfs=self._disks / pool.disk(spec.id).name,
+                uid_base=self.config.uid_base,
+                netns=netns,
+                cgroups_path=f"/{self.config.cgroup_parent}/{spec.id}",
+                limits=Limits(cpu=spec.cpu, ram_mb=spec.ram_mb, pids=self.config.pids_max),
+                guest_dir=self.config.guest_dir,
+                run_dir=directory.run,
+                resolv_conf=self.config.resolv_conf,
+                hosts=directory.hosts,
+                sysfs=directory.sysfs,
+                env=spec.env,
+            )
+            await _blocking("write bundle", bundle.write, directory.bundle)
+            # runc cleans up after itself, unless it is killed mid-start: then the container's
+            # state and cgroups are removed by id.
+            undo.push("delete container", functools.partial(self._delete_container, spec.id))
+            with timer.step("spawn"):
+                supervisor = await self._runc.run(spec.id, directory.bundle, directory.console)
+            undo.push("kill runc", supervisor.kill)
+            if clean_up is not None:
+                cleaning = asyncio.ensure_future(clean_up())
+            with timer.step("agent"):
+                await self._wait_for_agent(supervisor, directory)
+            sandbox.slot, sandbox.paused = slot, False
+            self._watch(sandbox, supervisor)
+        finally:
+            if cleaning is not None:
+                await cleaning
+            elif clean_up is not None:
+                await clean_up()
 
     def _watch(self, sandbox: _Sandbox, supervisor: Supervisor) -> None:
         sandbox.supervisor = supervisor
@@ -559,8 +624,12 @@ class OciRuntime:
             raise RuntimeFailure(f"sandbox agent did not come up: {exc}; console: {tail}") from exc
         await client.close()
 
-    async def _halt(self, sandbox: _Sandbox) -> None:
-        """Kill the sandbox's processes and free its cgroup and network; the disk stays."""
+    async def _halt(self, sandbox: _Sandbox, *, keep_slot: bool = False) -> int | None:
+        """Kill the sandbox's processes and free its cgroup and network; the disk stays.
+
+        With ``keep_slot`` the veth stays and the slot stays taken, for the caller to free with
+        ``_free_slot`` later (a restore, while it boots again); the slot is returned.
+        """
         slot, supervisor = sandbox.slot, sandbox.supervisor
         # Forgetting the supervisor first tells the exit watcher this exit is intended. The
         # sandbox only counts as stopped once the teardown succeeded, so a failed one is
@@ -568,10 +637,23 @@ class OciRuntime:
         sandbox.supervisor = None
         if supervisor is not None and not sandbox.paused:
             await self._kill_init(sandbox.spec.id, supervisor)
-        await _blocking("tear down", self._teardown, sandbox.spec.id, slot)
+        await _blocking("tear down", self._teardown, sandbox.spec.id, slot, not keep_slot)
         sandbox.slot, sandbox.paused = None, False
-        if slot is not None:
+        if slot is not None and not keep_slot:
             self._network.slots.release(slot)
+        return slot
+
+    async def _free_slot(self, slot: int) -> None:
+        """Delete a halted sandbox's veth, then hand its slot out again. Deleting a veth waits
+        for the kernel's RCU grace periods (5-40 ms here), which a restore does meanwhile its
+        boot instead of before it. A failure is logged and the slot stays taken (the sweep at
+        the next start removes the veth)."""
+        try:
+            await _blocking("delete veth", self._network.delete_veth, slot)
+        except HostError as exc:
+            log.warning("veth not deleted; its slot stays taken", slot=slot, error=str(exc))
+            return
+        self._network.slots.release(slot)
 
     async def _kill_init(self, sandbox_id: str, supervisor: Supervisor) -> None:
         """SIGKILL the sandbox's PID 1 (the kernel then kills the rest of its PID namespace)
@@ -584,18 +666,20 @@ class OciRuntime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(supervisor.exited), _KILL_WAIT_S)
 
-    def _teardown(self, sandbox_id: str, slot: int | None) -> None:
-        """Remove everything a boot creates, by name; tolerant of any of it being absent."""
+    def _teardown(self, sandbox_id: str, slot: int | None, veth: bool = True) -> None:
+        """Remove everything a boot creates, by name; tolerant of any of it being absent.
+        Without ``veth``, the veth pair is left for ``_free_slot``."""
         directory = self._dir(sandbox_id)
         if slot is None and (record := directory.read_boot()) is not None:
             slot = record.slot
-        self._delete_container(sandbox_id)
-        if slot is not None:
-            self._network.delete_veth(slot)
-        self._network.delete_netns(sandbox_id)
+        # Independent processes (runc, ip, umount): run side by side.
+        _parallel(
+            functools.partial(self._delete_container, sandbox_id),
+            functools.partial(self._network.delete_interfaces, sandbox_id, slot if veth else None),
+            functools.partial(unmount_all, directory.path),
+        )
         if directory.path.exists():
             directory.clear_boot()
-            unmount_all(directory.path)
 
     def _delete_container(self, sandbox_id: str) -> None:
         """``runc delete --force``, then whatever a runc killed mid-start left in the cgroups."""
@@ -710,8 +794,9 @@ class OciRuntime:
 
     def _replace_disk(self, sandbox_id: str, make: Callable[[Path], None]) -> None:
         """Swap the disk for the one ``make`` creates. The old disk is moved aside before the
-        new one takes its place and only deleted afterwards, so a crash at any point leaves a
-        whole disk for ``_repair_disk`` to put back."""
+        new one takes its place, so a crash at any point leaves a whole disk for
+        ``_repair_disk`` to put back; the old one is left (``.old``) for the caller to delete
+        with ``_drop_replaced_disk``, which a restore does while the sandbox boots."""
         pool = self._pool_now()
         disk = pool.disk(sandbox_id)
         staging, old = disk.with_name(disk.name + _NEW), disk.with_name(disk.name + _OLD)
@@ -720,7 +805,15 @@ class OciRuntime:
         pool.delete(old)
         os.rename(disk, old)
         os.rename(staging, disk)
-        pool.delete(old)
+
+    async def _drop_replaced_disk(self, sandbox_id: str) -> None:
+        """After ``_replace_disk`` (done or failed): ``_repair_disk``, which deletes the old
+        disk, or puts it back if the new one never took its place. A failure is logged: the
+        leftovers are deleted by the next replace or the next start's recovery."""
+        try:
+            await _blocking("delete replaced disk", self._repair_disk, sandbox_id)
+        except HostError as exc:
+            log.warning("replaced disk not deleted", sandbox_id=sandbox_id, error=str(exc))
 
     def _repair_disk(self, sandbox_id: str) -> None:
         """Finish or roll back a ``_replace_disk`` that a crash interrupted."""
@@ -743,6 +836,7 @@ class OciRuntime:
         async with self._host_lock:
             if not self._host_ready:
                 await _blocking("set up host network", self._network.ensure_host)
+                await asyncio.to_thread(_bytecode.precompile, self.config.guest_dir)
                 self._host_ready = True
 
     def _dir(self, sandbox_id: str) -> SandboxDir:
@@ -799,6 +893,23 @@ class _Timer:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _parallel(*steps: Callable[[], object]) -> None:
+    """Run blocking ``steps`` in threads of their own, wait for all, raise the first failure."""
+    with concurrent.futures.ThreadPoolExecutor(len(steps)) as executor:
+        futures = [executor.submit(step) for step in steps]
+    for future in futures:
+        future.result()
+
+
+async def _together(*steps: Awaitable[object]) -> None:
+    """Run ``steps`` concurrently and wait for every one of them to end (so that an undo
+    stack they share is complete before anyone unwinds it); then raise the first failure."""
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:

@@ -539,8 +539,7 @@ async def test_destroy_of_a_stopped_sandbox(runtime: OciRuntime, oci_config: Oci
 _SYNC_STEPS: list[tuple[object, str]] = [
     (_layout.SandboxDir, "populate"),
     (oci_runtime.OciRuntime, "_new_disk"),
-    (_network.Network, "create_netns"),
-    (_network.Network, "create_veth"),
+    (_network.Network, "create_interfaces"),
     (_network.Network, "configure_inside"),
     (_layout.SandboxDir, "write_boot"),
     (_host, "mount_sysfs"),
