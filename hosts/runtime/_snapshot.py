@@ -9,7 +9,11 @@
   It only means something on the filesystem that holds it: such a snapshot never leaves its
   host (``docs/runtime.md``, "Snapshots on the pool").
 * ``archive`` (archives and the fake runtime's snapshots): ``rootfs.tar.zst``, a portable
-  tar + zstd of the whole disk, with the sha256 of every file in the manifest.
+  tar + zstd, with the sha256 of every file in the manifest. Its ``layer`` says what the tar
+  holds: ``disk``, the whole disk (the fake runtime's, and archives written before diffs), or
+  ``diff``, only what differs from the template build the manifest names, as an overlayfs
+  upper layer (``_layer``: changed entries, whiteouts, opaque directories), which unarchive
+  replays onto a copy of that template.
 
 A manifest without a ``kind`` was written by the namespace runtime, whose snapshots and
 archives held only its overlay's upper layer: restoring one onto a whole disk would lose the
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -39,6 +44,7 @@ import msgspec
 import zstandard
 
 from hosts.errors import RuntimeFailure, SnapshotInvalid
+from hosts.runtime import _layer
 from hosts.runtime._layout import DiskBase
 from hosts.storage import _btrfs
 from hosts.storage.pool import SubvolumeIdentity
@@ -73,6 +79,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     template: str
     content_hash: str
     kind: Literal["archive", "subvolume"] = "archive"
+    layer: Literal["disk", "diff"] = "disk"
+    """What an ``archive``'s tar holds: the whole disk, or its difference from the template."""
     files: list[SnapshotFile] = msgspec.field(default_factory=list)
     """An ``archive``'s files with their digests; empty for a ``subvolume`` snapshot."""
     disk: SubvolumeDisk | None = None
@@ -85,20 +93,31 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
         return sum(f.size for f in self.files) + (self.disk.size if self.disk else 0)
 
 
-def write(upper: Path, directory: Path, sandbox_id: str, base: DiskBase) -> Manifest:
+def write(
+    upper: Path, directory: Path, sandbox_id: str, base: DiskBase, template: Path | None = None
+) -> Manifest:
     """Archive ``upper`` into ``directory`` (created if needed) and write the manifest: an
-    ``archive`` snapshot.
+    ``archive`` snapshot of the whole of ``upper``, or, given the ``template`` subvolume it
+    was snapshotted from, of its difference from it (``layer: diff``).
 
     The caller keeps the disk still (sandbox frozen or stopped) while this runs.
     """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST).unlink(missing_ok=True)
     archive = directory / ARCHIVE
-    _create(upper, archive)
+    if template is None:
+        _create(["--directory", str(upper), "."], archive)
+    else:
+        with tempfile.TemporaryDirectory(prefix=".markers-", dir=directory) as markers:
+            names = _layer_names(_layer.diff(upper, template), upper, Path(markers))
+            _create(
+                ["--no-recursion", "--null", "--no-verbatim-files-from", "--files-from", "-"], archive, names
+            )
     manifest = Manifest(
         sandbox_id=sandbox_id,
         template=base.template,
         content_hash=base.content_hash,
+        layer="disk" if template is None else "diff",
         files=[_describe(archive)],
     )
     _write_manifest(directory, manifest)
@@ -236,12 +255,52 @@ def extract(directory: Path, target: Path) -> None:
         _check(tar, "extract", errors)
 
 
-def _create(upper: Path, archive: Path) -> None:
-    """tar ``upper`` into ``archive``, zstd-compressed on the way, and fsync it."""
-    args = ["--create", "--file", "-", "--directory", str(upper), *_TAR_COMMON, "."]
-    # tar's messages go to a file, not a pipe: a pipe nobody drains could block it.
-    with tempfile.TemporaryFile() as errors, open(archive, "wb") as out:
-        tar = subprocess.Popen(["tar", *args], stdout=subprocess.PIPE, stderr=errors)
+def _layer_names(layer: _layer.Layer, disk: Path, markers: Path) -> bytes:
+    """tar's NUL-separated file list for ``layer``, in its order: opaque directories and
+    whiteouts are made in ``markers`` (copies of the disk's directories carrying the opaque
+    xattr; character devices 0:0) and listed from there, everything else from ``disk``. Names
+    start with ``./``, so none reads as an option."""
+    names, source = [], None
+    for relative, kind in layer.entries:
+        where = disk if kind == "copy" else markers
+        if where != source:
+            names.append(f"--directory={where}")
+            source = where
+        names.append(f"./{relative}")
+        if kind == "copy":
+            continue
+        made = markers / relative
+        made.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "opaque":
+            made.mkdir()
+            _copy_dir_metadata(disk / relative, made)
+        else:
+            os.mknod(made, stat.S_IFCHR | 0o600, _layer.WHITEOUT_DEVICE)
+    return b"".join(os.fsencode(name) + b"\0" for name in names)
+
+
+def _copy_dir_metadata(source: Path, target: Path) -> None:
+    """``target`` takes directory ``source``'s owner, mode, xattrs and times, and is opaque."""
+    for name in os.listxattr(source, follow_symlinks=False):
+        os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
+    os.setxattr(target, _layer.OPAQUE, b"y")
+    st = os.lstat(source)
+    os.chown(target, st.st_uid, st.st_gid)
+    os.chmod(target, stat.S_IMODE(st.st_mode))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _create(what: list[str], archive: Path, names: bytes | None = None) -> None:
+    """tar ``what`` (arguments naming the files, the list of them in ``names`` if given) into
+    ``archive``, zstd-compressed on the way, and fsync it."""
+    args = ["--create", "--file", "-", *_TAR_COMMON, *what]
+    # tar's messages go to a file, not a pipe: a pipe nobody drains could block it. The file
+    # list is small (a few MB at most for a changed disk) and goes in through a file too, so
+    # tar never waits on us while we wait on it.
+    with tempfile.TemporaryFile() as errors, tempfile.TemporaryFile() as listing, open(archive, "wb") as out:
+        listing.write(names or b"")
+        listing.seek(0)
+        tar = subprocess.Popen(["tar", *args], stdin=listing, stdout=subprocess.PIPE, stderr=errors)
         assert tar.stdout is not None
         with tar.stdout:
             zstandard.ZstdCompressor(level=3).copy_stream(tar.stdout, out, read_size=_CHUNK)

@@ -49,6 +49,8 @@ _TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _CONTENT_HASH = re.compile(r"[0-9a-f]{1,64}")
 _LOCK = "lock"
 _RECEIVE = "receive-"
+_SCRATCH = "scratch-"
+_ONE_OFF = (_RECEIVE, _SCRATCH)
 
 
 class PoolConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,6 +253,14 @@ class StoragePool:
             _btrfs.snapshot(work / name, final, readonly=True)
         return final
 
+    @contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A fresh path (not yet made) on the pool's filesystem, for work that files are then
+        cloned from (an archive's layer before it is applied); removed, whatever it became,
+        on the way out, and by ``open`` if its holder was interrupted."""
+        with self._work(f"{_SCRATCH}{secrets.token_hex(8)}") as work:
+            yield work
+
     # Internals
 
     def _snapshot(self, source: Path, dest: Path, *, readonly: bool) -> None:
@@ -296,7 +306,7 @@ class StoragePool:
                     if os.path.lexists(work):
                         _remove(work)
         finally:
-            if key.startswith(_RECEIVE):  # a key of its own: nobody else will ever lock it
+            if key.startswith(_ONE_OFF):  # a key of its own: nobody else will ever lock it
                 _remove(directory)
 
     def _sweep(self) -> None:
@@ -308,7 +318,7 @@ class StoragePool:
             with _locked(directory / _LOCK, wait=False) as held:
                 if held:
                     self._clear(directory)
-            if held and directory.name.startswith(_RECEIVE):
+            if held and directory.name.startswith(_ONE_OFF):
                 _remove(directory)
 
     @staticmethod

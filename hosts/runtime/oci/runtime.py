@@ -66,7 +66,7 @@ from hosts.runtime.base import Capabilities
 from hosts.runtime.oci import _bytecode, _host
 from hosts.runtime.oci.bundle import AGENT_UID, Bundle, Limits
 from hosts.runtime.oci.runc import Runc, Supervisor, adopt
-from hosts.storage import _btrfs, _loop
+from hosts.storage import _btrfs, _loop, overlay_upper
 from hosts.storage.pool import PoolConfig, StoragePool
 from hosts.templates import Template, TemplateStore
 
@@ -261,13 +261,16 @@ class OciRuntime:
 
     async def export(self, sandbox_id: str, directory: Path) -> None:
         """Write the disk into ``directory`` (anywhere) as a portable ``archive`` (tar + zstd,
-        every file's sha256 in the manifest); a running sandbox is frozen meanwhile."""
+        every file's sha256 in the manifest) of what differs from its template (the whole disk
+        if that template is no longer in the pool); a running sandbox is frozen meanwhile."""
         _check_id(sandbox_id)
         async with self._locks[sandbox_id]:
             sandbox = self._with_disk(sandbox_id)
             disk = (await self._open_pool()).disk(sandbox_id)
             async with self._frozen(sandbox):
-                await _blocking("archive disk", _snapshot.write, disk, directory, sandbox_id, sandbox.base)
+                base = sandbox.base
+                template = await _blocking("find template", self._template_subvolume, base)
+                await _blocking("archive disk", _snapshot.write, disk, directory, sandbox_id, base, template)
 
     @contextlib.asynccontextmanager
     async def _frozen(self, sandbox: _Sandbox) -> AsyncIterator[None]:
@@ -781,7 +784,31 @@ class OciRuntime:
         which copies nothing, or an empty subvolume an ``archive`` is extracted into."""
         if manifest.disk is not None:
             return functools.partial(self._pool_now().writable_copy, directory / manifest.disk.name)
+        if manifest.layer == "diff":
+            return functools.partial(self._apply_archive_layer, directory, manifest)
         return functools.partial(_extract_into_subvolume, directory)
+
+    def _template_subvolume(self, base: DiskBase) -> Path | None:
+        """The pool's subvolume of the template build ``base``, if it is there."""
+        path = self._pool_now().templates / f"{base.template}-{base.content_hash}"
+        return path if _btrfs.is_subvolume(path) else None
+
+    def _apply_archive_layer(self, directory: Path, manifest: _snapshot.Manifest, target: Path) -> None:
+        """A writable copy of the template build the ``diff`` archive in ``directory`` was made
+        on (imported first if this pool lacks it), at ``target``, with the archive's layer
+        extracted next to it and replayed onto it (its files cloned, not copied)."""
+        pool = self._pool_now()
+        base = DiskBase(template=manifest.template, content_hash=manifest.content_hash)
+        source = self._template_subvolume(base)
+        if source is None:
+            template = self.config.templates.get(manifest.template, content_hash=manifest.content_hash)
+            uid_shift = self.config.uid_base
+            source = pool.template(template.name, template.content_hash, template.rootfs, uid_shift=uid_shift)
+        pool.writable_copy(source, target)
+        with pool.scratch() as layer:
+            layer.mkdir()
+            _snapshot.extract(directory, layer)
+            overlay_upper.apply(layer, target, shift=0)
 
     def _fill_disk(self, sandbox_id: str, make: Callable[[Path], None]) -> None:
         """Give a sandbox without a disk the one ``make`` creates (staged, then renamed)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import ipaddress
 import json
@@ -464,6 +465,93 @@ async def test_archive_drops_the_disk_and_unarchive_brings_it_back(
     await runtime.start(make_spec(box.id))
     await box.reconnect()
     assert await box.out("cat ~/f") == "archived"
+
+
+# What the disk holds, listed inside: every path on the root filesystem (mounts left out) with
+# its type, mode, owner, whole-second mtime, xattrs, data digest or link target, and which
+# earlier path it is a hard link of. Equal listings mean equal trees.
+_LISTING = r"""
+import hashlib, os, stat, sys
+root_dev = os.lstat("/").st_dev
+first = {}
+def describe(path):
+    st = os.lstat(path)
+    kind, extra = stat.S_IFMT(st.st_mode), ""
+    if stat.S_ISREG(st.st_mode):
+        with open(path, "rb") as f:
+            extra = hashlib.file_digest(f, "sha256").hexdigest()
+    elif stat.S_ISLNK(st.st_mode):
+        extra = os.readlink(path)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        extra = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+        extra += " link:" + first.setdefault(st.st_ino, path)
+    names = os.listxattr(path, follow_symlinks=False)
+    xattrs = sorted((n, os.getxattr(path, n, follow_symlinks=False)) for n in names)
+    mtime = "" if stat.S_ISLNK(st.st_mode) else int(st.st_mtime)
+    print(path, oct(st.st_mode), st.st_uid, st.st_gid, mtime, xattrs, extra)
+def walk(directory):
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        st = os.lstat(path)
+        if st.st_dev != root_dev:
+            continue
+        describe(path)
+        if stat.S_ISDIR(st.st_mode):
+            walk(path)
+describe("/")
+walk("/")
+"""
+
+
+async def test_an_archive_holds_the_changes_and_unarchive_rebuilds_the_same_tree(
+    box: Box, runtime: OciRuntime, oci_config: OciConfig, tmp_path: Path
+) -> None:
+    await box.out(
+        "set -e; cd ~; echo new > f; ln f f-link; ln -s /etc/hostname sym; mkfifo fifo"
+        " && python3 -c \"import os; os.setxattr('f', 'user.note', b'kept')\""
+        " && mkdir -p deep/er && echo d > deep/er/file && chmod 0710 deep"
+        " && sudo rm /etc/issue"  # a template file deleted
+        " && echo changed | sudo tee -a /etc/debian_version >/dev/null"  # modified
+        " && sudo rm -r /usr/share/doc"  # a whole template directory deleted
+        " && sudo rm -r /usr/share/man && sudo mkdir /usr/share/man"  # replaced: opaque
+        " && echo fresh | sudo tee /usr/share/man/only >/dev/null"
+        " && sudo rm /etc/issue.net && sudo mkdir /etc/issue.net"  # a file became a directory
+        " && sudo rm -r /srv && sudo ln -s /tmp /srv"  # a directory became a symlink
+        " && sudo cp /bin/true /usr/local/bin/setuid-true && sudo chmod 4755 /usr/local/bin/setuid-true"
+        " && sudo ln /etc/debian_version /root/version-link"  # a new link to a template file
+        " && sudo chown daytona: /etc/motd"  # only metadata changed
+    )
+    before = await box.out(f"sudo python3 - <<'EOF'\n{_LISTING}\nEOF")
+    await runtime.stop(box.id)
+    await runtime.export(box.id, tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (manifest["kind"], manifest["layer"]) == ("archive", "diff")
+    listed = subprocess.run(
+        ["tar", "--list", "--verbose", "--use-compress-program=zstd -d", "-f", tmp_path / "rootfs.tar.zst"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    lines = [line for line in listed.splitlines() if " -> " not in line and " link to " not in line]
+    names = {line.split()[-1].removeprefix("./").rstrip("/") for line in lines}
+    assert {"etc/issue", "usr/share/doc", "home/daytona/f", "usr/share/man/only"} <= names
+    assert not any(name.startswith(("usr/share/doc/", "usr/bin/")) for name in names)  # not the template
+    await runtime.archive(box.id)
+
+    assert (await runtime.unarchive(box.id, tmp_path)).state == "stopped"
+    await runtime.start(make_spec(box.id))
+    await box.reconnect()
+    after = await box.out(f"sudo python3 - <<'EOF'\n{_LISTING}\nEOF")
+    changed = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+    assert not list(changed), "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), n=0))
+    assert await box.out("cat /usr/share/man/only; ls /usr/share/doc 2>&1 || true") == (
+        "fresh\nls: cannot access '/usr/share/doc': No such file or directory"
+    )
+    assert (
+        await box.out("stat -c %A /usr/local/bin/setuid-true; sudo -n true && echo sudo")
+        == "-rwsr-xr-x\nsudo"
+    )
 
 
 async def test_recover_finishes_an_interrupted_archive(
