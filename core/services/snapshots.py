@@ -17,8 +17,10 @@ sandbox boots fresh on that filesystem.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from typing import cast
 
 import asyncpg
 import structlog
@@ -69,13 +71,22 @@ class SnapshotService:
     async def snapshot(self, org_id: str, ref: str) -> SnapshotRecord:
         """Take a signed snapshot of a started, paused or stopped sandbox (a running one is
         frozen while its disk is copied)."""
+        snap, _source = await self._take(org_id, ref)
+        return snap
+
+    async def _take(self, org_id: str, ref: str) -> tuple[SnapshotRecord, SandboxRecord]:
+        """``snapshot``, also returning the sandbox as it was read (a fork clones it)."""
         if self._signing is None:
             raise Conflict("snapshots are disabled: the core has no signing key (DNAH_SNAPSHOT_SIGNING_KEY)")
         kid, key = self._signing
-        rec = await self._sandboxes.get(org_id, ref)
+        found = await sandboxes_db.get_with_host(self._db, org_id, ref)  # one round trip for both
+        if found is None:
+            raise NotFound(f"sandbox {ref!r} not found")
+        rec, host = found
         if rec.state not in _SNAPSHOTTABLE:
             raise Conflict(f"sandbox is {rec.state}; a snapshot needs it started, paused or stopped")
-        host = await self._host(rec)
+        if host is None:
+            raise HostUnavailable("the sandbox's host is gone")
         snap = await snapshots_db.insert_creating(
             self._db,
             snapshot_id=f"snap-{uuid.uuid4().hex}",
@@ -97,17 +108,20 @@ class SnapshotService:
         except CoreError:
             await self._discard(host, snap)
             raise
-        ready = await snapshots_db.mark_ready(
-            self._db,
-            snap.id,
-            kid=kid,
-            manifest_hash=taken.manifest_hash,
-            size_bytes=taken.size,
-            memory=taken.memory,
+        # Two rows, two connections: neither write waits for the other.
+        ready, _touched = await asyncio.gather(
+            snapshots_db.mark_ready(
+                self._db,
+                snap.id,
+                kid=kid,
+                manifest_hash=taken.manifest_hash,
+                size_bytes=taken.size,
+                memory=taken.memory,
+            ),
+            sandboxes_db.touch(self._db, rec.id, 1.0),
         )
-        await sandboxes_db.touch(self._db, rec.id, 1.0)
         log.info("snapshot_taken", sandbox_id=rec.id, snapshot_id=snap.id, size=taken.size)
-        return ready
+        return ready, rec
 
     async def list_for(self, org_id: str, ref: str) -> list[SnapshotRecord]:
         rec = await self._sandboxes.get(org_id, ref)
@@ -132,8 +146,14 @@ class SnapshotService:
     async def restore(self, org_id: str, ref: str, snapshot_id: str) -> SandboxRecord:
         """Put the sandbox back to one of its own snapshots (its disk replaced, then booted).
         A snapshot that fails verification is a 422 and the sandbox is untouched."""
-        rec = await self._sandboxes.get(org_id, ref)
-        snap = await self.get(org_id, snapshot_id)
+        # Both looked up at once; the sandbox's error, if any, is the one reported.
+        found = await asyncio.gather(
+            self._sandboxes.get(org_id, ref), self.get(org_id, snapshot_id), return_exceptions=True
+        )
+        for result in found:
+            if isinstance(result, BaseException):
+                raise result
+        rec, snap = cast("tuple[SandboxRecord, SnapshotRecord]", tuple(found))
         if snap.sandbox_id != rec.id:
             raise BadRequest(f"snapshot {snapshot_id!r} is of another sandbox; clone it instead")
         claimed = await sandboxes_db.transition(
@@ -155,7 +175,17 @@ class SnapshotService:
         source = await sandboxes_db.get_any(self._db, snap.sandbox_id)
         if source is None:
             raise NotFound(f"snapshot {snapshot_id!r} not found")
+        return await self._clone(org_id, snap, source, name)
 
+    async def fork(self, org_id: str, ref: str, *, name: str | None = None) -> SandboxRecord:
+        """Snapshot + clone in one call: an independent copy of the sandbox as it is now. The
+        snapshot and the sandbox it was taken of are already in hand: not read again."""
+        snap, source = await self._take(org_id, ref)
+        return await self._clone(org_id, snap, source, name)
+
+    async def _clone(
+        self, org_id: str, snap: SnapshotRecord, source: SandboxRecord, name: str | None
+    ) -> SandboxRecord:
         async def boot(host: HostRecord, spec: SandboxSpec) -> SandboxInfo:
             return await self._hosts.clone(host, snap.id, spec, self._verify_keys)
 
@@ -178,11 +208,6 @@ class SnapshotService:
         )
         return await self._sandboxes.create(org_id, new, origin=origin)
 
-    async def fork(self, org_id: str, ref: str, *, name: str | None = None) -> SandboxRecord:
-        """Snapshot + clone in one call: an independent copy of the sandbox as it is now."""
-        snap = await self.snapshot(org_id, ref)
-        return await self.clone(org_id, snap.id, name=name)
-
     async def sweep_stale(self) -> None:
         """Remove snapshots a crash left half-made (never ``ready``, so never trusted)."""
         for snap in await snapshots_db.stale_creating(self._db, self._stale_s):
@@ -198,9 +223,3 @@ class SnapshotService:
             await self._hosts.delete_snapshot(host, snap.id)
         except CoreError as exc:
             log.warning("snapshot_discard_failed", snapshot_id=snap.id, error=exc.message)
-
-    async def _host(self, rec: SandboxRecord) -> HostRecord:
-        host = await hosts_db.get(self._db, rec.host_id) if rec.host_id else None
-        if host is None:
-            raise HostUnavailable("the sandbox's host is gone")
-        return host
