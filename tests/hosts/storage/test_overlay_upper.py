@@ -118,3 +118,22 @@ def test_a_layer_using_redirects_is_refused_before_anything_changes(tmp_path: Pa
     with pytest.raises(RuntimeFailure, match="redirect"):
         apply(upper, disk, shift=0)
     assert sorted(os.listdir(disk)) == ["keep"]
+
+
+def test_hard_links_stay_links_and_a_merged_directory_takes_the_layers_xattrs(tmp_path: Path) -> None:
+    """An archive's layer (``shift=0``): two names of one file are still one inode after the
+    replay, and a directory's xattrs are the layer's, not the template's plus the layer's."""
+    disk, upper = tmp_path / "disk", tmp_path / "upper"
+    (disk / "d").mkdir(parents=True)
+    os.setxattr(disk / "d", "user.template", b"removed in the sandbox")
+    (upper / "d").mkdir(parents=True)
+    os.setxattr(upper / "d", "user.sandbox", b"set in the sandbox")
+    (upper / "d" / "a").write_text("linked")
+    os.link(upper / "d" / "a", upper / "d" / "b")
+    os.chown(upper / "d" / "a", 100_000 + 1000, 100_000 + 1000)  # already in the pool's ids
+
+    apply(upper, disk, shift=0)
+
+    a, b = os.lstat(disk / "d" / "a"), os.lstat(disk / "d" / "b")
+    assert (a.st_ino, a.st_nlink, a.st_uid) == (b.st_ino, 2, 101_000)
+    assert os.listxattr(disk / "d") == ["user.sandbox"]
