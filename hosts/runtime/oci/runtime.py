@@ -67,7 +67,7 @@ from hosts.runtime.oci import _bytecode, _host
 from hosts.runtime.oci.bundle import AGENT_UID, Bundle, Limits
 from hosts.runtime.oci.runc import Runc, Supervisor, adopt
 from hosts.storage import _btrfs, _loop, overlay_upper
-from hosts.storage.pool import PoolConfig, StoragePool
+from hosts.storage.pool import PoolConfig, StoragePool, SubvolumeIdentity
 from hosts.templates import Template, TemplateStore
 
 log = structlog.get_logger("hosts.runtime")
@@ -245,10 +245,21 @@ class OciRuntime:
             sandbox = self._with_disk(sandbox_id)
             pool = await self._open_pool()
             disk, copy = pool.disk(sandbox_id), directory / _snapshot.DISK
-            async with self._frozen(sandbox):
-                await _blocking("snapshot disk", pool.snapshot, disk, copy)
-            identity = await _blocking("read snapshot identity", pool.identity, copy)
-            size = await _blocking("measure disk", pool.usage, disk)
+            timer = _Timer()
+            measuring: asyncio.Future[tuple[SubvolumeIdentity, int]] | None = None
+            try:
+                with timer.step("frozen"):
+                    async with self._frozen(sandbox):
+                        await _blocking("snapshot disk", pool.snapshot, disk, copy)
+                        # The copy exists: it is measured while the sandbox thaws.
+                        measuring = asyncio.ensure_future(_measure(pool, disk, copy))
+            except BaseException:
+                if measuring is not None:  # never left running under the caller's cleanup
+                    await asyncio.gather(measuring, return_exceptions=True)
+                raise
+            assert measuring is not None
+            with timer.step("measure"):
+                identity, size = await measuring
             await _blocking(
                 "write manifest",
                 _snapshot.write_subvolume,
@@ -258,6 +269,7 @@ class OciRuntime:
                 identity,
                 size,
             )
+            log.info("sandbox snapshotted", sandbox_id=sandbox_id, **timer.fields())
 
     async def export(self, sandbox_id: str, directory: Path) -> None:
         """Write the disk into ``directory`` (anywhere) as a portable ``archive`` (tar + zstd,
@@ -937,6 +949,22 @@ async def _together(*steps: Awaitable[object]) -> None:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+async def _measure(pool: StoragePool, disk: Path, copy: Path) -> tuple[SubvolumeIdentity, int]:
+    """A snapshot's identity (of ``copy``) and size (``disk``'s usage), read side by side:
+    each commits the pool first, and concurrent commits share a transaction. Both are waited
+    for; then the first failure is raised."""
+    identity, size = await asyncio.gather(
+        _blocking("read snapshot identity", pool.identity, copy),
+        _blocking("measure disk", pool.usage, disk),
+        return_exceptions=True,
+    )
+    if isinstance(identity, BaseException):
+        raise identity
+    if isinstance(size, BaseException):
+        raise size
+    return identity, size
 
 
 async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
