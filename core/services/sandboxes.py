@@ -229,8 +229,6 @@ class SandboxService:
             )
         sched = self._config.scheduler
         async with self._db.acquire() as conn, conn.transaction():
-            if not await hosts_db.template_known(conn, rec.template):
-                raise BadRequest(f"unknown template {rec.template!r}")
             host = await hosts_db.place(
                 conn,
                 template=rec.template,
@@ -243,6 +241,9 @@ class SandboxService:
                 only_host=origin.host_id if origin else placement,
             )
             if host is None:
+                # Only now, off the common path: no host may have room because none has it.
+                if not await hosts_db.template_known(conn, rec.template):
+                    raise BadRequest(f"unknown template {rec.template!r}")
                 raise NoCapacity(
                     "the snapshot's host has no room for this sandbox"
                     if origin
