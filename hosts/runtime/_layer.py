@@ -22,12 +22,17 @@ A disk that shares nothing with the template (one extracted from a whole-disk ar
 differs everywhere, so its layer is the whole disk: larger, never wrong. Sockets are not
 carried (tar cannot, and none survives a reboot anyway): a socket is treated as absent.
 
+The template side is read once per template build and kept in memory (a few MB; a template
+subvolume is read-only), so a diff stats only the disk: ~70 ms for the base template's 13k
+entries here, ~150 ms when both trees are read.
+
 ``hosts/storage/overlay_upper.apply`` replays such a layer onto a writable copy of the
 template. The caller keeps the disk still (sandbox stopped or frozen) while this runs.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -52,81 +57,100 @@ class Layer:
     entries: list[tuple[str, Kind]] = field(default_factory=list)
 
 
+Meta = tuple[int, int, int, int, int, int, int, int]
+"""What decides "unchanged": inode number, mode, size, uid, gid, mtime_ns, ctime_ns, rdev."""
+Index = dict[str, dict[str, Meta]]
+"""A template tree: for each directory (relative path), its entries' ``Meta`` by name."""
+
+
 def diff(disk: Path, template: Path) -> Layer:
-    """Compare ``disk`` with ``template`` in one walk of both trees; see the module doc."""
+    """Compare ``disk`` with ``template``; see the module doc. The template's side is read
+    once per template (it is read-only) and kept, so each diff stats only the disk."""
+    root = os.lstat(template)
+    index = _template_index(str(template), root.st_ino, root.st_ctime_ns)
     layer = Layer(entries=[(".", "copy")])  # the root, always: cheaper than deciding
-    _walk(layer, str(disk), str(template), ".")
+    _walk(layer, index, str(disk), ".", through=True)
     return layer
 
 
-def _walk(layer: Layer, disk_dir: str, template_dir: str | None, relative: str) -> bool:
-    """Add what differs under the directory ``relative`` (present on the disk; below the
-    template's ``template_dir``, or None when nothing of the template shows through) to
-    ``layer``; return whether anything was added."""
-    below = _listing(template_dir) if template_dir is not None else {}
+@functools.lru_cache(maxsize=4)
+def _template_index(template: str, _ino: int, _ctime_ns: int) -> Index:
+    """``template``'s tree; the root's identity is in the key, so a template imported again
+    at the same path is read again."""
+    index: Index = {}
+    pending = ["."]
+    while pending:
+        relative = pending.pop()
+        listing = index[relative] = {}
+        with os.scandir(os.path.join(template, relative)) as entries:
+            for entry in entries:
+                meta = _meta(entry.stat(follow_symlinks=False))
+                listing[entry.name] = meta
+                if stat.S_ISDIR(meta[1]):
+                    pending.append(_join(relative, entry.name))
+    return index
+
+
+def _walk(layer: Layer, index: Index, disk_dir: str, relative: str, *, through: bool) -> bool:
+    """Add what differs under the directory ``relative`` (present on the disk; with the
+    template's directory there showing ``through`` it, or not) to ``layer``; return whether
+    anything was added."""
+    below = dict(index.get(relative, {})) if through else {}
     added = False
     with os.scandir(disk_dir) as entries:
         current = [(entry.name, entry.path) for entry in entries]
     for name, path in current:
         st = os.lstat(path)
         old = below.pop(name, None)
-        child = f"{relative}/{name}" if relative != "." else name
+        child = _join(relative, name)
         if stat.S_ISSOCK(st.st_mode):
             if old is not None:
                 layer.entries.append((child, "whiteout"))
                 added = True
             continue
         if stat.S_ISDIR(st.st_mode):
-            added |= _directory(layer, path, child, st, old, template_dir)
-        elif old is None or not _same(st, old):
+            added |= _directory(layer, index, path, child, st, old)
+        elif old is None or _meta(st) != old:
             layer.entries.append((child, "copy"))
             added = True
     for name in below:  # template paths the disk no longer has
-        layer.entries.append((f"{relative}/{name}" if relative != "." else name, "whiteout"))
+        layer.entries.append((_join(relative, name), "whiteout"))
         added = True
     return added
 
 
 def _directory(
-    layer: Layer,
-    path: str,
-    child: str,
-    st: os.stat_result,
-    old: os.stat_result | None,
-    template_dir: str | None,
+    layer: Layer, index: Index, path: str, child: str, st: os.stat_result, old: Meta | None
 ) -> bool:
     """A directory on the disk: placed before its contents in ``entries``, kept only if it or
     something under it differs."""
-    index = len(layer.entries)
+    at = len(layer.entries)
     layer.entries.append((child, "copy"))
-    if old is not None and stat.S_ISDIR(old.st_mode):
-        assert template_dir is not None
-        if old.st_ino != st.st_ino:  # removed and made again: the template's contents are gone
-            layer.entries[index] = (child, "opaque")
-            _walk(layer, path, None, child)
-            return True
-        changed = _walk(layer, path, os.path.join(template_dir, os.path.basename(path)), child)
-        if changed or not _same(st, old):
-            return True
-        del layer.entries[index]
-        return False
-    _walk(layer, path, None, child)  # new, or replaced a file: all of it is in the layer
-    return True
+    if old is None or not stat.S_ISDIR(old[1]):  # new, or replaced a file: all of it is new
+        _walk(layer, index, path, child, through=False)
+        return True
+    if old[0] != st.st_ino:  # removed and made again: the template's contents are gone
+        layer.entries[at] = (child, "opaque")
+        _walk(layer, index, path, child, through=False)
+        return True
+    if _walk(layer, index, path, child, through=True) or _meta(st) != old:
+        return True
+    del layer.entries[at]
+    return False
 
 
-def _listing(directory: str) -> dict[str, os.stat_result]:
-    with os.scandir(directory) as entries:
-        return {entry.name: entry.stat(follow_symlinks=False) for entry in entries}
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
+def _meta(st: os.stat_result) -> Meta:
     return (
-        a.st_ino == b.st_ino
-        and a.st_mode == b.st_mode
-        and a.st_size == b.st_size
-        and a.st_uid == b.st_uid
-        and a.st_gid == b.st_gid
-        and a.st_mtime_ns == b.st_mtime_ns
-        and a.st_ctime_ns == b.st_ctime_ns
-        and a.st_rdev == b.st_rdev
+        st.st_ino,
+        st.st_mode,
+        st.st_size,
+        st.st_uid,
+        st.st_gid,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_rdev,
     )
+
+
+def _join(relative: str, name: str) -> str:
+    return name if relative == "." else f"{relative}/{name}"
