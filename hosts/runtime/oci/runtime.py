@@ -327,7 +327,8 @@ class OciRuntime:
 
     async def unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
         """Put back the disk of an archived sandbox from the archive in ``directory`` (verified
-        first, extracted into a staging subvolume that then becomes the disk); stopped."""
+        first; its layer replayed onto a staging copy of the template, or a whole-disk archive
+        extracted into a staging subvolume, that then becomes the disk); stopped."""
         _check_id(sandbox_id)
         return await asyncio.shield(self._unarchive(sandbox_id, directory))
 
