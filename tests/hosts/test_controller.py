@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from contracts import guest
-from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo
+from contracts.host import ExecRequest, ExecResult, HostHealth, SandboxInfo, SandboxSpec
 from hosts.commands import (
     AgentCall,
     CreateSandbox,
@@ -186,13 +186,26 @@ async def test_conflicting_commands_on_one_sandbox_are_serialised(controller: Ho
 
 
 async def test_commands_on_other_sandboxes_do_not_wait(
-    controller: HostController, running: SandboxInfo
+    controller: HostController, running: SandboxInfo, ns_runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The other sandbox's create is held inside the runtime (its lifecycle lock taken) until
+    # the exec has answered: a create that boots faster than an exec cannot pass by chance.
+    inside, release = asyncio.Event(), asyncio.Event()
+    create_for_real = ns_runtime.create
+
+    async def held_create(spec: SandboxSpec, snapshot: Path | None = None) -> SandboxInfo:
+        inside.set()
+        await release.wait()
+        return await create_for_real(spec, snapshot)
+
+    monkeypatch.setattr(ns_runtime, "create", held_create)
     create = asyncio.create_task(controller.handle(CreateSandbox(spec=make_spec(new_id()))))
-    await asyncio.sleep(0)
-    result = await controller.handle(sh(running.id, "echo quick"))
+    await asyncio.wait_for(inside.wait(), 10)
+    try:
+        result = await asyncio.wait_for(controller.handle(sh(running.id, "echo quick")), 10)
+    finally:
+        release.set()
     assert result.stdout == "quick\n"
-    assert not create.done(), "the exec waited for another sandbox's create"
     assert (await create).state == "running"
 
 
