@@ -26,9 +26,16 @@ def mounts_under(path: Path) -> list[Path]:
 
 
 def unmount_all(path: Path) -> None:
-    """Lazily detach every mount at or below ``path``; a no-op when there is none."""
+    """Lazily detach every mount at or below ``path``; a no-op when there is none.
+
+    A mount that is gone by the time its turn comes (another teardown of the same sandbox got
+    there first: a sandbox's death is noticed by every runtime instance watching it) is fine;
+    one that stays mounted is an error.
+    """
     for point in mounts_under(path):
-        subprocess.run(["umount", "--lazy", str(point)], check=True, capture_output=True)
+        done = subprocess.run(["umount", "--lazy", str(point)], capture_output=True, text=True, check=False)
+        if done.returncode != 0 and point in mounts_under(point):
+            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
 
 
 def remove_tree(path: Path) -> None:
