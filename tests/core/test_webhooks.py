@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import asyncpg
 import httpx
@@ -29,7 +30,7 @@ from core.db.migrate import migrate
 from core.db.pool import create_pool
 from core.db.webhooks import WebhookRecord
 from core.services.webhook_dispatch import Dispatcher, retry_delay
-from tests.support import free_port, mint_key
+from tests.support import free_port, mint_key, wait_for
 
 COLD = {"ram_mb": 512}
 """A size the warm pool does not hold: these creates boot cold, so their events go through
@@ -232,8 +233,12 @@ def test_a_sandbox_lifecycle_is_delivered_signed_and_in_order(
         assert body["data"]["name"] == "hooked" and body["data"]["org_id"] == sbx["org_id"]
     assert len({r.headers["x-dnah-delivery-id"] for r in got}) == 4
 
-    listed = org.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["items"]
-    assert [d["status"] for d in listed] == ["delivered"] * 4
+    # The receiver has each body before the sender records the answer: wait for the records.
+    def all_delivered() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = org.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+        return items if [d["status"] for d in items] == ["delivered"] * 4 else None
+
+    listed = wait_for(all_delivered, what="the four deliveries recorded as delivered")
     assert {d["id"] for d in listed} == {r.headers["x-dnah-delivery-id"] for r in got}
     # A barrier before the negative check: a template flip reaches both receivers, and each
     # webhook's deliveries go out in order, so once it is in, anything sent for the sandbox

@@ -5,6 +5,7 @@ log lines of every hop together."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -68,8 +69,10 @@ def test_lost_sandbox_processes_are_restarted_on_their_disk(stack: Stack, org: h
     org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["sh", "-c", "echo on-disk > /home/daytona/g"]})
     # Simulate a machine restart under hostd: the sandbox's processes die while hostd is down.
     stack.stop_service("hostd")
-    assert _kill_sandbox_processes(stack, sid) >= 2  # the agent's init and its server
-    stack.restart("hostd")
+    try:
+        assert _kill_sandbox_processes(stack, sid) >= 2  # the agent's init and its server
+    finally:
+        stack.restart("hostd")  # whatever happened, the next tests get a hostd
     wait_for(lambda: org.get(f"/v1/sandboxes/{sid}").json()["state"] == "started", what="the restart")
     out = org.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["cat", "/home/daytona/g"]})
     assert out.json()["stdout"] == "on-disk\n"
@@ -80,7 +83,9 @@ def _kill_sandbox_processes(stack: Stack, sandbox_id: str) -> int:
     procs = Path(f"/sys/fs/cgroup/pids/{stack.config.cgroup}/{sandbox_id}/cgroup.procs")
     pids = [int(p) for p in procs.read_text().split()]
     for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+        # Killing the sandbox's PID 1 takes the rest of its PID namespace with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     return len(pids)
 
 

@@ -58,12 +58,15 @@ class Runc:
     def __init__(self, root: Path, binary: str = "runc") -> None:
         self.root = root
         self.binary = binary
+        self._running: dict[str, subprocess.Popen[bytes]] = {}
+        """The ``runc run`` processes this instance started and has not reaped, by sandbox."""
 
     async def run(self, sandbox_id: str, bundle: Path, console: Path) -> Supervisor:
         """Start ``runc run`` for the bundle in ``bundle``; returns as soon as runc runs.
         Its stdout and stderr (and the sandbox's PID 1's) go to ``console``."""
         argv = [*self._base(), "--log", str(console), "run", "--bundle", str(bundle), sandbox_id]
         proc = await asyncio.to_thread(_start, argv, console)
+        self._running[sandbox_id] = proc
         loop = asyncio.get_running_loop()
         exited: asyncio.Future[int | None] = loop.create_future()
         pidfd = os.pidfd_open(proc.pid)
@@ -74,11 +77,23 @@ class Runc:
                 return
             loop.remove_reader(pidfd)
             os.close(pidfd)
+            if self._running.get(sandbox_id) is proc:
+                del self._running[sandbox_id]
             if not exited.done():
                 exited.set_result(code)
 
         loop.add_reader(pidfd, reap)
         return Supervisor(pid=proc.pid, exited=exited, process=proc)
+
+    def abort(self, sandbox_id: str) -> None:
+        """SIGKILL and reap the ``runc run`` this instance started for ``sandbox_id``, if it
+        still runs; a no-op otherwise. For a boot that failed after runc was started but
+        before its ``Supervisor`` reached the caller: left alone, runc would go on creating the
+        container (and its cgroups) after the failed boot was cleaned up."""
+        proc = self._running.pop(sandbox_id, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def state(self, sandbox_id: str) -> dict[str, Any] | None:
         """``runc state``: status (created, running, paused, stopped) and PID 1's host pid;

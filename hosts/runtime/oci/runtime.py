@@ -599,6 +599,7 @@ class OciRuntime:
             # runc cleans up after itself, unless it is killed mid-start: then the container's
             # state and cgroups are removed by id.
             undo.push("delete container", functools.partial(self._delete_container, spec.id))
+            undo.push("stop a runc that started", functools.partial(self._runc.abort, spec.id))
             with timer.step("spawn"):
                 supervisor = await self._runc.run(spec.id, directory.bundle, directory.console)
             undo.push("kill runc", supervisor.kill)
