@@ -40,7 +40,14 @@ def detach_image(image: Path, mountpoint: Path) -> None:
     if mounted_source(mountpoint) is not None:
         _run("umount", str(mountpoint))
     while device := _attached_loop(image):
-        _run("losetup", "--detach", device)
+        try:
+            _run("losetup", "--detach", device)
+        except RuntimeFailure:
+            # The kernel frees an autoclear device by itself once its last user (the mount)
+            # is gone, which can land between the listing and the detach: only a device that
+            # still backs the image is a failure.
+            if backing_file(device) == image.resolve():
+                raise
 
 
 def mounted_source(mountpoint: Path) -> str | None:
