@@ -86,6 +86,14 @@ def _kill_sandbox_processes(stack: Stack, sandbox_id: str) -> int:
         # Killing the sandbox's PID 1 takes the rest of its PID namespace with it.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+    def emptied() -> bool:  # SIGKILL lands asynchronously; a machine restart leaves nothing
+        try:
+            return not procs.read_text().split()
+        except FileNotFoundError:  # the container was deleted with its cgroup
+            return True
+
+    wait_for(emptied, what=f"sandbox {sandbox_id}'s processes to be gone")
     return len(pids)
 
 
