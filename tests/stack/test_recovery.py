@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -92,6 +93,10 @@ def _kill_sandbox_processes(stack: Stack, sandbox_id: str) -> int:
             return not procs.read_text().split()
         except FileNotFoundError:  # the container was deleted with its cgroup
             return True
+        except OSError as error:  # a cgroup being removed answers ENODEV before it disappears
+            if error.errno == errno.ENODEV:
+                return True
+            raise
 
     wait_for(emptied, what=f"sandbox {sandbox_id}'s processes to be gone")
     return len(pids)
