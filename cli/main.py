@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from cli import pricing_cmd, request_cmd, wallet_cmd
+from cli import pricing_cmd, request_cmd, serve, wallet_cmd
 from cli.stack import Stack, StackConfig, StackError
 from devnet import cli as devnet_cli
 
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     template_sub.add_parser("build", help="build the base template if needed").set_defaults(
         func=cmd_template_build
     )
+    serve.add_parser(sub)
     pricing_cmd.add_parser(sub)
     request_cmd.add_parser(sub)
     wallet_cmd.add_parser(sub)

@@ -24,6 +24,7 @@ import httpx
 import msgspec
 
 from cli.datastores import Postgres, Redis
+from cli.serve import granian_argv
 from cli.wallet_cmd import balance, fund
 from contracts import snapshots
 from core.cache import Cache
@@ -38,12 +39,8 @@ from hosts.templates import TemplateStore
 
 ADMIN_KEY_NAME = "make-up admin"
 
-SERVICES = {
-    # name: (ASGI factory served by Granian, the StackConfig field holding its port)
-    "core": ("core.http.app:create_app", "core_port"),
-    "hostd": ("hosts.app:create_app", "hostd_port"),
-    "gateway": ("gateway.app:create_app", "gateway_port"),
-}
+SERVICES = ("core", "hostd", "gateway")
+"""Started in this order; each is served by ``cli.serve.granian_argv``."""
 
 
 class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -284,28 +281,8 @@ class Stack:
                 "--state",
                 str(self.var / "devnet" / "state.sqlite"),
             ]
-        target, port_field = SERVICES[name]
-        port = getattr(self.config, port_field)
-        return [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--loop",
-            "uvloop",
-            "--ws",
-            "--log-level",
-            "warning",
-            target,
-        ]
+        port = getattr(self.config, f"{name}_port")
+        return granian_argv(name, host="127.0.0.1", port=port)
 
     def _spawn(self, name: str) -> None:
         log = (self.var / "log" / f"{name}.log").open("ab")
