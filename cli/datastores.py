@@ -7,6 +7,11 @@ Postgres refuses to run as root, and its ``postgres`` user cannot enter a checko
 private directory (``/root``, or a ``mktemp -d``). So its data and socket live in
 ``/var/lib/dnah/pg-<hash of the var dir>``, one per var dir, and ``var/pg`` is a symlink
 there: the state is still found from ``var/``, and two checkouts never share a cluster.
+
+Both run as children of this process (Postgres through ``runuser``), never daemonized: a
+child that dies is reaped, so its pid is free and its lock file stale, and ``cli.supervisor``
+can start it again. (A daemonized postmaster is re-parented to PID 1, which in a container may
+never reap it: the zombie would keep its lock file "in use" and block every restart.)
 """
 
 from __future__ import annotations
@@ -35,11 +40,22 @@ def _pg_bin(name: str) -> str:
     return found[-1]
 
 
-def _as_postgres(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _postgres_argv(argv: list[str]) -> list[str]:
     """Postgres refuses to run as root; run its tools as the system ``postgres`` user."""
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", PG_USER, "--", *argv]
-    return subprocess.run(argv, check=False, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    return ["runuser", "-u", PG_USER, "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _as_postgres(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_postgres_argv(argv), check=False, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def live_pid(pid: int) -> bool:
+    """``pid`` is a process that has not exited (a zombie has: it only waits to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Postgres:
@@ -49,6 +65,7 @@ class Postgres:
         self.data = self.root / "data"
         self.sockets = self.root / "run"
         self.log = self.root / "postgres.log"
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -71,27 +88,49 @@ class Postgres:
             )
             if out.returncode != 0:
                 raise DatastoreError(f"initdb failed: {out.stderr.strip()}")
-        if _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "status"]).returncode == 0:
+        if self.pid() is not None:
             return  # left running by an earlier run that did not stop cleanly: reuse it
-        opts = f"-c listen_addresses='' -k {self.sockets} -c fsync=on -c max_connections=200"
-        out = _as_postgres(
-            [
-                _pg_bin("pg_ctl"),
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-o",
-                opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
-        if out.returncode != 0:
-            raise DatastoreError(f"postgres did not start (see {self.log}): {out.stderr.strip()}")
+        # A postmaster that died (SIGKILL) leaves its lock file. Postgres replaces a stale one
+        # itself, unless its pid is a zombie nobody reaps (a daemonized postmaster of an
+        # earlier run): remove it, the shared-memory check still guards against live backends.
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        argv = [
+            _pg_bin("postgres"),
+            "-D",
+            str(self.data),
+            "-c",
+            "listen_addresses=",
+            "-k",
+            str(self.sockets),
+            "-c",
+            "fsync=on",
+            "-c",
+            "max_connections=200",
+        ]
+        with self.log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                _postgres_argv(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        ready = [_pg_bin("pg_isready"), "-q", "-h", str(self.sockets), "-U", PG_USER, "-d", "postgres"]
+        while _as_postgres(ready).returncode != 0:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise DatastoreError(f"postgres did not start (see {self.log})")
+            time.sleep(0.05)
         self._ensure_database()
+
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs (ours, or one an earlier run left), else None."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        return pid if live_pid(pid) else None
+
+    @property
+    def returncode(self) -> int | None:
+        """How the postmaster we started last exited (None: running, or not started here)."""
+        return self._proc.poll() if self._proc is not None else None
 
     def _ensure_database(self) -> None:
         psql = [_pg_bin("psql"), "-h", str(self.sockets), "-U", PG_USER, "-d", "postgres", "-tAc"]
@@ -102,8 +141,14 @@ class Postgres:
                 raise DatastoreError(f"could not create database: {created.stderr.strip()}")
 
     def stop(self) -> None:
-        if (self.data / "PG_VERSION").exists():
+        if (self.data / "PG_VERSION").exists() and self.pid() is not None:
             _as_postgres([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        if self._proc is not None:
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
     def remove(self) -> None:
         """Delete the cluster for good (throwaway stacks: tests, benchmarks)."""
@@ -156,6 +201,14 @@ class Redis:
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 raise DatastoreError(f"redis did not start (see {self.log})")
             time.sleep(0.02)
+
+    def pid(self) -> int | None:
+        """The server's pid while it runs, else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:

@@ -9,11 +9,13 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from cli import pricing_cmd, request_cmd, serve, wallet_cmd
 from cli.stack import Stack, StackConfig, StackError
+from cli.supervisor import Supervisor
 from devnet import cli as devnet_cli
 
 DEFAULT_VAR = Path("var")
@@ -63,12 +65,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     print("checking the base template (the first build takes about a minute)")
     cmd_template_build(argparse.Namespace())
-    stack = Stack(config)
-    stopping = False
+    stack = Stack(config, say=lambda line: print(line, flush=True))
+    stopping = threading.Event()
 
     def request_stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -76,12 +77,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.start()
         pidfile.write_text(str(os.getpid()))
         _banner(stack)
-        while not stopping:
-            for name, proc in stack.procs.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; see {var}/log/{name}.log", file=sys.stderr)
-                    stopping = True
-            time.sleep(0.5)
+        # A child that dies is started again (with backoff), not a reason to stop the rest.
+        Supervisor(stack).run(stopping)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -112,6 +109,7 @@ Try it:
   curl -s -X POST {url}/v1/sandboxes/<id>/exec -H "Authorization: Bearer $TOKEN" \\
        -H 'content-type: application/json' -d '{{"cmd":["uname","-a"]}}'
 
+A service that crashes is restarted (with backoff) and said so here; sandboxes keep running.
 Ctrl-C (or `make down`) stops everything.""",
         flush=True,
     )

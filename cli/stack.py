@@ -291,6 +291,48 @@ class Stack:
             argv, env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
 
+    def supervised(self) -> list[str]:
+        """The children this stack runs, in start order (``cli.supervisor`` watches them)."""
+        names = [name for name, runs in (("postgres", self.postgres), ("redis", self.redis)) if runs]
+        if self.config.payments == "devnet":
+            names.append("devnet")
+        return [*names, *SERVICES]
+
+    def pid(self, name: str) -> int | None:
+        """The pid of child ``name`` (core, hostd, gateway, devnet, postgres, redis) while it
+        runs, else None: what a supervisor watches and a crash test kills."""
+        if name in ("postgres", "redis"):
+            store = self.postgres if name == "postgres" else self.redis
+            return store.pid() if store is not None else None
+        proc = self.procs.get(name)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def exit_code(self, name: str) -> int | None:
+        """How child ``name`` last exited (negative: the signal), when known."""
+        if name in ("postgres", "redis"):
+            store = self.postgres if name == "postgres" else self.redis
+            return store.returncode if store is not None else None
+        proc = self.procs.get(name)
+        return proc.poll() if proc is not None else None
+
+    def respawn(self, name: str) -> None:
+        """Start child ``name`` again after it died, without waiting for the stack to be ready
+        (the supervisor's job; ``restart`` is the blocking one tests use)."""
+        if name in ("postgres", "redis"):
+            store = self.postgres if name == "postgres" else self.redis
+            if store is not None:
+                store.start()
+            return
+        old = self.procs.pop(name, None)
+        if old is not None:
+            # Whatever the dead process left in its group (a Granian worker) goes with it.
+            # Sandboxes are not in hostd's group: ``runc run`` has a session of its own.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(old.pid, signal.SIGKILL)
+            old.wait()
+            _wait_group_gone(old.pid)  # an orphaned worker still holding the port fails the bind
+        self._spawn(name)
+
     def restart(self, name: str, *, hard: bool = False) -> None:
         """Restart one service (SIGKILL when ``hard``, to test crash recovery) and wait until
         the stack is ready again."""
@@ -414,3 +456,19 @@ class Stack:
         if self.postgres:
             self.postgres.remove()
         shutil.rmtree(self.var, ignore_errors=True)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:
+    """Wait until no live process is left in process group ``pgid`` (zombies do not count:
+    nobody may ever reap an orphan here, and a zombie holds no port)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        members = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    members.append(stat)
+        if not members:
+            return
+        time.sleep(0.05)
