@@ -22,13 +22,13 @@ from litestar.types import Scope
 
 from contracts.control import REQUEST_ID_HEADER
 from contracts.observability import configure_logging
+from gateway.apidoc import openapi
 from gateway.config import ConfigError, load_config
 from gateway.discovery import (
     DiscoverySettings,
     llms_txt,
     mpp_config,
     mpp_health,
-    openapi,
     settings_from_config,
 )
 from gateway.forward import Forwarder, bind_client_request_id, log_request
@@ -108,9 +108,8 @@ def mpp_routes(
     @get("/llms.txt", cache_control=None)
     async def llms(request: Request) -> Response[str]:
         headers = {REQUEST_ID_HEADER: _request_id(request), "cache-control": "max-age=300"}
-        return Response(
-            llms_txt(gate.prices.table, settings), headers=headers, media_type="text/markdown; charset=utf-8"
-        )
+        # Litestar appends "; charset=utf-8" to a text/* media type itself.
+        return Response(llms_txt(gate.prices.table, settings), headers=headers, media_type="text/markdown")
 
     @get("/__mpp/health", cache_control=None)
     async def health(request: Request) -> Response[dict[str, Any]]:

@@ -6,30 +6,16 @@ framework, so ``gateway/app.py`` only serves what these return. Every price show
 the same ``PriceTable`` that quotes requests and prices 402 challenges, so the documents cannot
 disagree with what a request costs (``tests/gateway/test_discovery.py`` checks every route).
 
-How the table becomes OpenAPI:
-
-- Each rule is one operation per method; a rule for any method (``"*"``) is documented as
-  ``GET``, ``POST``, ``PUT``, ``PATCH`` and ``DELETE`` (``x-dnah-any-method: true``). Where a
-  method-specific rule and a ``"*"`` rule share a pattern, the specific one prices that method,
-  as in the table.
-- ``{name}`` segments are path parameters. A trailing ``**`` (one or more further segments)
-  becomes a final ``{rest}`` parameter, marked ``x-dnah-wildcard: true``, whose value is
-  sent with its slashes unencoded; the path item keeps the table's pattern in
-  ``x-dnah-pattern``. (OpenAPI has no multi-segment parameter; this is the shape tools
-  accept, and the annotation tells agents what it means.) A wildcard whose path would clash
-  with a ``{param}`` path of the same shape is listed under top-level ``x-dnah-wildcards``.
-- Paid operations carry ``x-payment-info`` in both known shapes at once: the discovery draft's
-  shorthand (``intent``, ``method``, ``amount`` in base units, ``currency``, ``description``)
-  and the Daytona proxy's keys (``pricingMode``, ``price`` with six decimals, ``protocols``,
-  ``authMode: "paid"``); free ones ``{"authMode": "none"}``; bearer-only ones none at all,
-  only bearer security. The price of anything no rule matches is top-level ``x-dnah-default``.
+The OpenAPI document is built in ``gateway/apidoc.py`` from the core's generated document and
+this module's pieces: ``payment_info`` (in both known shapes at once: the discovery draft's
+shorthand ``intent``, ``method``, ``amount`` in base units, ``currency``, ``description``, and
+the Daytona proxy's ``pricingMode``, ``price`` with six decimals, ``protocols``,
+``authMode: "paid"``; free ones ``{"authMode": "none"}``; bearer-only ones none at all),
+``cost_text`` and ``group_of_path``. llms.txt lists the price table itself, rule by rule.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -41,12 +27,8 @@ from pricing import PriceTable, RouteRule
 Mode = Literal["bearer", "payment", "both"]
 
 OPENAPI_VERSION = "3.1.0"
-ANY_METHOD_AS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-"""The methods a ``"*"`` rule is documented with."""
-PROBLEM_TYPES = "https://paymentauth.org/problems/"
 QUOTE_PATH = "/__mpp/quote"
 FREE_GROUP = "Free endpoints"
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class DiscoverySettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,71 +107,35 @@ def settings_from_config(config: _GatewayFields, *, base_url: str | None = None)
     )
 
 
-# The table, as documented operations ---------------------------------------------------------
+# Prices, as documents show them ------------------------------------------------------------
 
 
-@dataclass
-class _PathItem:
-    pattern: str
-    """The first rule's pattern (its parameter names name the path's)."""
-    names: tuple[str, ...]
-    wildcard: bool
-    ops: dict[str, tuple[RouteRule, bool]] = field(default_factory=dict)
-    """method → (rule, whether the rule names the method rather than ``"*"``)."""
+class Priced(Protocol):
+    """What a document needs to show a price: a ``RouteRule`` or a ``Quote``."""
 
-    def add(self, rule: RouteRule) -> None:
-        specific = rule.methods != ("*",)
-        for method in rule.methods if specific else ANY_METHOD_AS:
-            held = self.ops.get(method)
-            if held is None or (specific and not held[1]):
-                self.ops[method] = (rule, specific)
-
-
-def _shape(pattern: str) -> tuple[str, ...]:
-    return tuple("{}" if seg.startswith("{") else seg for seg in pattern.strip("/").split("/") if seg)
-
-
-def _path_items(table: PriceTable) -> dict[tuple[str, ...], _PathItem]:
-    items: dict[tuple[str, ...], _PathItem] = {}
-    for rule in table.routes():
-        key = _shape(rule.pattern)
-        item = items.get(key)
-        if item is None:
-            item = items[key] = _PathItem(rule.pattern, tuple(rule.params), rule.wildcard)
-        item.add(rule)
-    return items
-
-
-def _rest_name(names: tuple[str, ...]) -> str:
-    name, n = "rest", 1
-    while name in names:
-        n += 1
-        name = f"rest{n}"
-    return name
-
-
-def openapi_path(pattern: str, names: tuple[str, ...] | None = None) -> str:
-    """``/sandbox/{id}/toolbox/**`` → ``/sandbox/{id}/toolbox/{rest}``: the OpenAPI path that
-    documents a table pattern (``names`` renames its parameters, in order)."""
-    out, i = [], 0
-    params = tuple(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", pattern))
-    names = names if names is not None else params
-    for seg in (s for s in pattern.split("/") if s):
-        if seg == "**":
-            out.append("{" + _rest_name(names) + "}")
-        elif seg.startswith("{"):
-            out.append("{" + names[i] + "}")
-            i += 1
-        else:
-            out.append(seg)
-    return "/" + "/".join(out)
+    @property
+    def free(self) -> bool: ...
+    @property
+    def payable(self) -> bool: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def price(self) -> str: ...
+    @property
+    def description(self) -> str: ...
 
 
 def group_of(rule: RouteRule) -> str:
-    """The section a rule is listed under (an OpenAPI tag, a heading in llms.txt)."""
-    if rule.free:
+    """The section a rule is listed under in llms.txt."""
+    return group_of_path(rule.pattern, rule.free)
+
+
+def group_of_path(path: str, free: bool) -> str:
+    """The section of a path (a table pattern, or an OpenAPI path): an OpenAPI tag, a heading
+    in llms.txt."""
+    if free:
         return FREE_GROUP
-    segs = [s for s in rule.pattern.split("/") if s]
+    segs = [s for s in path.split("/") if s]
     literal = [s for s in segs if not s.startswith("{")]
     if "toolbox" in segs:
         after = literal[literal.index("toolbox") + 1 :]
@@ -222,7 +168,7 @@ def _usd6(amount: int, decimals: int) -> str:
     return f"{whole}.{frac:0{decimals}d}"
 
 
-def cost_text(rule: RouteRule) -> str:
+def cost_text(rule: Priced) -> str:
     """The ``Cost`` cell of llms.txt: ``$0.0001``, ``free`` or ``bearer key only``."""
     if not rule.payable:
         return "bearer key only"
@@ -241,9 +187,9 @@ def _token_symbol(address: str) -> str | None:
 # OpenAPI ------------------------------------------------------------------------------------
 
 
-def payment_info(rule: RouteRule, settings: DiscoverySettings) -> dict[str, Any] | None:
-    """The ``x-payment-info`` of an operation priced by ``rule`` (None: bearer-only, or the
-    gateway takes no payments)."""
+def payment_info(rule: Priced, settings: DiscoverySettings) -> dict[str, Any] | None:
+    """The ``x-payment-info`` of an operation priced by ``rule`` (a rule or a quote); None for
+    a bearer-only one, or when the gateway takes no payments."""
     if rule.free:
         return {"authMode": "none"}
     if not rule.payable or not settings.paid:
@@ -258,245 +204,6 @@ def payment_info(rule: RouteRule, settings: DiscoverySettings) -> dict[str, Any]
         "price": _usd6(rule.amount, settings.decimals),
         "protocols": ["mpp"],
         "authMode": "paid",
-    }
-
-
-def _security(rule: RouteRule, settings: DiscoverySettings) -> list[dict[str, list[str]]]:
-    if rule.free:
-        return []
-    if not rule.payable or not settings.paid:
-        return [{"bearer": []}]
-    if settings.mode == "both":
-        return [{"payment": []}, {"bearer": []}]
-    return [{"payment": []}]
-
-
-_EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/sandbox"): {},
-    ("POST", "/sandbox/{id}/toolbox/process/execute"): {"command": "echo hello"},
-    ("POST", "/v1/sandboxes"): {"template": "dnah-base", "cpu": 1, "ram_mb": 512},
-    ("POST", "/v1/sandboxes/{id}/exec"): {"cmd": ["echo", "hello"], "timeout_ms": 5000},
-    ("POST", "/sandbox/{id}/toolbox/git/clone"): {"url": "https://github.com/octocat/Hello-World.git"},
-}
-
-
-def _operation(
-    method: str, rule: RouteRule, names: tuple[str, ...], wildcard: bool, settings: DiscoverySettings
-) -> dict[str, Any]:
-    params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names
-    ]
-    if wildcard:
-        params.append(
-            {
-                "name": _rest_name(names),
-                "in": "path",
-                "required": True,
-                "description": "One or more path segments, sent as they are, slashes included "
-                "(the table's `**`), e.g. `git/status`.",
-                "schema": {"type": "string"},
-                "x-dnah-wildcard": True,
-            }
-        )
-    paid = rule.payable and not rule.free and settings.paid
-    ok: dict[str, Any] = {"description": "The core's answer", "content": {"application/json": {"schema": {}}}}
-    if paid:
-        ok["headers"] = {
-            "Payment-Receipt": {
-                "description": "base64url JSON receipt of the payment (method, reference = tx hash)",
-                "schema": {"type": "string"},
-            }
-        }
-    responses: dict[str, Any] = {"200": ok}
-    if paid:
-        responses["402"] = {"$ref": "#/components/responses/PaymentRequired"}
-        responses["503"] = {"$ref": "#/components/responses/PaymentOutcomeUnknown"}
-    security = _security(rule, settings)
-    if {"bearer": []} in security:
-        responses["401"] = {"$ref": "#/components/responses/Unauthorized"}
-    if method == "GET" and rule.pattern == QUOTE_PATH:
-        params += [
-            {"name": "method", "in": "query", "required": True, "schema": {"type": "string"}},
-            {"name": "path", "in": "query", "required": True, "schema": {"type": "string"}},
-        ]
-        ok["description"] = "What `method path` would cost (the same quote the 402 would carry)"
-        ok["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Quote"}}}
-    op: dict[str, Any] = {
-        "operationId": "",
-        "summary": rule.description,
-        "description": f"{cost_text(rule)} per request ({rule.pattern})",
-        "tags": [group_of(rule)],
-        "parameters": params,
-        "responses": responses,
-        "security": security,
-    }
-    if not params:
-        del op["parameters"]
-    if method in _BODY_METHODS:
-        media: dict[str, Any] = {"schema": {"type": "object"}}
-        example = _EXAMPLE_BODIES.get((method, rule.pattern))
-        if example is not None:
-            media["example"] = example
-        op["requestBody"] = {"required": False, "content": {"application/json": media}}
-    if rule.methods == ("*",):
-        op["x-dnah-any-method"] = True
-    info = payment_info(rule, settings)
-    if info is not None:
-        op["x-payment-info"] = info
-    return op
-
-
-def openapi(table: PriceTable, settings: DiscoverySettings) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every priced operation (see the module docstring)."""
-    base = settings.base_url
-    paths: dict[str, Any] = {}
-    loose: dict[str, Any] = {}
-    used_ids: set[str] = set()
-    tags: dict[str, None] = {}
-    items = _path_items(table)
-    plain_shapes = {key for key, item in items.items() if not item.wildcard}
-    for key, item in items.items():
-        path = openapi_path(item.pattern, item.names)
-        path_item: dict[str, Any] = {}
-        for method, (rule, _) in item.ops.items():
-            op = _operation(method, rule, item.names, item.wildcard, settings)
-            op["operationId"] = _operation_id(method, path, used_ids)
-            tags.setdefault(group_of(rule))
-            path_item[method.lower()] = op
-        if item.wildcard:
-            path_item["x-dnah-pattern"] = item.pattern
-            if (*key[:-1], "{}") in plain_shapes:
-                loose[item.pattern] = path_item
-                continue
-        paths[path] = path_item
-    default = table.default
-    doc: dict[str, Any] = {
-        "openapi": OPENAPI_VERSION,
-        "info": {
-            "title": settings.title,
-            "version": settings.version,
-            "description": _info_description(settings),
-        },
-        "servers": [{"url": base}],
-        "tags": [{"name": name} for name in tags],
-        "paths": paths,
-        "components": _components(settings),
-        "x-service-info": {
-            "categories": ["compute", "developer-tools"],
-            "docs": {"homepage": base, "apiReference": f"{base}/openapi.json", "llms": f"{base}/llms.txt"},
-        },
-        "x-dnah-default": {
-            "description": f"Any request no path here matches: {cost_text(default)}",
-            "x-payment-info": payment_info(default, settings),
-        },
-    }
-    if loose:
-        doc["x-dnah-wildcards"] = loose
-    return doc
-
-
-def _operation_id(method: str, path: str, used: set[str]) -> str:
-    base = method.lower() + "_" + (re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "root")
-    candidate, n = base, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{base}_{n}"
-    used.add(candidate)
-    return candidate
-
-
-def _info_description(settings: DiscoverySettings) -> str:
-    if not settings.paid:
-        return "Sandboxes for AI agents. Every non-free call needs `Authorization: Bearer <API key>`."
-    text = (
-        "Sandboxes for AI agents, paid per request over the Machine Payments Protocol "
-        f"(HTTP 402, Tempo charge on {settings.network}, chain {settings.chain_id}). "
-        f"Prices and payment rules: {settings.base_url}/llms.txt"
-    )
-    if settings.mode == "both":
-        text += ". A bearer API key works instead of paying."
-    return text
-
-
-def _components(settings: DiscoverySettings) -> dict[str, Any]:
-    schemes: dict[str, Any] = {
-        "bearer": {"type": "http", "scheme": "bearer", "description": "An API key of the core."},
-    }
-    if settings.paid:
-        schemes["payment"] = {
-            "type": "http",
-            "scheme": "Payment",
-            "description": "MPP: answer the 402's WWW-Authenticate Payment challenge "
-            "(method tempo, intent charge) with Authorization: Payment <credential>.",
-        }
-    return {
-        "securitySchemes": schemes,
-        "schemas": {
-            "Problem": {
-                "type": "object",
-                "description": "RFC 9457 problem details",
-                "properties": {
-                    "type": {"type": "string"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer"},
-                    "detail": {"type": "string"},
-                    "challengeId": {"type": "string"},
-                },
-                "required": ["type", "title", "status"],
-            },
-            "Quote": {
-                "type": "object",
-                "description": "amount is in base units; price is the same in USD",
-                "properties": {
-                    "method": {"type": "string"},
-                    "path": {"type": "string"},
-                    "amount": {"type": "string"},
-                    "price": {"type": "string"},
-                    "currency": {"type": ["string", "null"]},
-                    "decimals": {"type": "integer"},
-                    "description": {"type": "string"},
-                    "free": {"type": "boolean"},
-                    "payable": {"type": "boolean"},
-                    "served": {
-                        "type": "boolean",
-                        "description": "false: the API has no such route; the request is "
-                        "answered 404 or 405 and never charged (amount 0, free)",
-                    },
-                },
-            },
-            "Error": {
-                "type": "object",
-                "properties": {
-                    "statusCode": {"type": "integer"},
-                    "message": {"type": "string"},
-                    "code": {"type": "string"},
-                },
-            },
-        },
-        "responses": {
-            "PaymentRequired": {
-                "description": "Payment required: pay the challenge and repeat the request "
-                "with Authorization: Payment <credential>",
-                "headers": {
-                    "WWW-Authenticate": {
-                        "description": 'Payment id="…", realm="…", method="tempo", intent="charge", '
-                        'request="<base64url JSON: amount, currency, recipient, methodDetails>", '
-                        'expires="…" (one per accepted currency)',
-                        "schema": {"type": "string"},
-                    }
-                },
-                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            },
-            "PaymentOutcomeUnknown": {
-                "description": "payment-outcome-unknown: the chain's answer is not known yet; retry "
-                "with the same credential (it is never charged twice)",
-                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            },
-            "Unauthorized": {
-                "description": "Missing or invalid bearer key",
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            },
-        },
     }
 
 
@@ -744,24 +451,15 @@ def mpp_config(settings: DiscoverySettings) -> dict[str, Any]:
     return doc
 
 
-def iter_documented(table: PriceTable) -> Iterator[tuple[str, str, RouteRule]]:
-    """``(method, OpenAPI path, rule)`` for every operation ``openapi()`` emits."""
-    for item in _path_items(table).values():
-        path = openapi_path(item.pattern, item.names)
-        for method, (rule, _) in item.ops.items():
-            yield method, path, rule
-
-
 __all__ = [
     "DiscoverySettings",
+    "Priced",
     "cost_text",
     "group_of",
-    "iter_documented",
+    "group_of_path",
     "llms_txt",
     "mpp_config",
     "mpp_health",
-    "openapi",
-    "openapi_path",
     "payment_info",
     "settings_from_config",
 ]

@@ -23,7 +23,8 @@ binary messages; at the shell's exit ``{"type":"control","status":"exited","exit
 Authentication is the HTTP routes': a bearer key (or the gateway's edge token and payer) in
 the upgrade's ``Authorization`` header. Every refusal before the upgrade (401, 404, 409, 400…)
 is an HTTP answer with the usual error body (ASGI's ``websocket.http.response``), so clients
-see the same status as on the REST routes. Opening, typing and the REST routes count as
+see the same status as on the REST routes. A plain GET (no upgrade) on a terminal's path is a
+``426 Upgrade Required``. Opening, typing and the REST routes count as
 activity (typing at most one write a second).
 """
 
@@ -39,7 +40,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 import structlog
-from litestar import Controller, WebSocket, delete, get, post, websocket
+from litestar import Controller, MediaType, Response, WebSocket, delete, get, post, websocket
 from litestar.di import Provide
 from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ControllerRouterHandler
@@ -257,12 +258,23 @@ class DaytonaPty(Controller):
         return _daytona_info(info)
 
 
-TERMINAL_ROUTES: list[ControllerRouterHandler] = [
-    native_terminal,
-    daytona_create_connect,
-    daytona_connect,
-    DaytonaPty,
-]
+# a plain GET on a WebSocket path --------------------------------------------------------------------
+
+_SOCKETS = (native_terminal, daytona_create_connect, daytona_connect)
+
+
+@get([path for handler in _SOCKETS for path in handler.paths], status_code=426, sync_to_thread=False)
+def upgrade_required() -> Response[ErrorBody]:
+    """A GET without the WebSocket upgrade on a terminal's path: ``426 Upgrade Required``
+    (RFC 9110, with the ``Upgrade`` header it requires), not the router's 405, which would say
+    the path takes no GET at all, though a terminal is opened with one. No key is needed to
+    learn that a path is a WebSocket."""
+    body = ErrorBody(status_code=426, message="a WebSocket: send the upgrade", code="upgrade_required")
+    headers = {"upgrade": "websocket", "connection": "upgrade"}
+    return Response(body, status_code=426, media_type=MediaType.JSON, headers=headers)
+
+
+TERMINAL_ROUTES: list[ControllerRouterHandler] = [*_SOCKETS, upgrade_required, DaytonaPty]
 """Everything this module serves, for the app's route list."""
 
 

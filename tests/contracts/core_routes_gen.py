@@ -4,7 +4,8 @@
 
 The list lives in ``contracts`` so the gateway can read it without importing the core; this
 module (which may import the core: it is a test helper) writes it, and
-``tests/contracts/test_core_routes.py`` fails whenever the core and the list differ.
+``tests/contracts/test_core_routes.py`` fails whenever the core and the list differ. The same
+command rewrites ``contracts/core_openapi.json`` (``tests/contracts/core_openapi_gen.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from litestar import Litestar
 from litestar.routes import HTTPRoute, WebSocketRoute
 
 from core.http.app import ROUTE_HANDLERS
+from tests.contracts import core_openapi_gen
 
 CONTRACT = Path(__file__).resolve().parents[2] / "contracts" / "core_routes.py"
 COMMAND = ".venv/bin/python -m tests.contracts.core_routes_gen"
@@ -92,6 +94,7 @@ def main() -> None:
     pairs = served_by_core()
     CONTRACT.write_text(render(pairs))
     print(f"wrote {len(pairs)} routes to {CONTRACT}")
+    core_openapi_gen.main()
 
 
 if __name__ == "__main__":

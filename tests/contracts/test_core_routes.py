@@ -95,7 +95,8 @@ def test_the_matcher_on_examples() -> None:
     assert served.serves("POST", "/toolbox/sbx-1/process/pty/pty-1/resize")
     # ... but a route without parameters is not part of that walk: "register" can be a host id
     assert served.serves("POST", "/internal/hosts/register/heartbeat")
-    # a WebSocket path takes no HTTP method, and shadows the parameter beside it
-    assert not served.serves("GET", "/toolbox/sbx-1/process/pty/create-connect")
+    # a WebSocket path takes a plain GET only (answered 426), and shadows the parameter beside it
+    assert served.serves("GET", "/toolbox/sbx-1/process/pty/create-connect")
+    assert not served.serves("DELETE", "/toolbox/sbx-1/process/pty/create-connect")
     assert served.serves("GET", "/toolbox/sbx-1/process/pty/pty-1")
     assert (WEBSOCKET, "/toolbox/{sandbox_id}/process/pty/create-connect") in CORE_ROUTES

@@ -1,10 +1,12 @@
 """One price table feeds the quote, the OpenAPI document and llms.txt: for every route of the
 shipped table (a concrete example path for each ``{param}`` and ``**`` rule, every method of
-a ``"*"`` rule) the three say the same amount. The 402 challenge joins them through
-``expected_price`` and ``price_cases``, which the payment tests reuse.
+a ``"*"`` rule) the quote and llms.txt say the same amount, and every operation the OpenAPI
+document lists is priced as the gate prices a request to it. The 402 challenge joins them
+through ``expected_price`` and ``price_cases``, which the payment tests reuse.
 
-Also: the OpenAPI document is valid OpenAPI 3.1, and nothing secret from the gateway's config
-reaches any discovery document.
+The document lists exactly what is served (the core's routes, seed 004's toolbox paths, the
+gateway's own), is valid OpenAPI 3.1, and nothing secret from the gateway's config reaches
+any discovery document.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ from decimal import Decimal
 
 import pytest
 
+from contracts.core_routes import CORE_ROUTES
+from gateway.apidoc import example_path, openapi, public_paths
 from gateway.config import load_config
 from gateway.discovery import (
-    ANY_METHOD_AS,
     DiscoverySettings,
     llms_txt,
     mpp_config,
     mpp_health,
-    openapi,
     settings_from_config,
 )
-from pricing import PriceTable, Quote, RouteRule, default_table_path, load_table, parse_table
+from gateway.forward import map_path
+from gateway.served import ServedRoutes
+from pricing import PriceTable, Quote, RouteRule, default_table_path, load_table
 
 PATH_USD = "0x20c0000000000000000000000000000000000000"
 USDC_E = "0x20C000000000000000000000b9537d11c60E8b50"
@@ -67,7 +71,11 @@ class PriceCase:
     rule: RouteRule
 
 
-def example_path(pattern: str) -> str:
+ANY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""The methods a price case tries for a ``"*"`` rule."""
+
+
+def rule_example(pattern: str) -> str:
     """A concrete request path for a table pattern: ``{id}`` → ``ex-id-7``, ``**`` →
     ``custom/sub/path`` (values no literal segment of a table uses)."""
     segments = []
@@ -86,8 +94,8 @@ def price_cases(table: PriceTable) -> list[PriceCase]:
     documented method), plus one request that only the default prices."""
     cases = []
     for rule in table.routes():
-        methods = ANY_METHOD_AS if rule.methods == ("*",) else rule.methods
-        cases += [PriceCase(method, example_path(rule.pattern), rule) for method in methods]
+        methods = ANY_METHOD if rule.methods == ("*",) else rule.methods
+        cases += [PriceCase(method, rule_example(rule.pattern), rule) for method in methods]
     cases.append(PriceCase("GET", UNMATCHED, table.default))
     return cases
 
@@ -110,10 +118,6 @@ CASES = price_cases(load_table(default_table_path()))
 
 
 # Reading the documents back --------------------------------------------------------------------
-
-
-def _template(pattern: str) -> str:
-    return pattern.replace("/**", "/{rest}")
 
 
 def _base_units(usd: str) -> int:
@@ -142,28 +146,47 @@ def _llms_amount(cost: str) -> int | None:
     return _base_units(cost[1:])
 
 
-# Agreement: quote = OpenAPI = llms.txt ---------------------------------------------------------
+# Agreement: quote = llms.txt; the document prices each operation as the gate does ------------
 
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
-def test_quote_openapi_and_llms_agree(table: PriceTable, case: PriceCase) -> None:
+def test_quote_and_llms_agree(table: PriceTable, case: PriceCase) -> None:
     quote = table.quote(case.method, case.path)
     expected = expected_price(table, case.method, case.path)
     assert quote.pattern == case.rule.pattern, "the example path must exercise its own rule"
-    doc = openapi(table, settings())
-    prices = llms_prices(llms_txt(table, settings()))
-
+    text = llms_txt(table, settings())
     if case.path == UNMATCHED:
-        info = doc["x-dnah-default"]["x-payment-info"]
-        assert info["amount"] == str(quote.amount)
-        assert f"Any other request: ${quote.price} " in llms_txt(table, settings())
+        assert f"Any other request: ${quote.price} " in text
         return
-
-    op = doc["paths"][_template(case.rule.pattern)][case.method.lower()]
+    prices = llms_prices(text)
     cost = prices.get((case.method, quote.pattern), prices.get(("*", quote.pattern)))
     assert cost is not None, f"llms.txt lists no price for {case.method} {quote.pattern}"
     assert _llms_amount(cost) == expected
-    _assert_operation_priced(op, quote, expected)
+
+
+def operations(doc: dict) -> list[tuple[str, str, dict]]:
+    """``(METHOD, path, operation)`` for every documented operation."""
+    return [
+        (method.upper(), path, op)
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if not method.startswith("x-")
+    ]
+
+
+@pytest.mark.parametrize("mode", ["payment", "both"])
+def test_every_documented_operation_is_priced_as_the_gate_prices_it(table: PriceTable, mode: str) -> None:
+    doc = openapi(table, settings(mode))
+    for method, path, op in operations(doc):
+        if path in GATEWAY_ROUTES:
+            assert op["x-payment-info"] == {"authMode": "none"} and op["security"] == []
+            continue
+        concrete = example_path(path, op)
+        quote = table.quote(method, concrete)
+        assert op["x-dnah-price-rule"] == quote.pattern
+        _assert_operation_priced(op, quote, expected_price(table, method, concrete))
+        if mode == "both" and quote.payable and not quote.free:
+            assert op["security"] == [{"payment": []}, {"bearer": []}]
 
 
 def _assert_operation_priced(op: dict, quote: Quote, expected: int | None) -> None:
@@ -187,26 +210,6 @@ def _assert_operation_priced(op: dict, quote: Quote, expected: int | None) -> No
         assert op["responses"]["402"] == {"$ref": "#/components/responses/PaymentRequired"}
 
 
-def test_every_documented_operation_is_priced_as_the_table_says(table: PriceTable) -> None:
-    """The other direction: no operation in the document carries a price the table would not
-    charge for it (so nothing is documented twice, or from the wrong rule)."""
-    doc = openapi(table, settings())
-    count = 0
-    for template, item in doc["paths"].items():
-        for method, op in item.items():
-            if method.startswith("x-"):
-                continue
-            rest = [p["name"] for p in op.get("parameters", []) if p.get("x-dnah-wildcard")]
-            path = template
-            for name in rest:
-                path = path.replace("{" + name + "}", EXAMPLE_REST)
-            path = re.sub(r"\{([A-Za-z0-9_]+)\}", r"ex-\1-7", path)
-            quote = table.quote(method, path)
-            _assert_operation_priced(op, quote, expected_price(table, method, path))
-            count += 1
-    assert count == len(CASES) - 1  # every case but the default is one operation
-
-
 def test_the_sandbox_prices_of_seed_004(table: PriceTable) -> None:
     """Spot checks against the seed, through the helper the 402 tests use."""
     assert expected_price(table, "POST", "/sandbox") == 10_000
@@ -215,6 +218,94 @@ def test_the_sandbox_prices_of_seed_004(table: PriceTable) -> None:
     assert expected_price(table, "POST", "/sandbox/abc123/toolbox/git/status") == 100
     assert expected_price(table, "GET", "/llms.txt") is None
     assert expected_price(table, "POST", "/v1/api-keys") is None
+    doc = openapi(table, settings())
+    assert doc["paths"]["/sandbox"]["post"]["x-payment-info"]["amount"] == "10000"
+    assert doc["paths"]["/sandbox/{ref}"]["delete"]["x-payment-info"]["amount"] == "1000"
+    clone = "/sandbox/{sandbox_id}/toolbox/git/clone"
+    assert doc["paths"][clone]["post"]["x-payment-info"]["amount"] == "1000"
+
+
+# What is documented is what is served ---------------------------------------------------------
+
+GATEWAY_ROUTES = {"/health", "/openapi.json", "/llms.txt", "/__mpp/health", "/__mpp/config", "/__mpp/quote"}
+"""The routes the gateway answers itself in the payment modes (``gateway/app.py``)."""
+
+
+def served_operations() -> set[tuple[str, str]]:
+    """Every (method, path) a client can reach: the core's routes but ``/internal/*`` and
+    ``OPTIONS`` (a WebSocket as the GET that opens it), each ``/toolbox/{sandbox_id}/…`` also
+    as seed 004's ``/sandbox/{sandbox_id}/toolbox/…``, and the gateway's own routes."""
+    served = {("GET", path) for path in GATEWAY_ROUTES}
+    for method, template in CORE_ROUTES:
+        if method == "OPTIONS" or template.startswith("/internal/"):
+            continue
+        path = template.replace(":int}", "}")
+        for public in public_paths(path):
+            served.add(("GET" if method == "WEBSOCKET" else method, public))
+    return served
+
+
+@pytest.mark.parametrize("mode", ["payment", "both"])
+def test_the_document_lists_exactly_what_is_served(table: PriceTable, mode: str) -> None:
+    """ "A route that is not documented does not exist", and the other way round."""
+    documented = {(method, path) for method, path, _ in operations(openapi(table, settings(mode)))}
+    served = served_operations()
+    assert not served - documented, f"served but not documented: {sorted(served - documented)}"
+    assert not documented - served, f"documented but not served: {sorted(documented - served)}"
+
+
+def test_every_documented_operation_reaches_a_route() -> None:
+    """Each documented operation, with example parameter values, is one the core's router
+    takes after the gateway's path mapping (so no documented request gets a router's 404/405)."""
+    routes = ServedRoutes()
+    doc = openapi(load_table(default_table_path()), settings())
+    for method, path, op in operations(doc):
+        if path in GATEWAY_ROUTES:
+            continue
+        target = map_path(example_path(path, op).encode()).decode()
+        assert routes.serves(method, target), f"{method} {path} ({target}) reaches no route of the core"
+
+
+def test_a_rule_documents_only_what_the_core_serves(table: PriceTable) -> None:
+    """The outside tester's drifts: a ``"*"`` rule documents the methods the core serves under
+    it, not five; a table rule for a route the core lacks documents nothing."""
+    paths = openapi(table, settings())["paths"]
+    assert set(paths["/v1/webhooks"]) == {"get", "post"}
+    assert set(paths["/v1/webhooks/{webhook_id}"]) == {"delete"}
+    assert set(paths["/v1/sandboxes/{sandbox_id}/files"]) == {"get", "put", "delete"}
+    assert table.quote("POST", "/sandbox/x/backup").pattern == "/sandbox/{id}/backup"
+    assert not [p for p in paths if p.endswith("/backup") or "ssh-access" in p]
+
+
+def test_terminals_are_documented_as_their_upgrade(table: PriceTable) -> None:
+    paths = openapi(table, settings())["paths"]
+    for path in (
+        "/v1/sandboxes/{sandbox_id}/terminal",
+        "/toolbox/{sandbox_id}/process/pty/create-connect",
+        "/sandbox/{sandbox_id}/toolbox/process/pty/{session_id}/connect",
+    ):
+        op = paths[path]["get"]
+        assert op["x-dnah-websocket"] is True
+        assert {"101", "426", "401"} <= set(op["responses"])
+        assert op["security"] == [{"bearer": []}] and "x-payment-info" not in op
+
+
+def test_documented_bodies_are_the_core_types(table: PriceTable) -> None:
+    """Request and response schemas come from the core's msgspec types (Litestar's generator),
+    so an invalid body can be generated and a wrong answer caught."""
+    doc = openapi(table, settings())
+    create = doc["paths"]["/v1/sandboxes"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/CreateSandbox"} in body["oneOf"]
+    assert create["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Sandbox"
+    }
+    assert "template" in doc["components"]["schemas"]["CreateSandbox"]["properties"]
+    error = create["responses"]["404" if "404" in create["responses"] else "400"]
+    assert error["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    quote = doc["paths"]["/__mpp/quote"]["get"]
+    assert quote["responses"]["400"]["content"]["application/problem+json"]
+    assert [p["name"] for p in quote["parameters"]] == ["method", "path"]
 
 
 # OpenAPI shape ---------------------------------------------------------------------------------
@@ -241,17 +332,13 @@ def _check_structure(doc: dict) -> None:
         shapes.add(shape)
         declared = re.findall(r"\{([^}]+)\}", template)
         for method, op in item.items():
-            if method.startswith("x-"):
-                continue
             assert method in ("get", "post", "put", "patch", "delete")
             names = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
-            assert names == declared, f"{method} {template}"
+            assert sorted(names) == sorted(declared), f"{method} {template}"
             assert op["operationId"] not in operation_ids
             operation_ids.add(op["operationId"])
-            assert op["responses"]["200"]
-            if method in ("post", "put", "patch"):
-                assert op["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
-            else:
+            assert any(code.startswith(("2", "1")) for code in op["responses"]), f"{method} {template}"
+            if method == "get":
                 assert "requestBody" not in op
 
 
@@ -262,77 +349,16 @@ def test_openapi_top_level_discovery_fields(table: PriceTable) -> None:
     problem = doc["components"]["responses"]["PaymentRequired"]["content"]["application/problem+json"]
     assert problem["schema"] == {"$ref": "#/components/schemas/Problem"}
     assert doc["components"]["securitySchemes"]["payment"]["scheme"] == "Payment"
-    wildcard = doc["paths"]["/sandbox/{id}/toolbox/{rest}"]
-    assert wildcard["x-dnah-pattern"] == "/sandbox/{id}/toolbox/**"
-    assert set(wildcard) == {"get", "post", "put", "delete", "x-dnah-pattern"}
-    assert wildcard["get"]["parameters"][-1]["x-dnah-wildcard"] is True
-    native_any = doc["paths"]["/v1/sandboxes/{id}/{rest}"]
-    assert {m for m in native_any if not m.startswith("x-")} == {"get", "post", "put", "patch", "delete"}
-    assert native_any["patch"]["x-dnah-any-method"] is True
-    quote = doc["paths"]["/__mpp/quote"]["get"]
-    assert [p["name"] for p in quote["parameters"]] == ["method", "path"]
-
-
-def test_openapi_in_both_mode_accepts_a_bearer_key_instead(table: PriceTable) -> None:
-    op = openapi(table, settings("both"))["paths"]["/sandbox"]["post"]
-    assert op["security"] == [{"payment": []}, {"bearer": []}]
-    assert op["x-payment-info"]["amount"] == "10000"
+    assert doc["x-dnah-default"]["x-payment-info"]["amount"] == str(table.default.amount)
 
 
 def test_openapi_in_bearer_mode_sells_nothing(table: PriceTable) -> None:
     doc = openapi(table, settings("bearer"))
     for item in doc["paths"].values():
-        for method, op in item.items():
-            if method.startswith("x-"):
-                continue
+        for op in item.values():
             assert op.get("x-payment-info") in (None, {"authMode": "none"})
             assert "402" not in op["responses"]
     assert "payment" not in doc["components"]["securitySchemes"]
-
-
-def test_a_table_with_clashing_shapes_still_makes_valid_openapi() -> None:
-    """Same shape, different parameter names (allowed for different methods), a method rule
-    and an any-method rule on one pattern, and a wildcard whose ``{rest}`` path would clash."""
-    table = parse_table(
-        """
-version = 1
-[[route]]
-method = "GET"
-path = "/a/{x}"
-price = "0.5"
-description = "read"
-[[route]]
-method = "DELETE"
-path = "/a/{y}"
-price = "1"
-description = "delete"
-[[route]]
-method = "*"
-path = "/a/{x}/**"
-price = "0.25"
-description = "anything below"
-[[route]]
-method = "GET"
-path = "/a/{x}/**"
-price = "0.75"
-description = "reads below"
-[[route]]
-method = "GET"
-path = "/a/{x}/{z}"
-price = "0.1"
-description = "one level below"
-"""
-    )
-    doc = openapi(table, settings())
-    _check_structure(doc)
-    assert set(doc["paths"]["/a/{x}"]) == {"get", "delete"}
-    assert doc["paths"]["/a/{x}"]["delete"]["x-payment-info"]["amount"] == "1000000"
-    below = doc["x-dnah-wildcards"]["/a/{x}/**"]
-    assert below["get"]["x-payment-info"]["amount"] == str(table.quote("GET", "/a/b/c/d").amount) == "750000"
-    assert (
-        below["post"]["x-payment-info"]["amount"] == str(table.quote("POST", "/a/b/c/d").amount) == "250000"
-    )
-    pytest.importorskip("openapi_spec_validator").validate(json.loads(json.dumps(doc)))
 
 
 # llms.txt --------------------------------------------------------------------------------------
