@@ -14,6 +14,7 @@ method     path                            body                answer
 =========  ==============================  ==================  ==============
 GET        /health                         —                   HostHealth
 GET        /sandboxes                      —                   list[SandboxInfo]
+GET        /sandboxes/{id}                 —                   SandboxInfo
 POST       /sandboxes                      SandboxSpec         SandboxInfo
 POST       /sandboxes/{id}/start           SandboxSpec         SandboxInfo
 POST       /sandboxes/{id}/stop            —                   SandboxInfo
@@ -78,6 +79,10 @@ anything changes; an unknown snapshot (or archive) is a 404 ``snapshot_not_found
 verify keys, a disk shrink or a non-positive size are a 400 ``bad_request``. The signature
 body is ``contracts.snapshots.SignedSnapshot``. An archived sandbox is listed with state
 ``archived`` (its disk is in the archive store; ``start`` brings it back).
+
+``GET /sandboxes/{id}`` answers once no lifecycle command on the sandbox is in flight (it
+waits for the sandbox's lock), so it reports the outcome of an operation under way — what a
+restarted core needs to settle a row it left in a transitional state; 404 when absent.
 
 ``/disk`` measures the sandbox's writable layer on the host (any state: a stopped sandbox
 keeps its disk), which the sandbox cannot measure from the inside.

@@ -211,6 +211,13 @@ class HostClient:
     async def list(self, host: HostRecord) -> list[SandboxInfo]:
         return await self._call(host, "GET", "/sandboxes", None, list[SandboxInfo])
 
+    async def inspect(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
+        """The sandbox's state once no operation on it is in flight on the host (it may wait
+        that operation out: a disk copy gets ``LONG_OP_S``); ``NotFound`` when absent."""
+        return await self._call(
+            host, "GET", f"/sandboxes/{sandbox_id}", None, SandboxInfo, timeout_s=LONG_OP_S
+        )
+
     async def _call(
         self,
         host: HostRecord,

@@ -226,6 +226,17 @@ class ListSandboxes(_Command, frozen=True, tag="list"):
     """
 
 
+class InspectSandbox(_Command, frozen=True, tag="inspect"):
+    """One sandbox's state once no lifecycle command on it is in flight: it waits for the
+    sandbox's lock, so the answer is the outcome of whatever operation was under way (a
+    restarted core settles the rows it left in a transitional state with it).
+
+    Allowed: always. Result: ``SandboxInfo``; 404 when the host has no such sandbox.
+    """
+
+    sandbox_id: str
+
+
 class GetHealth(_Command, frozen=True, tag="health"):
     """The host's liveness summary.
 
@@ -253,5 +264,6 @@ Command = (
     | OpenStream
     | GetDiskUsage
     | ListSandboxes
+    | InspectSandbox
     | GetHealth
 )

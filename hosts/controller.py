@@ -60,6 +60,7 @@ from hosts.commands import (
     ExecInSandbox,
     GetDiskUsage,
     GetHealth,
+    InspectSandbox,
     ListSandboxes,
     OpenStream,
     PauseSandbox,
@@ -113,7 +114,8 @@ class HostController:
         | RestoreSnapshot
         | CloneSnapshot
         | ArchiveSandbox
-        | UnarchiveSandbox,
+        | UnarchiveSandbox
+        | InspectSandbox,
     ) -> SandboxInfo: ...
     @overload
     async def handle(self, cmd: DestroySandbox | SealSnapshot | DeleteSnapshot) -> None: ...
@@ -199,6 +201,10 @@ class HostController:
                 sandbox_id = _checked(sandbox_id)
                 async with self._lifecycle.hold(sandbox_id):
                     return await self._unarchive(sandbox_id)
+            case InspectSandbox(sandbox_id=sandbox_id):
+                sandbox_id = _checked(sandbox_id)
+                async with self._lifecycle.hold(sandbox_id):
+                    return self._get(sandbox_id)
             case ListSandboxes():
                 return self._runtime.list()
             case GetHealth():

@@ -1,4 +1,4 @@
-"""hostd's lifecycle routes beyond create/start/stop/destroy: pause, resume, resize,
+"""hostd's lifecycle routes beyond create/start/stop/destroy: inspect, pause, resume, resize,
 snapshots (take, seal, delete, restore, clone) and archives (see ``contracts/host.py``).
 
 Like ``hosts/app.py`` this module only translates HTTP into ``hosts.commands`` and back;
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 import msgspec
-from litestar import Request, delete, post, put
+from litestar import Request, delete, get, post, put
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 
@@ -28,6 +28,7 @@ from hosts.commands import (
     ArchiveSandbox,
     CloneSnapshot,
     DeleteSnapshot,
+    InspectSandbox,
     PauseSandbox,
     ResizeSandbox,
     RestoreSnapshot,
@@ -39,6 +40,11 @@ from hosts.commands import (
 from hosts.controller import HostController
 
 _S = TypeVar("_S", bound=msgspec.Struct)
+
+
+@get("/sandboxes/{sandbox_id:str}")
+async def inspect_sandbox(sandbox_id: str, state: State) -> SandboxInfo:
+    return await _controller(state).handle(InspectSandbox(sandbox_id=sandbox_id))
 
 
 @post("/sandboxes/{sandbox_id:str}/pause", status_code=200)
@@ -100,6 +106,7 @@ async def unarchive_sandbox(sandbox_id: str, state: State) -> SandboxInfo:
 
 
 ROUTES = [
+    inspect_sandbox,
     pause_sandbox,
     resume_sandbox,
     resize_sandbox,

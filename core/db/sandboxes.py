@@ -324,6 +324,17 @@ async def stale_in(db: asyncpg.Pool, states: frozenset[str], older_than_s: float
     return [record(r) for r in rows]
 
 
+async def left_in(db: asyncpg.Pool, states: frozenset[str], before: datetime) -> list[SandboxRecord]:
+    """Sandboxes in ``states`` since before ``before``: what a core that started at ``before``
+    finds left mid-operation by its predecessor (its own claims are all newer)."""
+    rows = await db.fetch(
+        f"SELECT {COLUMNS} FROM sandboxes WHERE state = ANY($1::text[]) AND updated_at < $2",
+        list(states),
+        before,
+    )
+    return [record(r) for r in rows]
+
+
 async def get_with_host(
     db: asyncpg.Pool, org_id: str, ref: str
 ) -> tuple[SandboxRecord, HostRecord | None] | None:

@@ -40,6 +40,7 @@ from core.services.payments import PaymentService
 from core.services.reaper import Reaper
 from core.services.sandboxes import SandboxService
 from core.services.snapshots import SnapshotService
+from core.services.startup import StartupSettler
 from core.services.warm_pool import WarmPool
 from core.services.webhook_dispatch import Dispatcher
 from core.services.webhooks import WebhookService
@@ -119,6 +120,11 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         state.snapshots = SnapshotService(db, host_client, config, state.sandboxes, state.lifecycle)
         state.webhooks = WebhookService(db, allow_private=config.webhooks.allow_private)
         dispatcher = Dispatcher(db, config.webhooks, database_url=config.database_url)
+        # rows a dead predecessor left mid-operation are settled now, not after the staleness limit
+        settling = asyncio.create_task(
+            StartupSettler(db, host_client, state.lifecycle).run(await db.fetchval("SELECT now()")),
+            name="startup-settling",
+        )
         sweeper = asyncio.create_task(
             _sweeper(state.hosts, state.lifecycle, state.snapshots, config.reconcile_interval_s)
         )
@@ -133,6 +139,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         try:
             yield
         finally:
+            settling.cancel()
             sweeper.cancel()
             reaper.cancel()
             warm_pool.cancel()

@@ -39,7 +39,7 @@ HostCall = Callable[[HostRecord, SandboxRecord], Awaitable[SandboxInfo]]
 _LONG = frozenset({"archiving", "unarchiving", "restoring"})
 """Operations that copy a whole disk: they may legitimately take up to the host timeout."""
 
-_HOST_STATE = {"running": "started", "paused": "paused", "stopped": "stopped", "archived": "archived"}
+HOST_STATE = {"running": "started", "paused": "paused", "stopped": "stopped", "archived": "archived"}
 """What hostd reports, in the core's words."""
 
 
@@ -196,20 +196,24 @@ class LifecycleService:
 
     async def settle(self, rec: SandboxRecord) -> SandboxRecord:
         """Make the row say what the sandbox's host reports (after an unknown outcome): running
-        → started, paused, stopped, archived; absent → error. Used by ``recover`` and by the
-        sweeper for rows a dead core left in a transitional state."""
+        → started, paused, stopped, archived; absent → error. Used by ``recover``, by the
+        sweeper and by a core's start-up (``core/services/startup.py``) for rows a dead core
+        left in a transitional state. The host answers once no operation on the sandbox is in
+        flight there, so an operation the dead core had sent is settled by its outcome. When
+        the host cannot be asked, ``rec`` itself is returned, unchanged."""
         host = await hosts_db.get(self._db, rec.host_id) if rec.host_id else None
         if host is None:
             return await self._to_error(rec, "the sandbox has no host")
         try:
-            inventory = {info.id: info for info in await self._hosts.list(host)}
+            info: SandboxInfo | None = await self._hosts.inspect(host, rec.id)
+        except NotFound:
+            info = None
         except CoreError as exc:
             log.warning("settle_host_unreachable", sandbox_id=rec.id, error=exc.message)
             return rec
-        info = inventory.get(rec.id)
         if info is None:
             return await self._to_error(rec, "the host no longer has this sandbox")
-        state = _HOST_STATE.get(info.state, "error")
+        state = HOST_STATE.get(info.state, "error")
         moved = await sandboxes_db.force_state(self._db, rec.id, from_state=rec.state, to=state, ip=info.ip)
         log.info("sandbox_settled", sandbox_id=rec.id, was=rec.state, now=state)
         return moved or await self._reload(rec)
