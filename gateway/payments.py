@@ -339,6 +339,9 @@ class PaymentGate:
             credential = Credential.from_authorization(call.authorization)
         except ParseError as exc:
             return await self._challenge(send, call, _malformed(str(exc)))
+        except RecursionError:
+            # pympp's json.loads on deeply nested JSON (a 64 KiB header holds ~48k brackets)
+            return await self._challenge(send, call, _malformed("the credential is nested too deeply"))
         call.credential = credential
         challenge_id = credential.challenge.id
         fingerprint = request_fingerprint(
