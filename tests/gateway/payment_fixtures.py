@@ -43,6 +43,7 @@ from contracts.tempo import (
     TRANSFER_TOPIC,
     TRANSFER_WITH_MEMO_SELECTOR,
 )
+from devnet import faults
 from pricing import default_table_path
 from tests import support
 from tests.gateway.servers import REPO, Server, free_port, gateway_env, start
@@ -134,12 +135,17 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
     chain.stop()
 
 
+def start_faulty_rpc(upstream: str, log: Path, *options: str) -> Server:
+    """``devnet.faults`` in front of ``upstream`` (``options``: its command-line options)."""
+    proc, url = faults.start(upstream, log, *options)
+    return Server(url=url, proc=proc, log=log)
+
+
 @pytest.fixture(scope="session")
 def rpc_proxy(devnet: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``tests/gateway/rpc_proxy.py`` in front of the devnet: counts calls, can lose answers."""
-    log = tmp_path_factory.mktemp("rpc-proxy") / "proxy.log"
-    env = {**gateway_env("http://unused"), "RPC_PROXY_UPSTREAM": devnet.url}
-    server = start("tests.gateway.rpc_proxy:create_app", env, log)
+    """``devnet.faults`` in front of the devnet, injecting nothing unless told: counts calls,
+    can lose answers (``PUT /control/lose/{seconds}``)."""
+    server = start_faulty_rpc(devnet.url, tmp_path_factory.mktemp("rpc-proxy") / "proxy.log")
     yield server
     server.stop()
 
