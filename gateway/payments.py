@@ -513,6 +513,8 @@ class PaymentGate:
             refused = _refused_by_chain(exc)
             if refused is None and isinstance(exc, (InternalPaymentError, PaymentOutcomeUnknownError)):
                 return await self._lost(claim, call, send, exc)
+            if refused is not None and claim.mode == "pull" and claim.tx_hash:
+                return await self._after_refusal(claim, call, receive, send, forwarder, refused)
             await self._fail(challenge_id, claim)
             return await self._challenge(send, call, refused or exc)
         except Exception as exc:  # anything else after the credential left: outcome unknown
@@ -521,6 +523,49 @@ class PaymentGate:
         claim.state, claim.via, claim.tx_hash = "paid", "chain", receipt.reference
         await self._save(challenge_id, claim)
         return await self._record_and_forward(claim, call, receive, send, forwarder)
+
+    async def _after_refusal(
+        self,
+        claim: Claim,
+        call: _Call,
+        receive: Receive,
+        send: Send,
+        forwarder: Forwarder,
+        refused: VerificationError,
+    ) -> Outcome:
+        """The node said no to a transaction that was sent. That "no" can be about an earlier
+        copy that was included ("already known", "nonce too low", a replay), and pympp's one
+        receipt lookup behind it may itself have failed, which it does not tell apart from
+        "no receipt". Only a receipt settles it: found, the payment landed; lookup failed, the
+        outcome is unknown; none, the refusal stands."""
+        assert call.credential is not None and claim.tx_hash is not None
+        try:
+            receipt = await self._receipt(claim.tx_hash)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            return await self._lost(claim, call, send, exc)
+        if receipt is None:
+            await self._fail(call.credential.challenge.id, claim)
+            return await self._challenge(send, call, refused)
+        return await self._from_receipt(receipt, claim, call, receive, send, forwarder)
+
+    async def _from_receipt(
+        self,
+        receipt: dict[str, Any],
+        claim: Claim,
+        call: _Call,
+        receive: Receive,
+        send: Send,
+        forwarder: Forwarder,
+    ) -> Outcome:
+        """Go on from the receipt of the claim's own transaction: paid if it succeeded."""
+        assert call.credential is not None
+        challenge_id = call.credential.challenge.id
+        if receipt.get("status") == "0x1":
+            claim.state, claim.via = "paid", "chain"
+            await self._save(challenge_id, claim)
+            return await self._record_and_forward(claim, call, receive, send, forwarder)
+        await self._fail(challenge_id, claim)
+        return await self._challenge(send, call, VerificationFailedError("the transaction reverted"))
 
     async def _lost(self, claim: Claim, call: _Call, send: Send, exc: BaseException) -> Outcome:
         """The chain's answer is unknown: remember it so the same request, retried with the
@@ -555,12 +600,7 @@ class PaymentGate:
                     send, call.upstream, "the chain cannot be asked right now; retry shortly"
                 )
             if receipt is not None:
-                if receipt.get("status") == "0x1":
-                    claim.state, claim.via = "paid", "chain"
-                    await self._save(challenge_id, claim)
-                    return await self._record_and_forward(claim, call, receive, send, forwarder)
-                await self._fail(challenge_id, claim)
-                return await self._challenge(send, call, VerificationFailedError("the transaction reverted"))
+                return await self._from_receipt(receipt, claim, call, receive, send, forwarder)
             if time.time() > (claim.deadline or 0):
                 await self._fail(challenge_id, claim)
                 error = VerificationFailedError("the transaction was never included; nothing was charged")
