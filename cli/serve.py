@@ -2,7 +2,9 @@
 
 ``make up`` (``cli/stack.py``) and the production units (``dnah serve <name>``) both build it
 here, so a server setting — a timeout, a header limit — is decided once for every way the
-stack runs.
+stack runs. The limits come from the service's ``DNAH_HTTP_*`` settings (``guard.config``);
+what Granian 2.8.7 does with them was measured, see docs/reliability.md, "The edge of every
+process".
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
+
+from guard import load_guard_config
 
 SERVICES = {
     # name: (ASGI factory served by Granian, the variable holding its port, default port)
@@ -19,9 +24,19 @@ SERVICES = {
 }
 
 
-def granian_argv(name: str, *, host: str, port: int) -> list[str]:
-    """The command that serves ``name`` on ``host:port`` (one worker, uvloop, WebSockets on)."""
+def granian_argv(name: str, *, host: str, port: int, env: Mapping[str, str] = os.environ) -> list[str]:
+    """The command that serves ``name`` on ``host:port`` with the edge settings in ``env``
+    (one worker, uvloop, WebSockets on).
+
+    HTTP/1.1 only: every client of every hop speaks it, and Granian's HTTP/2 (which ``auto``
+    would also offer, cleartext with prior knowledge) has limits of its own — 16 MiB of
+    headers — that the HTTP/1 ones below would not cover. ``--http1-header-read-timeout``
+    bounds both a slow request head and an idle kept-alive connection (it runs from the end
+    of the previous answer); a head bigger than ``--http1-buffer-size`` (or with more than
+    100 fields) is answered 431.
+    """
     target = SERVICES[name][0]
+    limits = load_guard_config(env, name)
     return [
         sys.executable,
         "-m",
@@ -37,6 +52,12 @@ def granian_argv(name: str, *, host: str, port: int) -> list[str]:
         "1",
         "--loop",
         "uvloop",
+        "--http",
+        "1",
+        "--http1-header-read-timeout",
+        str(max(1, round(limits.header_timeout_s * 1000))),
+        "--http1-buffer-size",
+        str(limits.header_buffer_bytes),
         "--ws",
         "--log-level",
         "warning",

@@ -282,7 +282,7 @@ class Stack:
                 str(self.var / "devnet" / "state.sqlite"),
             ]
         port = getattr(self.config, f"{name}_port")
-        return granian_argv(name, host="127.0.0.1", port=port)
+        return granian_argv(name, host="127.0.0.1", port=port, env=self.env())
 
     def _spawn(self, name: str) -> None:
         log = (self.var / "log" / f"{name}.log").open("ab")

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 import msgspec
 
 from contracts import snapshots
+from guard import ConfigError as GuardConfigError
+from guard import GuardConfig, load_guard_config
 
 
 class ConfigError(ValueError):
@@ -92,6 +94,8 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
     webhooks: WebhookConfig = WebhookConfig()
+    http: GuardConfig = GuardConfig(max_per_client=256)
+    """Limits on the core's callers (``DNAH_HTTP_*`` / ``DNAH_CORE_HTTP_*``, see ``guard.config``)."""
 
 
 def _required(env: Mapping[str, str], name: str) -> str:
@@ -149,7 +153,12 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
     if log_format not in (None, "json", "console"):
         raise ConfigError(f"DNAH_LOG_FORMAT must be json or console, got {log_format!r}")
     _check_snapshot_keys(env)
+    try:
+        http = load_guard_config(env, "core")
+    except GuardConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return CoreConfig(
+        http=http,
         host=env.get("DNAH_CORE_HOST", "127.0.0.1"),
         port=int(_number(env, "DNAH_CORE_PORT", 3100)),
         database_url=_required(env, "DNAH_DATABASE_URL"),

@@ -6,6 +6,9 @@ method or path, to ``Forwarder``: a raw ASGI app, so Litestar never reads a forw
 
 In the ``payment`` and ``both`` modes a ``PaymentGate`` stands in front of the forwarder
 (see ``gateway.payments``), and the gateway serves the free ``/__mpp/*`` routes itself.
+
+Outermost is the guard (``guard/``): slow, oversized and malformed requests are refused
+before any of this runs, with the public error body (``contracts.public.ErrorBody``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import time
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Litestar, Request, Response, asgi, get
 from litestar.exceptions import HTTPException
@@ -22,6 +26,7 @@ from litestar.types import Scope
 
 from contracts.control import REQUEST_ID_HEADER
 from contracts.observability import configure_logging
+from contracts.public import ErrorBody
 from gateway.apidoc import openapi
 from gateway.config import ConfigError, load_config
 from gateway.discovery import (
@@ -33,12 +38,13 @@ from gateway.discovery import (
 )
 from gateway.forward import Forwarder, bind_client_request_id, log_request
 from gateway.payments import PaymentGate
+from guard import ASGIApp, every_route, guard
 from pricing import PricingError
 
 log = structlog.get_logger()
 
 
-def create_app() -> Litestar:
+def create_app() -> ASGIApp:
     config = load_config()
     configure_logging("gateway", fmt=config.log_format)
     gate: PaymentGate | None = None
@@ -74,13 +80,20 @@ def create_app() -> Litestar:
     if gate is not None:
         routes += mpp_routes(gate, forwarder, settings_from_config(config))
 
-    return Litestar(
+    app = Litestar(
         route_handlers=routes,
         lifespan=[forwarder] if gate is None else [gate, forwarder],
         after_exception=[_log_unhandled],
         openapi_config=None,  # every path belongs to the core, including /schema
         logging_config=None,  # structlog, configured above, is the only logger
     )
+    # Bodies pass through unparsed (only JSON-typed ones are checked): the core decides.
+    return guard(app, config.http, _error_body, byte_streams=every_route)
+
+
+def _error_body(status: int, code: str, message: str) -> bytes:
+    """The guard's refusals look like the gateway's own errors (``forward.send_error``)."""
+    return msgspec.json.encode(ErrorBody(status_code=status, message=message, code=code))
 
 
 _METHOD = re.compile(r"[A-Za-z]{1,16}")

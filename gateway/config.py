@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from contracts.tempo import DEVNET, MAINNET, PATH_USD, TESTNET, USDC_E
+from guard import ConfigError as GuardConfigError
+from guard import GuardConfig, load_guard_config
 
 Mode = Literal["bearer", "payment", "both"]
 """How the edge admits requests.
@@ -112,6 +114,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     """None: JSON unless stderr is a TTY (see ``contracts.observability``)."""
     payment: PaymentConfig | None = None
     """Set exactly when ``mode`` is ``payment`` or ``both``."""
+    http: GuardConfig = GuardConfig()
+    """The edge's limits on clients (``DNAH_HTTP_*`` / ``DNAH_GATEWAY_HTTP_*``, see ``guard.config``)."""
 
 
 def load_config(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
@@ -125,7 +129,15 @@ def load_config(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
         upstream_timeout_s=_positive("DNAH_GATEWAY_UPSTREAM_TIMEOUT_S", environ, 300.0),
         log_format=_log_format(environ.get("DNAH_LOG_FORMAT") or None),
         payment=None if mode == "bearer" else _payment(environ),
+        http=_http(environ),
     )
+
+
+def _http(environ: Mapping[str, str]) -> GuardConfig:
+    try:
+        return load_guard_config(environ, "gateway")
+    except GuardConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _payment(environ: Mapping[str, str]) -> PaymentConfig:

@@ -12,6 +12,9 @@ Start-up brings over what the namespace runtime left in var/ (``hosts/runtime/oc
 adopts whatever sandboxes a previous hostd left (``runtime.recover()``) and then registers
 with the core. Shutdown closes agent connections but deliberately leaves sandboxes
 running: a hostd restart or upgrade must not kill users' work, and the next hostd adopts them.
+
+Outermost is the guard (``guard/``): slow, oversized and malformed requests are refused
+before Litestar sees them, with a ``HostErrorBody``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar, cast
@@ -43,6 +47,8 @@ from contracts.host import (
     SandboxSpec,
 )
 from contracts.observability import REQUEST_ID_HEADER, bind_request_id, configure_logging
+from guard import ASGIApp as GuardedApp
+from guard import guard
 from hosts import lifecycle
 from hosts.commands import (
     AgentCall,
@@ -79,11 +85,11 @@ _UNAUTHORIZED = msgspec.json.encode(
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 
-def create_app() -> Litestar:
+def create_app() -> GuardedApp:
     """Build hostd from the environment (see ``hosts/config.py``)."""
     config = load_config()
     configure_logging("hostd", fmt=config.log_format)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             list_sandboxes,
@@ -105,6 +111,19 @@ def create_app() -> Litestar:
         logging_config=None,
         openapi_config=None,
     )
+    return guard(app, config.http, _error_body, byte_streams=_byte_stream)
+
+
+_UPLOAD = re.compile(r"/sandboxes/[^/]+/files/?")
+"""The one route whose body is a file, streamed; every other route's body is JSON."""
+
+
+def _byte_stream(method: str, path: str) -> bool:
+    return method == "PUT" and _UPLOAD.fullmatch(path) is not None
+
+
+def _error_body(status: int, code: str, message: str) -> bytes:
+    return msgspec.json.encode(HostErrorBody(code=code, message=message))
 
 
 def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]:

@@ -24,6 +24,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from guard import ConfigError as GuardConfigError
+from guard import GuardConfig, load_guard_config
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 GUEST_DIR = REPO_DIR / "guest"
 """The guest agent's source, mounted read-only into every sandbox (not imported by hostd)."""
@@ -119,6 +122,8 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     advertise_url: str | None = None
     """The URL the core should use to reach hostd (``DNAH_HOSTD_ADVERTISE_URL``), when it is
     not ``http://host:port`` — hostd bound to 0.0.0.0, behind NAT, or on another name."""
+    http: GuardConfig = GuardConfig(max_per_client=256)
+    """Limits on hostd's caller (``DNAH_HTTP_*`` / ``DNAH_HOSTD_HTTP_*``, see ``guard.config``)."""
 
     @property
     def state_dir(self) -> Path:
@@ -178,7 +183,15 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         runtime=runtime,
         egress=env.parse("DNAH_SANDBOX_EGRESS", _egress, "nat"),
         advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
+        http=_http(environ),
     )
+
+
+def _http(environ: Mapping[str, str]) -> GuardConfig:
+    try:
+        return load_guard_config(environ, "hostd")
+    except GuardConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _advertise_url(env: _Env, host: str) -> str | None:

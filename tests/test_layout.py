@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("gateway", "core", "hosts", "guest")
-REPO_PACKAGES = (*SERVICES, "contracts", "pricing", "cli")
+REPO_PACKAGES = (*SERVICES, "contracts", "guard", "pricing", "cli")
 
 
 def imports_of(package: str) -> dict[str, set[str]]:
@@ -45,6 +45,14 @@ def test_services_never_import_each_other(package: str) -> None:
 def test_contracts_is_a_leaf() -> None:
     for path, names in imports_of("contracts").items():
         bad = {n for n in names if n.split(".")[0] in REPO_PACKAGES and n.split(".")[0] != "contracts"}
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_guard_is_a_leaf() -> None:
+    """The edge guard is mounted by gateway, core and hosts, so it may import none of them
+    (nor contracts: each process renders its own error body)."""
+    for path, names in imports_of("guard").items():
+        bad = {n for n in names if n.split(".")[0] in REPO_PACKAGES and n.split(".")[0] != "guard"}
         assert not bad, f"{path} imports {bad}"
 
 

@@ -1,19 +1,24 @@
 """The core's ASGI app: wiring only. Served by Granian:
-``granian --interface asgi --factory core.http.app:create_app``."""
+``granian --interface asgi --factory core.http.app:create_app``.
+
+Outermost is the guard (``guard/``): slow, oversized and malformed requests are refused
+before Litestar sees them, with the core's error body."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
+import msgspec
 import structlog
 from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.types import ControllerRouterHandler
 
 from contracts.observability import configure_logging
-from contracts.public import Health
+from contracts.public import ErrorBody, Health
 from core.cache import Cache
 from core.config import CoreConfig, load_config
 from core.db.migrate import migrate
@@ -44,6 +49,7 @@ from core.services.startup import StartupSettler
 from core.services.warm_pool import WarmPool
 from core.services.webhook_dispatch import Dispatcher
 from core.services.webhooks import WebhookService
+from guard import ASGIApp, guard
 
 log = structlog.get_logger()
 
@@ -99,7 +105,20 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
 """Every route the core serves (listed for the gateway in ``contracts/core_routes.py``)."""
 
 
-def create_app(config: CoreConfig | None = None) -> Litestar:
+_UPLOADS = re.compile(r"/v1/sandboxes/[^/]+/files/?|/toolbox/[^/]+/files/(?:bulk-)?upload/?")
+"""The routes whose body is a file (or multipart files), streamed: every other route decodes
+its body as JSON."""
+
+
+def _byte_stream(method: str, path: str) -> bool:
+    return method in ("PUT", "POST") and _UPLOADS.fullmatch(path) is not None
+
+
+def _error_body(status: int, code: str, message: str) -> bytes:
+    return msgspec.json.encode(ErrorBody(status_code=status, message=message, code=code))
+
+
+def create_app(config: CoreConfig | None = None) -> ASGIApp:
     config = config or load_config()
     configure_logging("core", fmt=config.log_format)
 
@@ -151,7 +170,7 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
             await cache.close()
             await db.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         lifespan=[lifespan],
         middleware=[request_context],
@@ -159,3 +178,4 @@ def create_app(config: CoreConfig | None = None) -> Litestar:
         openapi_config=None,
         debug=False,
     )
+    return guard(app, config.http, _error_body, byte_streams=_byte_stream)
