@@ -13,12 +13,14 @@ Plus what the clients themselves saw (``CallRecord``: the credentials they made 
 and each attempt's request id, credential and answer). ``check`` returns the violations of:
 
 - ``lost_payments``: a transfer to the recipient on the chain that the ledger does not have
-  (the payer paid and the gateway forgot: no service, no credit);
+  (the payer paid and the gateway forgot: no service, no credit), or a charge in the ledger
+  for a call the core never saw, not credited back;
 - ``unbacked_payments``: a ledger row whose transaction is not on the chain, or is from
   another sender, or moved less than the row's amount;
 - ``unpaid_forwards``: an attempt the core saw without a ledger row for its credential;
 - ``credential_reuse``: one credential (challenge) forwarded more than once;
-- ``double_charges``: one call charged more than once (counting ledger rows not credited back);
+- ``double_charges``: one call charged more often than the core served it (counting ledger
+  rows not credited back; a GET whose answer was lost is paid and served again, legitimately);
 - ``credit_mismatch``: a payer's credit balance is not what the ledger's rows add up to
   (credited back minus paid from credit);
 - ``unreported_outcomes``: a ledger row without the core's status (its refund, if due, is lost);
@@ -199,8 +201,14 @@ def check(
             for c in call.credentials
             if c in by_challenge and by_challenge[c]["credited"] < by_challenge[c]["amount"]
         ]
-        if len(kept) > 1:
-            v["double_charges"].append({"call": call.id, "payments": [r["id"] for r in kept]})
+        served = sum(seen.get(a.request_id, 0) for a in call.attempts)
+        if len(kept) > max(served, 1):
+            v["double_charges"].append(
+                {"call": call.id, "payments": [r["id"] for r in kept], "served": served}
+            )
+        elif kept and not served:
+            unserved = {"call": call.id, "payment": kept[0]["id"], "why": "charged, never served, no credit"}
+            v["lost_payments"].append(unserved)
         if call.final is None:
             v["unfinished_calls"].append({"call": call.id, "attempts": len(call.attempts)})
     v["credential_reuse"] = [
