@@ -63,7 +63,26 @@ async def mark_ready(
 
 
 async def mark_deleted(db: asyncpg.Pool, snapshot_id: str) -> None:
+    """Gone for its org; its data stays on the host until ``mark_purged``."""
     await db.execute("UPDATE snapshots SET state = 'deleted' WHERE id = $1", snapshot_id)
+
+
+async def mark_purged(db: asyncpg.Pool, snapshot_id: str) -> None:
+    """The host confirmed that the deleted snapshot's data is gone."""
+    await db.execute("UPDATE snapshots SET purged = true WHERE id = $1 AND state = 'deleted'", snapshot_id)
+
+
+async def unpurged(db: asyncpg.Pool, limit: int = 100) -> list[SnapshotRecord]:
+    """Deleted snapshots whose data a ``ready`` host may still hold (its removal failed: the
+    host was down, or died meanwhile), oldest first."""
+    rows = await db.fetch(
+        f"SELECT {', '.join('s.' + c for c in SnapshotRecord.__struct_fields__)}"
+        " FROM snapshots s JOIN hosts h ON h.id = s.host_id"
+        " WHERE s.state = 'deleted' AND NOT s.purged AND h.state = 'ready'"
+        " ORDER BY s.created_at LIMIT $1",
+        limit,
+    )
+    return [_record(r) for r in rows]
 
 
 async def get(db: asyncpg.Pool, org_id: str, snapshot_id: str) -> SnapshotRecord | None:

@@ -138,10 +138,7 @@ class SnapshotService:
         host = await hosts_db.get(self._db, snap.host_id)
         await snapshots_db.mark_deleted(self._db, snap.id)
         if host is not None:
-            try:
-                await self._hosts.delete_snapshot(host, snap.id)
-            except CoreError as exc:  # the row is gone: the sweeper-less leftover is only disk
-                log.warning("snapshot_delete_failed", snapshot_id=snap.id, error=exc.message)
+            await self._purge(host, snap)
 
     async def restore(self, org_id: str, ref: str, snapshot_id: str) -> SandboxRecord:
         """Put the sandbox back to one of its own snapshots (its disk replaced, then booted).
@@ -209,17 +206,29 @@ class SnapshotService:
         return await self._sandboxes.create(org_id, new, origin=origin)
 
     async def sweep_stale(self) -> None:
-        """Remove snapshots a crash left half-made (never ``ready``, so never trusted)."""
+        """Remove snapshots a crash left half-made (never ``ready``, so never trusted), and
+        ask again for the removal of deleted ones whose host did not confirm it."""
         for snap in await snapshots_db.stale_creating(self._db, self._stale_s):
             host = await hosts_db.get(self._db, snap.host_id)
             if host is not None:
                 await self._discard(host, snap)
             else:
                 await snapshots_db.mark_deleted(self._db, snap.id)
+        for snap in await snapshots_db.unpurged(self._db):
+            host = await hosts_db.get(self._db, snap.host_id)
+            if host is not None:
+                await self._purge(host, snap)
 
     async def _discard(self, host: HostRecord, snap: SnapshotRecord) -> None:
         await snapshots_db.mark_deleted(self._db, snap.id)
+        await self._purge(host, snap)
+
+    async def _purge(self, host: HostRecord, snap: SnapshotRecord) -> None:
+        """Remove a deleted snapshot's data from its host. A failure (the host is down, or
+        dies meanwhile) leaves the row unpurged, for the sweeper to try again."""
         try:
             await self._hosts.delete_snapshot(host, snap.id)
         except CoreError as exc:
-            log.warning("snapshot_discard_failed", snapshot_id=snap.id, error=exc.message)
+            log.warning("snapshot_purge_failed", snapshot_id=snap.id, error=exc.message)
+            return
+        await snapshots_db.mark_purged(self._db, snap.id)

@@ -1,6 +1,7 @@
 """Crash safety of lifecycle operations at the core: a core (or reaper) that dies between
 claiming an operation and finishing it leaves the sandbox in a transitional state, and the
-sweeper settles it from what the host reports; a snapshot left half-made is never trusted.
+sweeper settles it from what the host reports; a snapshot left half-made is never trusted, and
+one deleted while its host is down is removed from the host once it is back.
 
 Two kinds of kill point: the SQL ones put the row exactly where a dead core leaves it (the
 claim committed, nothing after it) — deterministic; the real one SIGKILLs the core in the
@@ -20,6 +21,7 @@ import httpx
 from cli.stack import Stack
 from tests.core.test_files import create, sh
 from tests.core.test_lifecycle import wait_state
+from tests.support import wait_for
 
 
 async def abandon(stack_db: asyncpg.Pool, sid: str, state: str) -> None:
@@ -70,6 +72,22 @@ async def test_a_half_made_snapshot_is_never_used(org: httpx.Client, stack_db: a
             break
         time.sleep(0.2)
     assert row == "deleted"  # swept, and removed from the host's store
+
+
+def test_a_snapshot_deleted_while_its_host_is_down_leaves_the_host_once_it_is_back(
+    org: httpx.Client, stack: Stack
+) -> None:
+    sid = create(org)
+    snap = org.post(f"/v1/sandboxes/{sid}/snapshot").json()
+    entry = stack.var / "hostd" / "pool" / "snapshots" / snap["id"]
+    assert entry.is_dir()
+    stack.stop_service("hostd")
+    try:
+        assert org.delete(f"/v1/snapshots/{snap['id']}").status_code == 204  # gone for the org at once
+        assert entry.is_dir()  # its data is still on the host, which was down
+    finally:
+        stack.restart("hostd")  # whatever happened, the next tests get a hostd
+    wait_for(lambda: not entry.exists(), what="the sweeper to remove the deleted snapshot from the host")
 
 
 def test_killing_the_core_mid_archive_leaves_a_state_the_restart_settles(
