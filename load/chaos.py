@@ -469,6 +469,7 @@ def main() -> None:
     parser.add_argument("--kills", default=",".join(TARGETS), help=f"comma-separated, of {TARGETS}")
     parser.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
     parser.add_argument("--interval", default="3,12", help="min,max seconds between kills")
+    parser.add_argument("--report", type=Path, help="also write the JSON report to this file")
     args = parser.parse_args()
     kills = tuple(k for k in args.kills.split(",") if k)
     if unknown := set(kills) - set(TARGETS):
@@ -481,7 +482,10 @@ def main() -> None:
     )
     with own_stack() as stack:
         report = run_chaos(stack, plan)
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.report:
+        args.report.write_text(text + "\n")
+    print(text)
     sys.exit(0 if report["ok"] else 1)
 
 

@@ -14,6 +14,9 @@ Every check returns the offending ids (empty when it holds):
   (frozen) with processes in it;
 * ``running_without_row`` — containers running or frozen whose row says otherwise, and
   processes in the cgroup of a sandbox that is not booted;
+* ``error_but_running`` — the same for rows in ``error`` (an operation whose outcome the core
+  did not learn), reported apart with the row's reason: the row says the sandbox is broken
+  while the host runs it;
 * ``containers``, ``cgroups``, ``netns``, ``sysfs_mounts``, ``runc_run``, ``processes``,
   ``veths`` — each host resource a booted sandbox holds, one per ``started``/``paused`` row
   (extra ones are leaks, missing ones broken sandboxes);
@@ -51,6 +54,8 @@ class Rows:
 
     sandboxes: dict[str, str]
     snapshots: dict[str, str]
+    notes: dict[str, str] = field(default_factory=dict)
+    """Name and error reason of each sandbox row, for the report."""
 
     def where(self, states: frozenset[str] | set[str]) -> set[str]:
         return {sid for sid, state in self.sandboxes.items() if state in states}
@@ -98,12 +103,17 @@ async def read_rows(database_url: str, host_name: str) -> Rows:
     try:
         host_id = await conn.fetchval("SELECT id FROM hosts WHERE name = $1", host_name)
         sandboxes = await conn.fetch(
-            "SELECT id, state FROM sandboxes WHERE host_id = $1 OR host_id IS NULL", host_id
+            "SELECT id, state, name, error_reason FROM sandboxes WHERE host_id = $1 OR host_id IS NULL",
+            host_id,
         )
         snapshots = await conn.fetch("SELECT id, state FROM snapshots WHERE host_id = $1", host_id)
     finally:
         await conn.close()
-    return Rows({r["id"]: r["state"] for r in sandboxes}, {r["id"]: r["state"] for r in snapshots})
+    return Rows(
+        {r["id"]: r["state"] for r in sandboxes},
+        {r["id"]: r["state"] for r in snapshots},
+        {r["id"]: f"{r['name']} ({r['error_reason'] or 'no error'})" for r in sandboxes},
+    )
 
 
 def read_machine(config: HostdConfig) -> Machine:
@@ -139,8 +149,12 @@ def judge(rows: Rows, machine: Machine) -> Verdict:
         if machine.containers.get(sid) != ("running" if rows.sandboxes[sid] == "started" else "paused")
         or sid not in with_processes
     )
+    errored = rows.where({"error"})
     v.checks["running_without_row"] = sorted(
-        f"{sid}:{rows.sandboxes.get(sid, 'no row')}" for sid in (running | with_processes) - booted
+        f"{sid}:{rows.sandboxes.get(sid, 'no row')}" for sid in (running | with_processes) - booted - errored
+    )
+    v.checks["error_but_running"] = sorted(
+        f"{sid}:{rows.notes[sid]}" for sid in (running | with_processes) & errored
     )
     for name, present in (
         ("containers", set(machine.containers)),
