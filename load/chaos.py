@@ -70,7 +70,7 @@ class OpFailed(Exception):
 
     def __init__(self, op: str, kind: str, detail: str = "") -> None:
         super().__init__(f"{op}: {kind} {detail}".strip())
-        self.op, self.kind = op, kind
+        self.op, self.kind, self.detail = op, kind, detail
 
 
 @dataclass
@@ -80,6 +80,8 @@ class Tally:
     ops: collections.Counter[str] = field(default_factory=collections.Counter)
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     errors_by_op: collections.Counter[str] = field(default_factory=collections.Counter)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    """A few distinct answers of each ``op:kind`` that came with a body (what a 500 said)."""
     rounds: int = 0
     lost_reads: list[str] = field(default_factory=list)
     """Reads that returned 200 with other content than what was written: a lost file."""
@@ -93,6 +95,9 @@ class Tally:
         with self.lock:
             self.errors[error.kind] += 1
             self.errors_by_op[f"{error.op}:{error.kind}"] += 1
+            seen = self.samples.setdefault(f"{error.op}:{error.kind}", [])
+            if error.detail and error.detail not in seen and len(seen) < 3:
+                seen.append(error.detail)
 
 
 def chaos_stack(index: int, var: Path) -> Stack:
@@ -451,6 +456,7 @@ def run_chaos(stack: Stack, plan: Plan) -> dict:
         "ops_completed": dict(tally.ops),
         "errors_by_kind": dict(tally.errors),
         "errors_by_op": dict(tally.errors_by_op),
+        "error_samples": tally.samples,
         "kills_by_target": dict(killer.kills),
         "kill_log": killer.log,
         "settle_s": None if settle_s is None else round(settle_s, 1),
