@@ -33,7 +33,7 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import Provide
 from litestar.response import Stream
-from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
+from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from contracts.public import (
     BulkUploadFailed,
@@ -57,6 +57,9 @@ _PART_QUEUE = 4
 """Chunks of a multipart file part buffered ahead of its upload: the parser waits beyond that."""
 _FIELD_MAX = 4096
 """Largest text field (a ``files[i].path``) of a multipart upload."""
+_SEGMENTS_MAX = 20_000
+"""Most parts one multipart upload may have (10,000 files with their paths): the paths and
+the per-file answers are held until the end of the body, so their number must be bounded."""
 _PATH_FIELD = re.compile(r"files\[(\d+)\]\.path")
 _FILE_FIELD = re.compile(r"files\[(\d+)\]\.file")
 _SAFE_FILENAME = re.compile(r"[\x20-\x7e]*")
@@ -270,16 +273,37 @@ async def _upload_multipart(
     """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get("boundary")
+    body = request.stream()
     if content_type != "multipart/form-data" or not boundary:
+        await _drain(body)
         raise BadRequest("expected a multipart/form-data body with a boundary")
     outcome = _Outcome()
+    try:
+        await _parse_parts(body, boundary, single, outcome, sandboxes, org_id, sandbox_id)
+    except BadRequest:
+        # Read what is left (up to DRAIN_MAX): a connection closed with the body unread
+        # can be reset before the client reads this answer, or reused by its pool.
+        await _drain(body)
+        raise
+    return outcome
+
+
+async def _parse_parts(
+    body: AsyncIterator[bytes],
+    boundary: str,
+    single: str | None,
+    outcome: _Outcome,
+    sandboxes: SandboxService,
+    org_id: str,
+    sandbox_id: str,
+) -> None:
     paths: dict[str, str] = {}
     field: tuple[str, bytearray] | None = None
     part: _PartUpload | None = None
     skipping = False
     try:
-        with PushMultipartParser(boundary.encode()) as parser:
-            async for chunk in request.stream():
+        with PushMultipartParser(boundary.encode(), max_segment_count=_SEGMENTS_MAX) as parser:
+            async for chunk in body:
                 for event in parser.parse(chunk):
                     if isinstance(event, MultipartSegment):
                         field, part, skipping = _begin(
@@ -300,12 +324,11 @@ async def _upload_multipart(
                     elif not skipping:
                         raise BadRequest("multipart data outside a part")
             parser.close()
-    except ParserError as exc:
+    except MultipartError as exc:  # ParserError, and ParserLimitReached (headers, parts)
         raise BadRequest(f"malformed multipart body: {exc}") from None
     finally:
         if part is not None:
             await part.abort()  # a body cut short: this file is not stored
-    return outcome
 
 
 def _begin(
