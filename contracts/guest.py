@@ -40,9 +40,21 @@ operation is a new pair of messages here, a handler in the agent and a method in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+from contracts.fields import (
+    Argv,
+    EnvMap,
+    Name,
+    Path,
+    Positive,
+    Text,
+    TimeoutMs,
+    Url,
+    check_command_size,
+)
 
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
@@ -74,10 +86,13 @@ class Exec(_Msg, frozen=True, tag="exec"):
     ``timed_out=True`` and ``exit_code=-9``.
     """
 
-    argv: list[str]
-    env: dict[str, str] = {}
-    cwd: str | None = None
-    timeout_ms: int = 60_000
+    argv: Argv
+    env: EnvMap = {}
+    cwd: Path | None = None
+    timeout_ms: TimeoutMs = 60_000
+
+    def __post_init__(self) -> None:
+        check_command_size(self.argv, self.env)
 
 
 Language = Literal["python", "bash", "javascript", "typescript"]
@@ -95,11 +110,14 @@ class CodeRun(_Msg, frozen=True, tag="code.run"):
     """
 
     language: Language
-    code: str
-    argv: list[str] = []
-    env: dict[str, str] = {}
-    cwd: str | None = None
-    timeout_ms: int = 60_000
+    code: Text
+    argv: Argv = []
+    env: EnvMap = {}
+    cwd: Path | None = None
+    timeout_ms: TimeoutMs = 60_000
+
+    def __post_init__(self) -> None:
+        check_command_size(self.argv, self.env)
 
 
 class Dirs(_Msg, frozen=True, tag="dirs"):
@@ -111,7 +129,7 @@ class EnvSet(_Msg, frozen=True, tag="env.set"):
     (a warm-pool sandbox gets its owner's environment when it is claimed). Answered with
     ``EnvDone``."""
 
-    env: dict[str, str]
+    env: EnvMap
 
 
 class Metrics(_Msg, frozen=True, tag="metrics"):
@@ -122,8 +140,8 @@ class SessionCreate(_Msg, frozen=True, tag="session.create"):
     """Start a persistent shell (one ``bash``) in ``cwd`` (default: the home); answered with
     ``SessionResult``. No ``session_id`` means a new UUID; an existing one is a ``conflict``."""
 
-    session_id: str | None = None
-    cwd: str | None = None
+    session_id: Name | None = None
+    cwd: Path | None = None
 
 
 class SessionList(_Msg, frozen=True, tag="session.list"):
@@ -134,14 +152,14 @@ class SessionGet(_Msg, frozen=True, tag="session.get"):
     """One session and its last 100 commands; with ``output``, each command's stdout and
     stderr, at most ``SESSION_HISTORY_OUTPUT`` bytes each. Answered with ``SessionResult``."""
 
-    session_id: str
+    session_id: Name
     output: bool = False
 
 
 class SessionDelete(_Msg, frozen=True, tag="session.delete"):
     """Kill the session's shell and everything it started; answered with ``SessionResult``."""
 
-    session_id: str
+    session_id: Name
 
 
 class SessionExec(_Msg, frozen=True, tag="session.exec"):
@@ -152,25 +170,25 @@ class SessionExec(_Msg, frozen=True, tag="session.exec"):
     code -9. With ``run_async`` the reply comes at once, ``exit_code`` null until it ends. A
     command that exits the shell ends the session (``alive`` false afterwards)."""
 
-    session_id: str
-    command: str
-    timeout_ms: int = 60_000
+    session_id: Name
+    command: Text
+    timeout_ms: TimeoutMs = 60_000
     run_async: bool = False
 
 
 class SessionCommand(_Msg, frozen=True, tag="session.command"):
     """A command's state, without output; answered with ``SessionCommandResult``."""
 
-    session_id: str
-    command_id: str
+    session_id: Name
+    command_id: Name
 
 
 class SessionLogs(_Msg, frozen=True, tag="session.logs"):
     """A command's state and output so far (up to 1 MiB per stream); answered with
     ``SessionCommandResult``."""
 
-    session_id: str
-    command_id: str
+    session_id: Name
+    command_id: Name
 
 
 # guest → host -------------------------------------------------------------------------------
@@ -278,43 +296,45 @@ class Error(_Msg, frozen=True, tag="error"):
 
 GIT_TIMEOUT_MS = 300_000
 """How long a git command may run (clone, push and pull reach the network)."""
+GIT_LOG_MAX = 10_000
+GitLogLimit = Annotated[int, msgspec.Meta(ge=1, le=GIT_LOG_MAX)]
 
 
 class GitClone(_Msg, frozen=True, tag="git.clone"):
     """``git clone`` ``url`` into ``path``; ``commit_id`` then detaches HEAD at that commit.
     Answered with ``GitDone``."""
 
-    url: str
-    path: str
-    branch: str | None = None
-    depth: int | None = None
-    commit_id: str | None = None
-    username: str | None = None
-    password: str | None = None
-    timeout_ms: int = GIT_TIMEOUT_MS
+    url: Url
+    path: Path
+    branch: Name | None = None
+    depth: Positive | None = None
+    commit_id: Name | None = None
+    username: Text | None = None
+    password: Text | None = None
+    timeout_ms: TimeoutMs = GIT_TIMEOUT_MS
 
 
 class GitStatus(_Msg, frozen=True, tag="git.status"):
     """Answered with ``GitStatusResult``."""
 
-    path: str
+    path: Path
 
 
 class GitAdd(_Msg, frozen=True, tag="git.add"):
     """Stage ``files`` (relative to the repository root); answered with ``GitDone``."""
 
-    path: str
-    files: list[str]
+    path: Path
+    files: list[Path]
 
 
 class GitCommit(_Msg, frozen=True, tag="git.commit"):
     """Commit what is staged, as ``author_name <author_email>`` when given (both author and
     committer); answered with ``GitCommitResult``."""
 
-    path: str
-    message: str
-    author_name: str | None = None
-    author_email: str | None = None
+    path: Path
+    message: Text
+    author_name: Text | None = None
+    author_email: Text | None = None
     allow_empty: bool = False
 
 
@@ -322,60 +342,60 @@ class GitPush(_Msg, frozen=True, tag="git.push"):
     """Push ``branch`` (default: the current one) to ``remote`` (default ``origin``);
     answered with ``GitDone``."""
 
-    path: str
-    remote: str | None = None
-    branch: str | None = None
-    username: str | None = None
-    password: str | None = None
+    path: Path
+    remote: Name | None = None
+    branch: Name | None = None
+    username: Text | None = None
+    password: Text | None = None
     set_upstream: bool = False
-    timeout_ms: int = GIT_TIMEOUT_MS
+    timeout_ms: TimeoutMs = GIT_TIMEOUT_MS
 
 
 class GitPull(_Msg, frozen=True, tag="git.pull"):
     """Pull ``branch`` from ``remote`` (default: the current branch's upstream); answered with
     ``GitDone``."""
 
-    path: str
-    remote: str | None = None
-    branch: str | None = None
-    username: str | None = None
-    password: str | None = None
-    timeout_ms: int = GIT_TIMEOUT_MS
+    path: Path
+    remote: Name | None = None
+    branch: Name | None = None
+    username: Text | None = None
+    password: Text | None = None
+    timeout_ms: TimeoutMs = GIT_TIMEOUT_MS
 
 
 class GitBranches(_Msg, frozen=True, tag="git.branches"):
     """The local branches; answered with ``GitBranchesResult``."""
 
-    path: str
+    path: Path
 
 
 class GitBranchCreate(_Msg, frozen=True, tag="git.branch.create"):
     """Create branch ``name`` at HEAD (without switching to it); answered with ``GitDone``."""
 
-    path: str
-    name: str
+    path: Path
+    name: Name
 
 
 class GitBranchDelete(_Msg, frozen=True, tag="git.branch.delete"):
     """Delete local branch ``name``, merged or not; answered with ``GitDone``."""
 
-    path: str
-    name: str
+    path: Path
+    name: Name
 
 
 class GitCheckout(_Msg, frozen=True, tag="git.checkout"):
     """Switch to ``ref`` (a branch, also one only a remote has, or a commit); answered with
     ``GitDone``."""
 
-    path: str
-    ref: str
+    path: Path
+    ref: Name
 
 
 class GitLog(_Msg, frozen=True, tag="git.log"):
     """The newest ``limit`` commits reachable from HEAD; answered with ``GitLogResult``."""
 
-    path: str
-    limit: int = 100
+    path: Path
+    limit: GitLogLimit = 100
 
 
 class GitDone(_Msg, frozen=True, tag="git.done"):
@@ -441,6 +461,7 @@ class GitLogResult(_Msg, frozen=True, tag="git.log.result"):
 
 FS_MAX_RESULTS = 10_000
 """Largest ``max`` of a walk and most entries ``fs.list`` returns."""
+Results = Annotated[int, msgspec.Meta(ge=1, le=FS_MAX_RESULTS)]
 FS_WALK_BUDGET_MS = 20_000
 """How long a walk may take: less than the 30 s hostd waits for a reply."""
 
@@ -450,30 +471,30 @@ class FsList(_Msg, frozen=True, tag="fs.list"):
     children (each right after its directory; symlinked directories are not entered).
     Answered with ``FsListResult``."""
 
-    path: str
-    depth: int = 1
+    path: Path
+    depth: Positive = 1
 
 
 class FsStat(_Msg, frozen=True, tag="fs.stat"):
     """``path``'s entry (a symlink is followed; a dangling one is described itself).
     Answered with ``FsStatResult``."""
 
-    path: str
+    path: Path
 
 
 class FsMkdir(_Msg, frozen=True, tag="fs.mkdir"):
     """``mkdir -p path``; the directories it creates get ``mode`` (octal, umask not applied).
     An existing directory is fine. Answered with ``FsDone``."""
 
-    path: str
-    mode: str = "755"
+    path: Path
+    mode: Name = "755"
 
 
 class FsRemove(_Msg, frozen=True, tag="fs.remove"):
     """Remove a file, a symlink (not its target) or, with ``recursive``, a directory and
     everything in it. Answered with ``FsDone``."""
 
-    path: str
+    path: Path
     recursive: bool = False
 
 
@@ -481,18 +502,18 @@ class FsMove(_Msg, frozen=True, tag="fs.move"):
     """Rename ``source`` to ``destination`` (across filesystems: copy, then remove). An
     existing destination is a ``conflict``; its parent must exist. Answered with ``FsDone``."""
 
-    source: str
-    destination: str
+    source: Path
+    destination: Path
 
 
 class FsChmod(_Msg, frozen=True, tag="fs.chmod"):
     """Set ``mode`` (octal) and/or ``owner``/``group`` (names or numeric ids) of ``path``;
     null leaves one unchanged. Answered with ``FsDone``."""
 
-    path: str
-    mode: str | None = None
-    owner: str | None = None
-    group: str | None = None
+    path: Path
+    mode: Name | None = None
+    owner: Name | None = None
+    group: Name | None = None
 
 
 class FsFindNames(_Msg, frozen=True, tag="fs.find_names"):
@@ -500,9 +521,9 @@ class FsFindNames(_Msg, frozen=True, tag="fs.find_names"):
     pattern with ``/`` matches the path relative to ``path``). Answered with
     ``FsPathsResult``."""
 
-    path: str
-    pattern: str
-    max: int = 1000
+    path: Path
+    pattern: Text
+    max: Results = 1000
 
 
 class FsGrep(_Msg, frozen=True, tag="fs.grep"):
@@ -510,9 +531,9 @@ class FsGrep(_Msg, frozen=True, tag="fs.grep"):
     text files under it; files with a NUL byte in their first 8 KiB are skipped. Answered
     with ``FsGrepResult``."""
 
-    path: str
-    pattern: str
-    max: int = 1000
+    path: Path
+    pattern: Text
+    max: Results = 1000
     regex: bool = False
 
 
@@ -521,11 +542,11 @@ class FsReplace(_Msg, frozen=True, tag="fs.replace"):
     ``files``, or in the text files under ``path`` whose name matches ``glob`` (all without
     one). Answered with ``FsReplaceResult``: one outcome per file, failures included."""
 
-    find: str
-    replace: str
-    files: list[str] = []
-    path: str | None = None
-    glob: str | None = None
+    find: Text
+    replace: Text
+    files: list[Path] = []
+    path: Path | None = None
+    glob: Path | None = None
     regex: bool = False
 
 
@@ -622,8 +643,8 @@ class FsWrite(_Msg, frozen=True, tag="fs.write"):
     is the new file's mode; without it an existing file keeps its mode and a new one gets 0644.
     """
 
-    path: str
-    mode: str | None = None
+    path: Path
+    mode: Name | None = None
 
 
 class FsRead(_Msg, frozen=True, tag="fs.read"):
@@ -632,7 +653,7 @@ class FsRead(_Msg, frozen=True, tag="fs.read"):
     was read (``not_found``, ``bad_request`` for a directory, ``forbidden``); an ``error``
     after some data means the read failed midway and the bytes sent are incomplete."""
 
-    path: str
+    path: Path
 
 
 class FsReady(_Msg, frozen=True, tag="fs.ready"):
@@ -681,6 +702,7 @@ PTY_SCROLLBACK = 64 * 1024
 """Bytes of recent output each session keeps and replays to a client that attaches."""
 PTY_MAX_SIZE = 1000
 """Largest ``cols`` and ``rows`` (Daytona's limit); the smallest is 1."""
+TermSize = Annotated[int, msgspec.Meta(ge=1, le=PTY_MAX_SIZE)]
 PTY_KILL_GRACE_MS = 1000
 """How long the processes of a killed session get between SIGHUP and SIGKILL."""
 
@@ -711,11 +733,11 @@ class PtyCreate(_Msg, frozen=True, tag="pty.create"):
     to the home and must be a directory (else ``bad_request``). With ``lazy_start`` the shell
     starts at the first attach."""
 
-    session_id: str | None = None
-    cols: int = 80
-    rows: int = 24
-    cwd: str | None = None
-    env: dict[str, str] = {}
+    session_id: Name | None = None
+    cols: TermSize = 80
+    rows: TermSize = 24
+    cwd: Path | None = None
+    env: EnvMap = {}
     lazy_start: bool = False
 
 
@@ -726,23 +748,23 @@ class PtyList(_Msg, frozen=True, tag="pty.list"):
 class PtyGet(_Msg, frozen=True, tag="pty.get"):
     """Answered with ``PtyResult``."""
 
-    session_id: str
+    session_id: Name
 
 
 class PtyKill(_Msg, frozen=True, tag="pty.kill"):
     """Kill the session's processes (see "Lifetime") and forget it; attached clients get
     ``pty.exited``. Answered with ``PtyResult`` (the session as it ended)."""
 
-    session_id: str
+    session_id: Name
 
 
 class PtyResize(_Msg, frozen=True, tag="pty.resize"):
     """Set the terminal's size (the shell gets SIGWINCH); answered with ``PtyResult``, or
     ``conflict`` when the shell has exited. Also sent, unanswered, on an attach stream."""
 
-    session_id: str
-    cols: int
-    rows: int
+    session_id: Name
+    cols: TermSize
+    rows: TermSize
 
 
 class PtyResult(_Msg, frozen=True, tag="pty.result"):
@@ -759,12 +781,12 @@ class PtyAttach(_Msg, frozen=True, tag="pty.attach"):
     a ``conflict``); without it they are ignored and a missing session is ``not_found``, an
     exited one ``conflict``. Answered with ``PtyAttached``, then output."""
 
-    session_id: str
+    session_id: Name
     create: bool = False
-    cols: int = 80
-    rows: int = 24
-    cwd: str | None = None
-    env: dict[str, str] = {}
+    cols: TermSize = 80
+    rows: TermSize = 24
+    cwd: Path | None = None
+    env: EnvMap = {}
 
 
 class PtyAttached(_Msg, frozen=True, tag="pty.attached"):

@@ -90,9 +90,21 @@ keeps its disk), which the sandbox cannot measure from the inside.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+from contracts.fields import (
+    TIMEOUT_MAX_MS,
+    Argv,
+    EnvMap,
+    Name,
+    Path,
+    Positive,
+    Text,
+    Url,
+    check_command_size,
+)
 
 REGISTER_PATH = "/internal/hosts/register"
 HEARTBEAT_PATH = "/internal/hosts/{host_id}/heartbeat"
@@ -105,12 +117,12 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class SandboxSpec(_Wire, frozen=True):
     """Everything a host needs to run one sandbox."""
 
-    id: str
-    template: str
-    cpu: int
-    ram_mb: int
-    disk_gb: int
-    env: dict[str, str] = {}
+    id: Name
+    template: Name
+    cpu: Positive
+    ram_mb: Positive
+    disk_gb: Positive
+    env: EnvMap = {}
 
 
 class SandboxInfo(_Wire, frozen=True):
@@ -122,10 +134,13 @@ class SandboxInfo(_Wire, frozen=True):
 
 
 class ExecRequest(_Wire, frozen=True):
-    cmd: list[str]
-    env: dict[str, str] = {}
-    cwd: str | None = None
-    timeout_ms: int = 60_000
+    cmd: Annotated[Argv, msgspec.Meta(min_length=1)]
+    env: EnvMap = {}
+    cwd: Path | None = None
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=TIMEOUT_MAX_MS)] = 60_000
+
+    def __post_init__(self) -> None:
+        check_command_size(self.cmd, self.env)
 
 
 class ExecResult(_Wire, frozen=True):
@@ -153,7 +168,7 @@ class SnapshotRequest(_Wire, frozen=True):
     """Body of ``POST /sandboxes/{id}/snapshots``: the id the core chose for the snapshot
     (1-63 letters, digits, ``-`` or ``_``; unique on the host)."""
 
-    snapshot_id: str
+    snapshot_id: Name
 
 
 class SnapshotTaken(_Wire, frozen=True):
@@ -175,8 +190,8 @@ class RestoreRequest(_Wire, frozen=True):
     """Body of ``POST /sandboxes/{id}/restore``. ``verify_keys`` maps each accepted key id to
     its base64 Ed25519 public key; the snapshot's signature must be by one of them."""
 
-    snapshot_id: str
-    verify_keys: dict[str, str]
+    snapshot_id: Name
+    verify_keys: dict[Name, Text]
 
 
 class CloneRequest(_Wire, frozen=True):
@@ -184,7 +199,7 @@ class CloneRequest(_Wire, frozen=True):
     the (verified) snapshot's; ``spec.template`` must be the snapshot's template."""
 
     spec: SandboxSpec
-    verify_keys: dict[str, str]
+    verify_keys: dict[Name, Text]
 
 
 class ResizeRequest(_Wire, frozen=True):
@@ -192,9 +207,9 @@ class ResizeRequest(_Wire, frozen=True):
     sandbox may only grow (CPU, memory: applied live); a stopped one may also shrink CPU and
     memory; disk only ever grows. The core keeps the spec it sends on ``start`` in step."""
 
-    cpu: int | None = None
-    ram_mb: int | None = None
-    disk_gb: int | None = None
+    cpu: Positive | None = None
+    ram_mb: Positive | None = None
+    disk_gb: Positive | None = None
 
 
 class DiskUsage(_Wire, frozen=True):
@@ -213,15 +228,15 @@ class HostRegistration(_Wire, frozen=True):
     """hostd → core at start-up. ``sandboxes`` is the host's inventory: every sandbox whose
     disk it holds, running or not, so the core can reconcile."""
 
-    bootstrap_token: str
-    name: str
-    api_url: str
-    api_token: str
-    runtime: str
-    cpu: int
-    ram_mb: int
-    disk_gb: int
-    templates: list[str]
+    bootstrap_token: Text
+    name: Name
+    api_url: Url
+    api_token: Text
+    runtime: Name
+    cpu: Positive
+    ram_mb: Positive
+    disk_gb: Positive
+    templates: list[Name]
     sandboxes: list[SandboxInfo] = []
 
 

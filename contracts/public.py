@@ -15,6 +15,21 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from contracts.fields import (
+    NO_NUL,
+    Argv,
+    EnvMap,
+    Int32,
+    LabelMap,
+    Name,
+    NonNegative,
+    Path,
+    Positive,
+    Text,
+    Url,
+    check_command_size,
+)
+
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     status_code: int
@@ -29,27 +44,27 @@ class CreateSandbox(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """``POST /v1/sandboxes``. Also accepts E2B's ``{templateID, metadata, envVars, timeout}``;
     when both spellings are given the native one wins."""
 
-    template: str | None = None
-    name: str | None = None
-    cpu: int | None = None
-    ram_mb: int | None = None
-    disk_gb: int | None = None
-    env: dict[str, str] = {}
-    labels: dict[str, str] = {}
-    language: str | None = None
+    template: Name | None = None
+    name: Name | None = None
+    cpu: Positive | None = None
+    ram_mb: Positive | None = None
+    disk_gb: Positive | None = None
+    env: EnvMap = {}
+    labels: LabelMap = {}
+    language: Name | None = None
     lifecycle: Literal["persistent", "ephemeral"] | None = None
     """A preset of the three timers (docs/lifecycle.md); explicit timers win over it."""
-    auto_stop_minutes: int | msgspec.UnsetType = msgspec.UNSET
+    auto_stop_minutes: NonNegative | msgspec.UnsetType = msgspec.UNSET
     """Idle minutes before an automatic stop; 0: never."""
-    auto_archive_days: int | msgspec.UnsetType = msgspec.UNSET
+    auto_archive_days: NonNegative | msgspec.UnsetType = msgspec.UNSET
     """Days after the stop before an automatic archive; 0: never."""
-    auto_delete_days: int | msgspec.UnsetType = msgspec.UNSET
+    auto_delete_days: NonNegative | msgspec.UnsetType = msgspec.UNSET
     """Days after the stop before an automatic delete; 0: never."""
     # E2B's create body
-    templateID: str | None = None
-    metadata: dict[str, str] = {}
-    envVars: dict[str, str] = {}
-    timeout: int | None = None
+    templateID: Name | None = None
+    metadata: LabelMap = {}
+    envVars: EnvMap = {}
+    timeout: NonNegative | None = None
 
 
 class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,15 +102,15 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
 class Resize(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/sandboxes/{id}/resize``: new values, or null to keep one."""
 
-    cpu: int | None = None
-    ram_mb: int | None = None
-    disk_gb: int | None = None
+    cpu: Positive | None = None
+    ram_mb: Positive | None = None
+    disk_gb: Positive | None = None
 
 
 class Labels(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``PUT /v1/sandboxes/{id}/labels``: the new set (it replaces the old one)."""
 
-    labels: dict[str, str]
+    labels: LabelMap
 
 
 class SandboxList(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,10 +121,13 @@ class SandboxList(msgspec.Struct, frozen=True, kw_only=True):
 class Exec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/sandboxes/{id}/exec``: run ``cmd`` (an argv, no shell) to completion."""
 
-    cmd: Annotated[list[str], msgspec.Meta(min_length=1)]
+    cmd: Annotated[Argv, msgspec.Meta(min_length=1)]
     timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 60_000
-    env: dict[str, str] = {}
-    cwd: str | None = None
+    env: EnvMap = {}
+    cwd: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_command_size(self.cmd, self.env)
 
 
 class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +143,8 @@ class ExecResult(msgspec.Struct, frozen=True, kw_only=True):
 CODE_MAX_CHARS = 1_000_000
 """Longest snippet run-code accepts (both shapes): far beyond any hand-written script, and well
 inside the agent protocol's frame limit even when JSON escapes every character."""
+Code = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=CODE_MAX_CHARS)]
+"""A snippet or shell line: ``Text`` up to ``CODE_MAX_CHARS``."""
 
 
 class RunCode(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -132,12 +152,15 @@ class RunCode(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     (python, bash, javascript, typescript — run as JavaScript); without ``lang``, the
     sandbox's ``language``. ``argv`` are the program's arguments."""
 
-    code: Annotated[str, msgspec.Meta(max_length=CODE_MAX_CHARS)]
-    lang: str | None = None
+    code: Code
+    lang: Name | None = None
     timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 60_000
-    argv: list[str] = []
-    env: dict[str, str] = {}
-    cwd: str | None = None
+    argv: Argv = []
+    env: EnvMap = {}
+    cwd: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_command_size(self.argv, self.env)
 
 
 class Dirs(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,9 +193,9 @@ class Metrics(msgspec.Struct, frozen=True, kw_only=True):
 class CreateApiKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/api-keys`` (admin only). Without ``org_id`` a new org is created."""
 
-    name: str = ""
-    org_id: str | None = None
-    org_name: str | None = None
+    name: Name = ""
+    org_id: Name | None = None
+    org_name: Name | None = None
 
 
 class ApiKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,25 +216,29 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
 # Daytona ------------------------------------------------------------------------------------
 
 
+MAX_GIB = 2**31 // 1024 - 1
+"""Largest Daytona ``memory`` (GiB): its MiB must still fit an ``integer``."""
+
+
 class DaytonaCreateSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """``POST /sandbox``. ``memory`` and ``disk`` are GiB, as in Daytona."""
 
-    name: str | None = None
-    snapshot: str | None = None
-    user: str | None = None
-    env: dict[str, str] = {}
-    labels: dict[str, str] = {}
+    name: Name | None = None
+    snapshot: Name | None = None
+    user: Name | None = None
+    env: EnvMap = {}
+    labels: LabelMap = {}
     public: bool = False
-    cpu: int | None = None
-    gpu: int | None = None
-    memory: int | None = None
-    disk: int | None = None
-    auto_stop_interval: int | None = None
-    auto_archive_interval: int | None = None
-    auto_delete_interval: int | None = None
+    cpu: Positive | None = None
+    gpu: NonNegative | None = None
+    memory: Annotated[int, msgspec.Meta(ge=1, le=MAX_GIB)] | None = None
+    disk: Positive | None = None
+    auto_stop_interval: Int32 | None = None
+    auto_archive_interval: Int32 | None = None
+    auto_delete_interval: Int32 | None = None
     ephemeral: bool = False
     network_block_all: bool = False
-    target: str | None = None
+    target: Name | None = None
 
 
 class DaytonaSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -260,10 +287,13 @@ class DaytonaExecute(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /toolbox/{id}/process/execute``: ``command`` is a shell command line;
     ``timeout`` is in seconds."""
 
-    command: str
-    cwd: str | None = None
-    envs: dict[str, str] = {}
+    command: Text
+    cwd: Path | None = None
+    envs: EnvMap = {}
     timeout: Annotated[int, msgspec.Meta(ge=0, le=3600)] | None = None
+
+    def __post_init__(self) -> None:
+        check_command_size(["/bin/sh", "-c", self.command], self.envs)
 
 
 class DaytonaExecuteResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -275,11 +305,14 @@ class DaytonaCodeRun(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /toolbox/{id}/process/code-run``. ``language`` defaults to the sandbox's;
     ``timeout`` is in seconds."""
 
-    code: Annotated[str, msgspec.Meta(max_length=CODE_MAX_CHARS)]
-    language: str | None = None
-    argv: list[str] | None = None
-    envs: dict[str, str] | None = None
+    code: Code
+    language: Name | None = None
+    argv: Argv | None = None
+    envs: EnvMap | None = None
     timeout: Annotated[int, msgspec.Meta(ge=0, le=3600)] | None = None
+
+    def __post_init__(self) -> None:
+        check_command_size(self.argv or [], self.envs)
 
 
 class DaytonaCharts(msgspec.Struct, frozen=True, kw_only=True):
@@ -311,29 +344,29 @@ class DaytonaDir(msgspec.Struct, frozen=True, kw_only=True):
 class GitClone(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/sandboxes/{id}/git/clone``."""
 
-    url: str
-    path: str
-    branch: str | None = None
-    depth: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    commit_id: str | None = None
-    username: str | None = None
-    password: str | None = None
+    url: Url
+    path: Path
+    branch: Name | None = None
+    depth: Positive | None = None
+    commit_id: Name | None = None
+    username: Text | None = None
+    password: Text | None = None
 
 
 class GitAdd(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/sandboxes/{id}/git/add``: ``files`` relative to the repository root."""
 
-    path: str
-    files: list[str]
+    path: Path
+    files: list[Path]
 
 
 class GitCommit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/sandboxes/{id}/git/commit``: what is staged, as the given author."""
 
-    path: str
-    message: str
-    author_name: str | None = None
-    author_email: str | None = None
+    path: Path
+    message: Text
+    author_name: Text | None = None
+    author_email: Text | None = None
     allow_empty: bool = False
 
 
@@ -341,27 +374,27 @@ class GitSync(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """``POST /v1/sandboxes/{id}/git/push`` and ``/git/pull``: ``remote`` defaults to
     ``origin``, ``branch`` to the current one (pull: its upstream)."""
 
-    path: str
-    remote: str | None = None
-    branch: str | None = None
-    username: str | None = None
-    password: str | None = None
+    path: Path
+    remote: Name | None = None
+    branch: Name | None = None
+    username: Text | None = None
+    password: Text | None = None
     set_upstream: bool = False
 
 
 class GitBranch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/sandboxes/{id}/git/branches``: create ``name`` at HEAD."""
 
-    path: str
-    name: str
+    path: Path
+    name: Name
 
 
 class GitCheckout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/sandboxes/{id}/git/checkout``: a branch (also one only the remote has) or a
     commit."""
 
-    path: str
-    ref: str
+    path: Path
+    ref: Name
 
 
 class GitOk(msgspec.Struct, frozen=True, kw_only=True):
@@ -419,49 +452,49 @@ class DaytonaGitClone(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /toolbox/{id}/git/clone`` (snake_case, like every Daytona git body).
     ``insecure_skip_tls`` is accepted and ignored: TLS is always verified."""
 
-    url: str
-    path: str
-    branch: str | None = None
-    commit_id: str | None = None
-    username: str | None = None
-    password: str | None = None
-    depth: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    url: Url
+    path: Path
+    branch: Name | None = None
+    commit_id: Name | None = None
+    username: Text | None = None
+    password: Text | None = None
+    depth: Positive | None = None
 
 
 class DaytonaGitAdd(msgspec.Struct, frozen=True, kw_only=True):
-    path: str
-    files: list[str]
+    path: Path
+    files: list[Path]
 
 
 class DaytonaGitCommit(msgspec.Struct, frozen=True, kw_only=True):
-    path: str
-    message: str
-    author: str
-    email: str
+    path: Path
+    message: Text
+    author: Text
+    email: Text
     allow_empty: bool | None = None
 
 
 class DaytonaGitSync(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /toolbox/{id}/git/push`` and ``/git/pull``."""
 
-    path: str
-    username: str | None = None
-    password: str | None = None
-    branch: str | None = None
-    remote: str | None = None
+    path: Path
+    username: Text | None = None
+    password: Text | None = None
+    branch: Name | None = None
+    remote: Name | None = None
     set_upstream: bool | None = None
 
 
 class DaytonaGitBranch(msgspec.Struct, frozen=True, kw_only=True):
     """``POST`` and ``DELETE /toolbox/{id}/git/branches``."""
 
-    path: str
-    name: str
+    path: Path
+    name: Name
 
 
 class DaytonaGitCheckout(msgspec.Struct, frozen=True, kw_only=True):
-    path: str
-    branch: str
+    path: Path
+    branch: Name
 
 
 class DaytonaGitFileStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -508,8 +541,8 @@ class CreateSession(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """``POST /v1/sandboxes/{id}/sessions``: a new shell in ``cwd`` (default: the home);
     ``id`` picks the session's id (default: a new UUID)."""
 
-    cwd: str | None = None
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    cwd: Path | None = None
+    id: Annotated[Name, msgspec.Meta(min_length=1)] | None = None
 
 
 class SessionOut(msgspec.Struct, frozen=True, kw_only=True):
@@ -529,7 +562,7 @@ class SessionExec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """``POST /v1/sandboxes/{id}/sessions/{sid}/exec``: run the shell line ``cmd`` in the
     session (``cd`` and ``export`` persist)."""
 
-    cmd: Annotated[str, msgspec.Meta(min_length=1, max_length=CODE_MAX_CHARS)]
+    cmd: Annotated[Code, msgspec.Meta(min_length=1)]
     timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=3_600_000)] = 60_000
 
 
@@ -551,7 +584,7 @@ class SessionCommandList(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DaytonaCreateSession(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    session_id: Annotated[Name, msgspec.Meta(min_length=1)]
 
 
 class DaytonaSessionCommand(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
@@ -571,7 +604,7 @@ class DaytonaSessionExecute(msgspec.Struct, frozen=True, kw_only=True, rename="c
     """``runAsync`` (or the older ``async``) answers 202 at once; ``suppressInputEcho`` is
     accepted and has no effect (commands never read input)."""
 
-    command: Annotated[str, msgspec.Meta(min_length=1, max_length=CODE_MAX_CHARS)]
+    command: Annotated[Code, msgspec.Meta(min_length=1)]
     run_async: bool | None = None
     async_: bool | None = msgspec.field(default=None, name="async")
     suppress_input_echo: bool | None = None
@@ -645,28 +678,28 @@ class FileMatches(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FileMove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    source: str
-    destination: str
+    source: Path
+    destination: Path
 
 
 class FileChmod(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``mode`` in octal (``755``); ``owner``/``group`` as names or numeric ids."""
 
-    path: str
-    mode: str | None = None
-    owner: str | None = None
-    group: str | None = None
+    path: Path
+    mode: Name | None = None
+    owner: Name | None = None
+    group: Name | None = None
 
 
 class FileReplace(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Replace ``find`` with ``replace`` in ``files``, or in the files under ``path`` whose
     name matches ``glob``; ``regex`` makes ``find`` a (Python) regular expression."""
 
-    find: str
-    replace: str
-    path: str | None = None
-    glob: str | None = None
-    files: list[str] = []
+    find: Text
+    replace: Text
+    path: Path | None = None
+    glob: Path | None = None
+    files: list[Path] = []
     regex: bool = False
 
 
@@ -702,9 +735,9 @@ class DaytonaSearchFiles(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DaytonaReplace(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    files: list[str]
-    pattern: str
-    new_value: str
+    files: list[Path]
+    pattern: Text
+    new_value: Text
 
 
 class DaytonaReplaceResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -755,12 +788,12 @@ class DaytonaUploadJson(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Seed 004's quick-start upload: the content in base64 (so at most 32 MiB through a paid
     gateway, which buffers JSON bodies; use the streaming routes for big files)."""
 
-    path: str
+    path: Path
     content: str
 
 
 class DaytonaBulkDownload(msgspec.Struct, frozen=True, kw_only=True):
-    paths: list[str]
+    paths: list[Path]
 
 
 # terminals (core/http/terminals.py) ------------------------------------------------------------
@@ -771,6 +804,10 @@ class DaytonaBulkDownload(msgspec.Struct, frozen=True, kw_only=True):
 # ``TerminalResize``, are typed into the terminal.
 
 
+TermSize = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+"""A terminal's columns or rows (``guest.PTY_MAX_SIZE`` is the agent's own limit)."""
+
+
 class TerminalReady(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="ready"):
     session_id: str
     cols: int
@@ -778,8 +815,8 @@ class TerminalReady(msgspec.Struct, frozen=True, kw_only=True, tag_field="type",
 
 
 class TerminalResize(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="resize"):
-    cols: int
-    rows: int
+    cols: TermSize
+    rows: TermSize
 
 
 class TerminalExit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="exit"):
@@ -791,11 +828,11 @@ class TerminalExit(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", 
 class DaytonaPtyCreate(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Daytona's ``PtyCreateRequest`` (every field optional)."""
 
-    id: str | None = None
-    cols: int | None = None
-    rows: int | None = None
-    cwd: str | None = None
-    envs: dict[str, str] | None = None
+    id: Name | None = None
+    cols: TermSize | None = None
+    rows: TermSize | None = None
+    cwd: Path | None = None
+    envs: EnvMap | None = None
     lazy_start: bool | None = None
 
 
@@ -821,8 +858,8 @@ class DaytonaPtyList(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DaytonaPtyResize(msgspec.Struct, frozen=True, kw_only=True):
-    cols: int
-    rows: int
+    cols: TermSize
+    rows: TermSize
 
 
 # webhooks (core/http/webhooks.py, docs/webhooks.md) ------------------------------------------
@@ -834,9 +871,9 @@ WEBHOOK_EVENTS = ("sandbox.state_updated", "template.state_updated")
 class CreateWebhook(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/webhooks``. Without ``secret`` the server generates one."""
 
-    url: str
-    events: list[str]
-    secret: str | None = None
+    url: Url
+    events: Annotated[list[Name], msgspec.Meta(max_length=64)]
+    secret: Text | None = None
 
 
 class Webhook(msgspec.Struct, frozen=True, kw_only=True):
@@ -888,15 +925,15 @@ class WebhookDeliveryList(msgspec.Struct, frozen=True, kw_only=True):
 class DaytonaResize(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /sandbox/{id}/resize``: ``memory`` and ``disk`` in GiB; absent keeps a value."""
 
-    cpu: int | None = None
-    memory: int | None = None
-    disk: int | None = None
+    cpu: Positive | None = None
+    memory: Annotated[int, msgspec.Meta(ge=1, le=MAX_GIB)] | None = None
+    disk: Positive | None = None
 
 
 class DaytonaLabels(msgspec.Struct, frozen=True, kw_only=True):
     """``PUT /sandbox/{id}/labels`` body and answer: the whole new set."""
 
-    labels: dict[str, str]
+    labels: LabelMap
 
 
 # snapshots (native /v1/sandboxes/{id}/snapshot|snapshots|restore|clone|fork, /v1/snapshots/{id};
@@ -922,17 +959,17 @@ class SnapshotList(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RestoreSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    snapshot_id: str
+    snapshot_id: Name
 
 
 class CloneSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    snapshot_id: str
-    name: str | None = None
+    snapshot_id: Name
+    name: Name | None = None
 
 
 class Fork(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str | None = None
+    name: Name | None = None
 
 
 class DaytonaFork(msgspec.Struct, frozen=True, kw_only=True):
-    name: str | None = None
+    name: Name | None = None

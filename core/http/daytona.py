@@ -7,13 +7,12 @@ language, a shell command line turned into an argv, and Daytona's status convent
 
 from __future__ import annotations
 
-import json
-
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Request, delete, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
+from contracts.fields import LabelMap
 from contracts.public import (
     DaytonaCharts,
     DaytonaCodeRun,
@@ -30,6 +29,7 @@ from core.config import CoreConfig
 from core.db.sandboxes import SandboxRecord
 from core.errors import BadRequest, ExecTimeout
 from core.http.deps import provide_principal, provide_sandboxes, public_base_url
+from core.http.inputs import DaytonaController
 from core.http.native import decode_cursor, encode_cursor, iso, parse_states
 from core.services.auth import Principal
 from core.services.sandboxes import NewSandbox, SandboxService
@@ -132,11 +132,15 @@ def daytona_auto_delete(minutes: int | None) -> int | msgspec.UnsetType | None:
     return None if minutes < 0 else minutes
 
 
+_label_filter = msgspec.json.Decoder(LabelMap)
+"""``GET /sandbox?labels=``: the labels to match, as the labels of a sandbox are declared."""
+
+
 def _language(labels: dict[str, str]) -> str:
     return labels.get(LANGUAGE_LABEL, "python")
 
 
-class DaytonaSandboxes(Controller):
+class DaytonaSandboxes(DaytonaController):
     path = "/sandbox"
     dependencies = {
         "principal": Provide(provide_principal),
@@ -183,11 +187,9 @@ class DaytonaSandboxes(Controller):
         label_filter = None
         if labels:
             try:
-                label_filter = json.loads(labels)
-            except ValueError:
-                raise BadRequest("labels must be a JSON object") from None
-            if not isinstance(label_filter, dict):
-                raise BadRequest("labels must be a JSON object")
+                label_filter = _label_filter.decode(labels)
+            except msgspec.DecodeError as exc:
+                raise BadRequest(f"labels must be a JSON object of labels: {exc}") from None
         records = await sandboxes.list_for_org(
             principal.org_id,
             states=parse_states(states),
@@ -221,7 +223,7 @@ class DaytonaSandboxes(Controller):
         return DaytonaToolboxUrl(url=toolbox_base(request))
 
 
-class DaytonaToolbox(Controller):
+class DaytonaToolbox(DaytonaController):
     path = "/toolbox/{sandbox_id:str}"
     dependencies = {
         "principal": Provide(provide_principal),

@@ -6,6 +6,7 @@ import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from contracts.fields import NO_NUL
 from contracts.public import ErrorBody
 from core.errors import CoreError
 
@@ -46,6 +47,8 @@ def validation_error(_: Request, exc: ValidationException) -> Response[ErrorBody
 
 _BODY = "data"
 """The name every handler gives its decoded body; it means nothing to a caller."""
+_NO_NUL = f"`str` matching regex {NO_NUL!r}"
+"""How msgspec words a ``Text`` field's refusal; said in the caller's terms instead."""
 
 
 def _describe(item: object) -> str:
@@ -56,6 +59,7 @@ def _describe(item: object) -> str:
     if not isinstance(item, dict):
         return str(item)
     key, message = item.get("key"), str(item.get("message", item))
+    message = message.replace(_NO_NUL, "text without NUL (\\u0000)")
     if key == _BODY:
         if message == repr(_BODY):
             return "the request body is empty; expected a JSON object"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from litestar import Controller, Request, Response, delete, get, post, put
+from litestar import Request, Response, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.response import Stream
@@ -42,6 +42,7 @@ from contracts.public import (
     FileUploaded,
 )
 from core.http.deps import provide_principal, provide_sandboxes
+from core.http.inputs import DaytonaController, NativeController
 from core.http.transfers import file_response, upload_body
 from core.services.auth import Principal
 from core.services.sandboxes import SandboxService
@@ -95,7 +96,7 @@ def daytona_info(entry: guest.FsEntry) -> DaytonaFileInfo:
     )
 
 
-class NativeFiles(Controller):
+class NativeFiles(NativeController):
     path = "/v1/sandboxes/{sandbox_id:str}/files"
     dependencies = _DEPS
 
@@ -233,7 +234,7 @@ class NativeFiles(Controller):
         )
 
 
-class DaytonaFiles(Controller):
+class DaytonaFiles(DaytonaController):
     """The SDK's ``sandbox.fs`` (metadata and text part): its exact paths, statuses and
     models."""
 

@@ -8,7 +8,7 @@ are never stored in the sandbox. Git's failures are 400s carrying git's message.
 
 from __future__ import annotations
 
-from litestar import Controller, delete, get, post
+from litestar import delete, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
@@ -40,6 +40,7 @@ from contracts.public import (
     GitSync,
 )
 from core.http.deps import provide_principal, provide_sandboxes
+from core.http.inputs import DaytonaController, NativeController
 from core.services.auth import Principal
 from core.services.sandboxes import SandboxService
 
@@ -110,7 +111,7 @@ def _pull(data: GitSync | DaytonaGitSync) -> guest.GitPull:
     )
 
 
-class NativeGit(Controller):
+class NativeGit(NativeController):
     path = "/v1/sandboxes/{sandbox_id:str}/git"
     dependencies = _DEPS
 
@@ -244,7 +245,7 @@ class NativeGit(Controller):
         )
 
 
-class DaytonaGit(Controller):
+class DaytonaGit(DaytonaController):
     """The SDK's ``sandbox.git``: snake_case bodies, 200 with no body where it expects none."""
 
     path = "/toolbox/{sandbox_id:str}/git"

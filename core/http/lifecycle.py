@@ -9,7 +9,7 @@ also resumes a paused sandbox and unarchives an archived one (so does ours, nati
 
 from __future__ import annotations
 
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Request, delete, get, post, put
 from litestar.di import Provide
 
 from contracts.public import (
@@ -37,6 +37,7 @@ from core.http.daytona import (
     toolbox_base,
 )
 from core.http.deps import provide_lifecycle, provide_principal, provide_snapshots
+from core.http.inputs import DaytonaController, Int32Param, NativeController
 from core.http.native import iso, to_native
 from core.services.auth import Principal
 from core.services.lifecycle import LifecycleService
@@ -65,7 +66,7 @@ def snapshot_out(snap: SnapshotRecord) -> SnapshotOut:
     )
 
 
-class NativeLifecycle(Controller):
+class NativeLifecycle(NativeController):
     path = "/v1/sandboxes/{sandbox_id:str}"
     dependencies = _DEPS
 
@@ -146,7 +147,7 @@ class NativeLifecycle(Controller):
         return to_native(await snapshots.fork(principal.org_id, sandbox_id, name=data.name))
 
 
-class NativeSnapshots(Controller):
+class NativeSnapshots(NativeController):
     path = "/v1/snapshots"
     dependencies = _DEPS
 
@@ -159,7 +160,7 @@ class NativeSnapshots(Controller):
         await snapshots.delete(principal.org_id, snapshot_id)
 
 
-class DaytonaLifecycle(Controller):
+class DaytonaLifecycle(DaytonaController):
     path = "/sandbox/{ref:str}"
     dependencies = _DEPS
 
@@ -225,19 +226,19 @@ class DaytonaLifecycle(Controller):
 
     @post("/autostop/{interval:int}", status_code=200)
     async def autostop(
-        self, ref: str, interval: int, principal: Principal, lifecycle: LifecycleService
+        self, ref: str, interval: Int32Param, principal: Principal, lifecycle: LifecycleService
     ) -> None:
         await lifecycle.set_timers(principal.org_id, ref, auto_stop_minutes=daytona_auto_stop(interval))
 
     @post("/autoarchive/{interval:int}", status_code=200)
     async def autoarchive(
-        self, ref: str, interval: int, principal: Principal, lifecycle: LifecycleService
+        self, ref: str, interval: Int32Param, principal: Principal, lifecycle: LifecycleService
     ) -> None:
         await lifecycle.set_timers(principal.org_id, ref, auto_archive_minutes=daytona_auto_archive(interval))
 
     @post("/autodelete/{interval:int}", status_code=200)
     async def autodelete(
-        self, ref: str, interval: int, principal: Principal, lifecycle: LifecycleService
+        self, ref: str, interval: Int32Param, principal: Principal, lifecycle: LifecycleService
     ) -> None:
         await lifecycle.set_timers(principal.org_id, ref, auto_delete_minutes=daytona_auto_delete(interval))
 

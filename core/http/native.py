@@ -6,7 +6,7 @@ import base64
 from datetime import datetime
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import delete, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
@@ -25,6 +25,7 @@ from contracts.public import (
 from core.db.sandboxes import SandboxRecord
 from core.errors import BadRequest
 from core.http.deps import provide_admin, provide_auth, provide_principal, provide_sandboxes
+from core.http.inputs import NativeController
 from core.services.auth import AuthService, Principal
 from core.services.sandboxes import NewSandbox, SandboxService
 from core.states import ALL_STATES, STATE_ALIASES
@@ -95,12 +96,14 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         stamp, sandbox_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        if "\x00" in sandbox_id:  # never in a cursor we made; Postgres cannot compare it
+            raise ValueError(sandbox_id)
         return datetime.fromisoformat(stamp), sandbox_id
     except ValueError:
         raise BadRequest("invalid cursor") from None
 
 
-class NativeSandboxes(Controller):
+class NativeSandboxes(NativeController):
     path = "/v1/sandboxes"
     dependencies = {
         "principal": Provide(provide_principal),
@@ -211,7 +214,7 @@ class NativeSandboxes(Controller):
         )
 
 
-class ApiKeys(Controller):
+class ApiKeys(NativeController):
     path = "/v1/api-keys"
     dependencies = {"auth": Provide(provide_auth, sync_to_thread=False)}
 

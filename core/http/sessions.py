@@ -9,7 +9,7 @@ spellings are served by the same handlers. The shell itself lives in the sandbox
 
 from __future__ import annotations
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Response, delete, get, post
 from litestar.di import Provide
 
 from contracts import guest
@@ -30,6 +30,7 @@ from contracts.public import (
 )
 from core.errors import ExecTimeout
 from core.http.deps import provide_principal, provide_sandboxes
+from core.http.inputs import DaytonaController, NativeController
 from core.services.auth import Principal
 from core.services.sandboxes import SandboxService
 
@@ -54,7 +55,7 @@ def _command_out(info: guest.SessionCommandInfo) -> SessionCommandOut:
     )
 
 
-class NativeSessions(Controller):
+class NativeSessions(NativeController):
     path = "/v1/sandboxes/{sandbox_id:str}/sessions"
     dependencies = {
         "principal": Provide(provide_principal),
@@ -131,7 +132,7 @@ def _daytona_session(info: guest.SessionInfo) -> DaytonaSession:
     )
 
 
-class DaytonaSessions(Controller):
+class DaytonaSessions(DaytonaController):
     path = "/toolbox/{sandbox_id:str}/process"
     dependencies = {
         "principal": Provide(provide_principal),

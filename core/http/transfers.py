@@ -30,7 +30,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 
 import msgspec
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import MediaType, Request, Response, get, post
 from litestar.di import Provide
 from litestar.response import Stream
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
@@ -46,6 +46,7 @@ from contracts.public import (
 from core.errors import BadRequest, CoreError, PayloadTooLarge
 from core.hostclient import HostFile
 from core.http.deps import provide_principal, provide_sandboxes
+from core.http.inputs import DaytonaController
 from core.services.auth import Principal
 from core.services.sandboxes import SandboxService
 
@@ -127,7 +128,7 @@ def _filename_param(name: str) -> str:
 # Daytona ---------------------------------------------------------------------------------------
 
 
-class DaytonaTransfers(Controller):
+class DaytonaTransfers(DaytonaController):
     """The SDK's ``fs.upload_file(s)``/``download_file(s)`` and the toolbox's single-file
     routes; multipart exactly as the SDK writes and parses it (see
     ``../shared/research/sdk-compat.md`` §1.4)."""

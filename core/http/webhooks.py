@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from litestar import Controller, delete, get, post
+from litestar import delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -19,6 +19,7 @@ from contracts.public import (
 )
 from core.db.webhooks import DeliveryRecord
 from core.http.deps import provide_principal
+from core.http.inputs import NativeController
 from core.http.native import iso
 from core.services.auth import Principal
 from core.services.webhooks import WebhookService
@@ -34,7 +35,7 @@ def _iso(ts: datetime | None) -> str | None:
     return iso(ts) if ts is not None else None
 
 
-class NativeWebhooks(Controller):
+class NativeWebhooks(NativeController):
     path = "/v1/webhooks"
     dependencies = {
         "principal": Provide(provide_principal),

@@ -10,7 +10,7 @@ import pytest
 from contracts import guest
 from guest import framing
 
-TEXT = 'naïve ✓ 😀 "quoted"\n\ttab \x00 \u2028'
+TEXT = 'naïve ✓ 😀 "quoted"\n\ttab \x01 \u2028'
 
 
 def test_stream_constants_match() -> None:

@@ -15,7 +15,7 @@ import pytest
 from contracts import guest
 from guest import framing
 
-AWKWARD_TEXT = 'naïve ✓ 😀 "quoted" back\\slash\n\ttab \x00\x1f\x7f \u2028 </script> \ufffd'
+AWKWARD_TEXT = 'naïve ✓ 😀 "quoted" back\\slash\n\ttab \x01\x1f\x7f \u2028 </script> \ufffd'
 
 
 def test_constants_match() -> None:

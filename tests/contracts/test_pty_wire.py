@@ -11,7 +11,7 @@ import pytest
 from contracts import guest
 from guest import framing
 
-TEXT = 'naïve ✓ 😀 "quoted"\n\t\x00 \u2028'
+TEXT = 'naïve ✓ 😀 "quoted"\n\t\x01 \u2028'
 
 _INFO = framing.pty_info(
     session_id="p1",
