@@ -14,8 +14,9 @@ of a client: a 402 is paid with a new credential; ``payment-outcome-unknown``,
 ``Retry-After``, with the *same* credential. ``--kill-every S`` also SIGKILLs the gateway about
 every S seconds (``Stack.restart(..., hard=True)``).
 
-Each payer loops: create a sandbox, run a command in it, list sandboxes, delete it (POSTs and
-DELETEs carry an ``Idempotency-Key``). The JSON report has the fault counts, what the clients
+Each payer loops: create a sandbox, run a command in it, list sandboxes, delete it, run a
+command in the deleted sandbox (which fails: its price becomes credit, and pays for a later
+call). POSTs and DELETEs carry an ``Idempotency-Key``. The JSON report has the fault counts, what the clients
 saw, the ledger and chain totals and the violations; the exit status is 1 if there is any.
 """
 
@@ -109,6 +110,9 @@ class Client:
             await self.call("POST", f"/sandbox/{sandbox}/toolbox/process/execute", {"command": "echo chaos"})
             await self.call("GET", "/sandbox")
             await self.call("DELETE", f"/sandbox/{sandbox}")
+            # a call that fails (the sandbox is gone): its price becomes credit, which pays
+            # for a later call instead of the chain
+            await self.call("POST", f"/sandbox/{sandbox}/toolbox/process/execute", {"command": "true"})
 
     async def call(self, method: str, path: str, body: Any = None) -> _Done:
         record = CallRecord(f"{self.prefix}-{uuid.uuid4().hex[:12]}", self.payer.address, method, path)
