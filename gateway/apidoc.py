@@ -50,6 +50,27 @@ SEED_TOOLBOX = "/sandbox/{sandbox_id}/toolbox/"
 ERROR = {"$ref": "#/components/schemas/ErrorBody"}
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+LINKS: dict[tuple[str, str], tuple[str, dict[str, tuple[str, str]]]] = {
+    ("post", "/v1/sandboxes"): (
+        "201",
+        {
+            "GetSandbox": ("get_v1_sandboxes_sandbox_id", "sandbox_id"),
+            "Exec": ("post_v1_sandboxes_sandbox_id_exec", "sandbox_id"),
+            "DeleteSandbox": ("delete_v1_sandboxes_sandbox_id", "sandbox_id"),
+        },
+    ),
+    ("post", "/sandbox"): (
+        "200",
+        {
+            "GetSandbox": ("get_sandbox_ref", "ref"),
+            "Execute": ("post_sandbox_sandbox_id_toolbox_process_execute", "sandbox_id"),
+            "DeleteSandbox": ("delete_sandbox_ref", "ref"),
+        },
+    ),
+}
+"""OpenAPI links for the natural chains (create a sandbox → read it, run a command in it, delete
+it): ``(method, path) → (status, {link: (operationId, the parameter the new id fills)})``.
+Stateful testers (schemathesis) follow them."""
 
 
 @functools.cache
@@ -107,6 +128,7 @@ def openapi(
                 info = payment_info(quote, settings)
                 if info is not None:
                     op["x-payment-info"] = info
+                _link(op, method, path)
                 documented[method] = op
             paths[path] = documented
     default = table.default
@@ -130,6 +152,17 @@ def openapi(
             f"{cost_text(default)}",
             "x-payment-info": payment_info(default, settings),
         },
+    }
+
+
+def _link(op: dict[str, Any], method: str, path: str) -> None:
+    found = LINKS.get((method, path))
+    if found is None:
+        return
+    status, links = found
+    op["responses"][status]["links"] = {
+        name: {"operationId": target, "parameters": {param: "$response.body#/id"}}
+        for name, (target, param) in links.items()
     }
 
 

@@ -16,6 +16,13 @@ What is changed from Litestar's output, and why:
   the statuses the core's services raise are added (``_errors``).
 - A terminal's path (a WebSocket) is documented as its ``GET``: ``101`` with the upgrade, ``426``
   without (``core/http/terminals.py``), marked ``x-dnah-websocket``.
+- A body whose schema admits ``null`` (every field optional) is not required: the core takes
+  a missing body, an empty one or ``{}`` alike.
+- A union answer (``A | B``) is ``anyOf``, not ``oneOf``: msgspec structs are open, so one
+  answer can fit both (``DaytonaSessionStarted`` is a part of ``DaytonaSessionExecuteResult``).
+- Byte streams say what they are (``_STREAMS``, ``_UPLOADS``): Litestar cannot see the media
+  type of a ``Stream`` or of a body a handler reads itself, and documents JSON; the uploads'
+  answers, encoded by the handler (``Response[bytes]``), get their real types (``_ANSWERS``).
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.routes import WebSocketRoute
 
+from contracts.public import FilesUploaded, FileUploaded
 from core.http.app import ROUTE_HANDLERS
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "contracts" / "core_openapi.json"
@@ -48,6 +57,54 @@ _REASONS = {
     503: "No host has capacity for the sandbox",
     507: "Not enough storage on the host",
 }
+_STREAMS = {
+    ("get", "/metrics"): "text/plain",
+    ("get", "/v1/sandboxes/{sandbox_id}/files"): "application/octet-stream",
+    ("get", "/toolbox/{sandbox_id}/files/download"): "application/octet-stream",
+    ("post", "/toolbox/{sandbox_id}/files/bulk-download"): "multipart/form-data",
+}
+"""Answers that are not JSON: (method, path) → the 2xx media type."""
+_BINARY = {"type": "string", "format": "binary"}
+_UPLOADS: dict[tuple[str, str], dict[str, Any]] = {
+    ("put", "/v1/sandboxes/{sandbox_id}/files"): {
+        "required": False,
+        "content": {"application/octet-stream": {"schema": _BINARY}},
+    },
+    ("post", "/toolbox/{sandbox_id}/files/upload"): {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": _BINARY}, "required": ["file"]}
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "seed 004's shape: content is base64",
+                    "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+                    "required": ["path", "content"],
+                }
+            },
+        },
+    },
+    ("post", "/toolbox/{sandbox_id}/files/bulk-upload"): {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"files[0].path": {"type": "string"}, "files[0].file": _BINARY},
+                    "required": ["files[0].file"],
+                }
+            }
+        },
+    },
+}
+"""Bodies a handler reads itself (streamed uploads): (method, path) → the request body."""
+_ANSWERS: dict[tuple[str, str], type[msgspec.Struct]] = {
+    ("post", "/toolbox/{sandbox_id}/files/upload"): FileUploaded,
+    ("post", "/toolbox/{sandbox_id}/files/bulk-upload"): FilesUploaded,
+}
+"""Handlers that encode their own JSON answer: (method, path) → the type of the 200 body."""
 _SANDBOX = re.compile(r"^/(v1/sandboxes|sandbox|toolbox)/\{")
 _EXEC = re.compile(r"/(exec|execute|run-code|code-run)$")
 _STORAGE = re.compile(r"/(snapshot|restore|clone|fork)$")
@@ -94,6 +151,25 @@ def _websocket_get(op: dict[str, Any]) -> None:
     op["x-dnah-websocket"] = True
 
 
+def _bodies(op: dict[str, Any], method: str, path: str) -> None:
+    body = op.get("requestBody")
+    if body is not None and {"type": "null"} in body["content"]["application/json"]["schema"].get(
+        "oneOf", []
+    ):
+        body["required"] = False
+    if (method, path) in _UPLOADS:
+        op["requestBody"] = _UPLOADS[method, path]
+    for code, response in op["responses"].items():
+        for media in response.get("content", {}).values():
+            if "oneOf" in media["schema"]:
+                media["schema"]["anyOf"] = media["schema"].pop("oneOf")
+        if code.startswith("2") and (method, path) in _STREAMS:
+            response["content"] = {_STREAMS[method, path]: {"schema": {}}}
+        if code == "200" and (method, path) in _ANSWERS:
+            ref = {"$ref": f"#/components/schemas/{_ANSWERS[method, path].__name__}"}
+            response["content"] = {"application/json": {"schema": ref}}
+
+
 def core_openapi() -> dict[str, Any]:
     """The artifact's content: the public part of the core's own OpenAPI document."""
     app = Litestar(
@@ -118,14 +194,32 @@ def core_openapi() -> dict[str, Any]:
             op["responses"] = dict(sorted(responses.items()))
             if path in sockets and method == "get":
                 _websocket_get(op)
+            _bodies(op, method, path)
         paths[path] = item
     doc["paths"] = paths
+    _, extra = msgspec.json.schema_components(_ANSWERS.values(), ref_template="#/components/schemas/{name}")
+    doc["components"]["schemas"] = dict(sorted({**extra, **doc["components"]["schemas"]}.items()))
     doc.pop("servers", None)
     return doc
 
 
+def _settled(node: Any) -> Any:
+    """The document with its set-like lists in one order: Litestar builds some from sets, so
+    parameter and ``required`` orders change with the hash seed, and the artifact must not."""
+    if isinstance(node, dict):
+        out = {key: _settled(value) for key, value in node.items()}
+        if isinstance(out.get("required"), list):
+            out["required"] = sorted(out["required"])
+        if isinstance(out.get("parameters"), list):
+            out["parameters"] = sorted(out["parameters"], key=lambda p: (p.get("in", ""), p.get("name", "")))
+        return out
+    if isinstance(node, list):
+        return [_settled(item) for item in node]
+    return node
+
+
 def render() -> str:
-    return json.dumps(core_openapi(), indent=1, sort_keys=True) + "\n"
+    return json.dumps(_settled(core_openapi()), indent=1, sort_keys=True) + "\n"
 
 
 def main() -> None:

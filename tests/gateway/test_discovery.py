@@ -277,6 +277,21 @@ def test_a_rule_documents_only_what_the_core_serves(table: PriceTable) -> None:
     assert not [p for p in paths if p.endswith("/backup") or "ssh-access" in p]
 
 
+def test_the_natural_chains_are_linked(table: PriceTable) -> None:
+    """Stateful testers follow links: create a sandbox → read it, run a command, delete it."""
+    paths = openapi(table, settings())["paths"]
+    links = paths["/v1/sandboxes"]["post"]["responses"]["201"]["links"]
+    assert links["Exec"] == {
+        "operationId": "post_v1_sandboxes_sandbox_id_exec",
+        "parameters": {"sandbox_id": "$response.body#/id"},
+    }
+    assert set(paths["/sandbox"]["post"]["responses"]["200"]["links"]) == {
+        "GetSandbox",
+        "Execute",
+        "DeleteSandbox",
+    }
+
+
 def test_terminals_are_documented_as_their_upgrade(table: PriceTable) -> None:
     paths = openapi(table, settings())["paths"]
     for path in (
@@ -325,6 +340,7 @@ def _check_structure(doc: dict) -> None:
     assert doc["info"]["title"] and doc["info"]["version"]
     shapes = set()
     operation_ids = set()
+    links: set[str] = set()
     for template, item in doc["paths"].items():
         assert template.startswith("/")
         shape = re.sub(r"\{[^}]+\}", "{}", template)
@@ -340,6 +356,9 @@ def _check_structure(doc: dict) -> None:
             assert any(code.startswith(("2", "1")) for code in op["responses"]), f"{method} {template}"
             if method == "get":
                 assert "requestBody" not in op
+            for response in op["responses"].values():
+                links.update(link["operationId"] for link in response.get("links", {}).values())
+    assert links <= operation_ids, f"links to no operation: {links - operation_ids}"
 
 
 def test_openapi_top_level_discovery_fields(table: PriceTable) -> None:
