@@ -61,6 +61,7 @@ reconcile passes (1 s here) fit in the rest."""
 REQUEST_TIMEOUT_S = 30.0
 CLEANUP_S = 30.0
 """How long a worker keeps trying to delete what one round made before leaving it to the end."""
+FAILED_ROUND_PAUSE_S = 0.5
 KEPT_FILE = "/home/daytona/kept"
 LOOP_FILE = "/home/daytona/chaos"
 
@@ -224,6 +225,7 @@ class Worker(threading.Thread):
                 self.tally.rounds += 1
         except OpFailed as exc:
             self.tally.failed(exc)
+            self.stop.wait(FAILED_ROUND_PAUSE_S)  # not a tight loop of refused creates
         finally:
             self.clean_up(n, made)
 
