@@ -323,14 +323,7 @@ class Stack:
             if store is not None:
                 store.start()
             return
-        old = self.procs.pop(name, None)
-        if old is not None:
-            # Whatever the dead process left in its group (a Granian worker) goes with it.
-            # Sandboxes are not in hostd's group: ``runc run`` has a session of its own.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(old.pid, signal.SIGKILL)
-            old.wait()
-            _wait_group_gone(old.pid)  # an orphaned worker still holding the port fails the bind
+        self._terminate(name)
         self._spawn(name)
 
     def restart(self, name: str, *, hard: bool = False) -> None:
@@ -347,14 +340,22 @@ class Stack:
 
     def _terminate(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # Whatever the main process left in its group goes too, and is waited for: a Granian
+        # worker outlives a SIGKILLed main and would go on serving (a hostd worker finishing a
+        # create while the next hostd recovers the same sandboxes) and holding the port.
+        # Sandboxes are not in hostd's group: ``runc run`` has a session of its own.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _wait_group_gone(proc.pid)
 
     def _wait_ready(self, timeout_s: float = 60.0, registered_since: datetime | None = None) -> None:
         deadline = time.monotonic() + timeout_s

@@ -169,7 +169,7 @@ class HostClient:
                 headers=self._headers(host, "application/octet-stream"),
             )
         except httpx.HTTPError as exc:
-            raise HostUnavailable(f"host {host.name} did not answer: {type(exc).__name__}") from exc
+            raise _no_answer(host, exc) from exc
         if resp.status_code == AGENT_REFUSED:
             return msgspec.json.decode(resp.content, type=guest.Error)
         self._raise_for_status(host, resp)
@@ -187,7 +187,7 @@ class HostClient:
         try:
             resp = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise HostUnavailable(f"host {host.name} did not answer: {type(exc).__name__}") from exc
+            raise _no_answer(host, exc) from exc
         if resp.status_code != 200:
             try:
                 await resp.aread()
@@ -237,7 +237,7 @@ class HostClient:
                 timeout=timeout_s or self._timeout,
             )
         except httpx.HTTPError as exc:
-            raise HostUnavailable(f"host {host.name} did not answer: {type(exc).__name__}") from exc
+            raise _no_answer(host, exc) from exc
         self._raise_for_status(host, resp)
         if answer is None:
             return None  # type: ignore[return-value]
@@ -269,3 +269,10 @@ class HostClient:
         if resp.status_code == 404 and resp.request.url.path.startswith("/sandboxes/"):
             raise NotFound(f"sandbox is not on host {host.name} ({detail})")
         raise HostUnavailable(f"host {host.name} failed: {detail}", answered=resp.status_code < 500)
+
+
+def _no_answer(host: HostRecord, exc: httpx.HTTPError) -> HostUnavailable:
+    """hostd did not answer. Without a connection (hostd restarting) nothing was sent: the host
+    did not do it, as surely as if it had refused, so the row may go back where it was."""
+    connected = not isinstance(exc, httpx.ConnectError)
+    return HostUnavailable(f"host {host.name} did not answer: {type(exc).__name__}", answered=not connected)

@@ -77,6 +77,10 @@ one being unarchived needs its room back)."""
 
 ALL_STATES = LIVE_STATES | {"destroyed"}
 
+HOST_STATES = {"running": "started", "paused": "paused", "stopped": "stopped", "archived": "archived"}
+"""What hostd reports of a sandbox (``contracts.host.SandboxInfo.state``), in the core's words:
+the state a row is settled to when the outcome of an operation on it was unknown."""
+
 STATE_ALIASES = {"running": "started"}
 """Names accepted in filters for compatibility (seed 000 filters with ``state=running``)."""
 

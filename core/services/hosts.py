@@ -34,7 +34,7 @@ from core.errors import CoreError, NotFound, Unauthorized
 from core.hostclient import HostClient
 from core.services.auth import new_id
 from core.services.sandboxes import spec_for
-from core.states import sources
+from core.states import HOST_STATES, sources
 
 log = structlog.get_logger()
 
@@ -102,6 +102,9 @@ class HostService:
         to_restart = []
         for rec in await sandboxes_db.on_host(self._db, host.id):
             info = on_host.get(rec.id)
+            if rec.state == "error" and info is not None:
+                await self._adopt_errored(rec, info)
+                continue
             if rec.state != "started" or (info is not None and info.state == "running"):
                 continue
             if info is None:
@@ -118,6 +121,14 @@ class HostService:
             if moved is not None:
                 to_restart.append(moved)
         return to_restart
+
+    async def _adopt_errored(self, rec: SandboxRecord, info: SandboxInfo) -> None:
+        """A row in ``error`` whose sandbox the host holds gets the state the host reports: an
+        operation whose outcome was unknown (hostd died under it) left it there, and the
+        sandbox may well be running. Rows the host lost stay in ``error``."""
+        state = HOST_STATES[info.state]
+        if await sandboxes_db.force_state(self._db, rec.id, from_state="error", to=state, ip=info.ip):
+            log.info("sandbox_adopted", sandbox_id=rec.id, was="error", now=state, reason=rec.error_reason)
 
     async def _reconcile_logged(
         self, host: HostRecord, inventory: list[SandboxInfo], to_restart: list[SandboxRecord]

@@ -30,7 +30,7 @@ from core.db.sandboxes import SandboxRecord
 from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NotFound, SnapshotRejected
 from core.hostclient import HostClient
 from core.services.sandboxes import check_timer, spec_for
-from core.states import TRANSITIONAL, sources
+from core.states import HOST_STATES, TRANSITIONAL, sources
 
 log = structlog.get_logger()
 
@@ -38,9 +38,6 @@ HostCall = Callable[[HostRecord, SandboxRecord], Awaitable[SandboxInfo]]
 
 _LONG = frozenset({"archiving", "unarchiving", "restoring"})
 """Operations that copy a whole disk: they may legitimately take up to the host timeout."""
-
-HOST_STATE = {"running": "started", "paused": "paused", "stopped": "stopped", "archived": "archived"}
-"""What hostd reports, in the core's words."""
 
 
 class LifecycleService:
@@ -213,7 +210,7 @@ class LifecycleService:
             return rec
         if info is None:
             return await self._to_error(rec, "the host no longer has this sandbox")
-        state = HOST_STATE.get(info.state, "error")
+        state = HOST_STATES.get(info.state, "error")
         moved = await sandboxes_db.force_state(self._db, rec.id, from_state=rec.state, to=state, ip=info.ip)
         log.info("sandbox_settled", sandbox_id=rec.id, was=rec.state, now=state)
         return moved or await self._reload(rec)

@@ -34,8 +34,8 @@ from core.db import sandboxes as sandboxes_db
 from core.db.sandboxes import SandboxRecord
 from core.errors import CoreError, NotFound
 from core.hostclient import HostClient
-from core.services.lifecycle import HOST_STATE, LifecycleService
-from core.states import TRANSITIONAL, sources
+from core.services.lifecycle import LifecycleService
+from core.states import HOST_STATES, TRANSITIONAL, sources
 
 log = structlog.get_logger()
 
@@ -95,7 +95,7 @@ class StartupSettler:
                 log.info("settle_host_unreachable", sandbox_id=rec.id, error=exc.message)
                 return False
             else:
-                state = HOST_STATE[info.state]
+                state = HOST_STATES[info.state]
                 await sandboxes_db.force_state(self._db, rec.id, from_state="creating", to=state, ip=info.ip)
                 log.info("sandbox_settled", sandbox_id=rec.id, was="creating", now=state)
                 return True

@@ -10,14 +10,21 @@ import errno
 import json
 import os
 import signal
+import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 
 from cli.stack import Stack
-from tests.support import wait_for
+from hosts.config import load_config as load_hostd_config
+from hosts.runtime.oci import _host as oci_host
+from hosts.runtime.oci.runc import Runc
+from tests.private_stack import private_stack
+from tests.support import mint_key, wait_for
 
 
 def sql(stack: Stack, query: str, *args: object) -> list[asyncpg.Record]:
@@ -164,3 +171,166 @@ def _full_pool(stack: Stack) -> list[str]:
     """The started pool sandboxes once there are two (the test stack's pool size), else none."""
     rows = sql(stack, "SELECT id FROM sandboxes WHERE org_id = 'org_pool' AND state = 'started'")
     return [r["id"] for r in rows] if len(rows) >= 2 else []
+
+
+# crashes under load ---------------------------------------------------------------------------
+
+TRANSITIONAL_ROWS = ("creating", "starting", "stopping", "destroying", "pausing", "resuming")
+
+
+def _churn(base_url: str, token: str, stop: threading.Event, statuses: list[int], workers: int = 4) -> None:
+    """``workers`` clients looping create → exec → stop → start → delete until ``stop`` is
+    set, adding every status seen to ``statuses`` (0: no answer; errors while a service is
+    down are expected)."""
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(
+            base_url=base_url, headers={"authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
+            while not stop.is_set():
+                try:
+                    resp = await client.post("/v1/sandboxes", json={})
+                    statuses.append(resp.status_code)
+                    if resp.status_code != 201:
+                        await asyncio.sleep(0.2)
+                        continue
+                    sid = resp.json()["id"]
+                    for method, path, body in (
+                        ("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": ["true"]}),
+                        ("POST", f"/v1/sandboxes/{sid}/stop", None),
+                        ("POST", f"/v1/sandboxes/{sid}/start", None),
+                        ("DELETE", f"/v1/sandboxes/{sid}", None),
+                    ):
+                        resp = await client.request(method, path, json=body)
+                        statuses.append(resp.status_code)
+                except httpx.HTTPError:
+                    statuses.append(0)
+                    await asyncio.sleep(0.2)
+
+    async def all_workers() -> None:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    asyncio.run(all_workers())
+
+
+def _under_load(stack: Stack, token: str, *, url: str, fault: Callable[[], None]) -> list[int]:
+    """Run ``_churn`` against ``url``, apply ``fault`` once sandboxes are mid-operation, let
+    the load run on a little after it, and return the statuses seen."""
+    stop = threading.Event()
+    statuses: list[int] = []
+    churn = threading.Thread(target=_churn, args=(url, token, stop, statuses))
+    churn.start()
+    try:
+        in_flight = "SELECT count(*) AS n FROM sandboxes WHERE state = ANY($1::text[])"
+        wait_for(lambda: sql(stack, in_flight, list(TRANSITIONAL_ROWS))[0]["n"] >= 2, what="operations")
+        fault()
+        done = len(statuses)
+        wait_for(lambda: len(statuses) > done + 20, what="the load to go on after the fault", timeout_s=60)
+    finally:
+        stop.set()
+        churn.join()
+    return statuses
+
+
+def host_resources(stack: Stack) -> dict[str, set[str]]:
+    """What the host holds for booted sandboxes, read from the kernel and runc directly."""
+    config = load_hostd_config(stack.env())
+    netns_prefix = f"{config.bridge}@"
+    ports = Path(f"/sys/class/net/{config.bridge}/brif")
+    return {
+        "runc containers": set(Runc(config.state_dir / "runc").ids()),
+        "netns": {p.name[len(netns_prefix) :] for p in Path("/run/netns").glob(f"{netns_prefix}*")},
+        "cgroups": oci_host.sandbox_ids(config.cgroup),
+        "veths": {p.name for p in ports.iterdir()} if ports.is_dir() else set(),
+    }
+
+
+def _agrees(stack: Stack) -> str:
+    """'' once rows, host inventory and host resources agree; else what does not."""
+    rows = {
+        r["id"]: r["state"]
+        for r in sql(
+            stack,
+            "SELECT s.id, s.state FROM sandboxes s JOIN hosts h ON h.id = s.host_id"
+            " WHERE h.name = $1 AND s.state <> 'destroyed'",
+            stack.config.host_name,
+        )
+    }
+    inventory = {s["id"]: s["state"] for s in host_inventory(stack)}
+    booted = {sid for sid, state in inventory.items() if state in ("running", "paused")}
+    problems = []
+    if unsettled := {sid for sid, state in rows.items() if state in TRANSITIONAL_ROWS}:
+        problems.append(f"rows still mid-operation: {unsettled}")
+    if alive_in_error := {sid for sid, state in rows.items() if state == "error" and sid in booted}:
+        problems.append(f"rows in error whose sandbox runs: {alive_in_error}")
+    if orphans := inventory.keys() - rows.keys():
+        problems.append(f"sandboxes on the host without a row: {orphans}")
+    if missing := {sid for sid, state in rows.items() if state in ("started", "paused")} - booted:
+        problems.append(f"rows started or paused that the host does not run: {missing}")
+    resources = host_resources(stack)
+    for kind in ("runc containers", "netns", "cgroups"):
+        if resources[kind] != booted:
+            problems.append(f"{kind} {sorted(resources[kind])} != booted sandboxes {sorted(booted)}")
+    if len(resources["veths"]) != len(booted):
+        problems.append(f"{len(resources['veths'])} veths for {len(booted)} booted sandboxes")
+    return "; ".join(problems)
+
+
+def _wait_for_agreement(stack: Stack) -> None:
+    seen = [""]
+
+    def agreed() -> bool:
+        seen[0] = _agrees(stack)
+        return not seen[0]
+
+    try:
+        wait_for(agreed, what="rows, host and resources to agree")
+    except AssertionError:
+        raise AssertionError(f"rows, host and resources disagree: {seen[0]}") from None
+
+
+def test_hostd_killed_under_concurrent_lifecycle_calls_adopts_everything(
+    stack: Stack, org: httpx.Client
+) -> None:
+    token = org.headers["authorization"].removeprefix("Bearer ")
+
+    def kill_hostd() -> None:
+        victim = stack.pid("hostd")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        stack.restart("hostd")  # returns once the new hostd has registered
+
+    statuses = _under_load(stack, token, url=stack.config.gateway_url, fault=kill_hostd)
+    assert statuses.count(201) >= 4, statuses
+    _wait_for_agreement(stack)
+
+
+@pytest.fixture(scope="module")
+def patient_stack() -> Iterator[Stack]:
+    """A stack whose sweeper settles nothing for ten minutes: what is settled within the
+    test's waits was settled by the core's start-up."""
+    with private_stack({"DNAH_STALE_OPERATION_S": "600", "DNAH_STALE_LONG_OPERATION_S": "6000"}) as stack:
+        yield stack
+
+
+def test_core_killed_mid_operation_settles_rows_at_start_up(patient_stack: Stack) -> None:
+    stack = patient_stack
+    with httpx.Client(base_url=stack.config.core_url, timeout=60) as admin:
+        admin.headers["authorization"] = f"Bearer {stack.admin_token}"
+        token = mint_key(admin, "core-crash")
+    left: list[str] = []
+
+    def kill_core() -> None:
+        victim = stack.pid("core")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        rows = sql(stack, "SELECT id FROM sandboxes WHERE state = ANY($1::text[])", list(TRANSITIONAL_ROWS))
+        left.extend(r["id"] for r in rows)
+        stack.restart("core")
+
+    _under_load(stack, token, url=stack.config.core_url, fault=kill_core)
+    assert left, "the core died with no operation in flight"
+    _wait_for_agreement(stack)
+    settled = sql(stack, "SELECT id, state, error_reason FROM sandboxes WHERE id = ANY($1)", left)
+    assert {r["id"] for r in settled} == set(left)
+    assert not [r for r in settled if r["state"] in TRANSITIONAL_ROWS], settled
