@@ -59,7 +59,7 @@ def _describe(item: object) -> str:
     if not isinstance(item, dict):
         return str(item)
     key, message = item.get("key"), str(item.get("message", item))
-    message = message.replace(_NO_NUL, "text without NUL (\\u0000)")
+    message = message.replace(_NO_NUL, "text without null characters (\\u0000)")
     if key == _BODY:
         if message == repr(_BODY):
             return "the request body is empty; expected a JSON object"

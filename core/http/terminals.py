@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 import structlog
-from litestar import Controller, MediaType, Response, WebSocket, delete, get, post, websocket
+from litestar import MediaType, Response, WebSocket, delete, get, post, websocket
 from litestar.di import Provide
 from litestar.exceptions import WebSocketDisconnect
 from litestar.types import ControllerRouterHandler
@@ -61,6 +61,7 @@ from contracts.public import (
 )
 from core.errors import BadRequest, CoreError
 from core.http.deps import provide_principal, provide_sandboxes
+from core.http.inputs import DaytonaController
 from core.services.auth import AuthService, Principal
 from core.services.sandboxes import ACTIVITY_GRANULARITY_S, SandboxService
 from core.terminal_client import HostTerminal
@@ -196,7 +197,7 @@ def _daytona_info(info: guest.PtyInfo) -> DaytonaPtySessionInfo:
     )
 
 
-class DaytonaPty(Controller):
+class DaytonaPty(DaytonaController):
     path = "/toolbox/{sandbox_id:str}/process/pty"
     dependencies = {
         "principal": Provide(provide_principal),

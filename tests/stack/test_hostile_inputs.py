@@ -132,6 +132,7 @@ def _cases() -> list[Case]:
         case("pty: NUL in id", PTY, {"id": NUL}),
         case("pty: NUL in cwd", PTY, {"cwd": NUL}),
         case("pty: NUL in env", PTY, {"envs": {"A": NUL}}),
+        case("pty: NUL in path id", f"DELETE /toolbox/{s}/process/pty/a%00b"),
         case(
             "files: NUL in ?path (list)", f"GET /v1/sandboxes/{s}/files/list", params={"path": f"/tmp{NUL}"}
         ),
