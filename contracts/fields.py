@@ -12,15 +12,17 @@ docs/reliability.md, "Bad input".
 - ``Int32`` and the bounded integers: every number fits the ``integer`` column or the C
   ``int`` it becomes, and has the range its meaning allows.
 - Caps on the things a client could make huge: labels (count and sizes, they are in every
-  listing), environments, argvs (the kernel's 128 KiB per argument and the 1 MiB this API
-  allows for a command line and its environment together).
+  listing), environments, argvs (the kernel's 128 KiB per argument or variable, and the 1 MiB
+  this API allows for a command line and its environment together).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
+
+_S = TypeVar("_S", bound=msgspec.Struct)
 
 NO_NUL = r"^[^\x00]*$"
 """The pattern of ``Text``: anything but U+0000. (``$`` may match before a final newline,
@@ -62,18 +64,19 @@ LabelMap = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=MAX_LAB
 
 MAX_ENV = 1024
 ENV_KEY_MAX = 1024
-ARG_MAX_CHARS = 32_000
-"""Longest argument or environment value in characters: even at 4 UTF-8 bytes each it stays
-under the kernel's 128 KiB for one argument (``MAX_ARG_STRLEN``)."""
+ARG_MAX_BYTES = 128 * 1024 - 1
+"""Longest single argument or ``NAME=value`` in UTF-8 bytes: the kernel's ``MAX_ARG_STRLEN``
+(128 KiB) counts the terminating NUL. The types cap characters at this many (a character is
+at least a byte); ``check_command_size`` counts the bytes."""
 EnvKey = Annotated[str, msgspec.Meta(pattern=NO_NUL, min_length=1, max_length=ENV_KEY_MAX)]
-EnvValue = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=ARG_MAX_CHARS)]
+EnvValue = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=ARG_MAX_BYTES)]
 EnvMap = Annotated[dict[EnvKey, EnvValue], msgspec.Meta(max_length=MAX_ENV)]
-"""Environment variables: at most 1024, names 1-1024 characters, values up to 32,000."""
+"""Environment variables: at most 1024, names 1-1024 characters, ``NAME=value`` 128 KiB."""
 
 MAX_ARGV = 10_000
-Arg = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=ARG_MAX_CHARS)]
+Arg = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=ARG_MAX_BYTES)]
 Argv = Annotated[list[Arg], msgspec.Meta(max_length=MAX_ARGV)]
-"""An argument vector: at most 10,000 arguments of up to 32,000 characters."""
+"""An argument vector: at most 10,000 arguments of up to 128 KiB each."""
 
 COMMAND_MAX_BYTES = 1024 * 1024
 """What a command line and its environment may take together, in UTF-8 bytes: half of the
@@ -82,12 +85,23 @@ COMMAND_MAX_BYTES = 1024 * 1024
 
 def check_command_size(argv: list[str], env: dict[str, str] | None) -> None:
     """Refuse (``ValueError``, which msgspec reports as a validation error of the body) an argv
-    and environment the kernel could not pass to ``execve``. Called from the ``__post_init__``
-    of every request that runs a command, so the check is part of decoding it."""
-    size = sum(len(a.encode()) + 1 for a in argv)
+    and environment the kernel could not pass to ``execve`` (``E2BIG``). Called from the
+    ``__post_init__`` of every request that runs a command, so the check is part of decoding it."""
+    sizes = [len(a.encode()) for a in argv]
     if env:
-        size += sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
-    if size > COMMAND_MAX_BYTES:
+        sizes += [len(k.encode()) + 1 + len(v.encode()) for k, v in env.items()]
+    longest = max(sizes, default=0)
+    if longest > ARG_MAX_BYTES:
+        raise ValueError(f"an argument or variable takes {longest} bytes; at most {ARG_MAX_BYTES} fit")
+    total = sum(sizes) + len(sizes)
+    if total > COMMAND_MAX_BYTES:
         raise ValueError(
-            f"the command and its environment take {size} bytes; at most {COMMAND_MAX_BYTES} are allowed"
+            f"the command and its environment take {total} bytes; at most {COMMAND_MAX_BYTES} are allowed"
         )
+
+
+def checked(message: _S) -> _S:
+    """``message`` put through its own type's constraints, which constructing a Struct in
+    code does not apply: for a request built from something other than a decoded body (a
+    query string), before it is acted on. Raises ``msgspec.ValidationError``."""
+    return msgspec.convert(msgspec.to_builtins(message), type(message))

@@ -124,6 +124,9 @@ class SandboxSpec(_Wire, frozen=True):
     disk_gb: Positive
     env: EnvMap = {}
 
+    def __post_init__(self) -> None:
+        check_command_size([], self.env)
+
 
 class SandboxInfo(_Wire, frozen=True):
     id: str

@@ -66,6 +66,9 @@ class CreateSandbox(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     envVars: EnvMap = {}
     timeout: NonNegative | None = None
 
+    def __post_init__(self) -> None:
+        check_command_size([], {**self.envVars, **self.env})  # every command will carry it
+
 
 class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
     id: str
@@ -239,6 +242,9 @@ class DaytonaCreateSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="ca
     ephemeral: bool = False
     network_block_all: bool = False
     target: Name | None = None
+
+    def __post_init__(self) -> None:
+        check_command_size([], self.env)  # every command will carry it
 
 
 class DaytonaSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

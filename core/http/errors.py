@@ -58,14 +58,18 @@ def _describe(item: object) -> str:
     ``data: 'data'``)."""
     if not isinstance(item, dict):
         return str(item)
-    key, message = item.get("key"), str(item.get("message", item))
-    message = message.replace(_NO_NUL, "text without null characters (\\u0000)")
+    key, message = item.get("key"), plain(str(item.get("message", item)))
     if key == _BODY:
         if message == repr(_BODY):
             return "the request body is empty; expected a JSON object"
         return f"invalid request body: {message}"
     where = "invalid request body: " if item.get("source") == "body" else ""
     return f"{where}{key}: {message}" if key else message
+
+
+def plain(message: str) -> str:
+    """msgspec's complaint with a ``Text`` field's pattern said in words."""
+    return message.replace(_NO_NUL, "text without null characters (\\u0000)")
 
 
 def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:

@@ -47,6 +47,7 @@ from litestar.types import ControllerRouterHandler
 
 from contracts import guest
 from contracts.control import PAYER_HEADER, REQUEST_ID_HEADER
+from contracts.fields import checked
 from contracts.observability import bind_request_id
 from contracts.public import (
     DaytonaPtyCreate,
@@ -61,6 +62,7 @@ from contracts.public import (
 )
 from core.errors import BadRequest, CoreError
 from core.http.deps import provide_principal, provide_sandboxes
+from core.http.errors import plain
 from core.http.inputs import DaytonaController
 from core.services.auth import AuthService, Principal
 from core.services.sandboxes import ACTIVITY_GRANULARITY_S, SandboxService
@@ -293,8 +295,12 @@ async def _open(
         principal = await auth.authenticate(
             socket.headers.get("authorization"), socket.headers.get(PAYER_HEADER)
         )
+        try:
+            attach = checked(opener())
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"invalid terminal request: {plain(str(exc))}") from None
         sandboxes: SandboxService = socket.app.state.sandboxes
-        return await sandboxes.pty_attach(principal.org_id, sandbox_id, opener())
+        return await sandboxes.pty_attach(principal.org_id, sandbox_id, attach)
     except CoreError as exc:
         await _deny(socket, exc)
         return None

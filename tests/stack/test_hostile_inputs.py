@@ -21,11 +21,15 @@ from typing import cast
 import asyncpg
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from cli.stack import Stack
 from tests.support import mint_key
 
 NUL = "\u0000"
+WIDE = "\U0001f600"
+"""A character of four UTF-8 bytes: the kernel counts bytes, the types characters."""
 DEEP = 2000
 
 
@@ -331,6 +335,9 @@ def _cases() -> list[Case]:
         case("daytona labels: 1 MB value", DAYTONA_LABELS, {"labels": {"a": big}}),
         case("create: 1 MB env value", CREATE, {"env": {"A": big * 2}}),
         case("exec: 100,000 argv items", EXEC, {"cmd": ["true"] * 100_000}),
+        case("exec: over 1 MiB of arguments", EXEC, {"cmd": ["true"] + ["x" * 30_000] * 40}),
+        case("exec: a variable over 128 KiB", EXEC, {"cmd": ["true"], "env": {WIDE * 1024: WIDE * 32_000}}),
+        case("daytona execute: a 200 KB command", EXECUTE, {"command": "true " + "x" * 200_000}),
         # --- the process-wide gate (JSON depth, UTF-8): another part of issue 10 ---------------
         case("create: labels nested 2,000 deep", CREATE, raw=with_body(b'{"labels": ', deep(DEEP))),
         case("exec: env nested 2,000 deep", EXEC, raw=with_body(b'{"cmd": ["true"], "env": ', deep(DEEP))),
@@ -613,3 +620,40 @@ def test_hostd_refuses_what_the_core_would_never_send(
                 failures.append(f"{name}: {resp.status_code} {resp.text[:300]!r}")
     assert not failures, "\n".join(failures)
     assert_unchanged(before, world(stack, client, org_id))
+
+
+def test_terminal_openers_are_refused_before_the_upgrade(
+    stack: Stack, target: tuple[httpx.Client, str, str]
+) -> None:
+    """A terminal's hostile query is an HTTP 400 in place of the upgrade, as on REST routes."""
+    client, sid, org_id = target
+    before = world(stack, client, org_id)
+    base = stack.config.gateway_url.replace("http://", "ws://")
+    auth = {"authorization": client.headers["authorization"]}
+    for query in (
+        f"/v1/sandboxes/{sid}/terminal?cwd=%00",
+        f"/v1/sandboxes/{sid}/terminal?session_id=a%00b",
+        f"/v1/sandboxes/{sid}/terminal?cols=99999999999999999999",
+        f"/toolbox/{sid}/process/pty/create-connect?id=a%00b",
+        f"/toolbox/{sid}/process/pty/a%00b/connect",
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(base + query, additional_headers=auth, open_timeout=20, proxy=None).close()
+        body = json.loads(refused.value.response.body or b"{}")
+        assert (refused.value.response.status_code, body.get("code")) == (400, "bad_request"), (query, body)
+    assert_unchanged(before, world(stack, client, org_id))
+
+
+def test_the_largest_command_allowed_still_runs(target: tuple[httpx.Client, str, str]) -> None:
+    """The caps sit below the kernel's own limits: an argument of the most characters allowed,
+    each four bytes, and nearly 1 MiB of arguments in all, run (where the kernel's E2BIG
+    would be a 502)."""
+    client, sid, _ = target
+    widest = WIDE * 32_000  # 128,000 bytes, under MAX_ARG_STRLEN
+    resp = client.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["printf", "%s", widest]})
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["stdout"] == widest
+    resp = client.post(f"/v1/sandboxes/{sid}/exec", json={"cmd": ["true", *[widest] * 8]})  # 1,024,000 bytes
+    assert resp.status_code == 200 and resp.json()["exit_code"] == 0, resp.text[:300]
+    resp = client.post(f"/toolbox/{sid}/process/execute", json={"command": "echo " + "y" * 131_000})
+    assert resp.status_code == 200 and resp.json()["exitCode"] == 0, resp.text[:300]
