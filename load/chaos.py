@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -125,13 +126,17 @@ def chaos_stack(index: int, var: Path) -> Stack:
 
 
 @contextlib.contextmanager
-def own_stack() -> Iterator[Stack]:
+def own_stack(keep_logs: Path | None = None) -> Iterator[Stack]:
+    """A started chaos stack, removed afterwards; its services' logs are copied to
+    ``keep_logs`` first when given (the var dir goes with the stack)."""
     with exclusive_index("chaos") as n:
         stack = chaos_stack(n, Path(tempfile.mkdtemp(prefix=f"dnah-chaos{n}-")))
         try:
             stack.start()
             yield stack
         finally:
+            if keep_logs is not None:
+                shutil.copytree(stack.var / "log", keep_logs, dirs_exist_ok=True)
             stack.remove()
 
 
@@ -339,16 +344,19 @@ def mint_org_key(stack: Stack) -> str:
     return str(resp.json()["key"])
 
 
-def settle(stack: Stack, bound_s: float) -> tuple[float | None, Verdict, list[tuple[float, list[str]]]]:
+def settle(
+    stack: Stack, bound_s: float
+) -> tuple[float | None, Verdict, list[tuple[float, dict[str, list[str]]]]]:
     """Poll the invariants (and the stack's health) until they hold or ``bound_s`` passes;
     the seconds it took (None if it never settled), the last verdict, and which checks
-    still failed at each moment that changed (what the settle waited for)."""
+    still failed (with their first offenders) at each moment that changed: what the settle
+    waited for."""
     config = load_hostd_config(stack.env())
     started = time.monotonic()
-    trace: list[tuple[float, list[str]]] = []
+    trace: list[tuple[float, dict[str, list[str]]]] = []
     while True:
         verdict = asyncio.run(_checked(stack, config))
-        failing = sorted(verdict.failed())
+        failing = {name: bad[:3] for name, bad in sorted(verdict.failed().items())}
         if not trace or trace[-1][1] != failing:
             trace.append((round(time.monotonic() - started, 1), failing))
         if verdict.ok:
@@ -478,6 +486,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="default: a random one (printed)")
     parser.add_argument("--interval", default="3,12", help="min,max seconds between kills")
     parser.add_argument("--report", type=Path, help="also write the JSON report to this file")
+    parser.add_argument("--keep-logs", type=Path, help="copy the services' logs to this directory")
     args = parser.parse_args()
     kills = tuple(k for k in args.kills.split(",") if k)
     if unknown := set(kills) - set(TARGETS):
@@ -488,7 +497,7 @@ def main() -> None:
     plan = Plan(
         workers=args.workers, duration_s=args.duration, kills=kills, seed=seed, interval_s=(low, high)
     )
-    with own_stack() as stack:
+    with own_stack(args.keep_logs) as stack:
         report = run_chaos(stack, plan)
     text = json.dumps(report, indent=2)
     if args.report:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -18,16 +19,17 @@ pytestmark = [pytest.mark.stack, pytest.mark.chaos]
 KILL_ROUNDS = 2
 
 
-def test_every_invariant_holds_after_random_kills() -> None:
+def test_every_invariant_holds_after_random_kills(tmp_path: Path) -> None:
     seed = random.randrange(2**32)
     print(f"chaos seed {seed}")
     plan = Plan(workers=2, duration_s=45, seed=seed, interval_s=(2.0, 5.0), kill_rounds=KILL_ROUNDS)
-    with own_stack() as stack:
+    with own_stack(keep_logs=tmp_path / "logs") as stack:
         report = run_chaos(stack, plan)
     print(json.dumps(report, indent=1))
-    context = f"seed {seed}; report above"
+    context = f"seed {seed}; report above; the services' logs are in {tmp_path / 'logs'}"
 
     assert report["kills_by_target"] == dict.fromkeys(TARGETS, KILL_ROUNDS), context
-    assert report["settle_s"] is not None, f"not settled in {SETTLE_S:.0f} s: {report['invariants']}; {context}"
+    unsettled = f"not settled in {SETTLE_S:.0f} s: {report['invariants']}; {context}"
+    assert report["settle_s"] is not None, unsettled
     assert report["invariants"]["failed"] == {}, context
     assert report["rounds_completed"] >= 1, f"no worker round ever completed; {context}"
