@@ -139,9 +139,10 @@ def create_app(config: CoreConfig | None = None) -> ASGIApp:
         state.snapshots = SnapshotService(db, host_client, config, state.sandboxes, state.lifecycle)
         state.webhooks = WebhookService(db, allow_private=config.webhooks.allow_private)
         dispatcher = Dispatcher(db, config.webhooks, database_url=config.database_url)
-        # rows a dead predecessor left mid-operation are settled now, not after the staleness limit
+        # rows a dead predecessor (or a Postgres restart) left mid-operation are settled at
+        # once, not after the staleness limit
         settling = asyncio.create_task(
-            StartupSettler(db, host_client, state.lifecycle).run(await db.fetchval("SELECT now()")),
+            StartupSettler(db, host_client, state.lifecycle).watch(config.reconcile_interval_s),
             name="startup-settling",
         )
         sweeper = asyncio.create_task(

@@ -6,7 +6,9 @@ sandbox's capacity and answers 409 to the user. The sweeper would settle them on
 ``DNAH_STALE_OPERATION_S`` (120 s); a core that just started knows better: any row in such a
 state since before it started was claimed by a core that is no longer running it, so it asks
 the host right away (``GET /sandboxes/{id}``, answered once the host has finished whatever the
-dead core had sent) and settles each row (docs/lifecycle.md, "Crash safety"):
+dead core had sent) and settles each row (docs/lifecycle.md, "Crash safety"). A restart of
+Postgres under a running core is the same loss: the operations in flight could not record
+their outcome, so the rows claimed before it are settled alike (``watch``):
 
 - ``creating``: the host has the sandbox → the state it reports (``started`` when it runs);
   the host does not → destroyed on the host (in case the create lands later) and the row
@@ -51,6 +53,24 @@ class StartupSettler:
         self._db = db
         self._hosts = hosts
         self._lifecycle = lifecycle
+
+    async def watch(self, interval_s: float) -> None:
+        """Settle what the previous core left, then watch the database: when it restarted
+        (Postgres killed), every operation that was in flight may have lost its final UPDATE
+        and sits in its transitional state as if its core had died, so the rows claimed before
+        the restart are settled the same way. Runs until cancelled."""
+        booted, now = await self._db.fetchrow("SELECT pg_postmaster_start_time(), now()")
+        await self.run(now)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                restarted = await self._db.fetchval("SELECT pg_postmaster_start_time()")
+                if restarted != booted:
+                    log.warning("database_restarted", at=restarted.isoformat())
+                    await self.run(restarted)
+                    booted = restarted
+            except Exception as exc:  # the database is down or restarting: try again next time
+                log.info("database_unavailable", error=repr(exc))
 
     async def run(self, started_at: datetime) -> None:
         """Settle every row left in ``LEFT_STATES`` since before ``started_at`` (the database's

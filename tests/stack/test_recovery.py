@@ -334,3 +334,37 @@ def test_core_killed_mid_operation_settles_rows_at_start_up(patient_stack: Stack
     settled = sql(stack, "SELECT id, state, error_reason FROM sandboxes WHERE id = ANY($1)", left)
     assert {r["id"] for r in settled} == set(left)
     assert not [r for r in settled if r["state"] in TRANSITIONAL_ROWS], settled
+
+
+def test_postgres_killed_mid_operation_settles_rows_once_it_is_back(patient_stack: Stack) -> None:
+    """An operation whose final UPDATE met a dead database sits in its transitional state as
+    if its core had died: the core notices the restarted database and settles those rows."""
+    stack = patient_stack
+    with httpx.Client(base_url=stack.config.core_url, timeout=60) as admin:
+        admin.headers["authorization"] = f"Bearer {stack.admin_token}"
+        token = mint_key(admin, "postgres-crash")
+
+    def kill_postgres() -> None:
+        victim = stack.pid("postgres")
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: stack.pid("postgres") is None, what="the postmaster to be gone")
+        wait_for(_respawned(stack, "postgres"), what="Postgres to start again")
+
+    statuses = _under_load(stack, token, url=stack.config.core_url, fault=kill_postgres)
+    assert statuses.count(201) >= 4, statuses
+    _wait_for_agreement(stack)
+
+
+def _respawned(stack: Stack, name: str) -> Callable[[], bool]:
+    """One try at what the supervisor does for a dead child (backends of a killed postmaster
+    may still hold its shared memory for a moment: then the start fails, and is tried again)."""
+
+    def attempt() -> bool:
+        try:
+            stack.respawn(name)
+        except Exception:
+            return False
+        return True
+
+    return attempt
