@@ -466,6 +466,8 @@ def parse_request(payload: bytes) -> Request | StreamRequest:
         message = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(0, f"malformed JSON: {exc}") from None
+    except RecursionError:  # json's C decoder recurses once per nesting level
+        raise BadRequest(0, "malformed JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise BadRequest(0, "a frame must be a JSON object")
     request_id = message.get("id")

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from contracts import guest
@@ -45,6 +45,9 @@ IO_TIMEOUT = 20.0
 SENTINEL_ID = 987_654_321
 REAL_HANDLERS = frozenset({"DirsRequest", "MetricsRequest", "EnvSetRequest"})
 INT64 = range(-(2**63), 2**63)
+DEEP_JSON = b"[" * 5000 + b"]" * 5000
+"""Found by the long run: json's decoder raised RecursionError, which ended the agent's
+connection instead of answering an ``error``."""
 
 
 # frames -------------------------------------------------------------------------------------
@@ -84,7 +87,7 @@ request_payloads = st.one_of(
             b'{"t":"ping","id":1,"x":"\\ud800"}',
             b'{"t":"ping","id":' + b"9" * 400 + b"}",
             b'{"t":"ping","id":1}' + b" " * 100 + b"trailing",
-            b"[" * 5000 + b"]" * 5000,
+            DEEP_JSON,
         ]
     ),
 )
@@ -200,6 +203,7 @@ def opens_stream(payload: bytes) -> bool:
 
 @fuzz(120)
 @given(st.lists(frames, max_size=8))
+@example([("json", DEEP_JSON), ("json", b'{"t":"dirs","id":3}')])
 def test_the_agent_answers_every_frame_and_keeps_serving(stand_in_handlers: None, sent: list[Frame]) -> None:
     with agent_connection() as (sock, _):
         expected: list[int] = []
@@ -449,8 +453,8 @@ def test_hostd_streams_end_cleanly_on_hostile_agent_bytes(socket_dir: Path, answ
                 except AgentUnavailable:
                     event("refused at open")
                     return
-                assert isinstance(first, guest.FsReady | guest.FsWritten | guest.FsReading | guest.Error)
-                assert not isinstance(first, bytes)
+                # any reply type: the caller checks it (hosts/transfers.py ``_expect``)
+                assert isinstance(first, guest.StreamReply)
                 try:
                     for _ in range(10):
                         frame = await stream.read()
