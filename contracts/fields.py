@@ -53,6 +53,9 @@ PATH_MAX = 4096
 Path = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=PATH_MAX)]
 URL_MAX = 8192
 Url = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=URL_MAX)]
+SECRET_MAX = 8192
+Secret = Annotated[str, msgspec.Meta(pattern=NO_NUL, max_length=SECRET_MAX)]
+"""A credential handed to one process in its environment (git's username and password)."""
 
 MAX_LABELS = 64
 LABEL_KEY_MAX = 256

@@ -45,11 +45,13 @@ from typing import Annotated, Literal
 import msgspec
 
 from contracts.fields import (
+    Arg,
     Argv,
     EnvMap,
     Name,
     Path,
     Positive,
+    Secret,
     Text,
     TimeoutMs,
     Url,
@@ -309,8 +311,8 @@ class GitClone(_Msg, frozen=True, tag="git.clone"):
     branch: Name | None = None
     depth: Positive | None = None
     commit_id: Name | None = None
-    username: Text | None = None
-    password: Text | None = None
+    username: Secret | None = None
+    password: Secret | None = None
     timeout_ms: TimeoutMs = GIT_TIMEOUT_MS
 
 
@@ -332,10 +334,13 @@ class GitCommit(_Msg, frozen=True, tag="git.commit"):
     committer); answered with ``GitCommitResult``."""
 
     path: Path
-    message: Text
-    author_name: Text | None = None
-    author_email: Text | None = None
+    message: Arg
+    author_name: Name | None = None
+    author_email: Name | None = None
     allow_empty: bool = False
+
+    def __post_init__(self) -> None:
+        check_command_size([self.message], None)  # git gets it as one argument
 
 
 class GitPush(_Msg, frozen=True, tag="git.push"):
@@ -345,8 +350,8 @@ class GitPush(_Msg, frozen=True, tag="git.push"):
     path: Path
     remote: Name | None = None
     branch: Name | None = None
-    username: Text | None = None
-    password: Text | None = None
+    username: Secret | None = None
+    password: Secret | None = None
     set_upstream: bool = False
     timeout_ms: TimeoutMs = GIT_TIMEOUT_MS
 
@@ -358,8 +363,8 @@ class GitPull(_Msg, frozen=True, tag="git.pull"):
     path: Path
     remote: Name | None = None
     branch: Name | None = None
-    username: Text | None = None
-    password: Text | None = None
+    username: Secret | None = None
+    password: Secret | None = None
     timeout_ms: TimeoutMs = GIT_TIMEOUT_MS
 
 

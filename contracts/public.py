@@ -17,6 +17,7 @@ import msgspec
 
 from contracts.fields import (
     NO_NUL,
+    Arg,
     Argv,
     EnvMap,
     Int32,
@@ -25,6 +26,7 @@ from contracts.fields import (
     NonNegative,
     Path,
     Positive,
+    Secret,
     Text,
     Url,
     check_command_size,
@@ -355,8 +357,8 @@ class GitClone(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     branch: Name | None = None
     depth: Positive | None = None
     commit_id: Name | None = None
-    username: Text | None = None
-    password: Text | None = None
+    username: Secret | None = None
+    password: Secret | None = None
 
 
 class GitAdd(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -370,10 +372,13 @@ class GitCommit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """``POST /v1/sandboxes/{id}/git/commit``: what is staged, as the given author."""
 
     path: Path
-    message: Text
-    author_name: Text | None = None
-    author_email: Text | None = None
+    message: Arg
+    author_name: Name | None = None
+    author_email: Name | None = None
     allow_empty: bool = False
+
+    def __post_init__(self) -> None:
+        check_command_size([self.message], None)  # git gets it as one argument
 
 
 class GitSync(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -383,8 +388,8 @@ class GitSync(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     path: Path
     remote: Name | None = None
     branch: Name | None = None
-    username: Text | None = None
-    password: Text | None = None
+    username: Secret | None = None
+    password: Secret | None = None
     set_upstream: bool = False
 
 
@@ -462,8 +467,8 @@ class DaytonaGitClone(msgspec.Struct, frozen=True, kw_only=True):
     path: Path
     branch: Name | None = None
     commit_id: Name | None = None
-    username: Text | None = None
-    password: Text | None = None
+    username: Secret | None = None
+    password: Secret | None = None
     depth: Positive | None = None
 
 
@@ -474,18 +479,21 @@ class DaytonaGitAdd(msgspec.Struct, frozen=True, kw_only=True):
 
 class DaytonaGitCommit(msgspec.Struct, frozen=True, kw_only=True):
     path: Path
-    message: Text
-    author: Text
-    email: Text
+    message: Arg
+    author: Name
+    email: Name
     allow_empty: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_command_size([self.message], None)  # git gets it as one argument
 
 
 class DaytonaGitSync(msgspec.Struct, frozen=True, kw_only=True):
     """``POST /toolbox/{id}/git/push`` and ``/git/pull``."""
 
     path: Path
-    username: Text | None = None
-    password: Text | None = None
+    username: Secret | None = None
+    password: Secret | None = None
     branch: Name | None = None
     remote: Name | None = None
     set_upstream: bool | None = None

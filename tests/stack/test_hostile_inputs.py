@@ -338,6 +338,16 @@ def _cases() -> list[Case]:
         case("exec: over 1 MiB of arguments", EXEC, {"cmd": ["true"] + ["x" * 30_000] * 40}),
         case("exec: a variable over 128 KiB", EXEC, {"cmd": ["true"], "env": {WIDE * 1024: WIDE * 32_000}}),
         case("daytona execute: a 200 KB command", EXECUTE, {"command": "true " + "x" * 200_000}),
+        case(
+            "git: a 200 KB commit message",
+            f"POST /v1/sandboxes/{s}/git/commit",
+            {"path": "r", "message": big[:200_000]},
+        ),
+        case(
+            "git: a 10 KB password",
+            CLONE,
+            {"url": "https://example.invalid/r", "path": "r", "password": big[:10_000]},
+        ),
         # --- the process-wide gate (JSON depth, UTF-8): another part of issue 10 ---------------
         case("create: labels nested 2,000 deep", CREATE, raw=with_body(b'{"labels": ', deep(DEEP))),
         case("exec: env nested 2,000 deep", EXEC, raw=with_body(b'{"cmd": ["true"], "env": ', deep(DEEP))),
