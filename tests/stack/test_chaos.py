@@ -2,7 +2,9 @@
 stop, start, snapshot, fork and delete on a stack of their own while hostd, the core, a
 gateway worker, Postgres and Redis are each SIGKILLed twice at random moments (the seed is
 printed, so a failure can be replayed); once the stack has settled — within ``SETTLE_S`` —
-every invariant of ``load/chaos_invariants.py`` must hold and no kept file may be lost."""
+every invariant of ``load/chaos_invariants.py`` must hold, no kept file may be lost, and no
+request may have failed in a way a dead process does not explain. How much work gets done
+between kills depends on timing, so only that some did is asserted."""
 
 from __future__ import annotations
 
@@ -32,4 +34,5 @@ def test_every_invariant_holds_after_random_kills(tmp_path: Path) -> None:
     unsettled = f"not settled in {SETTLE_S:.0f} s: {report['invariants']}; {context}"
     assert report["settle_s"] is not None, unsettled
     assert report["invariants"]["failed"] == {}, context
-    assert report["rounds_completed"] >= 1, f"no worker round ever completed; {context}"
+    assert report["unexpected_errors"] == [], context
+    assert sum(report["ops_completed"].values()) > 0, f"the workers never got a request through; {context}"
