@@ -33,6 +33,8 @@ import re
 from importlib import resources
 from typing import Any
 
+import msgspec
+
 from gateway.discovery import (
     FREE_GROUP,
     OPENAPI_VERSION,
@@ -79,6 +81,24 @@ def core_document() -> dict[str, Any]:
     text = resources.files("contracts").joinpath("core_openapi.json").read_text()
     doc: dict[str, Any] = json.loads(text)
     return doc
+
+
+class ServedDocument:
+    """The encoded document for the live table, built once per table: building takes a few
+    hundred milliseconds (the core's document is large), too long to spend on the event loop
+    for every unauthenticated ``GET /openapi.json``. A reload makes a new ``PriceTable``,
+    which the next request sees and builds for."""
+
+    def __init__(self, settings: DiscoverySettings) -> None:
+        self._settings = settings
+        self._table: PriceTable | None = None
+        self._body = b""
+
+    def body(self, table: PriceTable) -> bytes:
+        if table is not self._table:
+            self._body = msgspec.json.encode(openapi(table, self._settings))
+            self._table = table
+        return self._body
 
 
 def example_path(path: str, operation: dict[str, Any]) -> str:
@@ -401,4 +421,4 @@ def _gateway_schemas() -> dict[str, Any]:
     }
 
 
-__all__ = ["core_document", "example_path", "openapi", "public_paths"]
+__all__ = ["ServedDocument", "core_document", "example_path", "openapi", "public_paths"]

@@ -27,7 +27,7 @@ from litestar.types import Scope
 from contracts.control import REQUEST_ID_HEADER
 from contracts.observability import configure_logging
 from contracts.public import ErrorBody
-from gateway.apidoc import openapi
+from gateway.apidoc import ServedDocument
 from gateway.config import ConfigError, load_config
 from gateway.discovery import (
     DiscoverySettings,
@@ -105,18 +105,21 @@ def mpp_routes(
     """The free routes the gateway serves itself in the payment modes: the quote, discovery
     (``/openapi.json``, ``/llms.txt``) and ``/__mpp/health`` and ``/__mpp/config``.
 
-    Discovery is built from the live table on every request, so a price reload shows at once;
-    one table therefore feeds the quote, the 402 challenge, OpenAPI and llms.txt.
+    Discovery is built from the live table (the OpenAPI document once per table), so a price
+    reload shows at once; one table therefore feeds the quote, the 402 challenge, OpenAPI and
+    llms.txt.
     """
 
     def _request_id(request: Request) -> str:
         raw_id = request.headers.get(REQUEST_ID_HEADER)
         return bind_client_request_id(raw_id.encode("latin-1") if raw_id else None)
 
+    document = ServedDocument(settings)
+
     @get("/openapi.json", cache_control=None)
-    async def openapi_json(request: Request) -> Response[dict[str, Any]]:
+    async def openapi_json(request: Request) -> Response[bytes]:
         headers = {REQUEST_ID_HEADER: _request_id(request), "cache-control": "max-age=300"}
-        return Response(openapi(gate.prices.table, settings), headers=headers)
+        return Response(document.body(gate.prices.table), headers=headers, media_type="application/json")
 
     @get("/llms.txt", cache_control=None)
     async def llms(request: Request) -> Response[str]:

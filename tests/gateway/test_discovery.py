@@ -20,7 +20,7 @@ from decimal import Decimal
 import pytest
 
 from contracts.core_routes import CORE_ROUTES
-from gateway.apidoc import example_path, openapi, public_paths
+from gateway.apidoc import ServedDocument, example_path, openapi, public_paths
 from gateway.config import load_config
 from gateway.discovery import (
     DiscoverySettings,
@@ -31,7 +31,7 @@ from gateway.discovery import (
 )
 from gateway.forward import map_path
 from gateway.served import ServedRoutes
-from pricing import PriceTable, Quote, RouteRule, default_table_path, load_table
+from pricing import PriceTable, Quote, RouteRule, default_table_path, load_table, parse_table
 
 PATH_USD = "0x20c0000000000000000000000000000000000000"
 USDC_E = "0x20C000000000000000000000b9537d11c60E8b50"
@@ -321,6 +321,25 @@ def test_documented_bodies_are_the_core_types(table: PriceTable) -> None:
     quote = doc["paths"]["/__mpp/quote"]["get"]
     assert quote["responses"]["400"]["content"]["application/problem+json"]
     assert [p["name"] for p in quote["parameters"]] == ["method", "path"]
+
+
+def test_the_served_document_is_built_once_per_table(table: PriceTable) -> None:
+    """Building takes a few hundred ms; a reload (a new table) is seen by the next request."""
+    served = ServedDocument(settings())
+    first = served.body(table)
+    assert served.body(table) is first
+    assert json.loads(first) == json.loads(json.dumps(openapi(table, settings())))
+    text = (
+        default_table_path()
+        .read_text()
+        .replace(
+            'price = "0.01"\ndescription = "Create a sandbox"',
+            'price = "0.02"\ndescription = "Create a sandbox"',
+        )
+    )
+    reloaded = parse_table(text)
+    doc = json.loads(served.body(reloaded))
+    assert doc["paths"]["/v1/sandboxes"]["post"]["x-payment-info"]["amount"] == "20000"
 
 
 # OpenAPI shape ---------------------------------------------------------------------------------
