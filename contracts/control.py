@@ -43,7 +43,7 @@ and ``content-length``, which the HTTP client sets for the new hop."""
 #
 #   POST /internal/payments                 PaymentRecord    → PaymentRecorded   (409: challenge or tx reused)
 #   POST /internal/payments/{id}/outcome    PaymentOutcome   → OutcomeRecorded   (credits on failure)
-#   POST /internal/credits/redeem           CreditRedeem     → CreditRedeemed
+#   POST /internal/credits/redeem           CreditRedeem     → CreditRedeemed    (records the payment too)
 #   GET  /internal/idempotency?key=&fingerprint=             → StoredResponse     (404: none stored)
 
 PAYER_HEADER = "x-dnah-payer"
@@ -96,13 +96,22 @@ class OutcomeRecorded(_Wire, frozen=True):
 
 
 class CreditRedeem(_Wire, frozen=True):
-    """Pay ``amount`` from ``payer``'s credit if it covers it (all or nothing)."""
+    """Pay ``amount`` from ``payer``'s credit if it covers it (all or nothing), and record
+    ``record`` (its ``tx_hash`` None) in the same transaction, so that no credit is ever
+    taken without a ledger row that says what for. Idempotent per challenge: a challenge
+    already paid from credit answers ``redeemed`` with that payment, taking nothing again.
+    ``resume``: only look for such an earlier redemption (a gateway that died mid-payment
+    left it unknown), never take credit now; ``record`` may then be None."""
 
     payer: str
     amount: int
     challenge_id: str
+    record: PaymentRecord | None = None
+    resume: bool = False
 
 
 class CreditRedeemed(_Wire, frozen=True):
     redeemed: bool
     balance: int
+    payment_id: str | None = None
+    """The ledger row of the redemption, when ``redeemed``."""

@@ -77,7 +77,11 @@ class Ledger:
         return self._decode(response, 201, PaymentRecorded)
 
     async def redeem(self, redeem: CreditRedeem, request_id: str) -> CreditRedeemed:
+        """Pay from credit and record it in one go. Raises ``AlreadyRecorded`` (409: the
+        challenge was paid otherwise, or the key is taken; nothing was taken) or ``LedgerError``."""
         response = await self._call("POST", "/internal/credits/redeem", request_id, _ENCODE.encode(redeem))
+        if response.status_code == 409:
+            raise AlreadyRecorded(_message(response))
         return self._decode(response, 200, CreditRedeemed)
 
     async def stored_response(self, key: str, fingerprint: str, request_id: str) -> StoredResponse | None:

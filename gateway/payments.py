@@ -66,6 +66,7 @@ from contracts.control import (
     CreditRedeem,
     PaymentOutcome,
     PaymentRecord,
+    PaymentRecorded,
     StoredResponse,
 )
 from gateway.config import GatewayConfig, PaymentConfig
@@ -450,8 +451,9 @@ class PaymentGate:
         same = existing.credential == call.credential_hash and existing.fingerprint == call.fingerprint
         if same and existing.state == "pending" and time.time() - existing.since > self._stale_after_s:
             # The worker settling it never said how it went (it died, or Redis failed it):
-            # find out from the chain, like an unknown outcome.
-            return await self._recheck(existing, call, receive, send, forwarder)
+            # find out from the ledger (it may have paid from credit), then from the chain,
+            # like an unknown outcome.
+            return await self._resume(existing, call, receive, send, forwarder)
         if same and existing.state == "pending":
             return await _problem(
                 send, call.upstream, 409, "payment-in-progress", "Payment In Progress",
@@ -477,18 +479,31 @@ class PaymentGate:
         upstream = call.upstream
         if claim.mode == "pull":
             started = time.perf_counter()
+            record = self._record_of(msgspec.structs.replace(claim, via="credit"), call)
+            redeem = CreditRedeem(
+                payer=claim.payer, amount=claim.amount, challenge_id=challenge_id, record=record
+            )
             try:
-                redeemed = await self.ledger.redeem(
-                    CreditRedeem(payer=claim.payer, amount=claim.amount, challenge_id=challenge_id),
-                    upstream.request_id,
+                redeemed = await self.ledger.redeem(redeem, upstream.request_id)
+            except AlreadyRecorded as exc:  # the ledger's unique keys hold; nothing was taken
+                log.error(
+                    "payment_refused_by_ledger", challenge_id=challenge_id, via="credit", error=str(exc)
                 )
+                await self._fail(challenge_id, claim)
+                return await self._challenge(send, call, InvalidChallengeError(challenge_id, "already used"))
             except LedgerError as exc:
+                # The credit may have been taken (with its row): the same credential, retried,
+                # claims afresh and the redemption, idempotent per challenge, is found again.
                 log.warning("ledger_unavailable", error=str(exc))
                 await self._forget(challenge_id, claim)
-                return await _unavailable(send, upstream)
+                return await _unknown(
+                    send, upstream, "the payment could not be settled yet; retry this request with"
+                    " the same credential (do not pay again)",
+                )  # fmt: skip
             call.timings["credit_ms"] = _ms(started)
             if redeemed.redeemed:
                 claim.state, claim.via, claim.tx_hash = "paid", "credit", None
+                claim.payment_id = redeemed.payment_id
                 await self._save(challenge_id, claim)
                 return await self._record_and_forward(claim, call, receive, send, forwarder)
         return await self._broadcast(claim, call, receive, send, forwarder, bind=True)
@@ -585,6 +600,31 @@ class PaymentGate:
             " with the same credential (do not pay again)",
         )  # fmt: skip
 
+    async def _resume(
+        self, claim: Claim, call: _Call, receive: Receive, send: Send, forwarder: Forwarder
+    ) -> Outcome:
+        """Resume a payment abandoned mid-way: if the dead worker had paid it from credit,
+        the ledger has that redemption (taking credit and recording are one transaction);
+        otherwise whatever it sent is on the chain or not."""
+        assert call.credential is not None
+        if claim.mode == "pull":
+            lookup = CreditRedeem(
+                payer=claim.payer, amount=claim.amount, challenge_id=call.credential.challenge.id, resume=True
+            )
+            try:
+                earlier = await self.ledger.redeem(lookup, call.upstream.request_id)
+            except LedgerError as exc:
+                log.warning("ledger_unavailable", error=str(exc))
+                return await _unknown(
+                    send, call.upstream, "the ledger cannot be asked right now; retry shortly"
+                )
+            if earlier.redeemed:
+                claim.state, claim.via, claim.tx_hash = "paid", "credit", None
+                claim.payment_id = earlier.payment_id
+                await self._save(call.credential.challenge.id, claim)
+                return await self._record_and_forward(claim, call, receive, send, forwarder)
+        return await self._recheck(claim, call, receive, send, forwarder)
+
     async def _recheck(
         self, claim: Claim, call: _Call, receive: Receive, send: Send, forwarder: Forwarder
     ) -> Outcome:
@@ -655,19 +695,11 @@ class PaymentGate:
         challenge_id = call.credential.challenge.id
         upstream = call.upstream
         started = time.perf_counter()
-        record = PaymentRecord(
-            challenge_id=challenge_id,
-            payer=claim.payer,
-            method=upstream.method,
-            path=upstream.raw_path.decode("latin-1"),
-            amount=claim.amount,
-            currency=claim.currency,
-            tx_hash=claim.tx_hash if claim.via == "chain" else None,
-            idempotency_key=claim.idempotency_key,
-            fingerprint=claim.fingerprint if claim.idempotency_key else None,
-        )
         try:
-            recorded = await self.ledger.record(record, upstream.request_id)
+            if claim.via == "credit" and claim.payment_id:  # recorded with the redemption
+                recorded = PaymentRecorded(payment_id=claim.payment_id)
+            else:
+                recorded = await self.ledger.record(self._record_of(claim, call), upstream.request_id)
         except AlreadyRecorded as exc:
             # Only reachable if Redis forgot the claim: the ledger's unique keys still hold.
             claim.state = "used"
@@ -725,6 +757,21 @@ class PaymentGate:
             **call.timings,
         )
         return outcome
+
+    def _record_of(self, claim: Claim, call: _Call) -> PaymentRecord:
+        """The ledger row of this payment (``tx_hash`` None: paid from credit)."""
+        assert call.credential is not None
+        return PaymentRecord(
+            challenge_id=call.credential.challenge.id,
+            payer=claim.payer,
+            method=call.upstream.method,
+            path=call.upstream.raw_path.decode("latin-1"),
+            amount=claim.amount,
+            currency=claim.currency,
+            tx_hash=claim.tx_hash if claim.via == "chain" else None,
+            idempotency_key=claim.idempotency_key,
+            fingerprint=claim.fingerprint if claim.idempotency_key else None,
+        )
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -7,7 +7,7 @@ import asyncpg
 from contracts.control import PaymentRecord, StoredResponse
 
 
-async def insert(db: asyncpg.Pool, payment_id: str, rec: PaymentRecord) -> None:
+async def insert(db: asyncpg.Pool | asyncpg.Connection, payment_id: str, rec: PaymentRecord) -> None:
     """Raises ``asyncpg.UniqueViolationError`` when the challenge, tx or key was used before."""
     await db.execute(
         "INSERT INTO payments (id, challenge_id, payer, method, path, amount, currency, tx_hash,"
@@ -59,7 +59,7 @@ async def balance(db: asyncpg.Pool | asyncpg.Connection, payer: str) -> int:
     return int(await db.fetchval("SELECT COALESCE((SELECT balance FROM credits WHERE payer = $1), 0)", payer))
 
 
-async def redeem(db: asyncpg.Pool, payer: str, amount: int) -> int | None:
+async def redeem(db: asyncpg.Pool | asyncpg.Connection, payer: str, amount: int) -> int | None:
     """Take ``amount`` from the payer's credit if it covers it; the new balance, or None."""
     value = await db.fetchval(
         "UPDATE credits SET balance = balance - $2, updated_at = now()"
@@ -68,6 +68,10 @@ async def redeem(db: asyncpg.Pool, payer: str, amount: int) -> int | None:
         amount,
     )
     return None if value is None else int(value)
+
+
+async def by_challenge(db: asyncpg.Pool | asyncpg.Connection, challenge_id: str) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT id, payer, tx_hash FROM payments WHERE challenge_id = $1", challenge_id)
 
 
 async def stored_response(db: asyncpg.Pool, key: str) -> asyncpg.Record | None:

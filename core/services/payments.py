@@ -7,7 +7,8 @@ Rules (also in docs/payments.md and /llms.txt):
   last line against replays, whatever happened in front of them.
 - When the core rejects or fails a paid request (status ≥ 400), the amount becomes credit for
   the payer. Credit pays for the payer's next paid request (the gateway redeems it instead of
-  broadcasting the payer's transaction), all or nothing.
+  broadcasting the payer's transaction), all or nothing; taking it and recording the payment
+  are one transaction.
 - An ``Idempotency-Key`` names one request: a retry with the same key and the same request
   fingerprint gets the stored response without paying again; the same key with a different
   request is refused.
@@ -30,7 +31,7 @@ from contracts.control import (
 )
 from core.db import payments as payments_db
 from core.db.errors import translate
-from core.errors import Conflict, NotFound, Unauthorized
+from core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from core.services.auth import check_payer, new_id
 
 
@@ -68,11 +69,35 @@ class PaymentService:
         return OutcomeRecorded(credited=credited, balance=balance)
 
     async def redeem(self, req: CreditRedeem) -> CreditRedeemed:
+        """Take the credit and write the payment's row in one transaction (or find the
+        redemption an earlier call for the same challenge made): a gateway that dies, or
+        loses the answer, between the two can neither lose the credit nor take it twice."""
         check_payer(req.payer)
-        balance = await payments_db.redeem(self._db, req.payer, req.amount)
-        if balance is None:
-            return CreditRedeemed(redeemed=False, balance=await payments_db.balance(self._db, req.payer))
-        return CreditRedeemed(redeemed=True, balance=balance)
+        record = req.record
+        if record is not None and (
+            record.challenge_id != req.challenge_id
+            or record.payer != req.payer
+            or record.amount != req.amount
+            or record.tx_hash is not None
+        ):
+            raise BadRequest("the record must be this challenge's credit payment")
+        if record is None and not req.resume:
+            raise BadRequest("a redemption needs its payment record")
+        async with self._db.acquire() as conn, conn.transaction():
+            earlier = await payments_db.by_challenge(conn, req.challenge_id)
+            if earlier is not None:
+                if earlier["tx_hash"] is not None or earlier["payer"] != req.payer:
+                    raise Conflict("this challenge was already paid otherwise")
+                left = await payments_db.balance(conn, req.payer)
+                return CreditRedeemed(redeemed=True, balance=left, payment_id=earlier["id"])
+            balance = None if record is None else await payments_db.redeem(conn, req.payer, req.amount)
+            if record is None or balance is None:
+                left = await payments_db.balance(conn, req.payer)
+                return CreditRedeemed(redeemed=False, balance=left)
+            payment_id = new_id("pay")
+            with translate("this challenge, transaction or idempotency key was already used"):
+                await payments_db.insert(conn, payment_id, record)
+        return CreditRedeemed(redeemed=True, balance=balance, payment_id=payment_id)
 
     async def replay(self, key: str, fingerprint: str) -> StoredResponse:
         row = await payments_db.stored_response(self._db, key)

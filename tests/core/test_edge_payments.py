@@ -36,6 +36,24 @@ def record(edge: httpx.Client, **fields: object) -> httpx.Response:
     return edge.post("/internal/payments", json=body)
 
 
+def redeem(
+    edge: httpx.Client, payer: str, amount: int, challenge: str | None = None, *, resume: bool = False
+) -> httpx.Response:
+    """Pay ``amount`` from credit, recording the payment (``resume``: only look it up)."""
+    challenge = challenge or uuid.uuid4().hex
+    row = {
+        "challenge_id": challenge,
+        "payer": payer,
+        "method": "GET",
+        "path": "/sandbox",
+        "amount": amount,
+        "currency": "0x20c0000000000000000000000000000000000000",
+        "tx_hash": None,
+    }
+    body = {"payer": payer, "amount": amount, "challenge_id": challenge, "resume": resume}
+    return edge.post("/internal/credits/redeem", json={**body, "record": None if resume else row})
+
+
 def test_each_payer_gets_its_own_org(edge: httpx.Client) -> None:
     as_a = {"x-dnah-payer": PAYER_A}
     sid = edge.post("/v1/sandboxes", json={}, headers=as_a).json()["id"]
@@ -84,12 +102,16 @@ def test_failed_paid_call_becomes_credit_and_credit_pays_once(edge: httpx.Client
     # A repeated outcome report never credits twice.
     assert edge.post(f"/internal/payments/{paid}/outcome", json={"upstream_status": 502}).status_code == 409
 
-    too_much = edge.post(
-        "/internal/credits/redeem", json={"payer": payer, "amount": 1001, "challenge_id": "c1"}
-    )
-    assert too_much.json() == {"redeemed": False, "balance": 1000}
-    ok = edge.post("/internal/credits/redeem", json={"payer": payer, "amount": 600, "challenge_id": "c2"})
-    assert ok.json() == {"redeemed": True, "balance": 400}
+    too_much = redeem(edge, payer, 1001)
+    assert too_much.json() == {"redeemed": False, "balance": 1000, "payment_id": None}
+    challenge = uuid.uuid4().hex
+    ok = redeem(edge, payer, 600, challenge).json()
+    assert ok["redeemed"] and ok["balance"] == 400 and ok["payment_id"].startswith("pay_")
+    # Taking the credit wrote the payment's row; asking again (a lost answer, a dead gateway)
+    # finds that redemption and takes nothing more.
+    assert redeem(edge, payer, 600, challenge).json() == ok
+    assert redeem(edge, payer, 600, challenge, resume=True).json() == ok
+    assert redeem(edge, payer, 100, uuid.uuid4().hex, resume=True).json()["redeemed"] is False
 
     fine = record(edge, payer=payer, amount=100).json()["payment_id"]
     assert edge.post(f"/internal/payments/{fine}/outcome", json={"upstream_status": 200}).json() == {

@@ -1,23 +1,33 @@
-"""Single chain faults, placed on purpose (``devnet.faults``' forced schedule), that once cost a
-payer money: each must end with the payment recorded once and the call served, never with a
-fresh 402 for a payment that landed."""
+"""Faults placed on purpose that once cost a payer money: chain faults (``devnet.faults``'
+forced schedule) after which a landed payment got a fresh 402, and a gateway that died
+between taking a payer's credit and recording it. Each must end with the payment recorded
+once and the call served."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
+from mpp import Receipt
+from redis.asyncio import Redis
 
 from cli.stack import Stack
+from contracts.control import CreditRedeem, PaymentRecord
 from devnet.faults import FaultPlan
+from gateway.idempotency import Claim, PaymentState, credential_hash, request_fingerprint
 from tests.gateway.payment_fixtures import (
     Devnet,
     Payer,
+    PayGateway,
     challenges,
+    credit,
     ledger,
+    pay_gateway,
     payer,
     problem_type,
     start_faulty_rpc,
@@ -25,7 +35,9 @@ from tests.gateway.payment_fixtures import (
 )
 from tests.gateway.servers import Server
 
-__all__ = ["payer"]  # fixtures used by this module
+__all__ = ["pay_gateway", "payer"]  # fixtures used by this module
+
+GET_PRICE = 100
 
 SENDS_AND_RECEIPTS = "eth_sendRawTransactionSync,eth_getTransactionReceipt"
 
@@ -89,8 +101,65 @@ async def test_a_refusal_after_the_transfer_landed_is_not_a_fresh_402(
         assert answers[-1].status_code == 200, shown
         assert all(a.status_code in (200, 503) for a in answers), shown
         [row] = await ledger(stack, payer.address)
-        assert row["tx_hash"] and devnet.receipt(row["tx_hash"])["status"] == "0x1"
+        landed = devnet.receipt(row["tx_hash"])
+        assert landed is not None and landed["status"] == "0x1"
         spent = before - devnet.balance(payer.address)
         assert spent == int(challenge.request["amount"]) + devnet.fee(row["tx_hash"]), shown  # once
     finally:
         gateway.stop()
+
+
+async def test_a_gateway_dead_after_taking_credit_is_resumed_from_that_credit(
+    stack: Stack, devnet: Devnet, payer: Payer, pay_gateway: PayGateway
+) -> None:
+    """A worker that took a payer's credit and died before saying so leaves a ``pending``
+    claim; the same credential, retried once the claim is stale, goes on with that
+    redemption — it neither sends the signed transfer (paying twice) nor loses the credit."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await conn.execute("INSERT INTO credits (payer, balance) VALUES ($1, $2)", payer.address, GET_PRICE)
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=pay_gateway.url, timeout=60) as client:
+        [challenge] = challenges(await client.get("/sandbox"))
+        authorization = await payer.authorization(challenge)
+        # What the worker did before it died: redeem (with the payment's row) and claim.
+        record = PaymentRecord(
+            challenge_id=challenge.id,
+            payer=payer.address,
+            method="GET",
+            path="/sandbox",
+            amount=GET_PRICE,
+            currency=challenge.request["currency"],
+            tx_hash=None,
+        )
+        redeem = CreditRedeem(payer=payer.address, amount=GET_PRICE, challenge_id=challenge.id, record=record)
+        taken = httpx.post(
+            f"{stack.config.core_url}/internal/credits/redeem",
+            content=msgspec.json.encode(redeem),
+            headers={"authorization": f"Bearer {stack.edge_token}", "content-type": "application/json"},
+        )
+        assert taken.status_code == 200 and taken.json()["redeemed"], taken.text
+        redis = Redis.from_url(stack.redis_url)
+        try:
+            claim = Claim(
+                state="pending",
+                credential=credential_hash(authorization),
+                fingerprint=request_fingerprint("GET", b"/sandbox", b"", b""),
+                payer=payer.address,
+                amount=GET_PRICE,
+                currency=challenge.request["currency"],
+                since=time.time() - 3600,
+            )
+            assert await PaymentState(redis).claim(challenge.id, claim) is None
+        finally:
+            await redis.aclose()
+        balance = devnet.balance(payer.address)
+        resumed = await client.get("/sandbox", headers={"authorization": authorization})
+    assert resumed.status_code == 200, resumed.text
+    receipt = Receipt.from_payment_receipt(resumed.headers["payment-receipt"])
+    assert receipt.reference == f"credit:{taken.json()['payment_id']}"
+    assert devnet.balance(payer.address) == balance  # the signed transfer was never sent
+    [row] = await ledger(stack, payer.address)
+    assert row["tx_hash"] is None and row["id"] == taken.json()["payment_id"]
+    assert await credit(stack, payer.address) == 0
