@@ -68,7 +68,9 @@ row left by a core killed mid-create: the sweeper settles it once it is 120 s ol
 reconcile passes (1 s here) fit in the rest."""
 REQUEST_TIMEOUT_S = 30.0
 CLEANUP_S = 30.0
-"""How long a worker keeps trying to delete what one round made before leaving it to the end."""
+"""How long a worker keeps trying to delete what one round made before leaving it for later."""
+LEFTOVER_S = 5.0
+"""How long each round first tries to delete what earlier rounds could not."""
 FAILED_ROUND_PAUSE_S = 0.5
 KEPT_FILE = "/home/daytona/kept"
 LOOP_FILE = "/home/daytona/chaos"
@@ -127,6 +129,9 @@ def chaos_stack(index: int, var: Path) -> Stack:
             "DNAH_RECONCILE_S": "1",
             "DNAH_STALE_OPERATION_S": "3",
             "DNAH_STALE_LONG_OPERATION_S": "20",
+            # the scheduler counts each disk in full, though forks share their blocks: room
+            # for the sandboxes a run leaves while deletes fail, so creates are not refused
+            "DNAH_HOST_DISK_GB": "2000",
         },
     )
     return Stack(config, say=lambda _: None)
@@ -197,6 +202,9 @@ class Worker(threading.Thread):
         self.n, self.api, self.tally, self.stop = n, api, tally, stop
         self.kept: tuple[str, str] | None = None
         """The kept sandbox's id and the content of its file."""
+        self.leftovers: dict[str, bool] = {}
+        """Sandboxes of earlier rounds not deleted yet (id -> whether it is a fork): tried
+        again every round, so they do not pile up and fill the host."""
 
     def keep_one(self) -> None:
         """Create the kept sandbox and write its file (before any fault is injected)."""
@@ -219,6 +227,8 @@ class Worker(threading.Thread):
         return out
 
     def one_round(self, n: int) -> None:
+        if self.leftovers:
+            self.delete_all(self.leftovers, time.monotonic() + LEFTOVER_S)
         made: dict[str, bool] = {}  # what this round made: sandbox id -> whether it is the fork
         try:
             sid = self.step("create", "POST", "/v1/sandboxes", {"name": f"w{self.n}-{n}"})["id"]
@@ -259,18 +269,24 @@ class Worker(threading.Thread):
         """Delete what this round made — also what a create or fork whose answer was lost
         made under this round's names — forks first (a parent with forks is a 409), each
         sandbox's snapshots before it."""
-        deadline = time.monotonic() + CLEANUP_S
         names = {f"w{self.n}-{n}": False, f"w{self.n}-{n}-fork": True}
         with contextlib.suppress(OpFailed):
             for item in self.api.call("list", "GET", "/v1/sandboxes")["items"]:
                 if item["name"] in names:
                     made.setdefault(item["id"], names[item["name"]])
-        for sid in sorted(made, key=lambda s: not made[s]):
+        self.leftovers.update(made)
+        self.delete_all(self.leftovers, time.monotonic() + CLEANUP_S)
+
+    def delete_all(self, sandboxes: dict[str, bool], deadline: float) -> None:
+        """Delete ``sandboxes`` (id -> is a fork) and their snapshots, forks first; what is
+        deleted leaves the dict, the rest stays for a later try."""
+        for sid in sorted(sandboxes, key=lambda s: not sandboxes[s]):
             with contextlib.suppress(OpFailed):
                 for snap in self.api.call("snapshots", "GET", f"/v1/sandboxes/{sid}/snapshots")["items"]:
                     self.api.delete_until_gone(f"/v1/snapshots/{snap['id']}", deadline)
             if self.api.delete_until_gone(f"/v1/sandboxes/{sid}", deadline):
                 self.tally.ok("delete")
+                del sandboxes[sid]
 
     def cycle_kept(self, sid: str) -> None:
         try:
