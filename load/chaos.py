@@ -55,11 +55,10 @@ from load.chaos_invariants import Verdict, check
 from tests.support import exclusive_index, free_port
 
 TARGETS = ("core", "hostd", "gateway", "postgres", "redis")
-TOLERATED = frozenset({"502", "503", "504", "409", "500", "connect", "timeout", "transport"})
+TOLERATED = frozenset({"502", "503", "504", "409", "connect", "timeout", "transport"})
 """Failures a request may meet while something under it is dead: the gateway or core
-answering for a dead hop, a conflict with an operation cut short, a refused or cut
-connection. 500 is among them only because the core answers it while Postgres restarts
-(docs/reliability.md, "Chaos"); anything else (a 404 for a sandbox that should exist, a 4xx
+answering for a dead hop (a dead database is a 503), a conflict with an operation cut short,
+a refused or cut connection; anything else (a 404 for a sandbox that should exist, a 4xx
 for a valid request, a command failing in a sandbox) is reported as unexpected."""
 SETTLE_S = 180.0
 """How long after the last kill the stack has to settle. The longest wait is a ``creating``

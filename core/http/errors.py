@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -76,6 +77,26 @@ def http_error(_: Request, exc: HTTPException) -> Response[ErrorBody]:
     return _render(exc.status_code, exc.detail, _HTTP_CODES.get(exc.status_code, "error"))
 
 
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OSError,  # the socket refused or reset: Postgres is not there
+    asyncpg.PostgresConnectionError,  # class 08: the connection broke
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up, recovering
+    asyncpg.InterfaceError,  # a pooled connection found closed under it
+    asyncpg.InternalClientError,  # asyncpg's protocol state after a connection died mid-query
+)
+"""What a request meets while Postgres is down or restarting (a crash, a failover, the
+supervisor bringing it back): a 503 the client may retry, not a 500 that reads like a bug."""
+
+RETRY_AFTER_S = 1
+
+
+def database_unavailable(request: Request, exc: Exception) -> Response[ErrorBody]:
+    log.warning("database_unavailable", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+    response = _render(503, "the database is unavailable; retry shortly", "database_unavailable")
+    response.headers["retry-after"] = str(RETRY_AFTER_S)
+    return response
+
+
 def unexpected_error(request: Request, exc: Exception) -> Response[ErrorBody]:
     log.exception("unhandled_error", path=request.url.path)
     return _render(500, "internal error", "internal_error")
@@ -85,5 +106,6 @@ EXCEPTION_HANDLERS = {
     CoreError: core_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    **dict.fromkeys(DATABASE_DOWN, database_unavailable),
     Exception: unexpected_error,
 }
