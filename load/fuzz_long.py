@@ -28,7 +28,7 @@ from load.bench_core import machine
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "tests" / "fuzz"
 _PASSING = re.compile(r"- (\d+) passing, (\d+) failing, and (\d+) invalid")
-_OUTCOME = re.compile(r"=+ (.*) in ([\d.]+)s")
+_OUTCOME = re.compile(r"^=* ?(\d+ (?:passed|failed).*?) in ([\d.]+)s", re.MULTILINE)
 
 
 def run(module: Path, log_dir: Path) -> tuple[str, int, int, float, str]:
