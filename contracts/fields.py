@@ -44,6 +44,8 @@ TIMEOUT_MAX_MS = 86_400_000
 """The longest timeout any hop takes: a day (the public API allows an hour)."""
 TimeoutMs = Annotated[int, msgspec.Meta(ge=0, le=TIMEOUT_MAX_MS)]
 """A timeout in milliseconds between hops; 0 where a request says it means none."""
+DeadlineMs = Annotated[int, msgspec.Meta(ge=1, le=TIMEOUT_MAX_MS)]
+"""A command's deadline in milliseconds, where there is always one (``exec``, ``code.run``)."""
 
 NAME_MAX = 256
 """Longest id or name a client may choose (sessions, branches, remotes, snapshots)."""

@@ -47,6 +47,7 @@ import msgspec
 from contracts.fields import (
     Arg,
     Argv,
+    DeadlineMs,
     EnvMap,
     Name,
     Path,
@@ -88,10 +89,10 @@ class Exec(_Msg, frozen=True, tag="exec"):
     ``timed_out=True`` and ``exit_code=-9``.
     """
 
-    argv: Argv
+    argv: Annotated[Argv, msgspec.Meta(min_length=1)]
     env: EnvMap = {}
     cwd: Path | None = None
-    timeout_ms: TimeoutMs = 60_000
+    timeout_ms: DeadlineMs = 60_000
 
     def __post_init__(self) -> None:
         check_command_size(self.argv, self.env)
@@ -116,7 +117,7 @@ class CodeRun(_Msg, frozen=True, tag="code.run"):
     argv: Argv = []
     env: EnvMap = {}
     cwd: Path | None = None
-    timeout_ms: TimeoutMs = 60_000
+    timeout_ms: DeadlineMs = 60_000
 
     def __post_init__(self) -> None:
         check_command_size(self.argv, self.env)

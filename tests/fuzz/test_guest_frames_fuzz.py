@@ -296,30 +296,6 @@ def test_a_huge_declared_length_is_refused_before_allocation(header: bytes) -> N
     assert peak < 1024 * 1024, f"{peak} bytes allocated for a refused frame"
 
 
-KNOWN_DIVERGENCES: list[bytes] = [
-    b'{"t":"exec","id":1,"argv":[]}',
-    b'{"t":"exec","id":1,"argv":["true"],"timeout_ms":0}',
-    b'{"t":"code.run","id":1,"language":"python","code":"1","timeout_ms":-1}',
-    b'{"t":"session.exec","id":1,"session_id":"s","command":"true","timeout_ms":-1}',
-]
-"""Requests ``contracts.guest`` accepts and the agent refuses (found by the fuzzer below):
-the contract has no bound on these fields yet. The agent's refusal is clean (a
-``bad_request``, which the core turns into a 400), but the two ends must agree; once the
-contract carries the bounds these pass and their strict xfail fails, so delete them then."""
-
-
-def _known_divergence(message: object) -> bool:
-    if not isinstance(message, dict):
-        return False
-    kind = message.get("t")
-    timeout = message.get("timeout_ms")
-    if kind == "exec" and message.get("argv") == []:
-        return True
-    if kind in ("exec", "code.run") and isinstance(timeout, int) and timeout <= 0:
-        return True
-    return kind == "session.exec" and isinstance(timeout, int) and timeout < 0
-
-
 def _agrees(payload: bytes) -> bool:
     """Whether the agent accepts ``payload`` whenever hostd's own decoder does, as the same
     request (hostd only ever sends what ``contracts.guest`` encodes)."""
@@ -343,19 +319,26 @@ def _agrees(payload: bytes) -> bool:
 def test_the_agent_accepts_every_request_hostd_can_send(message: object) -> None:
     """The agent restates ``contracts.guest`` by hand (stdlib only): whatever hostd can send,
     the agent must parse."""
-    if _known_divergence(message):
-        event("known divergence")
-        return
     payload = to_json(message)
     assert _agrees(payload), f"the agent refuses what hostd sends: {payload!r}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="contracts.guest has no bound on these fields yet (see KNOWN_DIVERGENCES)"
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"t":"exec","id":1,"argv":[]}',
+        b'{"t":"exec","id":1,"argv":["true"],"timeout_ms":0}',
+        b'{"t":"code.run","id":1,"language":"python","code":"1","timeout_ms":0}',
+        b'{"t":"code.run","id":1,"language":"python","code":"1","timeout_ms":-1}',
+        b'{"t":"session.exec","id":1,"session_id":"s","command":"true","timeout_ms":-1}',
+    ],
 )
-@pytest.mark.parametrize("payload", KNOWN_DIVERGENCES)
-def test_known_divergences_between_the_contract_and_the_agent(payload: bytes) -> None:
-    assert _agrees(payload)
+def test_what_the_agent_refuses_hostd_refuses_too(payload: bytes) -> None:
+    """Found by the fuzzer above: the contract once accepted these and the agent did not."""
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(payload, type=guest.HostToGuest | guest.StreamOpener)
+    with pytest.raises(framing.BadRequest):
+        framing.parse_request(payload)
 
 
 # the hostd end --------------------------------------------------------------------------------
