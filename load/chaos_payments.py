@@ -12,7 +12,7 @@ devnet directly (a client's own RPC is not what is tested), and behave as docs/p
 of a client: a 402 is paid with a new credential; ``payment-outcome-unknown``,
 ``payment-in-progress``, ``service-unavailable`` or no answer at all are retried, after
 ``Retry-After``, with the *same* credential. ``--kill-every S`` also SIGKILLs the gateway about
-every S seconds (``Stack.restart(..., hard=True)``).
+every S seconds (``Stack.restart(..., hard=True)``), once every payer has done one round.
 
 Each payer loops: create a sandbox, run a command in it, list sandboxes, delete it, run a
 command in the deleted sandbox (which fails: its price becomes credit, and pays for a later
@@ -99,6 +99,8 @@ class Client:
         self.http = http
         self.prefix = prefix
         self.calls = calls
+        self.warm = asyncio.Event()
+        """Set after the first round: a fresh stack's first sandboxes are slow to create."""
 
     async def loop(self, until: float) -> None:
         while time.monotonic() < until:
@@ -113,6 +115,8 @@ class Client:
             # a call that fails (the sandbox is gone): its price becomes credit, which pays
             # for a later call instead of the chain
             await self.call("POST", f"/sandbox/{sandbox}/toolbox/process/execute", {"command": "true"})
+            self.warm.set()
+        self.warm.set()
 
     async def call(self, method: str, path: str, body: Any = None) -> _Done:
         record = CallRecord(f"{self.prefix}-{uuid.uuid4().hex[:12]}", self.payer.address, method, path)
@@ -206,6 +210,9 @@ async def run(
         clients = [Client(w, http, f"{prefix}{i}", calls) for i, w in enumerate(wallets)]
         tasks = [asyncio.create_task(c.loop(until)) for c in clients]
         if kill_every_s and kill_gateway is not None:
+            # Kills start once every payer has done a round, so they hit paid calls in
+            # flight rather than the fresh stack's slow first sandboxes.
+            await asyncio.wait([asyncio.create_task(c.warm.wait()) for c in clients])
             rng = random.Random(plan.seed)
             while time.monotonic() < until:
                 await asyncio.sleep(rng.uniform(0.5, 1.5) * kill_every_s)
