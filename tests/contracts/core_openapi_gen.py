@@ -22,11 +22,13 @@ What is changed from Litestar's output, and why:
   answer can fit both (``DaytonaSessionStarted`` is a part of ``DaytonaSessionExecuteResult``).
 - Byte streams say what they are (``_STREAMS``, ``_UPLOADS``): Litestar cannot see the media
   type of a ``Stream`` or of a body a handler reads itself, and documents JSON; the uploads'
-  answers, encoded by the handler (``Response[bytes]``), get their real types (``_ANSWERS``).
+  answers, encoded by the handler (``Response[bytes]``), get their real types (``_ANSWERS``);
+  a status a handler picks at run time is added (``_MORE``: a background session command's 202).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -105,6 +107,15 @@ _ANSWERS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("post", "/toolbox/{sandbox_id}/files/bulk-upload"): FilesUploaded,
 }
 """Handlers that encode their own JSON answer: (method, path) → the type of the 200 body."""
+_STARTED = {
+    "description": "Started in the background (runAsync)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DaytonaSessionStarted"}}},
+}
+_MORE: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/toolbox/{sandbox_id}/process/session/{session_id}/exec"): {"202": _STARTED},
+    ("post", "/toolbox/{sandbox_id}/process/sessions/{session_id}/exec"): {"202": _STARTED},
+}
+"""Answers a handler gives besides its declared status: (method, path) → {status: response}."""
 _SANDBOX = re.compile(r"^/(v1/sandboxes|sandbox|toolbox)/\{")
 _EXEC = re.compile(r"/(exec|execute|run-code|code-run)$")
 _STORAGE = re.compile(r"/(snapshot|restore|clone|fork)$")
@@ -159,6 +170,7 @@ def _bodies(op: dict[str, Any], method: str, path: str) -> None:
         body["required"] = False
     if (method, path) in _UPLOADS:
         op["requestBody"] = _UPLOADS[method, path]
+    op["responses"].update(copy.deepcopy(_MORE.get((method, path), {})))
     for code, response in op["responses"].items():
         for media in response.get("content", {}).values():
             if "oneOf" in media["schema"]:
