@@ -71,7 +71,8 @@ the core does not serve are never charged"); it learns which those are from this
 importing the core. Each pair is (method, path template) as the core declares it: ``{name}``
 is one path segment, ``{name:int}`` one that parses as an integer. ``OPTIONS`` is on every
 HTTP path because the core's framework answers it there; ``WEBSOCKET`` marks a WebSocket
-route (no HTTP method reaches it, but its path takes part in routing). ``gateway/served.py``
+route (no HTTP method reaches it, but its path takes part in routing; the ``GET`` beside it
+is the plain request without the upgrade, which the core answers 426). ``gateway/served.py``
 resolves requests against the list the way the core's router does.
 
 Generated from the core's route handlers (core/http/app.py ``ROUTE_HANDLERS``); do not edit:
