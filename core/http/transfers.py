@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import re
 import secrets
@@ -213,7 +212,7 @@ async def _upload_json(
     try:
         upload = msgspec.json.decode(body, type=DaytonaUploadJson)
         content = base64.b64decode(upload.content, validate=True)
-    except (msgspec.DecodeError, binascii.Error) as exc:
+    except (msgspec.DecodeError, ValueError) as exc:  # binascii.Error, and non-ASCII content
         raise BadRequest(f"invalid upload: {exc}") from None
 
     async def once() -> AsyncIterator[bytes]:
@@ -312,6 +311,8 @@ async def _parse_parts(
                         )
                     elif event is None:  # the end of a segment
                         if field is not None:
+                            if field[0] in paths:  # which one was meant? refuse rather than guess
+                                raise BadRequest(f"the multipart field {field[0]} is given twice")
                             paths[field[0]] = field[1].decode("utf-8", "replace")
                         elif part is not None:
                             await _finish(part, outcome)

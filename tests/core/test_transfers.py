@@ -305,6 +305,11 @@ def test_daytona_bulk_upload_reports_each_failed_file_and_keeps_the_rest(org: ht
             headers={"content-type": "multipart/form-data; boundary=b"},
         ),
         org.post(f"{base}/bulk-upload", data={"other": "x"}, files={"unrelated": ("n", b"x")}),
+        org.post(  # one path field twice: which was meant? (found by schemathesis)
+            f"{base}/bulk-upload",
+            data={"files[0].path": ["twice-a.txt", "twice-b.txt"]},
+            files={"files[0].file": ("x", b"x")},
+        ),
     ):
         assert bad.status_code == 400, bad.text
         assert bad.json()["statusCode"] == 400
@@ -325,6 +330,9 @@ def test_daytona_single_file_routes(org: httpx.Client, sid: str) -> None:
     assert sh(org, sid, "cat ~/quick.txt") == "hello world"
     bad = org.post(f"{base}/upload", json={"path": "quick.txt", "content": "not base64!"})
     assert bad.status_code == 400
+    # not even ASCII (found by schemathesis: a 500 once)
+    non_ascii = org.post(f"{base}/upload", json={"path": "quick.txt", "content": "½"})
+    assert non_ascii.status_code == 400, non_ascii.text
     assert sh(org, sid, "cat ~/quick.txt") == "hello world"
 
     resp = org.get(f"{base}/download", params={"path": "single.bin"})

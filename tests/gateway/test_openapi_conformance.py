@@ -83,12 +83,11 @@ checks.negative_data_rejection.enabled = false
 - A server error is any 5xx but 503: ``no_capacity`` (the host is full of the sandboxes the
   run created) is a documented answer of the routes that make sandboxes, as is the gate's
   ``payment-outcome-unknown``; either is still checked against the document.
-- Known drift, reported to the owner of the core's body decoding, not hidden elsewhere: the
-  core decodes JSON bodies leniently (Litestar's ``strict=False``), so ``0``/``1`` pass as a
-  boolean: ``POST /sandbox {"public": 0}`` is a 200, ``POST /toolbox/{id}/process/pty
-  {"lazyStart": 0}`` a 201, a session exec with ``"suppressInputEcho": 0`` a 200. Invalid-data
-  rejection is not checked on those operations until the core decodes strictly; every other
-  check still runs on them."""
+- Decided leniency (docs/reliability.md, "OpenAPI conformance"): the core decodes JSON
+  bodies as Litestar does (``strict=False``), so ``0``/``1`` pass as a boolean: ``POST
+  /sandbox {"public": 0}`` is a 200, ``POST /toolbox/{id}/process/pty {"lazyStart": 0}`` a
+  201, a session exec with ``"suppressInputEcho": 0`` a 200. Invalid-data rejection is not
+  checked on those operations; every other check still runs on them."""
 
 
 @pytest.fixture(scope="module")
