@@ -143,7 +143,7 @@ def openapi(
                     op["summary"] = quote.description
                 op["description"] = _describe(op.get("description"), quote, path)
                 op["security"] = _security(quote, settings)
-                op["responses"] = _responses(op["responses"], quote, settings)
+                op["responses"] = _responses(op["responses"], quote, settings, "requestBody" in op)
                 op["x-dnah-price-rule"] = quote.pattern
                 info = payment_info(quote, settings)
                 if info is not None:
@@ -211,8 +211,12 @@ def _merge(responses: dict[str, Any], status: int, media: str, schema: dict[str,
     response.setdefault("content", {})[media] = {"schema": schema}
 
 
-def _responses(core: dict[str, Any], quote: Priced, settings: DiscoverySettings) -> dict[str, Any]:
+def _responses(
+    core: dict[str, Any], quote: Priced, settings: DiscoverySettings, has_body: bool
+) -> dict[str, Any]:
     responses = copy.deepcopy(core)
+    if has_body:  # the core's (and its guard's) size limits, which its route handlers do not declare
+        _merge(responses, 413, "application/json", ERROR, "The body is over the core's limit")
     if quote.payable and not quote.free and settings.paid:
         for ok in (r for code, r in responses.items() if code.startswith("2")):
             ok.setdefault("headers", {})["Payment-Receipt"] = {
