@@ -79,12 +79,25 @@ def alive(record: AgentRecord) -> bool:
     return start_ticks(record.pid) == record.start_ticks
 
 
+_SIGSTOP_BIT = 1 << (signal.SIGSTOP - 1)
+
+
 def stopped(pid: int) -> bool:
-    """Whether the process is stopped by a signal (state ``T``)."""
+    """Whether the process can run no more user code: stopped by a signal (state ``T``), or
+    in an uninterruptible wait (``D``) with our SIGSTOP pending, which it takes before it
+    returns to user space. The second case is a parent waiting in ``vfork`` for a child that
+    was stopped before its ``exec``: it stays in ``D`` until that child runs again, so waiting
+    for its ``T`` would wait forever."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+        status = Path(f"/proc/{pid}/status").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return False
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    state = fields.get("State", "").split()[:1]
+    if state == ["T"]:
+        return True
+    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
+    return state == ["D"] and bool(pending & _SIGSTOP_BIT)
 
 
 def tree(root: int) -> list[int]:
