@@ -39,6 +39,17 @@ HostCall = Callable[[HostRecord, SandboxRecord], Awaitable[SandboxInfo]]
 _LONG = frozenset({"archiving", "unarchiving", "restoring"})
 """Operations that copy a whole disk: they may legitimately take up to the host timeout."""
 
+_VERBS = {
+    "starting": "start",
+    "stopping": "stop",
+    "pausing": "pause",
+    "resuming": "resume",
+    "archiving": "archive",
+    "unarchiving": "unarchive",
+    "restoring": "restore",
+}
+"""What each transitional state does, for a refusal's message."""
+
 
 class LifecycleService:
     def __init__(self, db: asyncpg.Pool, hosts: HostClient, config: CoreConfig) -> None:
@@ -254,8 +265,8 @@ class LifecycleService:
         except HostUnavailable as exc:
             if exc.answered:
                 await sandboxes_db.transition(self._db, claimed.id, from_states=frozenset({via}), to=back)
-                verb = via.removesuffix("ing")
-                raise Conflict(f"the host refused to {verb} the sandbox: {exc.message}") from exc
+                verb = _VERBS.get(via, via)
+                raise Conflict(f"the host did not {verb} the sandbox: {exc.message}") from exc
             await self._to_error(claimed, f"{via} failed: {exc.message}")
             raise
         finished = await sandboxes_db.transition(
