@@ -294,8 +294,11 @@ def test_agent_relay_carries_any_operation(http: httpx.Client) -> None:
         assert (metrics.cpus, metrics.mem_limit_bytes) == (SPEC["cpu"], SPEC["ram_mb"] * 2**20)
 
         # An agent error is the agent's answer, relayed with 200 for the caller to interpret.
-        refused = reply(relay(http, "app-relay", {"t": "code.run", "language": "bash", "code": "\u0000"}))
-        assert isinstance(refused, guest.Error) and refused.code == "bad_request"
+        refused = reply(relay(http, "app-relay", {"t": "fs.stat", "path": "/no/such/file"}))
+        assert isinstance(refused, guest.Error) and refused.code == "not_found"
+        # What the contract itself refuses (a NUL cannot reach execve) never reaches the agent.
+        nul = relay(http, "app-relay", {"t": "code.run", "language": "bash", "code": "\u0000"})
+        assert nul.status_code == 400 and "invalid agent request" in nul.json()["message"], nul.text
     finally:
         assert http.delete("/sandboxes/app-relay").status_code == 204
 
