@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import httpx
 
@@ -55,11 +56,32 @@ def mint_key(admin: httpx.Client, name: str = "test") -> str:
     return resp.json()["key"]
 
 
+PORTS = range(20000, 32768)
+"""Where test servers listen: below Linux's ephemeral range (32768-60999), so no outgoing
+connection can take a port between the moment it is chosen and the server's bind. (A port
+the kernel picked was once reused that way: a test's core failed to bind, and its requests
+reached another session's core, which answered 401.)"""
+
+_held_ports: list[IO[str]] = []
+"""An flock per port handed out, held for this process's life: no other test process (an
+xdist worker, a helper's session) is given the same port."""
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on and no other test process on this machine was given."""
+    for _ in range(1000):
+        port = random.choice(PORTS)
+        lock = open(Path("/run/lock") / f"dnah-port-{port}.lock", "w")  # noqa: SIM115 - held for the process
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+        except OSError:  # BlockingIOError: another process holds it; else something listens
+            lock.close()
+            continue
+        _held_ports.append(lock)
+        return port
+    raise RuntimeError("no free test port in 1,000 tries")
 
 
 @contextlib.contextmanager
