@@ -45,8 +45,26 @@ and ``content-length``, which the HTTP client sets for the new hop."""
 #   POST /internal/payments/{id}/outcome    PaymentOutcome   → OutcomeRecorded   (credits on failure)
 #   POST /internal/credits/redeem           CreditRedeem     → CreditRedeemed    (records the payment too)
 #   GET  /internal/idempotency?key=&fingerprint=             → StoredResponse     (404: none stored)
+#   POST /internal/payments/settle          PaymentsSettle   → PaymentsSettled   (what the core's sweep does)
+#
+# A paid request is forwarded with ``x-dnah-payment: <payment id>`` too. The core (with the
+# edge token only; the gateway drops the header from clients) serves it only while that
+# payment has no outcome, marks the row as being served before the handler runs and writes
+# the status it answered into the row before the answer leaves; for a request with an
+# ``Idempotency-Key`` it also stores the response it sent (as the gateway's report would),
+# before the last of it leaves. So a gateway that dies after
+# recording a payment loses nothing: the core's sweep settles any payment without an outcome
+# report after a bound, from what the core itself saw (``PaymentsSettle``).
 
 PAYER_HEADER = "x-dnah-payer"
+PAYMENT_ID_HEADER = "x-dnah-payment"
+
+MAX_STORED_RESPONSE = 1024 * 1024
+"""Responses up to this size are kept for ``Idempotency-Key`` replays."""
+STORED_RESPONSE_DROPPED_HEADERS = frozenset(
+    {"x-request-id", "content-length", "set-cookie", "payment-receipt"}
+)
+"""Headers a stored response never keeps (lowercase)."""
 
 
 class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -115,3 +133,22 @@ class CreditRedeemed(_Wire, frozen=True):
     balance: int
     payment_id: str | None = None
     """The ledger row of the redemption, when ``redeemed``."""
+
+
+class PaymentsSettle(_Wire, frozen=True):
+    """Settle every payment recorded at least ``older_than_s`` ago that still has no outcome
+    report (the gateway that took it died, or lost the report): one the core answered is
+    completed with the status it answered (≥ 400: credited, as the report would have); one
+    the core never began to serve is credited back in full and can no longer be served; one
+    it began to serve and never answered (the core died mid-request) is credited once its
+    start is an hour old (or ``older_than_s``, if longer). ``payer``: only that payer's payments."""
+
+    older_than_s: float
+    payer: str | None = None
+
+
+class PaymentsSettled(_Wire, frozen=True):
+    completed: int
+    """Payments completed with the status the core answered."""
+    credited_unserved: int
+    """Payments the core never served (or never finished serving), credited back."""

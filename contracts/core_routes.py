@@ -29,6 +29,8 @@ CORE_ROUTES: tuple[tuple[str, str], ...] = (
     ("OPTIONS", "/internal/idempotency"),
     ("OPTIONS", "/internal/payments"),
     ("POST", "/internal/payments"),
+    ("OPTIONS", "/internal/payments/settle"),
+    ("POST", "/internal/payments/settle"),
     ("OPTIONS", "/internal/payments/{payment_id}/outcome"),
     ("POST", "/internal/payments/{payment_id}/outcome"),
     ("GET", "/metrics"),

@@ -70,6 +70,9 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     default_template: str = "dnah-base"
     heartbeat_interval_s: float = 5.0
     reconcile_interval_s: float = 10.0
+    payment_settle_after_s: float = 600.0
+    """A payment still without an outcome report this long after it was recorded is settled
+    by the core from its own record of the request (``DNAH_PAYMENT_SETTLE_S``)."""
     host_timeout_s: float = 30.0
     snapshot_signing_key: str | None = None
     """``kid:<base64 seed>`` (``DNAH_SNAPSHOT_SIGNING_KEY``): snapshots are signed with it.
@@ -169,6 +172,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         default_template=env.get("DNAH_DEFAULT_TEMPLATE", "dnah-base"),
         heartbeat_interval_s=_number(env, "DNAH_HEARTBEAT_S", 5.0, kind=float),
         reconcile_interval_s=_number(env, "DNAH_RECONCILE_S", 10.0, kind=float),
+        payment_settle_after_s=_number(env, "DNAH_PAYMENT_SETTLE_S", 600.0, kind=float),
         host_timeout_s=_number(env, "DNAH_HOST_TIMEOUT_S", 30.0, kind=float),
         snapshot_signing_key=env.get("DNAH_SNAPSHOT_SIGNING_KEY") or None,
         snapshot_verify_keys=env.get("DNAH_SNAPSHOT_VERIFY_KEYS", ""),

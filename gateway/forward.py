@@ -40,6 +40,7 @@ from contracts.control import (
     FORWARDED_PROTO_HEADER,
     HOP_BY_HOP_HEADERS,
     PAYER_HEADER,
+    PAYMENT_ID_HEADER,
     REQUEST_ID_HEADER,
 )
 from contracts.observability import bind_request_id
@@ -83,6 +84,7 @@ _NOT_COPIED_UPSTREAM = (_HOP_BY_HOP - _RELAYED_FRAMING) | {
     b"expect",
     # Only the gateway names a payer (with the edge token); a client's claim is dropped.
     PAYER_HEADER.encode(),
+    PAYMENT_ID_HEADER.encode(),
 }
 _NOT_COPIED_DOWNSTREAM = (_HOP_BY_HOP - _RELAYED_FRAMING) | {_REQUEST_ID}
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")

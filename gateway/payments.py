@@ -62,7 +62,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from contracts.control import (
+    MAX_STORED_RESPONSE,
     PAYER_HEADER,
+    PAYMENT_ID_HEADER,
     CreditRedeem,
     PaymentOutcome,
     PaymentRecord,
@@ -87,7 +89,6 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 """Methods whose body is bound to the challenge by digest (any other method's, if it has one)."""
 IDEMPOTENT_KEY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_IDEMPOTENCY_KEY = 255
-MAX_STORED_RESPONSE = 1024 * 1024
 """Responses up to this size are kept for ``Idempotency-Key`` replays."""
 VALID_BEFORE_GRACE_S = 5
 """After a transaction's ``validBefore`` (plus this), a missing receipt means it never landed."""
@@ -464,6 +465,18 @@ class PaymentGate:
             return await self._record_and_forward(existing, call, receive, send, forwarder)
         if same and existing.state == "unknown":
             return await self._recheck(existing, call, receive, send, forwarder)
+        if same and existing.state == "used" and existing.idempotency_key:
+            # Paid and forwarded, its answer lost (a gateway that died mid-forward): the
+            # core kept the response it sent for the key; replay it.
+            try:
+                stored = await self.ledger.stored_response(
+                    existing.idempotency_key, call.fingerprint, call.upstream.request_id
+                )
+            except LedgerError as exc:
+                log.warning("ledger_unavailable", error=str(exc))
+                return await _unavailable(send, call.upstream)
+            if stored is not None:
+                return await _replay(send, call.upstream, stored)
         error = InvalidChallengeError(
             call.credential.challenge.id if call.credential else None, "already used"
         )
@@ -730,7 +743,13 @@ class PaymentGate:
         receipt = Receipt.success(reference)
         receipt = replace(receipt, extensions={"challengeId": challenge_id})
         headers = [(n, v) for n, v in upstream.headers if n != b"authorization"]
-        headers += [(b"authorization", self._edge_auth), (PAYER_HEADER.encode(), claim.payer.encode())]
+        headers += [
+            (b"authorization", self._edge_auth),
+            (PAYER_HEADER.encode(), claim.payer.encode()),
+            # the core records what it answers for this payment itself: a gateway that dies
+            # from here on loses no outcome (core.services.payments.settle)
+            (PAYMENT_ID_HEADER.encode(), recorded.payment_id.encode()),
+        ]
         tap = _PaidTap(receipt.to_payment_receipt().encode())
         started = time.perf_counter()
         outcome = await forwarder.forward(

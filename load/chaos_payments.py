@@ -239,11 +239,16 @@ async def run(
     return _report(plan, payers, elapsed, kills, calls, faults, transfers, rows, seen, violations)
 
 
+SETTLE_AFTER_S = 15
+"""``DNAH_PAYMENT_SETTLE_S`` of the runner's core."""
+
+
 async def _settled_ledger(
-    database_url: str, payers: list[str], timeout_s: float = 30.0
+    database_url: str, payers: list[str], timeout_s: float = SETTLE_AFTER_S + 30.0
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The ledger once the gateway's outcome reports (sent after each answer, retried for a
-    few seconds) have arrived, or as it is after ``timeout_s``."""
+    few seconds) have arrived, or the core has settled those a killed gateway never sent
+    (after ``SETTLE_AFTER_S``), or as it is after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         rows, credits = await ledger(database_url, payers)
@@ -361,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             "DNAH_PAYMENT_RPC_URL": faults_url,
             "DNAH_PAYMENT_RPC_TIMEOUT_S": "1",
             "DNAH_PAYMENT_CONFIRMATION_TIMEOUT_S": "3",
+            # what a killed gateway left without an outcome report is settled by the core
+            # within seconds, not the default ten minutes (_settled_ledger waits for it)
+            "DNAH_PAYMENT_SETTLE_S": str(SETTLE_AFTER_S),
+            "DNAH_RECONCILE_S": "2",
         },
     )
     stack = Stack(config, say=lambda line: print(line, file=sys.stderr))

@@ -26,19 +26,85 @@ async def insert(db: asyncpg.Pool | asyncpg.Connection, payment_id: str, rec: Pa
 
 
 async def complete(
-    conn: asyncpg.Connection, payment_id: str, status: int, response: StoredResponse | None
+    conn: asyncpg.Connection,
+    payment_id: str,
+    status: int | None,
+    response: StoredResponse | None,
+    settled_by: str = "gateway",
 ) -> asyncpg.Record | None:
     """Record the upstream outcome once; returns the payment row, or None if it was already
-    completed (or does not exist): a retried outcome report must not credit twice."""
+    completed (or does not exist): a retried outcome report, or the core's sweep racing the
+    gateway's report, must not credit twice."""
     return await conn.fetchrow(
-        "UPDATE payments SET upstream_status = $2, completed_at = now(), response_status = $3,"
-        " response_headers = $4, response_body = $5"
+        "UPDATE payments SET upstream_status = $2, completed_at = now(),"
+        # no response in the report (or the sweep's): keep the one the core stored, if any
+        " response_status = COALESCE($3, response_status),"
+        " response_headers = CASE WHEN $3::integer IS NULL THEN response_headers ELSE $4 END,"
+        " response_body = CASE WHEN $3::integer IS NULL THEN response_body ELSE $5 END, settled_by = $6"
         " WHERE id = $1 AND completed_at IS NULL RETURNING payer, amount",
         payment_id,
         status,
         response.status if response else None,
         [list(h) for h in response.headers] if response else None,
         response.body if response else None,
+        settled_by,
+    )
+
+
+async def start_serving(
+    db: asyncpg.Pool | asyncpg.Connection, payment_id: str, payer: str | None
+) -> bool | None:
+    """Mark a paid request as being served by the core; None when its payment is unknown, is
+    another payer's, has an outcome already (e.g. credited back as never served), or was
+    already served once, else whether it has an idempotency key. The row lock makes this and
+    the sweep's "never served" exclusive."""
+    value = await db.fetchval(
+        "UPDATE payments SET serving_since = now() WHERE id = $1 AND payer = $2"
+        " AND completed_at IS NULL AND serving_since IS NULL RETURNING idempotency_key IS NOT NULL",
+        payment_id,
+        payer,
+    )
+    return None if value is None else bool(value)
+
+
+async def store_response(
+    db: asyncpg.Pool | asyncpg.Connection, payment_id: str, response: StoredResponse
+) -> None:
+    """The response the core sent, kept for replays unless one is stored already."""
+    await db.execute(
+        "UPDATE payments SET response_status = $2, response_headers = $3, response_body = $4"
+        " WHERE id = $1 AND response_status IS NULL",
+        payment_id,
+        response.status,
+        [list(h) for h in response.headers],
+        response.body,
+    )
+
+
+async def served(db: asyncpg.Pool | asyncpg.Connection, payment_id: str, status: int) -> None:
+    await db.execute(
+        "UPDATE payments SET served_status = $2 WHERE id = $1 AND served_status IS NULL", payment_id, status
+    )
+
+
+async def unsettled(
+    conn: asyncpg.Connection, older_than_s: float, serving_s: float, payer: str | None, limit: int = 500
+) -> list[asyncpg.Record]:
+    """Payments without an outcome recorded at least ``older_than_s`` ago, locked (others
+    skipped: a concurrent sweep or report has them); ``serving_stale``: the core began to
+    serve it at least ``serving_s`` ago."""
+    return list(
+        await conn.fetch(
+            "SELECT id, serving_since, served_status,"
+            " serving_since < now() - make_interval(secs => $4) AS serving_stale FROM payments"
+            " WHERE completed_at IS NULL AND created_at < now() - make_interval(secs => $1)"
+            " AND ($2::text IS NULL OR payer = $2) ORDER BY created_at LIMIT $3"
+            " FOR UPDATE SKIP LOCKED",
+            older_than_s,
+            payer,
+            limit,
+            serving_s,
+        )
     )
 
 

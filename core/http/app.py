@@ -32,7 +32,7 @@ from core.http.git import DaytonaGit, NativeGit
 from core.http.internal import InternalHosts
 from core.http.lifecycle import DaytonaLifecycle, NativeLifecycle, NativeSnapshots
 from core.http.metrics import metrics
-from core.http.middleware import request_context
+from core.http.middleware import paid_requests, request_context
 from core.http.native import ApiKeys, NativeSandboxes
 from core.http.sessions import DaytonaSessions, NativeSessions
 from core.http.terminals import TERMINAL_ROUTES
@@ -154,12 +154,17 @@ def create_app(config: CoreConfig | None = None) -> ASGIApp:
         reaper = asyncio.create_task(
             Reaper(db, state.lifecycle, state.sandboxes).run(config.reaper_interval_s), name="reaper"
         )
+        payment_sweep = asyncio.create_task(
+            state.payments.sweep(config.payment_settle_after_s, config.reconcile_interval_s),
+            name="payment-sweep",
+        )
         dispatching = asyncio.create_task(dispatcher.run())
         log.info("core_started", port=config.port)
         try:
             yield
         finally:
             settling.cancel()
+            payment_sweep.cancel()
             sweeper.cancel()
             reaper.cancel()
             warm_pool.cancel()
@@ -174,7 +179,7 @@ def create_app(config: CoreConfig | None = None) -> ASGIApp:
     app = Litestar(
         route_handlers=ROUTE_HANDLERS,
         lifespan=[lifespan],
-        middleware=[request_context],
+        middleware=[request_context, paid_requests],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=None,
         debug=False,

@@ -14,6 +14,8 @@ from contracts.control import (
     PaymentOutcome,
     PaymentRecord,
     PaymentRecorded,
+    PaymentsSettle,
+    PaymentsSettled,
     StoredResponse,
 )
 from core.http.internal import bearer_token
@@ -40,6 +42,10 @@ class EdgePayments(Controller):
         self, payment_id: str, data: PaymentOutcome, payments: PaymentService
     ) -> OutcomeRecorded:
         return await payments.outcome(payment_id, data)
+
+    @post("/payments/settle", status_code=200)
+    async def settle(self, data: PaymentsSettle, payments: PaymentService) -> PaymentsSettled:
+        return await payments.settle(data)
 
     @post("/credits/redeem", status_code=200)
     async def redeem(self, data: CreditRedeem, payments: PaymentService) -> CreditRedeemed:

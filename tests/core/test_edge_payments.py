@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 
@@ -131,3 +132,100 @@ def test_idempotent_replay_returns_the_stored_response(edge: httpx.Client) -> No
     assert edge.get("/internal/idempotency", params={"key": key, "fingerprint": "fp-2"}).status_code == 409
     assert edge.get("/internal/idempotency", params={"key": "unknown", "fingerprint": "x"}).status_code == 404
     assert record(edge, idempotency_key=key).status_code == 409
+
+
+# A gateway that dies after recording a payment (reliability.md, "Gateway death after
+# forwarding"): the core's own record settles it. "Dying" here is skipping the outcome report.
+
+
+def _payer() -> str:
+    return "0x" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
+
+
+def _paid(payer: str, payment_id: str) -> dict[str, str]:
+    return {"x-dnah-payer": payer, "x-dnah-payment": payment_id}
+
+
+def _settle(edge: httpx.Client, payer: str) -> dict[str, int]:
+    answer = edge.post("/internal/payments/settle", json={"older_than_s": 0, "payer": payer})
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def test_a_payment_never_forwarded_is_credited_back_and_can_no_longer_be_served(edge: httpx.Client) -> None:
+    payer = _payer()
+    paid = record(edge, payer=payer, amount=700).json()["payment_id"]
+    # the gateway died between recording and forwarding: no request, no outcome report
+    assert _settle(edge, payer) == {"completed": 0, "credited_unserved": 1}
+    assert redeem(edge, payer, 701).json()["balance"] == 700
+    assert _settle(edge, payer) == {"completed": 0, "credited_unserved": 0}
+    # a late forward of the credited payment is refused before any handler runs
+    late = edge.get("/v1/sandboxes", headers=_paid(payer, paid))
+    assert late.status_code == 409 and late.json()["code"] == "payment-settled"
+    # and a late outcome report credits nothing more
+    assert edge.post(f"/internal/payments/{paid}/outcome", json={"upstream_status": 502}).status_code == 409
+    assert redeem(edge, payer, 701).json()["balance"] == 700
+
+
+def test_the_core_records_what_it_answered_and_settles_a_lost_report_from_it(edge: httpx.Client) -> None:
+    payer = _payer()
+    failed = record(edge, payer=payer, amount=300).json()["payment_id"]
+    served = record(edge, payer=payer, amount=200).json()["payment_id"]
+    missing = edge.get("/v1/sandboxes/no-such-sandbox", headers=_paid(payer, failed))
+    assert missing.status_code == 404
+    assert edge.get("/v1/sandboxes", headers=_paid(payer, served)).status_code == 200
+    # each payment is served once: a second forward with the same id is refused
+    again = edge.get("/v1/sandboxes", headers=_paid(payer, served))
+    assert again.status_code == 409 and again.json()["code"] == "payment-settled"
+    # the gateway died before reporting either outcome: the 404 earns its refund, the 200 none
+    assert _settle(edge, payer) == {"completed": 2, "credited_unserved": 0}
+    assert redeem(edge, payer, 301).json()["balance"] == 300
+    for paid in (failed, served):
+        assert (
+            edge.post(f"/internal/payments/{paid}/outcome", json={"upstream_status": 500}).status_code == 409
+        )
+    assert redeem(edge, payer, 301).json()["balance"] == 300
+
+
+def test_an_outcome_report_wins_over_the_sweep_and_is_not_doubled(edge: httpx.Client) -> None:
+    payer = _payer()
+    paid = record(edge, payer=payer, amount=400).json()["payment_id"]
+    assert edge.get("/v1/sandboxes/nope", headers=_paid(payer, paid)).status_code == 404
+    out = edge.post(f"/internal/payments/{paid}/outcome", json={"upstream_status": 404})
+    assert out.json() == {"credited": 400, "balance": 400}
+    assert _settle(edge, payer) == {"completed": 0, "credited_unserved": 0}
+    assert redeem(edge, payer, 401).json()["balance"] == 400
+
+
+def test_a_payment_header_needs_the_edge_token_and_the_payments_payer(
+    edge: httpx.Client, stack: Stack
+) -> None:
+    payer = _payer()
+    paid = record(edge, payer=payer, amount=100).json()["payment_id"]
+    # another payer cannot spend it
+    other = edge.get("/v1/sandboxes", headers=_paid(_payer(), paid))
+    assert other.status_code == 409
+    # without the edge token the header is ignored (and the row untouched)
+    admin = {"authorization": f"Bearer {stack.admin_token}", "x-dnah-payment": paid}
+    assert httpx.get(f"{stack.config.core_url}/v1/sandboxes", headers=admin).status_code == 200
+    assert _settle(edge, payer) == {"completed": 0, "credited_unserved": 1}
+
+
+def test_the_core_keeps_a_keyed_paid_response_so_a_dead_gateway_loses_no_replay(edge: httpx.Client) -> None:
+    payer, key = _payer(), uuid.uuid4().hex
+    paid = record(edge, payer=payer, idempotency_key=key, fingerprint="fp-k").json()["payment_id"]
+    answer = edge.get("/v1/sandboxes", headers=_paid(payer, paid))
+    assert answer.status_code == 200
+
+    def replayed() -> None:
+        again = edge.get("/internal/idempotency", params={"key": key, "fingerprint": "fp-k"})
+        assert again.status_code == 200, again.text
+        stored = again.json()
+        assert stored["status"] == 200 and base64.b64decode(stored["body"]) == answer.content
+        names = {n for n, _ in stored["headers"]}
+        assert "content-type" in names and not names & {"x-request-id", "content-length"}
+
+    # no outcome report came: the replay is there all the same, and the sweep keeps it
+    replayed()
+    assert _settle(edge, payer) == {"completed": 1, "credited_unserved": 0}
+    replayed()

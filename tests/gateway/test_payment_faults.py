@@ -5,7 +5,9 @@ once and the call served."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +165,112 @@ async def test_a_gateway_dead_after_taking_credit_is_resumed_from_that_credit(
     [row] = await ledger(stack, payer.address)
     assert row["tx_hash"] is None and row["id"] == taken.json()["payment_id"]
     assert await credit(stack, payer.address) == 0
+
+
+async def test_the_core_records_what_it_answered_to_a_paid_call_itself(
+    stack: Stack, devnet: Devnet, payer: Payer, pay_gateway: PayGateway
+) -> None:
+    """The gateway forwards the payment id (dropping a client's); the core writes the status it
+    answered into the payment's row before answering, so a gateway that dies before its
+    outcome report loses nothing the core's sweep cannot settle (tests/core/test_edge_payments.py
+    settles such rows)."""
+    async with httpx.AsyncClient(base_url=pay_gateway.url, timeout=60) as client:
+        [challenge] = challenges(await client.get("/sandbox/no-such-sandbox"))
+        authorization = await payer.authorization(challenge)
+        answer = await client.get(
+            "/sandbox/no-such-sandbox",
+            headers={"authorization": authorization, "x-dnah-payment": "pay_someone_elses"},
+        )
+    assert answer.status_code == 404, answer.text
+    [row] = await ledger(stack, payer.address)
+    assert row["serving_since"] is not None and row["served_status"] == 404
+    for _ in range(100):  # the gateway's outcome report is sent after the answer
+        [row] = await ledger(stack, payer.address)
+        if row["completed_at"] is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row["settled_by"] == "gateway" and row["upstream_status"] == 404
+    assert row["credited"] == row["amount"] == await credit(stack, payer.address)
+
+
+async def test_a_gateway_dead_after_forwarding_loses_neither_the_refund_nor_the_replay(
+    stack: Stack, devnet: Devnet, payer: Payer, pay_gateway: PayGateway
+) -> None:
+    """What a worker SIGKILLed after forwarding a keyed paid call leaves behind, made by hand:
+    the payment's row, the request served by the core (which kept its answer), the claim
+    ``used`` and the key's marker taken — and no outcome report. The retry, with the same
+    credential or a new one, is the core's answer replayed (nothing paid again); the core's
+    sweep credits the failed call's price."""
+    path, key = "/v1/sandboxes/no-such-sandbox", f"key-{time.time_ns()}"
+    edge = {"authorization": f"Bearer {stack.edge_token}"}
+    async with httpx.AsyncClient(base_url=pay_gateway.url, timeout=60) as client:
+        [challenge] = challenges(await client.delete(path, headers={"idempotency-key": key}))
+        authorization = await payer.authorization(challenge)
+        fingerprint = request_fingerprint("DELETE", path.encode(), b"", b"")
+        scoped = f"{payer.address}:{key}"
+        amount = int(challenge.request["amount"])
+        record = PaymentRecord(
+            challenge_id=challenge.id,
+            payer=payer.address,
+            method="DELETE",
+            path=path,
+            amount=amount,
+            currency=challenge.request["currency"],
+            tx_hash="0x" + uuid.uuid4().hex * 2,  # stands for the transfer; never looked up
+            idempotency_key=scoped,
+            fingerprint=fingerprint,
+        )
+        recorded = httpx.post(
+            f"{stack.config.core_url}/internal/payments",
+            content=msgspec.json.encode(record),
+            headers={**edge, "content-type": "application/json"},
+        )
+        assert recorded.status_code == 201, recorded.text
+        payment_id = recorded.json()["payment_id"]
+        served = httpx.delete(
+            f"{stack.config.core_url}{path}",
+            headers={**edge, "x-dnah-payer": payer.address, "x-dnah-payment": payment_id},
+        )
+        assert served.status_code == 404
+        redis = Redis.from_url(stack.redis_url)
+        try:
+            claim = Claim(
+                state="used",
+                credential=credential_hash(authorization),
+                fingerprint=fingerprint,
+                payer=payer.address,
+                amount=amount,
+                currency=challenge.request["currency"],
+                since=time.time() - 60,
+                idempotency_key=scoped,
+                via="chain",
+                tx_hash=record.tx_hash,
+                payment_id=payment_id,
+            )
+            state = PaymentState(redis)
+            assert await state.claim(challenge.id, claim) is None
+            assert await state.take_key(scoped, fingerprint) is None
+        finally:
+            await redis.aclose()
+        balance = devnet.balance(payer.address)
+
+        same = await client.delete(path, headers={"authorization": authorization, "idempotency-key": key})
+        assert same.status_code == 404 and same.headers["idempotent-replayed"] == "true", same.text
+        assert same.content == served.content
+        [fresh_challenge] = challenges(await client.delete(path, headers={"idempotency-key": key}))
+        fresh = await client.delete(
+            path,
+            headers={"authorization": await payer.authorization(fresh_challenge), "idempotency-key": key},
+        )
+        assert fresh.status_code == 404 and fresh.headers["idempotent-replayed"] == "true", fresh.text
+    assert devnet.balance(payer.address) == balance  # nothing paid again
+
+    settled = httpx.post(
+        f"{stack.config.core_url}/internal/payments/settle",
+        json={"older_than_s": 0, "payer": payer.address},
+        headers=edge,
+    )
+    assert settled.json() == {"completed": 1, "credited_unserved": 0}, settled.text
+    [row] = await ledger(stack, payer.address)
+    assert row["settled_by"] == "core" and row["upstream_status"] == 404 and row["credited"] == amount
+    assert await credit(stack, payer.address) == amount
