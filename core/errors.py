@@ -52,6 +52,11 @@ class Conflict(CoreError):
     code = "conflict"
 
 
+class Gone(CoreError):
+    status_code = 410
+    code = "gone"
+
+
 class PayloadTooLarge(CoreError):
     status_code = 413
     code = "payload_too_large"

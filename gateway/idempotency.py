@@ -10,6 +10,8 @@
 - An **idempotency-key marker** (``dnah:pay:idem:<payer>:<key>``): taken before a request with
   an ``Idempotency-Key`` pays, holding the request's fingerprint, so a second request with the
   same key waits (409) or is refused (422) instead of paying again while the first is running.
+  A marker left by a dead gateway whose request the core never served (and credited back)
+  is dropped once the core's ledger says the key was given up (410 on the replay lookup).
   Completed responses themselves are kept by the core (``GET /internal/idempotency``).
 
 pympp keeps its own replay markers (``dnah:mpp:charge:<tx hash>``) in the same Redis.
@@ -18,6 +20,7 @@ pympp keeps its own replay markers (``dnah:mpp:charge:<tx hash>``) in the same R
 from __future__ import annotations
 
 import hashlib
+import secrets
 from typing import Literal
 
 import msgspec
@@ -70,6 +73,9 @@ def request_fingerprint(method: str, raw_path: bytes, query: bytes, body: bytes)
     return digest.hexdigest()
 
 
+_DROP_IF_SAME = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+)
 _ENCODE = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder(Claim)
 
@@ -108,12 +114,24 @@ class PaymentState:
 
     async def take_key(self, scoped_key: str, fingerprint: str) -> str | None:
         """Take an idempotency key; None when this call got it, else the fingerprint of the
-        request that holds it."""
+        request that holds it. The marker is ``<fingerprint> <nonce>``: each taking is told
+        apart, so ``drop_key`` can drop a dead one without dropping a newer one."""
         key = self._idem_key(scoped_key)
-        if await self._redis.set(key, fingerprint, nx=True, ex=KEY_TTL_S):
+        if await self._redis.set(key, f"{fingerprint} {secrets.token_hex(8)}", nx=True, ex=KEY_TTL_S):
             return None
         held = await self._redis.get(key)
-        return held.decode() if isinstance(held, bytes) else (held or fingerprint)
+        value = held.decode() if isinstance(held, bytes) else (held or fingerprint)
+        return value.split(" ", 1)[0]
+
+    async def key_marker(self, scoped_key: str) -> str | None:
+        """The key's marker as it is now (for ``drop_key``)."""
+        held = await self._redis.get(self._idem_key(scoped_key))
+        return held.decode() if isinstance(held, bytes) else held
+
+    async def drop_key(self, scoped_key: str, marker: str) -> None:
+        """Drop the key's marker if it is still ``marker`` (read before the ledger said the
+        key was given up): a marker another request took since is kept."""
+        await self._redis.eval(_DROP_IF_SAME, 1, self._idem_key(scoped_key), marker)
 
     async def release_key(self, scoped_key: str) -> None:
         await self._redis.delete(self._idem_key(scoped_key))

@@ -43,6 +43,11 @@ class KeyReused(LedgerError):
     """409 on a replay lookup: the idempotency key names a different request."""
 
 
+class KeyReleased(LedgerError):
+    """410 on a replay lookup: the key's request was never served and its payment was
+    credited back; the key is free (its marker, left by a dead gateway, may be dropped)."""
+
+
 _ENCODE = msgspec.json.Encoder()
 _T = TypeVar("_T")
 
@@ -86,13 +91,16 @@ class Ledger:
 
     async def stored_response(self, key: str, fingerprint: str, request_id: str) -> StoredResponse | None:
         """The response stored for this key, None if there is none (yet). Raises ``KeyReused``
-        when the key was used for a request with another fingerprint."""
+        when the key was used for a request with another fingerprint, ``KeyReleased`` when
+        the core gave the key up (its request never served, credited back)."""
         path = f"/internal/idempotency?key={quote(key, safe='')}&fingerprint={quote(fingerprint, safe='')}"
         response = await self._call("GET", path, request_id)
         if response.status_code == 404:
             return None
         if response.status_code in (409, 422):
             raise KeyReused(_message(response))
+        if response.status_code == 410:
+            raise KeyReleased(_message(response))
         return self._decode(response, 200, StoredResponse)
 
     async def outcome(

@@ -74,7 +74,7 @@ from contracts.control import (
 from gateway.config import GatewayConfig, PaymentConfig
 from gateway.forward import CLIENT_CLOSED, Forwarder, Headers, Outcome, Receive, Send, Upstream, map_path
 from gateway.idempotency import Claim, PaymentState, credential_hash, request_fingerprint
-from gateway.ledger import AlreadyRecorded, KeyReused, Ledger, LedgerError
+from gateway.ledger import AlreadyRecorded, KeyReleased, KeyReused, Ledger, LedgerError
 from gateway.prices import LivePrices
 from gateway.served import ServedRoutes
 from pricing import CURRENCY_DECIMALS, Quote
@@ -425,9 +425,16 @@ class PaymentGate:
         """Replay the stored response for this key, refuse a key in use, or take it (None)."""
         upstream = call.upstream
         try:
+            marker = await self.state.key_marker(scoped_key)  # read before the ledger's answer
             stored = await self.ledger.stored_response(scoped_key, call.fingerprint, upstream.request_id)
         except KeyReused:
             return await _key_reused(send, upstream)
+        except KeyReleased:
+            # its request was never served and was credited back (a gateway died between
+            # recording and forwarding): the marker it left lapses, the key is free
+            stored = None
+            if marker is not None:
+                await self.state.drop_key(scoped_key, marker)
         except LedgerError as exc:
             log.warning("ledger_unavailable", error=str(exc))
             return await _unavailable(send, upstream)
@@ -472,6 +479,8 @@ class PaymentGate:
                 stored = await self.ledger.stored_response(
                     existing.idempotency_key, call.fingerprint, call.upstream.request_id
                 )
+            except KeyReleased:  # never served, credited back: this credential is spent
+                stored = None
             except LedgerError as exc:
                 log.warning("ledger_unavailable", error=str(exc))
                 return await _unavailable(send, call.upstream)

@@ -140,6 +140,18 @@ async def by_challenge(db: asyncpg.Pool | asyncpg.Connection, challenge_id: str)
     return await db.fetchrow("SELECT id, payer, tx_hash FROM payments WHERE challenge_id = $1", challenge_id)
 
 
+async def release_key(conn: asyncpg.Connection, payment_id: str) -> None:
+    await conn.execute(
+        "UPDATE payments SET released_key = idempotency_key, idempotency_key = NULL"
+        " WHERE id = $1 AND idempotency_key IS NOT NULL",
+        payment_id,
+    )
+
+
+async def key_released(db: asyncpg.Pool, key: str) -> bool:
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM payments WHERE released_key = $1)", key))
+
+
 async def stored_response(db: asyncpg.Pool, key: str) -> asyncpg.Record | None:
     return await db.fetchrow(
         "SELECT fingerprint, response_status, response_headers, response_body FROM payments"

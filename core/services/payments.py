@@ -40,7 +40,7 @@ from contracts.control import (
 )
 from core.db import payments as payments_db
 from core.db.errors import translate
-from core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from core.errors import BadRequest, Conflict, Gone, NotFound, Unauthorized
 from core.services.auth import check_payer, new_id
 
 log = structlog.get_logger()
@@ -99,8 +99,11 @@ class PaymentService:
                     status = int(row["served_status"])
                     completed += 1
                 elif row["serving_since"] is None:
-                    status = None  # never served: credited back, and start_serving now refuses it
+                    # never served: credited back (start_serving now refuses it), and its
+                    # idempotency key is free again
+                    status = None
                     credited_unserved += 1
+                    await payments_db.release_key(conn, row["id"])
                 elif row["serving_stale"]:
                     status = UNANSWERED_STATUS
                     credited_unserved += 1
@@ -189,6 +192,8 @@ class PaymentService:
 
     async def replay(self, key: str, fingerprint: str) -> StoredResponse:
         row = await payments_db.stored_response(self._db, key)
+        if row is None and await payments_db.key_released(self._db, key):
+            raise Gone("this idempotency key's request was never served (credited back): the key is free")
         if row is None or row["response_status"] is None:
             raise NotFound("no stored response for this idempotency key")
         if row["fingerprint"] != fingerprint:

@@ -153,12 +153,19 @@ def _settle(edge: httpx.Client, payer: str) -> dict[str, int]:
 
 
 def test_a_payment_never_forwarded_is_credited_back_and_can_no_longer_be_served(edge: httpx.Client) -> None:
-    payer = _payer()
-    paid = record(edge, payer=payer, amount=700).json()["payment_id"]
+    payer, key = _payer(), uuid.uuid4().hex
+    paid = record(edge, payer=payer, amount=700, idempotency_key=key, fingerprint="fp-u").json()["payment_id"]
+    lookup = {"key": key, "fingerprint": "fp-u"}
+    assert edge.get("/internal/idempotency", params=lookup).status_code == 404  # in progress
     # the gateway died between recording and forwarding: no request, no outcome report
     assert _settle(edge, payer) == {"completed": 0, "credited_unserved": 1}
     assert redeem(edge, payer, 701).json()["balance"] == 700
     assert _settle(edge, payer) == {"completed": 0, "credited_unserved": 0}
+    # its idempotency key is given up: the lookup says so (410), and a new payment may take it
+    assert edge.get("/internal/idempotency", params=lookup).status_code == 410
+    again = record(edge, payer=payer, amount=700, idempotency_key=key, fingerprint="fp-u")
+    assert again.status_code == 201, again.text
+    assert edge.get("/internal/idempotency", params=lookup).status_code == 404
     # a late forward of the credited payment is refused before any handler runs
     late = edge.get("/v1/sandboxes", headers=_paid(payer, paid))
     assert late.status_code == 409 and late.json()["code"] == "payment-settled"

@@ -274,3 +274,80 @@ async def test_a_gateway_dead_after_forwarding_loses_neither_the_refund_nor_the_
     [row] = await ledger(stack, payer.address)
     assert row["settled_by"] == "core" and row["upstream_status"] == 404 and row["credited"] == amount
     assert await credit(stack, payer.address) == amount
+
+
+async def test_a_key_whose_call_a_dead_gateway_never_forwarded_is_free_once_credited(
+    stack: Stack, devnet: Devnet, payer: Payer, pay_gateway: PayGateway
+) -> None:
+    """A worker SIGKILLed between recording a keyed payment and forwarding it leaves the row,
+    the claim and the key's marker. The core's sweep credits the payment back and gives the
+    key up; the key's next request drops the dead marker, pays and is served (not a 409)."""
+    path, key = "/v1/sandboxes/no-such-sandbox", f"key-{time.time_ns()}"
+    edge = {"authorization": f"Bearer {stack.edge_token}"}
+    fingerprint = request_fingerprint("DELETE", path.encode(), b"", b"")
+    scoped = f"{payer.address}:{key}"
+    async with httpx.AsyncClient(base_url=pay_gateway.url, timeout=60) as client:
+        [challenge] = challenges(await client.delete(path, headers={"idempotency-key": key}))
+        amount = int(challenge.request["amount"])
+        record = PaymentRecord(
+            challenge_id=challenge.id,
+            payer=payer.address,
+            method="DELETE",
+            path=path,
+            amount=amount,
+            currency=challenge.request["currency"],
+            tx_hash="0x" + uuid.uuid4().hex * 2,
+            idempotency_key=scoped,
+            fingerprint=fingerprint,
+        )
+        recorded = httpx.post(
+            f"{stack.config.core_url}/internal/payments",
+            content=msgspec.json.encode(record),
+            headers={**edge, "content-type": "application/json"},
+        )
+        assert recorded.status_code == 201, recorded.text
+        authorization = await payer.authorization(challenge)
+        redis = Redis.from_url(stack.redis_url)
+        try:
+            claim = Claim(
+                state="used",
+                credential=credential_hash(authorization),
+                fingerprint=fingerprint,
+                payer=payer.address,
+                amount=amount,
+                currency=challenge.request["currency"],
+                since=time.time() - 60,
+                idempotency_key=scoped,
+                via="chain",
+                tx_hash=record.tx_hash,
+                payment_id=recorded.json()["payment_id"],
+            )
+            state = PaymentState(redis)
+            assert await state.claim(challenge.id, claim) is None
+            assert await state.take_key(scoped, fingerprint) is None
+        finally:
+            await redis.aclose()
+        # before the sweep: the key is held (the dead request might still be running)
+        [held_challenge] = challenges(await client.delete(path, headers={"idempotency-key": key}))
+        held = await client.delete(
+            path, headers={"authorization": await payer.authorization(held_challenge), "idempotency-key": key}
+        )
+        assert held.status_code == 409 and problem_type(held) == "idempotency-key-in-use", held.text
+        settled = httpx.post(
+            f"{stack.config.core_url}/internal/payments/settle",
+            json={"older_than_s": 0, "payer": payer.address},
+            headers=edge,
+        )
+        assert settled.json() == {"completed": 0, "credited_unserved": 1}, settled.text
+        # its credential is spent (the payment was credited back): a 402, not a 503 loop
+        spent = await client.delete(path, headers={"authorization": authorization, "idempotency-key": key})
+        assert spent.status_code == 402, spent.text
+        [fresh_challenge] = challenges(await client.delete(path, headers={"idempotency-key": key}))
+        fresh = await client.delete(
+            path,
+            headers={"authorization": await payer.authorization(fresh_challenge), "idempotency-key": key},
+        )
+        assert fresh.status_code == 404 and "idempotent-replayed" not in fresh.headers, fresh.text
+    first, second = await ledger(stack, payer.address)
+    assert first["settled_by"] == "core" and first["credited"] == amount and first["idempotency_key"] is None
+    assert second["idempotency_key"] == scoped and second["served_status"] == 404
