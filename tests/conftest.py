@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.stack import Stack, StackConfig
+from cli.stack import Stack
 from contracts.snapshots import encode_verify_key, parse_signing_key
-from tests.support import exclusive_index, free_port, mint_key
+from tests.private_stack import stack_config
+from tests.support import exclusive_index, mint_key
 
 # The payment fixtures (devnet, payment-mode gateways, funded payers) for every suite.
 pytest_plugins = ["tests.gateway.payment_fixtures"]
@@ -32,28 +33,18 @@ ROTATED_VERIFY_KEY = "rotated-1:" + encode_verify_key(parse_signing_key(ROTATED_
 def stack() -> Iterator[Stack]:
     with exclusive_index("stack") as n:
         var = Path(tempfile.mkdtemp(prefix=f"dnah-stack{n}-"))
-        config = StackConfig(
-            var_dir=var,
-            gateway_port=free_port(),
-            core_port=free_port(),
-            hostd_port=free_port(),
-            bridge=f"dnahs{n}",
-            subnet=f"10.216.{n}.0/24",
-            cgroup=f"dnahs{n}",
-            host_name=f"test-host-{n}",
-            egress="none",  # nothing a test runs leaves the machine
-            # the reaper every second, so tests that backdate a timer see it act promptly
-            extra_env={
-                "DNAH_REAPER_S": "1",
-                "DNAH_SNAPSHOT_VERIFY_KEYS": ROTATED_VERIFY_KEY,
-                # abandoned operations are settled within seconds (the crash tests need it)
-                "DNAH_RECONCILE_S": "1",
-                "DNAH_STALE_OPERATION_S": "3",
-                "DNAH_STALE_LONG_OPERATION_S": "20",
-                # the webhook tests' receivers listen on loopback
-                "DNAH_WEBHOOK_ALLOW_PRIVATE": "1",
-            },
-        )
+        # the reaper every second, so tests that backdate a timer see it act promptly
+        extra_env = {
+            "DNAH_REAPER_S": "1",
+            "DNAH_SNAPSHOT_VERIFY_KEYS": ROTATED_VERIFY_KEY,
+            # abandoned operations are settled within seconds (the crash tests need it)
+            "DNAH_RECONCILE_S": "1",
+            "DNAH_STALE_OPERATION_S": "3",
+            "DNAH_STALE_LONG_OPERATION_S": "20",
+            # the webhook tests' receivers listen on loopback
+            "DNAH_WEBHOOK_ALLOW_PRIVATE": "1",
+        }
+        config = stack_config(n, var, f"test-host-{n}", extra_env)
         stack = Stack(config, say=lambda _: None)
         try:
             stack.start()

@@ -195,11 +195,11 @@ def _cases() -> list[Case]:
         ),
         case("git: NUL in ?path (status)", f"GET /v1/sandboxes/{s}/git/status", params={"path": NUL}),
         case("daytona git: NUL in clone url", f"POST /toolbox/{s}/git/clone", {"url": NUL, "path": "r"}),
-        case("webhook: NUL in url", WEBHOOKS, {"url": f"https://example.com/{NUL}", "events": ["*"]}),
+        case("webhook: NUL in url", WEBHOOKS, {"url": f"https://example.invalid/{NUL}", "events": ["*"]}),
         case(
             "webhook: NUL in secret",
             WEBHOOKS,
-            {"url": "https://example.com/h", "events": ["*"], "secret": "s" * 20 + NUL},
+            {"url": "https://example.invalid/h", "events": ["*"], "secret": "s" * 20 + NUL},
         ),
         case("list: NUL in ?cursor", LIST, params={"cursor": "MjAyMC0wMS0wMVQwMDowMDowMHxhAGI="}),
         case("daytona list: NUL in ?labels", DAYTONA_LIST, params={"labels": json.dumps({NUL: "x"})}),
@@ -272,7 +272,7 @@ def _cases() -> list[Case]:
         case(
             "webhook: unknown event",
             WEBHOOKS,
-            {"url": "https://example.com/h", "events": ["sandbox.exploded"]},
+            {"url": "https://example.invalid/h", "events": ["sandbox.exploded"]},
         ),
         case("list: unknown ?state", LIST, params={"state": "exploded"}),
         case("daytona list: unknown ?states", DAYTONA_LIST, params={"states": "exploded"}),
