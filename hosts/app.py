@@ -142,7 +142,13 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
             # A var/ from the namespace runtime is brought over before recover reads it.
             await asyncio.to_thread(migrate, Target.from_hostd(config, templates))
         inventory = await runtime.recover()
-        log.info("hostd starting", runtime=runtime.kind, adopted=len(inventory), api_url=config.api_url)
+        log.info(
+            "hostd starting",
+            runtime=runtime.kind,
+            because=config.runtime_reason,
+            adopted=len(inventory),
+            api_url=config.api_url,
+        )
         snapshots = EntryStore(config.snapshot_dir, "snapshot")
         archives = EntryStore(config.archive_dir, "archive")
         for store in (snapshots, archives):

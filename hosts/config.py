@@ -26,6 +26,7 @@ import msgspec
 
 from guard import ConfigError as GuardConfigError
 from guard import GuardConfig, load_guard_config
+from hosts.runtime.kvm import KvmProbe, probe_kvm
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 GUEST_DIR = REPO_DIR / "guest"
@@ -41,9 +42,21 @@ DEFAULT_BRIDGE = "dnah0"
 DEFAULT_SUBNET = "10.213.0.0/16"
 DEFAULT_CGROUP = "dnah"
 DEFAULT_HEARTBEAT_S = 10.0
-RUNTIMES = ("oci", "fake")
-"""``DNAH_HOST_RUNTIME``: ``oci`` runs real, isolated sandboxes; ``fake`` isolates nothing and
-is for tests only (``hosts/runtime/fake``), so it is never the default."""
+RUNTIMES = ("auto", "oci", "qemu", "cloud-hypervisor", "fake")
+"""``DNAH_HOST_RUNTIME``: ``oci`` runs sandboxes as runc containers, ``qemu`` and
+``cloud-hypervisor`` as microVMs; ``auto`` (the default) picks one of those three from the
+machine (``_select_runtime``); ``fake`` isolates nothing and is for tests only
+(``hosts/runtime/fake``), so it is never picked by ``auto``."""
+VM_RUNTIMES = ("qemu", "cloud-hypervisor")
+VM_ACCELS = ("auto", "kvm", "tcg")
+"""``DNAH_VM_ACCEL``: ``kvm`` when ``hosts/runtime/kvm.py`` finds usable KVM (``auto``), else
+``tcg`` (QEMU's software emulation). Naming ``kvm`` overrides the probe, naming ``tcg`` refuses
+KVM even where it works; either way ``auto`` runtime selection follows the result."""
+DEFAULT_QEMU_BINARY = "qemu-system-x86_64"
+DEFAULT_CLOUD_HYPERVISOR_BINARY = "cloud-hypervisor"
+DEFAULT_VM_IMAGE_CACHE = "/var/cache/dnah/vm"
+DEFAULT_VM_BOOT_TIMEOUT_S = 90.0
+"""Generous: a TCG boot on a loaded 2-core machine can take tens of seconds."""
 EGRESS = ("nat", "none")
 """``DNAH_SANDBOX_EGRESS``: ``nat`` lets sandboxes reach networks beyond the host through NAT
 (never the host itself or each other); ``none`` keeps them inside their own network namespace
@@ -95,7 +108,8 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     build_script: Path
     snapshot_dir: Path
     """The snapshot store (``DNAH_SNAPSHOT_DIR``). The OCI runtime's snapshots are btrfs
-    snapshots of the disks, so for it the store must be inside the storage pool: default
+    snapshots of the disks, and the VM runtimes' disk copies are reflinks within the pool, so
+    for every real runtime the store must be inside the storage pool: default
     ``<pool>/snapshots``, and a directory outside the pool is refused. The fake runtime's
     default is ``<var dir>/snapshots``."""
     archive_dir: Path
@@ -116,7 +130,21 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     1000000): sandbox ids 0..65535 are host ids ``base .. base + 65535``, which must not be
     host accounts' ids (so the base is at least 65536)."""
     runtime: str = "oci"
-    """The runtime backend (``DNAH_HOST_RUNTIME``, one of ``RUNTIMES``)."""
+    """The runtime backend hostd runs: ``DNAH_HOST_RUNTIME`` with ``auto`` already resolved,
+    so one of ``oci``, ``qemu``, ``cloud-hypervisor``, ``fake``."""
+    runtime_reason: str = "DNAH_HOST_RUNTIME=oci"
+    """Why ``runtime`` was chosen, for the start-up log (the probe's findings under ``auto``)."""
+    vm_accel: str = "tcg"
+    """The VM runtimes' accelerator (``DNAH_VM_ACCEL`` resolved): ``kvm`` or ``tcg``."""
+    qemu_binary: str = DEFAULT_QEMU_BINARY
+    """``DNAH_QEMU_BINARY``: the QEMU system emulator, a name on PATH or a path."""
+    cloud_hypervisor_binary: str = DEFAULT_CLOUD_HYPERVISOR_BINARY
+    """``DNAH_CLOUD_HYPERVISOR_BINARY``: the Cloud Hypervisor VMM, a name on PATH or a path."""
+    vm_image_cache: Path = Path(DEFAULT_VM_IMAGE_CACHE)
+    """``DNAH_VM_IMAGE_CACHE``: where guest images (kernel, initramfs, rootfs) are built and kept."""
+    vm_boot_timeout_s: float = DEFAULT_VM_BOOT_TIMEOUT_S
+    """``DNAH_VM_BOOT_TIMEOUT`` (seconds): how long a VM may take from launch to its agent's
+    first answer before the create fails."""
     egress: str = "nat"
     """Where sandboxes may connect (``DNAH_SANDBOX_EGRESS``, one of ``EGRESS``)."""
     advertise_url: str | None = None
@@ -137,8 +165,14 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
         return self.advertise_url or f"http://{self.host}:{self.port}"
 
 
-def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
-    """Build and validate the configuration from ``environ``.
+def load_config(
+    environ: Mapping[str, str] = os.environ,
+    *,
+    kvm: Callable[[], KvmProbe] = probe_kvm,
+    which: Callable[[str], str | None] = shutil.which,
+) -> HostdConfig:
+    """Build and validate the configuration from ``environ``. ``kvm`` and ``which`` are the
+    machine probes behind ``auto`` (parameters so tests can play other machines).
 
     Raises:
         ConfigError: a variable is missing or malformed.
@@ -149,10 +183,17 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
     pool_dir = env.text("DNAH_POOL_DIR", "")
     pool_mount = Path(env.text("DNAH_POOL_MOUNT", str(state_dir / "pool"))).absolute()
     pool_root = Path(pool_dir).absolute() if pool_dir else pool_mount
-    runtime = env.parse("DNAH_HOST_RUNTIME", _runtime, "oci")
-    default_snapshots = pool_root / "snapshots" if runtime == "oci" else var_dir / "snapshots"
+    qemu_binary = env.text("DNAH_QEMU_BINARY", DEFAULT_QEMU_BINARY)
+    ch_binary = env.text("DNAH_CLOUD_HYPERVISOR_BINARY", DEFAULT_CLOUD_HYPERVISOR_BINARY)
+    vm_accel, accel_reason = _vm_accel(env.parse("DNAH_VM_ACCEL", _choice(VM_ACCELS), "auto"), kvm)
+    requested = env.parse("DNAH_HOST_RUNTIME", _choice(RUNTIMES), "auto")
+    if requested == "auto":
+        runtime, reason = _select_runtime(vm_accel, accel_reason, qemu_binary, ch_binary, which)
+    else:
+        runtime, reason = requested, f"DNAH_HOST_RUNTIME={requested}"
+    default_snapshots = var_dir / "snapshots" if runtime == "fake" else pool_root / "snapshots"
     snapshot_dir = Path(env.text("DNAH_SNAPSHOT_DIR", str(default_snapshots))).absolute()
-    if runtime == "oci":
+    if runtime != "fake":
         _check_in_pool(snapshot_dir, pool_root)
     return HostdConfig(
         host=env.text("DNAH_HOSTD_HOST", DEFAULT_HOST),
@@ -170,7 +211,7 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         disk_gb=env.parse("DNAH_HOST_DISK_GB", _positive_int, _free_disk_gb(var_dir)),
         api_token=env.parse("DNAH_HOSTD_TOKEN", _token, secrets.token_urlsafe(32)),
         heartbeat_s=env.parse("DNAH_HEARTBEAT_S", _positive_float, DEFAULT_HEARTBEAT_S),
-        log_format=env.parse("DNAH_LOG_FORMAT", _log_format, None),
+        log_format=env.parse("DNAH_LOG_FORMAT", _choice(_LOG_FORMATS), None),
         guest_dir=GUEST_DIR,
         build_script=BUILD_SCRIPT,
         snapshot_dir=snapshot_dir,
@@ -181,7 +222,13 @@ def load_config(environ: Mapping[str, str] = os.environ) -> HostdConfig:
         pool_mount=pool_mount,
         sandbox_uid_base=env.parse("DNAH_SANDBOX_UID_BASE", _uid_base, DEFAULT_SANDBOX_UID_BASE),
         runtime=runtime,
-        egress=env.parse("DNAH_SANDBOX_EGRESS", _egress, "nat"),
+        runtime_reason=reason,
+        vm_accel=vm_accel,
+        qemu_binary=qemu_binary,
+        cloud_hypervisor_binary=ch_binary,
+        vm_image_cache=Path(env.text("DNAH_VM_IMAGE_CACHE", DEFAULT_VM_IMAGE_CACHE)).absolute(),
+        vm_boot_timeout_s=env.parse("DNAH_VM_BOOT_TIMEOUT", _positive_float, DEFAULT_VM_BOOT_TIMEOUT_S),
+        egress=env.parse("DNAH_SANDBOX_EGRESS", _choice(EGRESS), "nat"),
         advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
         http=_http(environ),
     )
@@ -204,16 +251,40 @@ def _advertise_url(env: _Env, host: str) -> str | None:
     return url.rstrip("/") if url else None
 
 
+def _vm_accel(requested: str, kvm: Callable[[], KvmProbe]) -> tuple[str, str]:
+    """``DNAH_VM_ACCEL`` resolved to ``kvm`` or ``tcg``, with the reason in words."""
+    if requested != "auto":
+        return requested, f"DNAH_VM_ACCEL={requested}"
+    probe = kvm()
+    return ("kvm" if probe.usable else "tcg"), probe.reason
+
+
+def _select_runtime(
+    accel: str, accel_reason: str, qemu: str, cloud_hypervisor: str, which: Callable[[str], str | None]
+) -> tuple[str, str]:
+    """``DNAH_HOST_RUNTIME=auto``: Cloud Hypervisor when its binary and usable KVM exist, else
+    QEMU when usable KVM and its binary exist, else OCI. Neither VMM is picked for TCG: a
+    software-emulated sandbox is far slower than a container, so that takes naming it."""
+    if accel != "kvm":
+        return "oci", f"auto: no usable KVM ({accel_reason}), so containers"
+    if which(cloud_hypervisor):
+        return "cloud-hypervisor", f"auto: usable KVM ({accel_reason}) and {cloud_hypervisor} found"
+    if which(qemu):
+        return "qemu", f"auto: usable KVM ({accel_reason}), {qemu} found, {cloud_hypervisor} not"
+    return "oci", f"auto: usable KVM ({accel_reason}) but neither {cloud_hypervisor} nor {qemu} found"
+
+
 def _check_in_pool(snapshot_dir: Path, pool_root: Path) -> None:
-    """Host-local snapshots are btrfs snapshots of the disks: the store must be a directory of
-    its own inside the pool (not the pool's root, nor its templates, disks or staging area)."""
+    """Host-local snapshots are btrfs snapshots (OCI) or reflinked copies (VMs) of the disks:
+    the store must be a directory of its own inside the pool (not the pool's root, nor its
+    templates, disks or staging area)."""
     real, root = Path(os.path.realpath(snapshot_dir)), Path(os.path.realpath(pool_root))
     reserved = [root / name for name in ("templates", "disks", ".staging")]
     if real == root or not real.is_relative_to(root) or any(real.is_relative_to(r) for r in reserved):
         raise ConfigError(
             f"DNAH_SNAPSHOT_DIR={snapshot_dir} is not a directory of its own inside the storage pool "
-            f"{pool_root}: the OCI runtime's snapshots are btrfs snapshots of the sandboxes' disks, "
-            f"so they must be on the pool's filesystem (leave it unset for {pool_root / 'snapshots'})"
+            f"{pool_root}: the runtime's snapshots are btrfs snapshots or reflinks of the sandboxes' "
+            f"disks, so they must be on the pool's filesystem (leave it unset for {pool_root / 'snapshots'})"
         )
 
 
@@ -306,22 +377,13 @@ def _uid_base(raw: str) -> int:
     return base
 
 
-def _runtime(raw: str) -> str:
-    if raw not in RUNTIMES:
-        raise ValueError(f"must be one of {', '.join(RUNTIMES)}")
-    return raw
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
 
-
-def _egress(raw: str) -> str:
-    if raw not in EGRESS:
-        raise ValueError(f"must be one of {', '.join(EGRESS)}")
-    return raw
-
-
-def _log_format(raw: str) -> str:
-    if raw not in _LOG_FORMATS:
-        raise ValueError(f"must be one of {', '.join(_LOG_FORMATS)}")
-    return raw
+    return parse
 
 
 def _machine_ram_mb() -> int:

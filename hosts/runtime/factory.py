@@ -1,8 +1,10 @@
 """Builds the configured runtime backend. The one place that knows which backends exist.
 
-``DNAH_HOST_RUNTIME`` picks it (``hosts/config.py``): ``oci`` (the default) is the isolating
-runtime (runc, ``hosts/runtime/oci``); ``fake`` isolates nothing and exists for tests, so it is
-built only when named explicitly.
+``DNAH_HOST_RUNTIME`` picks it (``hosts/config.py``, which resolves ``auto`` from the machine):
+``oci`` is the container runtime (runc, ``hosts/runtime/oci``), ``qemu`` and
+``cloud-hypervisor`` the microVM ones (``hosts/runtime/qemu``, ``hosts/runtime/cloud_hypervisor``);
+``fake`` isolates nothing and exists for tests, so it is built only when named explicitly. The
+VM backends are imported only when chosen, so a host that runs containers never loads them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ def make_runtime(config: HostdConfig, templates: TemplateStore | None = None) ->
     if config.runtime == "fake":
         return FakeRuntime(FakeConfig(state_dir=config.state_dir / "fake", guest_dir=config.guest_dir))
     templates = templates or TemplateStore(config.template_cache, config.build_script)
+    if config.runtime == "qemu":
+        from hosts.runtime.qemu import QemuConfig, QemuRuntime
+
+        return QemuRuntime(QemuConfig.from_hostd(config, templates))
+    if config.runtime == "cloud-hypervisor":
+        from hosts.runtime.cloud_hypervisor import CloudHypervisorConfig, CloudHypervisorRuntime
+
+        return CloudHypervisorRuntime(CloudHypervisorConfig.from_hostd(config, templates))
     return OciRuntime(
         OciConfig(
             state_dir=config.state_dir,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hosts.config import BUILD_SCRIPT, GUEST_DIR, ConfigError, load_config
+from hosts.runtime.kvm import KvmProbe, probe_kvm
 
 REPO = Path(__file__).resolve().parent.parent.parent
 MINIMAL = {"DNAH_BOOTSTRAP_TOKEN": "boot-token"}
@@ -108,6 +110,8 @@ def test_overrides(tmp_path: Path) -> None:
         ("DNAH_SANDBOX_UID_BASE", str(2**32 - 65536)),  # the last id would be (uid_t) -1
         ("DNAH_SANDBOX_UID_BASE", "-5"),
         ("DNAH_SANDBOX_EGRESS", "open"),
+        ("DNAH_VM_ACCEL", "hvf"),
+        ("DNAH_VM_BOOT_TIMEOUT", "0"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_variable(name: str, value: str) -> None:
@@ -161,12 +165,109 @@ def test_the_storage_pool_can_be_an_operator_directory_or_another_image(tmp_path
     assert config.sandbox_uid_base + 65535 == 2**32 - 2
 
 
-def test_the_runtime_is_the_real_one_unless_the_fake_is_named(tmp_path: Path) -> None:
-    assert load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)}).runtime == "oci"
+NO_KVM = KvmProbe(False, "/dev/kvm is nested PVM")
+KVM = KvmProbe(True, "/dev/kvm is hardware KVM (kvm_intel)")
+
+
+def _machine(kvm: KvmProbe, *binaries: str) -> dict[str, Any]:
+    """``load_config``'s probes for a machine with this KVM and these binaries on PATH."""
+    return {"kvm": lambda: kvm, "which": lambda name: f"/usr/bin/{name}" if name in binaries else None}
+
+
+def test_auto_picks_a_vmm_only_with_usable_kvm(tmp_path: Path) -> None:
+    base = {**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)}
+    both = ("cloud-hypervisor", "qemu-system-x86_64")
+
+    def pick(kvm: KvmProbe, *binaries: str, **env: str) -> tuple[str, str]:
+        config = load_config({**base, **env}, **_machine(kvm, *binaries))
+        return config.runtime, config.vm_accel
+
+    assert pick(KVM, *both) == ("cloud-hypervisor", "kvm")
+    assert pick(KVM, "qemu-system-x86_64") == ("qemu", "kvm")
+    assert pick(KVM) == ("oci", "kvm")
+    # No usable KVM: containers, whatever is installed (a TCG VM must be asked for by name).
+    assert pick(NO_KVM, *both) == ("oci", "tcg")
+    # The accelerator setting overrides the probe both ways, and auto follows it.
+    assert pick(NO_KVM, *both, DNAH_VM_ACCEL="kvm") == ("cloud-hypervisor", "kvm")
+    assert pick(KVM, *both, DNAH_VM_ACCEL="tcg") == ("oci", "tcg")
+    # The binaries looked for are the configured ones.
+    assert pick(KVM, "/opt/qemu", DNAH_QEMU_BINARY="/opt/qemu") == ("qemu", "kvm")
+    # Named runtimes are taken as named, without consulting the machine.
+    assert pick(NO_KVM, DNAH_HOST_RUNTIME="qemu") == ("qemu", "tcg")
+    assert pick(NO_KVM, DNAH_HOST_RUNTIME="cloud-hypervisor") == ("cloud-hypervisor", "tcg")
+    assert pick(KVM, *both, DNAH_HOST_RUNTIME="oci") == ("oci", "kvm")
+
+
+def test_the_choice_says_why(tmp_path: Path) -> None:
+    base = {**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)}
+    auto = load_config(base, **_machine(NO_KVM, "qemu-system-x86_64"))
+    assert auto.runtime_reason == "auto: no usable KVM (/dev/kvm is nested PVM), so containers"
+    named = load_config({**base, "DNAH_HOST_RUNTIME": "qemu"}, **_machine(NO_KVM))
+    assert named.runtime_reason == "DNAH_HOST_RUNTIME=qemu"
+
+
+def test_auto_is_containers_on_this_machine(tmp_path: Path) -> None:
+    """The real probes: this machine's /dev/kvm is nested PVM (or absent), so the suite runs
+    on OCI. On a machine with hardware KVM this test says so instead of passing silently."""
+    if probe_kvm().usable:
+        pytest.skip("this machine has usable KVM: auto would pick a VMM")
+    config = load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)})
+    assert (config.runtime, config.vm_accel) == ("oci", "tcg")
+
+
+def test_the_fake_runtime_is_only_taken_when_named(tmp_path: Path) -> None:
     fake = load_config({**MINIMAL, "DNAH_VAR_DIR": str(tmp_path), "DNAH_HOST_RUNTIME": "fake"})
     assert fake.runtime == "fake"
-    with pytest.raises(ConfigError, match="DNAH_HOST_RUNTIME='docker': must be one of oci, fake"):
+    with pytest.raises(
+        ConfigError,
+        match="DNAH_HOST_RUNTIME='docker': must be one of auto, oci, qemu, cloud-hypervisor, fake",
+    ):
         load_config({**MINIMAL, "DNAH_HOST_RUNTIME": "docker"})
+
+
+def test_vm_settings(tmp_path: Path) -> None:
+    base = {**MINIMAL, "DNAH_VAR_DIR": str(tmp_path)}
+    defaults = load_config(base)
+    assert (defaults.qemu_binary, defaults.cloud_hypervisor_binary) == (
+        "qemu-system-x86_64",
+        "cloud-hypervisor",
+    )
+    assert defaults.vm_image_cache == Path("/var/cache/dnah/vm")
+    assert defaults.vm_boot_timeout_s == 90
+    config = load_config(
+        {
+            **base,
+            "DNAH_HOST_RUNTIME": "qemu",
+            "DNAH_VM_ACCEL": "tcg",
+            "DNAH_QEMU_BINARY": "/opt/bin/qemu",
+            "DNAH_CLOUD_HYPERVISOR_BINARY": "/opt/bin/ch",
+            "DNAH_VM_IMAGE_CACHE": str(tmp_path / "vm"),
+            "DNAH_VM_BOOT_TIMEOUT": "240",
+        }
+    )
+    assert (config.runtime, config.vm_accel) == ("qemu", "tcg")
+    assert (config.qemu_binary, config.cloud_hypervisor_binary) == ("/opt/bin/qemu", "/opt/bin/ch")
+    assert (config.vm_image_cache, config.vm_boot_timeout_s) == (tmp_path / "vm", 240)
+    # The VM runtimes keep their disks in the pool and copy them by reflink: snapshots live there.
+    assert config.snapshot_dir == tmp_path / "hostd" / "pool" / "snapshots"
+    with pytest.raises(ConfigError, match=r"DNAH_SNAPSHOT_DIR=.*inside the storage pool"):
+        load_config(
+            {**base, "DNAH_HOST_RUNTIME": "cloud-hypervisor", "DNAH_SNAPSHOT_DIR": str(tmp_path / "s")}
+        )
+
+
+def test_the_kvm_probe_refuses_what_is_not_hardware_kvm(tmp_path: Path) -> None:
+    modules = tmp_path / "module"
+    modules.mkdir()
+    assert probe_kvm(tmp_path / "absent", modules) == KvmProbe(False, f"{tmp_path / 'absent'} does not exist")
+    dev = tmp_path / "kvm"
+    dev.touch()  # openable, but not a KVM device
+    assert probe_kvm(dev, modules).reason == "no hardware KVM provider (kvm_intel or kvm_amd) is loaded"
+    (modules / "kvm_pvm").mkdir()
+    assert probe_kvm(dev, modules).reason == f"{dev} is nested PVM (kvm_pvm), which hangs stock guest kernels"
+    (modules / "kvm_intel").mkdir()
+    probe = probe_kvm(dev, modules)  # a provider, but the node does not answer KVM's ioctl
+    assert not probe.usable and "KVM_GET_API_VERSION" in probe.reason
 
 
 def test_sandboxes_reach_beyond_the_host_unless_egress_is_none(tmp_path: Path) -> None:
