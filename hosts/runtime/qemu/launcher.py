@@ -1,0 +1,129 @@
+"""The QEMU command line of one sandbox VM, and the files it uses in the sandbox's run directory.
+
+One ``qemu-system-x86_64 -M microvm`` per sandbox: no firmware, no PCI, no default devices,
+virtio-mmio devices only (found by the guest through ACPI). What it has:
+
+* the guest image's kernel and initramfs, with the sandbox's boot parameters on the kernel
+  command line plus the VMM's own flags: ``console=ttyS0`` (the serial console goes to
+  ``console.log``), ``panic=-1`` (a kernel panic reboots, which ``-no-reboot`` turns into an
+  exit that hostd notices) and ``tsc_early_khz=`` (microvm has neither HPET nor a PM timer;
+  without a known TSC rate the kernel calibrates against the PIT, which fails under a loaded
+  TCG host and hangs about one boot in four — see the research note);
+* one virtio-serial port named ``agent`` on a chardev Unix socket (``serial.sock``, QEMU
+  listening) that hostd's ``SerialMuxer`` connects to: the only host↔guest channel here;
+* virtio-blk for the sandbox's disk image, virtio-net on the netns's TAP, virtio-rng;
+* QMP on ``qmp.sock``.
+
+The device list is the same for every sandbox and depends only on the ``Machine``, so a
+memory snapshot taken from one process loads into another built from the same ``Machine``
+(``-incoming defer``, then ``migrate-incoming``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import msgspec
+
+from hosts.vm.network import TAP
+
+
+class Machine(msgspec.Struct, frozen=True, kw_only=True):
+    """What a memory snapshot depends on: a restore must use the same."""
+
+    cpu: int
+    ram_mb: int
+    kernel: Path
+    initrd: Path
+    mac: str
+    accel: str
+    """``kvm`` or ``tcg``."""
+
+
+class RunFiles:
+    """The VM's files in the sandbox's run directory."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.qmp = run / "qmp.sock"
+        self.serial = run / "serial.sock"
+        self.agent = run / "agent.sock"
+        """The SerialMuxer's socket: what ``agent_socket`` returns."""
+        self.console = run / "console.log"
+        self.stderr = run / "qemu.log"
+        self.vmm = run / "vmm.json"
+        """``VmmRecord`` of the running QEMU, for a restarted hostd."""
+
+
+def argv(
+    binary: str,
+    machine: Machine,
+    files: RunFiles,
+    *,
+    disk: Path,
+    cmdline: str,
+    name: str,
+    incoming: bool = False,
+) -> list[str]:
+    accel = "kvm" if machine.accel == "kvm" else "tcg,tb-size=64"
+    args = [
+        binary,
+        "-name", f"dnah-{name}",
+        "-M", "microvm",
+        "-accel", accel,
+        "-smp", str(machine.cpu),
+        "-m", f"{machine.ram_mb}M",
+        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-kernel", str(machine.kernel),
+        "-initrd", str(machine.initrd),
+        "-append", cmdline,
+        "-serial", f"file:{files.console}",
+        "-device", "virtio-serial-device",
+        "-chardev", f"socket,id=agent,path={files.serial},server=on,wait=off",
+        "-device", "virtserialport,chardev=agent,name=agent",
+        "-drive", f"file={disk},format=raw,if=none,id=disk0,cache=writeback,discard=unmap",
+        "-device", "virtio-blk-device,drive=disk0",
+        "-netdev", f"tap,id=net0,ifname={TAP},script=no,downscript=no",
+        "-device", f"virtio-net-device,netdev=net0,mac={machine.mac}",
+        "-object", "rng-random,id=rng0,filename=/dev/urandom",
+        "-device", "virtio-rng-device,rng=rng0",
+        "-qmp", f"unix:{files.qmp},server=on,wait=off",
+    ]  # fmt: skip
+    if machine.accel == "kvm":
+        args += ["-cpu", "host"]
+    if incoming:
+        args += ["-incoming", "defer"]
+    return args
+
+
+def vmm_flags() -> str:
+    """The kernel command-line flags the VMM needs, appended to the boot parameters."""
+    flags = "console=ttyS0 panic=-1"
+    if (khz := host_tsc_khz()) is not None:
+        flags += f" tsc_early_khz={khz}"
+    return flags
+
+
+@functools.cache
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate in kHz, which is the guest's under TCG (and what KVM passes on),
+    read from /proc/cpuinfo on a CPU with an invariant TSC; None when it cannot be told."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
+    if "constant_tsc" not in flags or "nonstop_tsc" not in flags:
+        return None
+    for line in info.splitlines():
+        if line.startswith("cpu MHz"):
+            return round(float(line.split(":")[1]) * 1000)
+    return None
+
+
+def mac_for(sandbox_id: str) -> str:
+    """A locally administered unicast MAC derived from the sandbox id."""
+    digest = hashlib.sha256(sandbox_id.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])

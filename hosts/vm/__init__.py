@@ -1,0 +1,9 @@
+"""Host-side pieces shared by the microVM backends (QEMU, Cloud Hypervisor).
+
+The guest image every VM boots (see docs/runtimes.md, "Guest image"): ``images`` builds and
+caches it from a template, with ``kernel``, ``vmlinux``, ``initramfs`` and ``rootfs`` as its
+parts. ``control`` and ``identity`` talk to the guest's init (``guest/vminit.py``) on
+``contracts.vm.CONTROL_PORT``. ``network``, ``disk`` and ``cgroup`` are the per-sandbox
+plumbing around a VMM process: its network namespace and TAP, its copy-on-write disk, its
+cgroup.
+"""
