@@ -227,6 +227,20 @@ class HostHealth(_Wire, frozen=True):
     sandboxes: int
 
 
+class Capabilities(_Wire, frozen=True):
+    """What a host's runtime backend can do, declared at registration; the core decides with
+    it instead of asking a host for what it cannot do (docs/runtimes.md, "Choosing a runtime")."""
+
+    memory_snapshot: bool
+    """A snapshot captures the sandbox's memory, so a restore or clone of it resumes the running
+    processes (a VMM's snapshot); False: the disk only, and processes start afresh."""
+    live_resize: bool
+    """CPU and memory of a running sandbox can be changed in place; False: only while stopped."""
+    fork: bool
+    """A clone of a running sandbox continues the parent's running processes (a VM forked from
+    its memory state); False: a fork is a filesystem copy booted anew."""
+
+
 class HostRegistration(_Wire, frozen=True):
     """hostd → core at start-up. ``sandboxes`` is the host's inventory: every sandbox whose
     disk it holds, running or not, so the core can reconcile."""
@@ -236,6 +250,8 @@ class HostRegistration(_Wire, frozen=True):
     api_url: Url
     api_token: Text
     runtime: Name
+    """The runtime backend (``oci``, ``qemu``, ``cloud-hypervisor``, ``fake``)."""
+    capabilities: Capabilities
     cpu: Positive
     ram_mb: Positive
     disk_gb: Positive

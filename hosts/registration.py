@@ -91,6 +91,7 @@ class Registrar:
             api_url=self._config.api_url,
             api_token=self._config.api_token,
             runtime=self._runtime.kind,
+            capabilities=self._runtime.capabilities,
             cpu=self._config.cpu,
             ram_mb=self._config.ram_mb,
             disk_gb=self._config.disk_gb,

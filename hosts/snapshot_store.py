@@ -1,11 +1,13 @@
 """hostd's snapshot and archive stores: directories of snapshot-format entries on the host.
 
 Both stores hold one directory per entry, ``<root>/<id>/``, in the format of
-``hosts/runtime/_snapshot.py``: a ``manifest.json`` that says which kind the entry is, and
-the data. The OCI runtime's snapshots are ``subvolume`` entries (``disk/``, a read-only btrfs
-subvolume), so the snapshot store of such a hostd lives inside the storage pool (by default
-its ``snapshots/``); the fake runtime's snapshots and every archive are ``archive`` entries
-(``rootfs.tar.zst``), which may live anywhere. A snapshot also gets ``signature.json`` (a
+``hosts/runtime/manifest.py`` (backend-neutral: this module imports no backend): a
+``manifest.json`` that says which kind the entry is, and the data. The OCI runtime's snapshots
+are ``subvolume`` entries (``disk/``, a read-only btrfs subvolume) and the VM runtimes' are
+``vm`` entries (disk image and memory state, reflinked within the pool), so the snapshot store
+of such a hostd lives inside the storage pool (by default its ``snapshots/``); the fake
+runtime's snapshots and every archive are ``archive`` entries (``rootfs.tar.zst``), which may
+live anywhere. A snapshot also gets ``signature.json`` (a
 ``contracts.snapshots.SignedSnapshot``) once the core seals it; an archive (keyed by sandbox
 id) is hostd's own copy of a stopped sandbox's disk and is not signed, only hash-checked.
 
@@ -35,7 +37,7 @@ from nacl.signing import VerifyKey
 from contracts.host import SnapshotTaken
 from contracts.snapshots import SignedSnapshot, SnapshotRejected, decode_signed, verify
 from hosts.errors import SandboxConflict, SnapshotInvalid, SnapshotNotFound
-from hosts.runtime import _snapshot
+from hosts.runtime import manifest
 from hosts.runtime._mounts import remove_tree
 from hosts.storage import _btrfs
 
@@ -121,14 +123,14 @@ class EntryStore:
 def describe(snapshot_id: str, directory: Path) -> SnapshotTaken:
     """What the core needs to sign: the manifest's hash and the data's size (an archive's
     files; a subvolume's bytes written by the sandbox itself)."""
-    data = (directory / _snapshot.MANIFEST).read_bytes()
-    manifest = _snapshot.decode_manifest(data)
+    data = (directory / manifest.MANIFEST).read_bytes()
+    written = manifest.decode(data)
     return SnapshotTaken(
         snapshot_id=snapshot_id,
-        sandbox_id=manifest.sandbox_id,
+        sandbox_id=written.sandbox_id,
         manifest_hash=hashlib.sha256(data).hexdigest(),
-        size=manifest.size,
-        memory=manifest.memory,
+        size=written.size,
+        memory=written.memory,
     )
 
 
@@ -150,7 +152,7 @@ def seal(snapshot_id: str, directory: Path, signed: SignedSnapshot) -> None:
 
 def trusted_snapshot(
     snapshot_id: str, directory: Path, verify_keys: Mapping[str, VerifyKey], sandbox_id: str | None
-) -> _snapshot.Manifest:
+) -> manifest.Manifest:
     """The manifest of the snapshot in ``directory``, once everything about it checks out:
     a signature by one of ``verify_keys`` over a claim naming this snapshot (and
     ``sandbox_id``, when given), this manifest byte for byte, and data matching it (an
@@ -172,15 +174,15 @@ def trusted_snapshot(
     if sandbox_id is not None and claim.sandbox_id != sandbox_id:
         raise SnapshotInvalid(f"snapshot {snapshot_id} is of sandbox {claim.sandbox_id}, not {sandbox_id}")
     try:
-        data = (directory / _snapshot.MANIFEST).read_bytes()
+        data = (directory / manifest.MANIFEST).read_bytes()
     except FileNotFoundError:
         raise SnapshotInvalid(f"snapshot {snapshot_id} has no manifest") from None
     if hashlib.sha256(data).hexdigest() != claim.manifest_hash:
         raise SnapshotInvalid(f"snapshot {snapshot_id}'s manifest does not match its signature")
-    manifest = _snapshot.read(directory)  # the data against the manifest
-    if manifest.sandbox_id != claim.sandbox_id:
+    verified = manifest.read(directory)  # the data against the manifest
+    if verified.sandbox_id != claim.sandbox_id:
         raise SnapshotInvalid(f"snapshot {snapshot_id}'s manifest names another sandbox")
-    return manifest
+    return verified
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -203,6 +205,6 @@ def _fsync_dir(directory: Path) -> None:
 def _remove_entry(path: Path) -> None:
     """Delete an entry directory (absent is fine). A ``subvolume`` entry's disk goes first:
     ``rm`` cannot delete a subvolume, and stops at it (another device)."""
-    if _btrfs.is_subvolume(path / _snapshot.DISK):
-        _btrfs.delete(path / _snapshot.DISK)
+    if _btrfs.is_subvolume(path / manifest.DISK):
+        _btrfs.delete(path / manifest.DISK)
     remove_tree(path)

@@ -1,109 +1,57 @@
-"""The snapshot format: a directory holding ``manifest.json`` and the disk, in one of two kinds.
+"""How the OCI and fake runtimes make their snapshots: ``archive`` tars and ``subvolume`` manifests.
 
-* ``subvolume`` (the OCI runtime's host-local snapshots): the disk is ``disk/``, a read-only
-  btrfs snapshot of the sandbox's disk in the storage pool. Hashing it would mean reading the
-  whole disk, so the manifest records the subvolume's identity instead (its ``uuid`` and
-  ``ctransid``, see ``StoragePool.identity``), and its size: the bytes the sandbox had written
-  itself. Any write to the snapshot needs its read-only flag turned off and moves ``ctransid``,
-  so "the identity now equals the manifest's, and it is read-only" is what ``read`` checks.
-  It only means something on the filesystem that holds it: such a snapshot never leaves its
+The format itself (the manifest, its kinds, and how each is verified) is backend-neutral and
+lives in ``hosts/runtime/manifest.py``. This module writes two of its kinds:
+
+* ``subvolume`` (the OCI runtime's host-local snapshots): the caller has made ``disk/``, a
+  read-only btrfs snapshot of the sandbox's disk in the storage pool; ``write_subvolume``
+  records its identity (``StoragePool.identity``) and size. Such a snapshot never leaves its
   host (``docs/runtime.md``, "Snapshots on the pool").
-* ``archive`` (archives and the fake runtime's snapshots): ``rootfs.tar.zst``, a portable
-  tar + zstd, with the sha256 of every file in the manifest. Its ``layer`` says what the tar
-  holds: ``disk``, the whole disk (the fake runtime's, and archives written before diffs), or
-  ``diff``, only what differs from the template build the manifest names, as an overlayfs
-  upper layer (``_layer``: changed entries, whiteouts, opaque directories), which unarchive
-  replays onto a copy of that template.
-
-A manifest without a ``kind`` was written by the namespace runtime, whose snapshots and
-archives held only its overlay's upper layer: restoring one onto a whole disk would lose the
-template under it, so it is refused (``decode_manifest``).
-
-The manifest is written last, so a directory with a manifest is a complete snapshot; it names
-the template build the disk sits on, and is what the core signs (``hosts/snapshot_store.py``).
+* ``archive`` (archives and the fake runtime's snapshots): ``write`` tars a disk tree into
+  ``rootfs.tar.zst`` — the whole disk (the fake runtime's, and archives written before diffs),
+  or only what differs from the template build the manifest names, as an overlayfs upper layer
+  (``_layer``: changed entries, whiteouts, opaque directories), which ``extract`` unpacks for
+  the caller to replay onto a copy of that template.
 
 The archive is GNU tar with numeric owners, permissions and every extended attribute. It is
 compressed with zstd as tar produces it and decompressed as tar consumes it (``zstandard`` on
 the pipe), so neither the archive nor the disk is ever held whole in memory. Both files are
-fsynced before the manifest names them.
-
-Whether the snapshot also holds memory is recorded (``memory``): never, for these backends.
+fsynced before the manifest names them. Neither kind holds memory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
-import msgspec
 import zstandard
 
 from hosts.errors import RuntimeFailure, SnapshotInvalid
-from hosts.runtime import _layer
+from hosts.runtime import _layer, manifest
 from hosts.runtime._layout import DiskBase
-from hosts.storage import _btrfs
+from hosts.runtime.manifest import ARCHIVE, DISK, Manifest, SubvolumeDisk
 from hosts.storage.pool import SubvolumeIdentity
 
-ARCHIVE = "rootfs.tar.zst"
-DISK = "disk"
-"""The read-only subvolume of a ``subvolume`` snapshot, inside its directory."""
-MANIFEST = "manifest.json"
 _TAR_COMMON = ["--numeric-owner", "--xattrs", "--xattrs-include=*"]
 _CHUNK = 1 << 20
 
 
-class SnapshotFile(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    sha256: str
-    size: int
-
-
-class SubvolumeDisk(msgspec.Struct, frozen=True, kw_only=True):
-    """A ``subvolume`` snapshot's disk: which subvolume, in which state, and how much data."""
-
-    name: str
-    uuid: str
-    ctransid: int
-    size: int
-    """Bytes the sandbox had written itself (its disk's usage in the pool); the template's
-    data it shares is not counted."""
-
-
-class Manifest(msgspec.Struct, frozen=True, kw_only=True):
-    sandbox_id: str
-    template: str
-    content_hash: str
-    kind: Literal["archive", "subvolume"] = "archive"
-    layer: Literal["disk", "diff"] = "disk"
-    """What an ``archive``'s tar holds: the whole disk, or its difference from the template."""
-    files: list[SnapshotFile] = msgspec.field(default_factory=list)
-    """An ``archive``'s files with their digests; empty for a ``subvolume`` snapshot."""
-    disk: SubvolumeDisk | None = None
-    """A ``subvolume`` snapshot's disk; None for an ``archive``."""
-    memory: bool = False
-    """Whether the snapshot holds the sandbox's memory too (a VMM's); the disk only here."""
-
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files) + (self.disk.size if self.disk else 0)
-
-
 def write(
-    upper: Path, directory: Path, sandbox_id: str, base: DiskBase, template: Path | None = None
+    upper: Path, directory: Path, sandbox_id: str, base: DiskBase, runtime: str, template: Path | None = None
 ) -> Manifest:
     """Archive ``upper`` into ``directory`` (created if needed) and write the manifest: an
     ``archive`` snapshot of the whole of ``upper``, or, given the ``template`` subvolume it
-    was snapshotted from, of its difference from it (``layer: diff``).
+    was snapshotted from, of its difference from it (``layer: diff``); ``runtime`` is the
+    backend writing it.
 
     The caller keeps the disk still (sandbox frozen or stopped) while this runs.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MANIFEST).unlink(missing_ok=True)
+    (directory / manifest.MANIFEST).unlink(missing_ok=True)
     archive = directory / ARCHIVE
     if template is None:
         _create(["--directory", str(upper), "."], archive)
@@ -113,128 +61,35 @@ def write(
             _create(
                 ["--no-recursion", "--null", "--no-verbatim-files-from", "--files-from", "-"], archive, names
             )
-    manifest = Manifest(
+    written = Manifest(
         sandbox_id=sandbox_id,
         template=base.template,
         content_hash=base.content_hash,
+        runtime=runtime,
         layer="disk" if template is None else "diff",
-        files=[_describe(archive)],
+        files=[manifest.describe_file(archive)],
     )
-    _write_manifest(directory, manifest)
-    return manifest
+    manifest.write(directory, written)
+    return written
 
 
 def write_subvolume(
-    directory: Path, sandbox_id: str, base: DiskBase, identity: SubvolumeIdentity, size: int
+    directory: Path, sandbox_id: str, base: DiskBase, identity: SubvolumeIdentity, size: int, runtime: str
 ) -> Manifest:
     """Write the manifest of the ``subvolume`` snapshot whose read-only ``DISK`` is already in
     ``directory``, with ``identity`` read after it was made."""
     if not identity.readonly:
         raise RuntimeFailure(f"the snapshot disk in {directory} is writable")
-    manifest = Manifest(
+    written = Manifest(
         sandbox_id=sandbox_id,
         template=base.template,
         content_hash=base.content_hash,
         kind="subvolume",
+        runtime=runtime,
         disk=SubvolumeDisk(name=DISK, uuid=identity.uuid, ctransid=identity.ctransid, size=size),
     )
-    _write_manifest(directory, manifest)
-    return manifest
-
-
-def _write_manifest(directory: Path, manifest: Manifest) -> None:
-    tmp = directory / (MANIFEST + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(msgspec.json.format(msgspec.json.encode(manifest)) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / MANIFEST)
-
-
-def read(directory: Path) -> Manifest:
-    """Load and verify the snapshot in ``directory``: an archive's files against their digests,
-    a subvolume's identity against the manifest's.
-
-    Raises:
-        SnapshotInvalid: no manifest, or the data is missing or differs from the manifest.
-    """
-    try:
-        manifest = decode_manifest((directory / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        raise SnapshotInvalid(f"no snapshot manifest in {directory}") from None
-    if manifest.kind == "subvolume":
-        _check_subvolume(directory, manifest)
-    else:
-        _check_archive(directory, manifest)
-    return manifest
-
-
-def read_archive(directory: Path) -> Manifest:
-    """``read``, for a caller that can only use an ``archive`` (unarchive; the fake runtime).
-
-    Raises:
-        SnapshotInvalid: as ``read``, or the directory holds a ``subvolume`` snapshot.
-    """
-    manifest = read(directory)
-    if manifest.kind != "archive":
-        raise SnapshotInvalid(f"{directory} holds a host-local {manifest.kind} snapshot, not an archive")
-    return manifest
-
-
-def _check_archive(directory: Path, manifest: Manifest) -> None:
-    if manifest.disk is not None:
-        raise SnapshotInvalid(f"the archive manifest in {directory} describes a subvolume")
-    for expected in manifest.files:
-        _check_name(expected.name)
-        try:
-            actual = _describe(directory / expected.name)
-        except FileNotFoundError:
-            raise SnapshotInvalid(f"snapshot file {expected.name} is missing in {directory}") from None
-        if actual != expected:
-            raise SnapshotInvalid(f"snapshot file {expected.name} in {directory} does not match its manifest")
-    if ARCHIVE not in {f.name for f in manifest.files}:
-        raise SnapshotInvalid(f"snapshot in {directory} has no {ARCHIVE}")
-
-
-def _check_subvolume(directory: Path, manifest: Manifest) -> None:
-    disk = manifest.disk
-    if disk is None or manifest.files:
-        raise SnapshotInvalid(f"the subvolume manifest in {directory} has no disk, or has files")
-    _check_name(disk.name)
-    path = directory / disk.name
-    if not _btrfs.is_subvolume(path):
-        raise SnapshotInvalid(f"snapshot disk {disk.name} is missing in {directory}")
-    # No commit first (unlike ``subvolume_identity``): a read-only subvolume cannot have been
-    # written since its last commit, because making it read-only again after a write commits
-    # (the set-flags ioctl does), and one that is not read-only fails the check anyway. A
-    # commit here would flush every sandbox's pending writes on each clone and restore.
-    now_uuid, now_ctransid, now_readonly = _btrfs.subvolume_info(path)
-    if (now_uuid, now_ctransid, now_readonly) != (disk.uuid, disk.ctransid, True):
-        raise SnapshotInvalid(f"snapshot disk {disk.name} in {directory} does not match its manifest")
-
-
-def _check_name(name: str) -> None:
-    if "/" in name or name in ("", ".", ".."):
-        raise SnapshotInvalid(f"snapshot manifest names a file outside it: {name!r}")
-
-
-def decode_manifest(data: bytes) -> Manifest:
-    """Parse a manifest's bytes.
-
-    Raises:
-        SnapshotInvalid: not a manifest.
-    """
-    try:
-        manifest = msgspec.json.decode(data, type=Manifest)
-        named_kind = "kind" in msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
-        raise SnapshotInvalid(f"invalid snapshot manifest: {exc}") from None
-    if not named_kind:  # every manifest written since the pool names its kind
-        raise SnapshotInvalid(
-            "snapshot made by the namespace runtime: an overlay layer, not a whole disk, so it cannot "
-            "be restored here (docs/runtime.md, 'Migrating from the namespace runtime')"
-        )
-    return manifest
+    manifest.write(directory, written)
+    return written
 
 
 def extract(directory: Path, target: Path) -> None:
@@ -314,11 +169,3 @@ def _check(tar: subprocess.Popen[bytes], what: str, errors: IO[bytes]) -> None:
         errors.seek(0)
         message = errors.read().decode(errors="replace").strip()
         raise RuntimeFailure(f"tar --{what} failed: {message}")
-
-
-def _describe(path: Path) -> SnapshotFile:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return SnapshotFile(name=path.name, sha256=digest.hexdigest(), size=path.stat().st_size)

@@ -5,8 +5,9 @@ directory and restores it from one, and destroys it. Every backend exposes the a
 same way: a Unix socket speaking Cloud Hypervisor's hybrid-vsock handshake (see
 ``contracts.guest``), so hostd's agent client is identical whatever runs the sandbox.
 
-The OCI backend (``oci/``) runs sandboxes today; the Cloud Hypervisor backend will
-implement the same Protocol with ``vm.create``/``vm.boot``/``vm.pause``/``vm.snapshot``.
+Backends: OCI (``oci/``, runc containers), QEMU (``qemu/``) and Cloud Hypervisor
+(``cloud_hypervisor/``) microVMs, and the fake one for tests; ``factory.py`` builds the one
+configured. What each can do differs (``Capabilities``), and the core is told.
 """
 
 from __future__ import annotations
@@ -14,20 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-import msgspec
+from contracts.host import Capabilities, SandboxInfo, SandboxSpec
 
-from contracts.host import SandboxInfo, SandboxSpec
-
-
-class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
-    memory_snapshot: bool
-    """True when ``snapshot`` captures memory (a VMM); False for filesystem-only backends."""
-    live_resize: bool
+__all__ = ["Capabilities", "SandboxRuntime"]
 
 
 class SandboxRuntime(Protocol):
     kind: str
+    """The runtime's name, as ``DNAH_HOST_RUNTIME`` spells it; recorded in every manifest."""
     capabilities: Capabilities
+    """What it can do (``contracts.host.Capabilities``), reported to the core at registration."""
 
     async def recover(self) -> list[SandboxInfo]:
         """Called once at hostd start: adopt what a previous hostd left, return the inventory."""
@@ -52,9 +49,9 @@ class SandboxRuntime(Protocol):
     async def resume(self, sandbox_id: str) -> SandboxInfo: ...
 
     async def snapshot(self, sandbox_id: str, directory: Path) -> None:
-        """Write the sandbox's state (filesystem, and memory if supported) into ``directory``,
-        in the backend's snapshot kind (``hosts/runtime/_snapshot.py``): a host-local one,
-        which may need ``directory`` on the backend's own storage (the OCI runtime's pool)."""
+        """Write the sandbox's state (filesystem, and memory if ``capabilities.memory_snapshot``)
+        into ``directory``, in the backend's snapshot kind (``hosts/runtime/manifest.py``): a
+        host-local one, which may need ``directory`` on the backend's own storage (the pool)."""
         ...
 
     async def export(self, sandbox_id: str, directory: Path) -> None:

@@ -3,6 +3,7 @@ leftovers of a crash are swept, and a snapshot is trusted only when every check 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 from pathlib import Path
@@ -32,7 +33,7 @@ def build(store: EntryStore, tmp_path: Path, entry_id: str, sandbox_id: str = "s
     (upper / "home").mkdir(parents=True, exist_ok=True)
     (upper / "home" / "f").write_text("data\n")
     staging = store.staging(entry_id)
-    _snapshot.write(upper, staging, sandbox_id, BASE)
+    _snapshot.write(upper, staging, sandbox_id, BASE, "fake")
     return store.publish(entry_id, staging, replace=False)
 
 
@@ -62,7 +63,7 @@ def test_an_entry_appears_only_when_published(store: EntryStore, tmp_path: Path)
     with pytest.raises(SandboxConflict):
         build(store, tmp_path, "s1")
     again = store.staging("s1")
-    _snapshot.write(tmp_path / "upper-s1", again, "sb1", BASE)
+    _snapshot.write(tmp_path / "upper-s1", again, "sb1", BASE, "fake")
     assert store.publish("s1", again, replace=True) == directory  # archives replace
 
 
@@ -139,3 +140,15 @@ def test_trust_checks_each_link_in_order(store: EntryStore, tmp_path: Path) -> N
     os.unlink(manifest)
     with pytest.raises(SnapshotInvalid, match="has no manifest"):
         check()
+
+
+def test_the_store_imports_no_backend() -> None:
+    """Snapshots of every runtime pass through the store: it knows the neutral format only."""
+    tree = ast.parse(Path(snapshot_store.__file__).read_text())
+    runtime_modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hosts.runtime"):
+            runtime_modules |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            runtime_modules |= {a.name for a in node.names if a.name.startswith("hosts.runtime")}
+    assert runtime_modules == {"hosts.runtime.manifest", "hosts.runtime._mounts.remove_tree"}

@@ -17,7 +17,7 @@ name the host's files). The rest is mimicked:
   freeze, so a paused sandbox's processes make no progress (a flag that only refused agent
   calls would let its background jobs run on, which a contract test would catch);
 * stop/start: kill the tree, keep the directory; start the agent again on it;
-* snapshot and export: ``disk/`` as an ``archive`` of ``hosts/runtime/_snapshot.py`` (frozen
+* snapshot and export: ``disk/`` as an ``archive`` (``hosts/runtime/manifest.py``) (frozen
   meanwhile when running; the fake is not on btrfs, so it has no ``subvolume`` snapshots),
   which the snapshot store, restore, clone and unarchive handle like the OCI runtime's;
 * resize: recorded in ``spec.json``, enforced nowhere;
@@ -64,12 +64,18 @@ from hosts.runtime.base import Capabilities
 from hosts.runtime.fake import _procs
 from hosts.runtime.fake._dir import ARCHIVED, PAUSED, FakeDir
 from hosts.runtime.fake._procs import AgentRecord
+from hosts.runtime.manifest import Manifest
+from hosts.runtime.manifest import read as read_manifest
 
 log = structlog.get_logger("hosts.runtime")
 
 T = TypeVar("T")
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+
+
+FILESYSTEM_ONLY = Capabilities(memory_snapshot=False, live_resize=True, fork=False)
+"""What the fake runtime can do, as the OCI one: disk-only snapshots and forks, live resize."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +87,10 @@ class FakeConfig:
     templates: dict[str, str] = field(default_factory=lambda: {"dnah-base": "fake"})
     """The template names it accepts, each with the content hash its disks record."""
     boot_timeout: float = 20.0
+    capabilities: Capabilities = FILESYSTEM_ONLY
+    """What it declares (at registration, to the core). Its snapshots never hold memory and
+    its resize is always live, whatever this says: tests that need a host declaring otherwise
+    (the core's refusals) change it here."""
 
 
 @dataclass(eq=False)
@@ -99,10 +109,10 @@ class FakeRuntime:
     """``SandboxRuntime`` as plain processes and directories (see the module doc)."""
 
     kind = "fake"
-    capabilities = Capabilities(memory_snapshot=False, live_resize=True)
 
     def __init__(self, config: FakeConfig) -> None:
         self.config = config
+        self.capabilities = config.capabilities
         self._sandboxes: dict[str, _Sandbox] = {}
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[None]] = set()
@@ -195,7 +205,9 @@ class FakeRuntime:
                 await _blocking("freeze", _procs.freeze, _pid(sandbox))
             try:
                 disk = self._dir(sandbox_id).disk
-                await _blocking("snapshot", _snapshot.write, disk, directory, sandbox_id, sandbox.base)
+                await _blocking(
+                    "snapshot", _snapshot.write, disk, directory, sandbox_id, sandbox.base, self.kind
+                )
             finally:
                 if freeze:
                     await _blocking("thaw", _procs.thaw, _pid(sandbox))
@@ -223,9 +235,7 @@ class FakeRuntime:
     # implementation --------------------------------------------------------------------------
 
     async def _create(self, spec: SandboxSpec, snapshot: Path | None) -> SandboxInfo:
-        manifest = (
-            None if snapshot is None else await _blocking("read snapshot", _snapshot.read_archive, snapshot)
-        )
+        manifest = None if snapshot is None else await _blocking("read snapshot", _read_archive, snapshot)
         async with self._locks[spec.id]:
             if spec.id in self._sandboxes:
                 raise SandboxConflict(f"sandbox {spec.id} already exists")
@@ -300,7 +310,7 @@ class FakeRuntime:
             return self._info(sandbox)
 
     async def _unarchive(self, sandbox_id: str, source: Path) -> SandboxInfo:
-        manifest = await _blocking("read archive", _snapshot.read_archive, source)
+        manifest = await _blocking("read archive", _read_archive, source)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             if not sandbox.archived:
@@ -316,7 +326,7 @@ class FakeRuntime:
             return self._info(sandbox)
 
     async def _restore(self, sandbox_id: str, source: Path) -> SandboxInfo:
-        manifest = await _blocking("read snapshot", _snapshot.read_archive, source)
+        manifest = await _blocking("read snapshot", _read_archive, source)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             if sandbox.archived:
@@ -533,3 +543,8 @@ def _check_spec(spec: SandboxSpec) -> None:
             raise RuntimeFailure(f"invalid environment variable {name!r}")
     if spec.cpu < 1 or spec.ram_mb < 1:
         raise RuntimeFailure("a sandbox needs at least 1 CPU and 1 MB of memory")
+
+
+def _read_archive(directory: Path) -> Manifest:
+    """A verified snapshot or archive of the one kind this runtime makes and uses."""
+    return read_manifest(directory, ["archive"])

@@ -63,6 +63,8 @@ from hosts.runtime._mounts import remove_tree, unmount_all
 from hosts.runtime._network import Network
 from hosts.runtime._undo import Undo
 from hosts.runtime.base import Capabilities
+from hosts.runtime.manifest import DISK, Manifest
+from hosts.runtime.manifest import read as read_manifest
 from hosts.runtime.oci import _bytecode, _host
 from hosts.runtime.oci.bundle import AGENT_UID, Bundle, Limits
 from hosts.runtime.oci.runc import Runc, Supervisor, adopt
@@ -140,7 +142,7 @@ class OciRuntime:
     """``SandboxRuntime`` on runc, btrfs and Linux namespaces (see the module doc)."""
 
     kind = "oci"
-    capabilities = Capabilities(memory_snapshot=False, live_resize=True)
+    capabilities = Capabilities(memory_snapshot=False, live_resize=True, fork=False)
 
     def __init__(self, config: OciConfig) -> None:
         self.config = config
@@ -238,13 +240,13 @@ class OciRuntime:
 
     async def snapshot(self, sandbox_id: str, directory: Path) -> None:
         """A host-local snapshot in ``directory``, which must be inside the storage pool: a
-        read-only btrfs snapshot of the disk (``_snapshot.DISK``), taken while a running
+        read-only btrfs snapshot of the disk (``manifest.DISK``), taken while a running
         sandbox is frozen, and a manifest recording its identity and size."""
         _check_id(sandbox_id)
         async with self._locks[sandbox_id]:
             sandbox = self._with_disk(sandbox_id)
             pool = await self._open_pool()
-            disk, copy = pool.disk(sandbox_id), directory / _snapshot.DISK
+            disk, copy = pool.disk(sandbox_id), directory / DISK
             timer = _Timer()
             measuring: asyncio.Future[tuple[SubvolumeIdentity, int]] | None = None
             try:
@@ -268,6 +270,7 @@ class OciRuntime:
                 sandbox.base,
                 identity,
                 size,
+                self.kind,
             )
             log.info("sandbox snapshotted", sandbox_id=sandbox_id, **timer.fields())
 
@@ -282,7 +285,9 @@ class OciRuntime:
             async with self._frozen(sandbox):
                 base = sandbox.base
                 template = await _blocking("find template", self._template_subvolume, base)
-                await _blocking("archive disk", _snapshot.write, disk, directory, sandbox_id, base, template)
+                await _blocking(
+                    "archive disk", _snapshot.write, disk, directory, sandbox_id, base, self.kind, template
+                )
 
     @contextlib.asynccontextmanager
     async def _frozen(self, sandbox: _Sandbox) -> AsyncIterator[None]:
@@ -357,7 +362,9 @@ class OciRuntime:
     # implementation --------------------------------------------------------------------------
 
     async def _create(self, spec: SandboxSpec, snapshot: Path | None) -> SandboxInfo:
-        manifest = None if snapshot is None else await _blocking("read snapshot", _snapshot.read, snapshot)
+        manifest = (
+            None if snapshot is None else await _blocking("read snapshot", _read_disk_snapshot, snapshot)
+        )
         async with self._locks[spec.id]:
             if spec.id in self._sandboxes:
                 raise SandboxConflict(f"sandbox {spec.id} already exists")
@@ -452,7 +459,7 @@ class OciRuntime:
             return self._info(sandbox)
 
     async def _unarchive(self, sandbox_id: str, directory: Path) -> SandboxInfo:
-        manifest = await _blocking("read archive", _snapshot.read_archive, directory)
+        manifest = await _blocking("read archive", read_manifest, directory, ["archive"])
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             if not sandbox.archived:
@@ -474,7 +481,7 @@ class OciRuntime:
             return self._info(sandbox)
 
     async def _restore(self, sandbox_id: str, directory: Path) -> SandboxInfo:
-        manifest = await _blocking("read snapshot", _snapshot.read, directory)
+        manifest = await _blocking("read snapshot", _read_disk_snapshot, directory)
         async with self._locks[sandbox_id]:
             sandbox = self._get(sandbox_id)
             if sandbox.archived:
@@ -792,7 +799,7 @@ class OciRuntime:
         )
         pool.create_disk(sandbox_id, source)
 
-    def _disk_from(self, directory: Path, manifest: _snapshot.Manifest) -> Callable[[Path], None]:
+    def _disk_from(self, directory: Path, manifest: Manifest) -> Callable[[Path], None]:
         """What makes a new disk (a subvolume at the path it is given) from the verified
         snapshot or archive in ``directory``: a writable copy of a ``subvolume`` snapshot,
         which copies nothing, or an empty subvolume an ``archive`` is extracted into."""
@@ -807,7 +814,7 @@ class OciRuntime:
         path = self._pool_now().templates / f"{base.template}-{base.content_hash}"
         return path if _btrfs.is_subvolume(path) else None
 
-    def _apply_archive_layer(self, directory: Path, manifest: _snapshot.Manifest, target: Path) -> None:
+    def _apply_archive_layer(self, directory: Path, manifest: Manifest, target: Path) -> None:
         """A writable copy of the template build the ``diff`` archive in ``directory`` was made
         on (imported first if this pool lacks it), at ``target``, with the archive's layer
         extracted next to it and replayed onto it (its files cloned, not copied)."""
@@ -977,6 +984,12 @@ async def _blocking(what: str, fn: Callable[..., T], *args: object) -> T:
         raise
     except (OSError, ValueError) as exc:
         raise RuntimeFailure(f"{what}: {exc}") from exc
+
+
+def _read_disk_snapshot(directory: Path) -> Manifest:
+    """A verified snapshot whose disk this runtime can use: its own ``subvolume`` ones and
+    ``archive`` ones (a VM's disk image and memory are not a directory tree)."""
+    return read_manifest(directory, ["subvolume", "archive"])
 
 
 def _extract_into_subvolume(archive: Path, target: Path) -> None:

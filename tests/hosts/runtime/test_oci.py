@@ -25,7 +25,9 @@ from hosts.errors import (
     SandboxNotFound,
     SnapshotInvalid,
 )
-from hosts.runtime import _layout, _network, _snapshot
+from hosts.runtime import _layout, _network
+from hosts.runtime.manifest import decode as decode_manifest
+from hosts.runtime.manifest import read as read_manifest
 from hosts.runtime.oci import OciConfig, OciRuntime, _host
 from hosts.runtime.oci import runtime as oci_runtime
 from hosts.runtime.oci.runc import Runc
@@ -317,10 +319,7 @@ async def test_snapshot_and_restore_bring_the_disk_back(
     # The restored disk is a writable copy: the snapshot is unchanged and can serve again.
     await box.out("echo three > ~/kept")
     assert (snapshot / "disk" / "home" / "daytona" / "kept").read_text() == "one\n"
-    assert (
-        _snapshot.read(snapshot).disk
-        == _snapshot.decode_manifest((snapshot / "manifest.json").read_bytes()).disk
-    )
+    assert read_manifest(snapshot).disk == decode_manifest((snapshot / "manifest.json").read_bytes()).disk
 
 
 async def test_a_snapshot_outside_the_pool_is_refused(box: Box, runtime: OciRuntime, tmp_path: Path) -> None:
