@@ -7,6 +7,7 @@ CoreError
 ├── Forbidden            403  a valid key without the needed role (admin routes only)
 ├── NotFound             404  no such object *in the caller's org* (never 403: no existence leak)
 ├── Conflict             409  the object's state does not allow the operation right now
+│   └── ResizeNeedsStop  409  CPU/memory of a started sandbox whose host cannot resize live
 ├── PayloadTooLarge      413  an upload over the configured limit (nothing of it is stored)
 ├── SnapshotRejected     422  a snapshot failed verification (unsigned, tampered, unknown key)
 ├── NoCapacity           503  no ready host has room for the sandbox
@@ -50,6 +51,13 @@ class NotFound(CoreError):
 class Conflict(CoreError):
     status_code = 409
     code = "conflict"
+
+
+class ResizeNeedsStop(Conflict):
+    """The host's runtime cannot change a running sandbox's CPU or memory (its
+    ``live_resize`` capability is false): the caller stops the sandbox, resizes, starts it."""
+
+    code = "resize_needs_stop"
 
 
 class Gone(CoreError):

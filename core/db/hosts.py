@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from contracts.host import Capabilities
 from core.states import DISK_STATES, RUNNING_STATES
 
 
@@ -19,6 +20,10 @@ class HostRecord(msgspec.Struct, frozen=True, kw_only=True):
     disk_gb: int
     templates: list[str]
     state: str
+    memory_snapshot: bool
+    live_resize: bool
+    fork: bool
+    """The runtime's ``contracts.host.Capabilities``, as the host last declared them."""
 
 
 _COLUMNS = ", ".join(HostRecord.__struct_fields__)
@@ -40,15 +45,18 @@ async def upsert(
     ram_mb: int,
     disk_gb: int,
     templates: list[str],
+    capabilities: Capabilities,
 ) -> HostRecord:
     """A host re-registering under its name keeps its id (and so its sandboxes)."""
     row = await db.fetchrow(
-        f"INSERT INTO hosts (id, name, api_url, api_token, runtime, cpu, ram_mb, disk_gb, templates)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        f"INSERT INTO hosts (id, name, api_url, api_token, runtime, cpu, ram_mb, disk_gb, templates,"
+        f" memory_snapshot, live_resize, fork)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         f" ON CONFLICT (name) DO UPDATE SET api_url = EXCLUDED.api_url, api_token = EXCLUDED.api_token,"
         f" runtime = EXCLUDED.runtime, cpu = EXCLUDED.cpu, ram_mb = EXCLUDED.ram_mb,"
         f" disk_gb = EXCLUDED.disk_gb, templates = EXCLUDED.templates, state = 'ready',"
-        f" registered_at = now(), last_heartbeat_at = now()"
+        f" memory_snapshot = EXCLUDED.memory_snapshot, live_resize = EXCLUDED.live_resize,"
+        f" fork = EXCLUDED.fork, registered_at = now(), last_heartbeat_at = now()"
         f" RETURNING {_COLUMNS}",
         new_id,
         name,
@@ -59,6 +67,9 @@ async def upsert(
         ram_mb,
         disk_gb,
         templates,
+        capabilities.memory_snapshot,
+        capabilities.live_resize,
+        capabilities.fork,
     )
     return _record(row)
 

@@ -22,6 +22,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import msgspec
 import structlog
 
 from contracts.host import Heartbeat, HostRegistered, HostRegistration, SandboxInfo
@@ -70,8 +71,16 @@ class HostService:
             ram_mb=reg.ram_mb,
             disk_gb=reg.disk_gb,
             templates=reg.templates,
+            capabilities=reg.capabilities,
         )
-        log.info("host_registered", host=host.name, host_id=host.id, inventory=len(reg.sandboxes))
+        log.info(
+            "host_registered",
+            host=host.name,
+            host_id=host.id,
+            runtime=host.runtime,
+            capabilities=msgspec.structs.asdict(reg.capabilities),
+            inventory=len(reg.sandboxes),
+        )
         to_restart = await self._face_inventory(host, reg.sandboxes)
         task = asyncio.create_task(self._reconcile_logged(host, reg.sandboxes, to_restart))
         self._tasks.add(task)

@@ -27,7 +27,15 @@ from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
 from core.db.hosts import HostRecord
 from core.db.sandboxes import SandboxRecord
-from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NotFound, SnapshotRejected
+from core.errors import (
+    BadRequest,
+    Conflict,
+    CoreError,
+    HostUnavailable,
+    NotFound,
+    ResizeNeedsStop,
+    SnapshotRejected,
+)
 from core.hostclient import HostClient
 from core.services.sandboxes import check_timer, spec_for
 from core.states import HOST_STATES, TRANSITIONAL, sources
@@ -155,7 +163,10 @@ class LifecycleService:
     ) -> SandboxRecord:
         """Daytona's rules: a started sandbox may only grow its CPU and memory (hot); a
         stopped one may change them either way; the disk only grows. The new size must fit
-        the limits and the host's room."""
+        the limits and the host's room. A started sandbox on a host whose runtime cannot resize
+        live (``live_resize`` false: the VM runtimes) changes CPU or memory only once stopped
+        (409 ``resize_needs_stop``); a stop-resize-start done here would kill its processes
+        behind the caller's back."""
         rec = await self._get(org_id, ref)
         lim = self._config.limits
         new_cpu = rec.cpu if cpu is None else cpu
@@ -194,6 +205,13 @@ class LifecycleService:
                 host = await hosts_db.get(conn, rec.host_id)
                 if host is None:
                     raise HostUnavailable("the sandbox's host is gone")
+                if not host.live_resize and (new_cpu, new_ram) != (rec.cpu, rec.ram_mb):
+                    # Never recorded now and applied later: the caller would see a size the
+                    # sandbox does not have. The disk alone is the host's to grow.
+                    raise ResizeNeedsStop(
+                        f"the sandbox's host ({host.runtime}) cannot change CPU or memory while it "
+                        "runs: stop the sandbox, resize it, then start it"
+                    )
                 await self._hosts.resize(host, rec.id, cpu=new_cpu, ram_mb=new_ram, disk_gb=new_disk)
             updated = await sandboxes_db.update_fields(
                 conn, rec.id, cpu=new_cpu, ram_mb=new_ram, disk_gb=new_disk

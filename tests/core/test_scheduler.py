@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from cli.stack import Stack
+from contracts.host import Capabilities
 from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
 from core.db.migrate import migrate
@@ -51,6 +52,7 @@ async def add_host(
         ram_mb=ram_mb,
         disk_gb=disk_gb,
         templates=["base"],
+        capabilities=Capabilities(memory_snapshot=False, live_resize=True, fork=False),
     )
     if stale:
         await db.execute(
