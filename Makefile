@@ -8,8 +8,9 @@ ARGS ?=
 install:
 	@bash install/deps.sh
 
+# RUNTIME=auto|oci|qemu|cloud-hypervisor picks what runs sandboxes (docs/runtimes.md).
 up: install
-	@$(VENV)/bin/dnah up $(if $(PAYMENTS),--payments $(PAYMENTS)) $(ARGS)
+	@$(VENV)/bin/dnah up $(if $(PAYMENTS),--payments $(PAYMENTS)) $(if $(RUNTIME),--runtime $(RUNTIME)) $(ARGS)
 
 down:
 	@$(VENV)/bin/dnah down

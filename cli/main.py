@@ -17,6 +17,7 @@ from cli import pricing_cmd, request_cmd, serve, wallet_cmd
 from cli.stack import Stack, StackConfig, StackError
 from cli.supervisor import Supervisor
 from devnet import cli as devnet_cli
+from hosts.config import RUNTIMES
 
 DEFAULT_VAR = Path("var")
 
@@ -61,6 +62,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         redis_url=env.get("DNAH_REDIS_URL") or None,
         log_format=env.get("DNAH_LOG_FORMAT", "json"),
         payments=args.payments,
+        runtime=args.runtime,
         devnet_port=int(env.get("DNAH_DEVNET_PORT", "8545")),
     )
     print("checking the base template (the first build takes about a minute)")
@@ -168,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the whole stack in the foreground")
     up.add_argument(
         "--payments", choices=["devnet"], help="also run the devnet and put the gateway in payment mode"
+    )
+    up.add_argument(
+        "--runtime",
+        choices=[r for r in RUNTIMES if r != "fake"],
+        help="what runs sandboxes (default: $DNAH_HOST_RUNTIME, else auto; docs/runtimes.md)",
     )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop a stack started with `dnah up`").set_defaults(func=cmd_down)

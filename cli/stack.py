@@ -63,6 +63,10 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
     """More ``DNAH_*`` settings for every service."""
     payments: str | None = None
     """``devnet``: also run the local stand-in chain and put the gateway in payment mode."""
+    runtime: str | None = None
+    """hostd's ``DNAH_HOST_RUNTIME`` (``auto``, ``oci``, ``qemu``, ``cloud-hypervisor``); None
+    leaves it to the environment, else ``auto``. ``dnah down`` stops the sandboxes through the
+    same runtime, so a VM stack's VMs are stopped like containers."""
     devnet_port: int = 8545
 
     @property
@@ -171,6 +175,7 @@ class Stack:
             "DNAH_HOST_CGROUP": c.cgroup,
             "DNAH_SANDBOX_EGRESS": c.egress,
             "DNAH_GATEWAY_PORT": str(c.gateway_port),
+            **({"DNAH_HOST_RUNTIME": c.runtime} if c.runtime else {}),
             **self._payment_env(),
             **c.extra_env,
         }
@@ -217,6 +222,8 @@ class Stack:
             demo = wallet_address(self.key("demo.key"))
             if balance(self.config.devnet_url, demo) < 1_000_000:  # under $1: top up from the faucet
                 fund(self.config.devnet_url, demo)
+        hostd = load_hostd_config(self.env())
+        self.say(f"sandboxes run on the {hostd.runtime} runtime ({hostd.runtime_reason})")
         self._migrate_namespace_runtime()
         since = asyncio.run(self._db_now())
         for name in SERVICES:
