@@ -73,7 +73,9 @@ class NetConfig(_Body, frozen=True):
 
 
 class RngConfig(_Body, frozen=True):
-    src: str = "/dev/urandom"
+    src: str
+    """The host's entropy source (``/dev/urandom``). Required, with no default here: a default
+    would be left out of the body (``omit_defaults``), and the VMM requires the field."""
 
 
 class ConsoleConfig(_Body, frozen=True):
