@@ -14,8 +14,22 @@ on the same connection, so bulk data (file streams, PTY output) never goes throu
 Several requests may be in flight on one connection; replies are matched by ``id``, and a
 request may be answered by several frames (streams end with a final typed frame).
 
-The guest agent is stdlib-only Python, so it does not import this module: it encodes the same
-JSON by hand, and ``tests/contracts/test_guest_wire.py`` proves both ends agree byte for byte.
+One source of truth. The guest agent is stdlib-only Python (the template's python3 has no
+msgspec), so it cannot import this module: ``guest/framing.py`` and ``guest/requests.py``
+restate it by hand. This module is the source of truth and the restatement is proven, not
+trusted: ``tests/contracts/test_guest_wire.py`` enumerates every request and reply type here
+(``HostToGuest``, ``StreamOpener``, ``GuestToHost``, ``StreamReply`` and the structs they
+nest), generates samples that set every field, and checks that the agent parses what hostd
+encodes (field by field, reading exactly the fields declared here), that hostd decodes what
+the agent's builders produce (byte for byte), and that neither side has a message type or a
+field the other lacks. Adding a field on one side only fails that test.
+
+Versions. ``PROTOCOL_VERSION`` is bumped on every change to the messages; the agent's copy
+(``guest.framing.PROTOCOL_VERSION``) must be equal, and the agent reports it in ``Pong``.
+hostd pings every fresh connection and refuses an agent that speaks another version with
+``AgentIncompatible`` (``hosts/agent_client.py``): a memory snapshot freezes the agent of its
+day into the sandbox's image, so the two can drift apart (docs/runtimes.md, "Guest protocol
+versions").
 
 Requests and their replies:
 
@@ -63,7 +77,8 @@ AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
 PROTOCOL_VERSION = 8
-"""Bumped on every change to the messages below; the agent reports it in ``pong``."""
+"""Bumped on every change to the messages below; the agent reports it in ``pong`` and hostd
+refuses an agent that reports another (``hosts.errors.AgentIncompatible``)."""
 
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
@@ -198,8 +213,15 @@ class SessionLogs(_Msg, frozen=True, tag="session.logs"):
 
 
 class Pong(_Msg, frozen=True, tag="pong"):
-    version: int
-    agent: str
+    """``version``: the agent's ``PROTOCOL_VERSION``; ``agent``: its name and release.
+
+    Every hostd must decode the pong of every agent, older or newer, to tell it apart, so this
+    message never changes shape: its fields stay optional (a pong without ``version`` comes
+    from an agent that predates the check, and is refused as one) and new ones get defaults.
+    """
+
+    version: int | None = None
+    agent: str = ""
 
 
 class ExecResult(_Msg, frozen=True, tag="exec.result"):

@@ -11,6 +11,7 @@ Like ``framing``, it restates ``contracts/guest.py`` by hand, and the wire tests
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
@@ -273,32 +274,18 @@ Request = (
 def parse(request_id: int, kind: object, message: dict[str, object]) -> Request | StreamRequest:
     """The request of type ``kind`` in ``message`` (a decoded frame whose ``id`` is valid and
     whose ``t`` is not ``ping``); ``framing.parse_request`` has the rules."""
-    if kind == "exec":
-        return _parse_exec(request_id, message)
-    if kind == "code.run":
-        return _parse_code_run(request_id, message)
-    if kind == "env.set":
-        env = message.get("env")
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(x, str) for k, x in env.items()
-        ):
-            raise BadRequest(request_id, "'env' must be an object of strings")
-        return EnvSetRequest(request_id, env)
-    if kind == "dirs":
-        return DirsRequest(request_id)
-    if kind == "metrics":
-        return MetricsRequest(request_id)
-    if isinstance(kind, str) and kind in _GIT_FIELDS:
-        return _parse_git(request_id, kind, message)
-    if isinstance(kind, str) and kind in _SESSION_FIELDS:
-        return _parse_session(request_id, kind, message)
-    if isinstance(kind, str) and kind in _FS_FIELDS:
-        return _parse_fs(request_id, kind, message)
-    if kind in ("fs.write", "fs.read"):
-        return _parse_transfer(request_id, kind, message)
-    if isinstance(kind, str) and kind in _PTY_FIELDS:
-        return _parse_pty(request_id, kind, message)
-    raise BadRequest(request_id, f"unknown message type {kind!r}")
+    if not isinstance(kind, str) or kind not in _PARSERS:
+        raise BadRequest(request_id, f"unknown message type {kind!r}")
+    return _PARSERS[kind](request_id, kind, message)
+
+
+def _parse_env_set(request_id: int, kind: str, message: dict[str, object]) -> EnvSetRequest:
+    env = message.get("env")
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(x, str) for k, x in env.items()
+    ):
+        raise BadRequest(request_id, "'env' must be an object of strings")
+    return EnvSetRequest(request_id, env)
 
 
 _GIT_FIELDS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
@@ -362,7 +349,7 @@ def _parse_git(request_id: int, kind: str, message: dict[str, object]) -> GitReq
     return request
 
 
-def _parse_exec(request_id: int, message: dict[str, object]) -> ExecRequest:
+def _parse_exec(request_id: int, kind: str, message: dict[str, object]) -> ExecRequest:
     argv = message.get("argv")
     if not _is_str_list(argv) or not argv:
         raise BadRequest(request_id, "'argv' must be a non-empty list of strings")
@@ -370,7 +357,7 @@ def _parse_exec(request_id: int, message: dict[str, object]) -> ExecRequest:
     return ExecRequest(request_id, argv=argv, env=env, cwd=cwd, timeout_ms=timeout_ms)
 
 
-def _parse_code_run(request_id: int, message: dict[str, object]) -> CodeRunRequest:
+def _parse_code_run(request_id: int, kind: str, message: dict[str, object]) -> CodeRunRequest:
     language = message.get("language")
     if language not in LANGUAGES:
         raise BadRequest(request_id, f"'language' must be one of {', '.join(LANGUAGES)}")
@@ -401,48 +388,45 @@ def _parse_run_options(request_id: int, message: dict[str, object]) -> tuple[dic
     return env, cwd, timeout_ms
 
 
-_SESSION_FIELDS: dict[str, tuple[str, ...]] = {
-    # tag: required string fields
-    "session.create": (),
-    "session.list": (),
-    "session.get": ("session_id",),
-    "session.delete": ("session_id",),
-    "session.exec": ("session_id", "command"),
-    "session.command": ("session_id", "command_id"),
-    "session.logs": ("session_id", "command_id"),
+_SESSION_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    # tag: (required str fields, optional str fields, other fields: timeout_ms and the flags)
+    "session.create": ((), ("session_id", "cwd"), ()),
+    "session.list": ((), (), ()),
+    "session.get": (("session_id",), (), ("output",)),
+    "session.delete": (("session_id",), (), ()),
+    "session.exec": (("session_id", "command"), (), ("timeout_ms", "run_async")),
+    "session.command": (("session_id", "command_id"), (), ()),
+    "session.logs": (("session_id", "command_id"), (), ()),
 }
 
 
 def _parse_session(request_id: int, kind: str, message: dict[str, object]) -> SessionRequest:
-    strings: dict[str, str] = {}
-    for name in _SESSION_FIELDS[kind]:
+    """Reads only the fields ``kind`` has in ``contracts.guest``: a field another session
+    request takes is ignored, like any unknown field."""
+    required, optional, others = _SESSION_FIELDS[kind]
+    fields: dict[str, object] = {}
+    for name in required:
         value = message.get(name)
         if not isinstance(value, str):
             raise BadRequest(request_id, f"'{name}' must be a string")
-        strings[name] = value
-    session_id = strings.get("session_id", message.get("session_id"))
-    cwd = message.get("cwd")
-    for name, optional in (("session_id", session_id), ("cwd", cwd)):
-        if optional is not None and not isinstance(optional, str):
+        fields[name] = value
+    for name in optional:
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
             raise BadRequest(request_id, f"'{name}' must be a string or null")
-    timeout_ms = message.get("timeout_ms", DEFAULT_TIMEOUT_MS)
-    if not is_int(timeout_ms) or timeout_ms < 0:
-        raise BadRequest(request_id, "'timeout_ms' must be a non-negative integer")
-    flags = {name: message.get(name, False) for name in ("run_async", "output")}
-    for name, flag in flags.items():
-        if not isinstance(flag, bool):
-            raise BadRequest(request_id, f"'{name}' must be a boolean")
-    return SessionRequest(
-        request_id,
-        kind=kind,
-        session_id=session_id if isinstance(session_id, str) else None,
-        cwd=cwd if isinstance(cwd, str) else None,
-        command=strings.get("command", ""),
-        command_id=strings.get("command_id", ""),
-        timeout_ms=timeout_ms,
-        run_async=bool(flags["run_async"]),
-        output=bool(flags["output"]),
-    )
+        fields[name] = value
+    if "timeout_ms" in others:
+        timeout_ms = message.get("timeout_ms", DEFAULT_TIMEOUT_MS)
+        if not is_int(timeout_ms) or timeout_ms < 0:
+            raise BadRequest(request_id, "'timeout_ms' must be a non-negative integer")
+        fields["timeout_ms"] = timeout_ms
+    for name in others:
+        if name != "timeout_ms":
+            flag = message.get(name, False)
+            if not isinstance(flag, bool):
+                raise BadRequest(request_id, f"'{name}' must be a boolean")
+            fields[name] = flag
+    return SessionRequest(request_id, kind, **fields)  # type: ignore[arg-type]
 
 
 _FS_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
@@ -548,6 +532,23 @@ def _parse_pty(request_id: int, kind: str, message: dict[str, object]) -> PtyReq
     if kind == "pty.attach":
         return PtyAttachRequest(request_id, **fields)  # type: ignore[arg-type]
     return PtyRequest(request_id, kind, **fields)  # type: ignore[arg-type]
+
+
+_PARSERS: dict[str, Callable[[int, str, dict[str, object]], Request | StreamRequest]] = {
+    "exec": _parse_exec,
+    "code.run": _parse_code_run,
+    "env.set": _parse_env_set,
+    "dirs": lambda request_id, kind, message: DirsRequest(request_id),
+    "metrics": lambda request_id, kind, message: MetricsRequest(request_id),
+    **dict.fromkeys(_GIT_FIELDS, _parse_git),
+    **dict.fromkeys(_SESSION_FIELDS, _parse_session),
+    **dict.fromkeys(_FS_FIELDS, _parse_fs),
+    **dict.fromkeys(("fs.write", "fs.read"), _parse_transfer),
+    **dict.fromkeys(_PTY_FIELDS, _parse_pty),
+}
+REQUEST_TAGS = frozenset({"ping", *_PARSERS})
+"""Every request type the agent understands (``ping`` is parsed by ``framing``): the wire
+tests check it is exactly ``contracts.guest``'s."""
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

@@ -20,6 +20,13 @@ Failure model:
 The connect handshake retries while the socket is missing, refused or reset, because that is
 what an agent that has not started listening yet looks like, under Cloud Hypervisor (the
 muxer resets connections to an unbound port) as well as under the namespace runtime.
+
+Versions. A connection hostd uses for requests is made by ``open`` (or ``wait_ready``, at
+boot): after the ``CONNECT`` handshake it pings the agent and compares the pong's protocol
+version with ``contracts.guest.PROTOCOL_VERSION``. Another version, or none, raises
+``AgentIncompatible`` before any request is sent: a memory snapshot carries the agent of the
+day it was taken, so a sandbox may outlive the hostd release it was made with. An agent that
+does not answer the ping in time is ``AgentUnavailable``, as for any request; never a hang.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import msgspec
 import structlog
 
 from contracts import guest
-from hosts.errors import AgentError, AgentUnavailable
+from hosts.errors import AgentError, AgentIncompatible, AgentUnavailable
 
 log = structlog.get_logger("hosts.agent_client")
 
@@ -69,7 +76,8 @@ def reply_wait(message: guest.HostToGuest) -> float:
 
 
 class AgentClient:
-    """A multiplexed connection to one agent. Create it with ``connect`` or ``wait_ready``."""
+    """A multiplexed connection to one agent. Create it with ``open`` or, at boot, ``wait_ready``
+    (both check the agent's protocol version), or ``connect`` (unchecked)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str) -> None:
         self._reader = reader
@@ -102,6 +110,35 @@ class AgentClient:
         except OSError as exc:
             raise AgentUnavailable(f"cannot reach the agent on {name}: {exc}") from exc
         return cls(reader, writer, name)
+
+    @classmethod
+    async def open(
+        cls,
+        socket_path: str | Path,
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 — spans the handshake and the ping
+    ) -> AgentClient:
+        """``connect``, then ``handshake``: a connection checked to speak this hostd's protocol,
+        within ``timeout`` seconds in all. Raises ``AgentUnavailable`` or ``AgentIncompatible``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        client = await cls.connect(socket_path, timeout=timeout)
+        await client.handshake(timeout=max(0.0, deadline - loop.time()))
+        return client
+
+    async def handshake(self, *, timeout: float) -> guest.Pong:  # noqa: ASYNC109 — one ping's bound
+        """Ping the agent and check its protocol version; return its pong. On any failure the
+        connection is closed: ``AgentIncompatible`` for another version (or none),
+        ``AgentUnavailable`` when no pong comes within ``timeout`` seconds."""
+        try:
+            pong = await self.ping(timeout=timeout)
+            if pong.version != guest.PROTOCOL_VERSION:
+                log.warning("agent speaks another protocol", agent=self._name, version=pong.version)
+                raise AgentIncompatible(pong.version, guest.PROTOCOL_VERSION, pong.agent)
+        except BaseException:
+            await self.close()
+            raise
+        return pong
 
     @property
     def closed(self) -> bool:
@@ -231,16 +268,17 @@ async def wait_ready(socket_path: str | Path, *, timeout: float) -> AgentClient:
     """Connect and ping until the agent answers; the runtime calls this after spawning a sandbox.
 
     A handshake that succeeds is not enough: the agent must also answer a request. Raises
-    ``AgentUnavailable`` once ``timeout`` seconds have passed without a ``pong``.
+    ``AgentUnavailable`` once ``timeout`` seconds have passed without a ``pong``, and
+    ``AgentIncompatible`` at the first pong of another protocol version (retrying cannot
+    change the agent's version).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         client = await AgentClient.connect(socket_path, timeout=max(0.0, deadline - loop.time()))
         try:
-            await client.ping(timeout=max(0.0, deadline - loop.time()))
+            await client.handshake(timeout=max(0.0, deadline - loop.time()))
         except AgentUnavailable:
-            await client.close()
             if loop.time() >= deadline:
                 raise
             continue

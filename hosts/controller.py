@@ -11,10 +11,11 @@ the new state.
 Each running sandbox has at most one agent connection, opened on first use and shared by all
 concurrent execs (the guest protocol multiplexes requests by id). A connection found closed
 (the agent restarted, the sandbox was stopped and started) is replaced before the request is
-sent. Streams (file transfers, terminals: ``OpenStream``) get a connection each, owned by
-the caller. An exec or agent call whose connection fails after it was sent is never retried, since
-the command may already have run; it fails with ``AgentUnavailable`` and the next request
-reconnects.
+sent; a new connection first checks the agent's protocol version (``AgentClient.open``: another
+version is ``AgentIncompatible``, 409). Streams (file transfers, terminals: ``OpenStream``) get
+a connection each, owned by the caller. An exec or agent call whose connection fails after it
+was sent is never retried, since the command may already have run; it fails with
+``AgentUnavailable`` and the next request reconnects.
 
 Snapshots, clones, archives and resizes are lifecycle commands too (they hold the sandbox's
 lock); a command that reads or writes a snapshot also holds that snapshot's lock (key
@@ -416,7 +417,7 @@ class HostController:
             if client is not None and not client.closed:
                 return client
             try:
-                client = await AgentClient.connect(self._runtime.agent_socket(sandbox_id))
+                client = await AgentClient.open(self._runtime.agent_socket(sandbox_id))
             except AgentUnavailable:
                 await self._settled(sandbox_id)
                 self._require_running(sandbox_id)

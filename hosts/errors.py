@@ -7,6 +7,8 @@ HostError
 ├── TemplateNotFound       404  the host has no such template
 ├── AgentUnavailable       502  the in-sandbox agent did not answer (dead sandbox, not booted)
 ├── AgentError             502  the agent answered with an error frame
+├── AgentIncompatible      409  the agent speaks another guest protocol version (an image
+│                               older or newer than this hostd); nothing was sent to it
 ├── RuntimeFailure         500  a runtime step (mount, cgroup, netns, spawn) failed
 │   └── SnapshotInvalid    422  a snapshot or archive fails verification (unsigned, unknown
 │                               key, bad signature, a hash that does not match)
@@ -53,6 +55,32 @@ class AgentError(HostError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.agent_code = code
+
+
+class AgentIncompatible(HostError):
+    """The agent answered the connection's ping with another protocol version, or none.
+
+    409, not 502: the agent is up and answered; it is this sandbox's image that does not fit
+    this hostd, so retrying cannot help, and nothing was sent to the agent (a boot or restore
+    that meets it is undone), which is what a 4xx tells the core (it puts the sandbox back).
+    """
+
+    status_code = 409
+    code = "agent_incompatible"
+
+    def __init__(self, agent_version: int | None, host_version: int, agent: str) -> None:
+        if agent_version is None:
+            spoken, origin = "no protocol version", "predates this hostd (an agent older than the check)"
+        else:
+            spoken = f"guest protocol {agent_version}"
+            origin = "predates this hostd" if agent_version < host_version else "comes from a newer hostd"
+        super().__init__(
+            f"the sandbox's agent ({agent or 'unnamed'}) speaks {spoken} and this hostd speaks guest "
+            f"protocol {host_version}: the sandbox's image {origin}. Restore it on a hostd of its "
+            "protocol, or recreate the sandbox"
+        )
+        self.agent_version = agent_version
+        self.host_version = host_version
 
 
 class RuntimeFailure(HostError):

@@ -1,19 +1,34 @@
-"""The stdlib agent (``guest/framing.py``) and ``contracts.guest`` (msgspec) speak the same bytes.
+"""The stdlib agent (``guest/framing.py``, ``guest/requests.py``) and ``contracts.guest``
+(msgspec) speak the same bytes: the proof that ``contracts.guest`` is the one source of truth.
 
-Each guest → host message is encoded by the agent and by msgspec and compared byte for byte,
-then the agent's bytes are decoded by msgspec. Each host → guest message is encoded by msgspec
-and decoded by the agent, and the agent's encoder reproduces msgspec's bytes for it too.
+"Every message type" below enumerates the contract's unions (``HostToGuest``, ``StreamOpener``,
+``GuestToHost``, ``StreamReply``) and the structs they nest, with generated samples that set
+every field (``guest_samples``): the agent must parse each request hostd encodes, reading
+exactly the fields the contract declares and getting their values; hostd must decode each
+reply the agent's builders produce, byte for byte identical to msgspec's encoding; neither
+side may have a message type the other lacks. The meta-tests at the end of that section show
+these checks fail when a field is added on one side only. The hand-written cases around it
+pin awkward values, rounding, rejections and the relay; ``test_guest_*_wire.py`` and friends
+do the same per operation family.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import random
+import re
 import typing
+from collections.abc import Callable
 
 import msgspec
+import msgspec.inspect as mi
 import pytest
 
 from contracts import guest
 from guest import framing
+from guest import requests as agent_requests
+from tests.contracts.guest_samples import minimal, sample
 
 AWKWARD_TEXT = 'naïve ✓ 😀 "quoted" back\\slash\n\ttab \x01\x1f\x7f \u2028 </script> \ufffd'
 
@@ -177,65 +192,6 @@ def test_host_messages_encode_identically(struct: guest.HostToGuest, request_: f
     assert guest.decode_from_host(framing.encode(fields)[4:]) == struct
 
 
-def test_defaults_agree() -> None:
-    payload = b'{"t":"exec","id":5,"argv":["ls"]}'
-    struct = guest.decode_from_host(payload)
-    assert isinstance(struct, guest.Exec)
-    request = framing.parse_request(payload)
-    assert isinstance(request, framing.ExecRequest)
-    assert (request.env, request.cwd, request.timeout_ms) == (struct.env, struct.cwd, struct.timeout_ms)
-
-    payload = b'{"t":"code.run","id":5,"language":"bash","code":"true"}'
-    code_run = guest.decode_from_host(payload)
-    assert isinstance(code_run, guest.CodeRun)
-    code_request = framing.parse_request(payload)
-    assert isinstance(code_request, framing.CodeRunRequest)
-    assert (code_request.argv, code_request.env, code_request.cwd, code_request.timeout_ms) == (
-        code_run.argv,
-        code_run.env,
-        code_run.cwd,
-        code_run.timeout_ms,
-    )
-
-
-REQUIRED_FIELDS: dict[str, object] = {
-    "language": "python",
-    "env": {},
-    "code": "",
-    "argv": ["x"],
-    "url": "u",
-    "path": "p",
-    "files": ["f"],
-    "message": "m",
-    "name": "n",
-    "ref": "r",
-    "session_id": "s",
-    "command_id": "c",
-    "command": "true",
-    "pattern": "*",
-    "source": "a",
-    "destination": "b",
-    "find": "x",
-    "replace": "y",
-    "cols": 80,
-    "rows": 24,
-}
-"""Enough fields for every request type's required ones."""
-
-
-def test_every_request_has_a_reply_type_and_the_agent_parses_it() -> None:
-    """``REPLIES`` covers the whole request union, and the agent knows every request tag."""
-    requests = set(typing.get_args(guest.HostToGuest))
-    assert set(guest.REPLIES) == requests
-    assert set(guest.REPLIES.values()) <= set(typing.get_args(guest.GuestToHost))
-    for request in requests:
-        tag = request.__struct_config__.tag
-        body = REQUIRED_FIELDS  # unknown fields are ignored by both ends
-        payload = msgspec.json.encode({"t": tag, "id": 1, **body})
-        assert type(guest.decode_from_host(payload)) is request
-        framing.parse_request(payload)  # raises if the agent does not know the tag
-
-
 def test_code_arg_max_agrees() -> None:
     from guest import ops
 
@@ -338,6 +294,234 @@ def test_agent_reports_the_request_id_when_it_can(payload: bytes, request_id: in
     with pytest.raises(framing.BadRequest) as caught:
         framing.parse_request(payload)
     assert caught.value.request_id == request_id
+
+
+# every message type ---------------------------------------------------------------------------
+
+SEEDS = range(6)
+"""Samples per message type; each is its own ``random.Random(f"{tag}:{seed}")``."""
+
+REQUEST_TYPES: list[type[msgspec.Struct]] = [
+    *typing.get_args(guest.HostToGuest),
+    *typing.get_args(guest.StreamOpener),
+]
+REPLY_TYPES: list[type[msgspec.Struct]] = list(
+    dict.fromkeys([*typing.get_args(guest.GuestToHost), *typing.get_args(guest.StreamReply)])
+)
+FIXED_BY_AGENT: dict[type[msgspec.Struct], dict[str, object]] = {
+    guest.Pong: {"version": framing.PROTOCOL_VERSION},
+}
+"""Reply fields the agent fills in itself rather than taking from its caller."""
+NOT_BUILDERS = {"parse_header", "encode", "binary_header", "parse_request", "is_int"}
+"""``guest.framing``'s public functions that build no message; every other one does."""
+
+
+def _tag(cls: type[msgspec.Struct]) -> str:
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def _nested(types: list[type[msgspec.Struct]]) -> list[type[msgspec.Struct]]:
+    """The untagged structs that ``types`` contain, at any depth."""
+    found: dict[type[msgspec.Struct], None] = {}
+
+    def walk(kind: mi.Type) -> None:
+        match kind:
+            case mi.StructType():
+                if kind.cls.__struct_config__.tag is None and kind.cls not in found:
+                    found[kind.cls] = None
+                for field in kind.fields:
+                    walk(field.type)
+            case mi.ListType():
+                walk(kind.item_type)
+            case mi.DictType():
+                walk(kind.value_type)
+            case mi.UnionType():
+                for member in kind.types:
+                    walk(member)
+
+    for cls in types:
+        walk(mi.type_info(cls))
+    return list(found)
+
+
+NESTED_TYPES = _nested(REPLY_TYPES)
+
+
+def builder_name(cls: type[msgspec.Struct]) -> str:
+    """The agent's builder for ``cls``: its tag with dots as underscores (``git.status.result``:
+    ``git_status_result``), or for a nested struct its name in snake case (``FsEntry``:
+    ``fs_entry``)."""
+    tag = cls.__struct_config__.tag
+    if isinstance(tag, str):
+        return tag.replace(".", "_")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+def agent_builders() -> set[str]:
+    return {
+        name
+        for name, value in vars(framing).items()
+        if inspect.isfunction(value)
+        and value.__module__ == framing.__name__
+        and not name.startswith("_")
+        and name not in NOT_BUILDERS
+    }
+
+
+class _Recording(dict[str, object]):
+    """A decoded frame that remembers which keys the agent's parser looked up."""
+
+    def __init__(self, message: dict[str, object]) -> None:
+        super().__init__(message)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> object:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
+def check_request(struct: msgspec.Struct) -> None:
+    """The agent parses what hostd encodes: it reads exactly the fields ``contracts.guest``
+    declares for the type, and gets every value; msgspec decodes its own bytes back."""
+    tag, fields = _tag(type(struct)), [name for name in struct.__struct_fields__ if name != "id"]
+    payload = guest.encode(struct)[4:]
+    parsed = framing.parse_request(payload)
+    if tag != "ping":  # parsed by ``framing`` itself, which reads no field
+        message = _Recording(json.loads(payload))
+        assert agent_requests.parse(parsed.id, tag, message) == parsed
+        assert message.read == set(fields), (
+            f"the agent reads {sorted(message.read)} of a {tag!r}; contracts.guest declares {sorted(fields)}"
+        )
+    for name in ["id", *fields]:
+        assert getattr(parsed, name) == getattr(struct, name), f"{tag}.{name} differs in the agent"
+    assert _decode_request(type(struct), payload) == struct
+
+
+def _decode_request(cls: type[msgspec.Struct], payload: bytes) -> msgspec.Struct:
+    if cls in typing.get_args(guest.StreamOpener):
+        return guest.decode_opener(payload)
+    return guest.decode_from_host(payload)
+
+
+def _agent_value(value: object) -> object:
+    """``value`` as the agent's code holds it: a nested struct built by its builder."""
+    if isinstance(value, msgspec.Struct):
+        builder = getattr(framing, builder_name(type(value)))
+        return builder(**{name: _agent_value(getattr(value, name)) for name in value.__struct_fields__})
+    if isinstance(value, list):
+        return [_agent_value(item) for item in value]
+    return value
+
+
+def check_reply(struct: msgspec.Struct) -> None:
+    """The agent's builder takes exactly the type's fields and produces msgspec's bytes for
+    them, which hostd decodes back to the same message."""
+    cls = type(struct)
+    fields = msgspec.structs.asdict(struct)
+    request_id = fields.pop("id")
+    taken = [name for name in fields if name not in FIXED_BY_AGENT.get(cls, {})]
+    builder: Callable[..., dict[str, object]] = getattr(framing, builder_name(cls))
+    parameters = list(inspect.signature(builder).parameters)
+    assert set(parameters) == {"request_id", *taken}, (
+        f"the agent's builder {builder.__name__}{parameters} does not take {cls.__name__}'s fields {taken}"
+    )
+    agent_frame = framing.encode(builder(request_id, **{name: _agent_value(fields[name]) for name in taken}))
+    assert agent_frame == guest.encode(struct), f"the agent's {_tag(cls)!r} is not msgspec's"
+    if cls in typing.get_args(guest.GuestToHost):
+        assert guest.decode_from_guest(agent_frame[4:]) == struct
+    else:
+        assert guest.decode_stream_reply(agent_frame[4:]) == struct
+
+
+def _samples(types: list[type[msgspec.Struct]]) -> list[object]:
+    return [pytest.param(cls, seed, id=f"{_tag(cls)}-{seed}") for cls in types for seed in SEEDS]
+
+
+def test_every_request_type_is_the_agents() -> None:
+    """No request type on one side only, and ``REPLIES`` answers the whole request union."""
+    assert {_tag(cls) for cls in REQUEST_TYPES} == agent_requests.REQUEST_TAGS
+    assert set(guest.REPLIES) == set(typing.get_args(guest.HostToGuest))
+    assert set(guest.REPLIES.values()) <= set(typing.get_args(guest.GuestToHost))
+
+
+def test_every_reply_type_has_the_agents_builder() -> None:
+    """No reply (or nested struct) on one side only: the agent's builders are exactly these."""
+    assert agent_builders() == {builder_name(cls) for cls in [*REPLY_TYPES, *NESTED_TYPES]}
+
+
+@pytest.mark.parametrize(("cls", "seed"), _samples(REQUEST_TYPES))
+def test_the_agent_parses_every_request(cls: type[msgspec.Struct], seed: int) -> None:
+    check_request(sample(cls, random.Random(f"{_tag(cls)}:{seed}")))
+
+
+@pytest.mark.parametrize(("cls", "seed"), _samples(REQUEST_TYPES))
+def test_the_agent_fills_in_the_contracts_defaults(cls: type[msgspec.Struct], seed: int) -> None:
+    """A request with its required fields only: both ends fill in the same defaults."""
+    required = minimal(cls, random.Random(f"{_tag(cls)}:{seed}"))
+    payload = msgspec.json.encode({"t": _tag(cls), "id": seed, **required})
+    struct = _decode_request(cls, payload)
+    parsed = framing.parse_request(payload)
+    for name in struct.__struct_fields__:
+        assert getattr(parsed, name) == getattr(struct, name), f"{_tag(cls)}.{name}'s default differs"
+
+
+@pytest.mark.parametrize(("cls", "seed"), _samples(REPLY_TYPES))
+def test_hostd_decodes_every_reply_the_agent_builds(cls: type[msgspec.Struct], seed: int) -> None:
+    struct = sample(cls, random.Random(f"{_tag(cls)}:{seed}"))
+    check_reply(msgspec.structs.replace(struct, **FIXED_BY_AGENT.get(cls, {})))
+
+
+class _ExecPlus(guest.Exec, frozen=True, tag="exec"):
+    extra: str = ""
+
+
+class _FsDonePlus(guest.FsDone, frozen=True, tag="fs.done"):
+    extra: str = ""
+
+
+def test_a_request_field_in_the_contract_only_fails_the_check() -> None:
+    with pytest.raises(AssertionError, match=r"contracts\.guest declares"):
+        check_request(sample(_ExecPlus, random.Random(0)))
+
+
+def test_a_request_field_in_the_agent_only_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(agent_requests._FS_FIELDS, "fs.stat", (("path",), ("owner",), (), ()))
+    with pytest.raises(AssertionError, match=r"contracts\.guest declares"):
+        check_request(sample(guest.FsStat, random.Random(0)))
+
+
+def test_a_reply_field_in_the_contract_only_fails_the_check() -> None:
+    with pytest.raises(AssertionError, match="does not take"):
+        check_reply(sample(_FsDonePlus, random.Random(0)))
+
+
+def test_a_reply_field_in_the_agent_only_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fs_done(request_id: int) -> dict[str, object]:
+        return {"t": "fs.done", "extra": "", "id": request_id}
+
+    monkeypatch.setattr(framing, "fs_done", fs_done)
+    with pytest.raises(AssertionError, match="is not msgspec's"):
+        check_reply(sample(guest.FsDone, random.Random(0)))
+
+
+def test_a_builder_without_a_contract_type_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fs_moved(request_id: int) -> dict[str, object]:
+        return {"t": "fs.moved", "id": request_id}
+
+    fs_moved.__module__ = framing.__name__
+    monkeypatch.setattr(framing, "fs_moved", fs_moved, raising=False)
+    with pytest.raises(AssertionError):
+        test_every_reply_type_has_the_agents_builder()
 
 
 # headers ------------------------------------------------------------------------------------

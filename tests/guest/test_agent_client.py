@@ -2,23 +2,31 @@
 
 The fake answers the handshake the way Cloud Hypervisor's muxer does (``OK`` with a local port
 from 2^30 up, not the guest port), so the client is also shown not to depend on the number.
+The protocol version check also runs against real agents, copies of ``guest/`` whose
+``PROTOCOL_VERSION`` is changed: what a sandbox restored from an older image runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from contracts import guest
-from hosts.agent_client import CALL_TIMEOUT, EXEC_MARGIN, AgentClient, reply_wait
-from hosts.errors import AgentError, AgentUnavailable
+from hosts.agent_client import CALL_TIMEOUT, EXEC_MARGIN, AgentClient, reply_wait, wait_ready
+from hosts.errors import AgentError, AgentIncompatible, AgentUnavailable
 from tests.support import await_for
+
+REPO = Path(__file__).resolve().parents[2]
 
 Respond = Callable[[guest.HostToGuest], list[bytes]]
 
@@ -256,3 +264,119 @@ async def test_a_socket_deeper_than_a_socket_address_holds_is_reached(serve_fake
         assert (await client.ping()).agent == "fake"
     finally:
         await client.close()
+
+
+# protocol versions ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def agent_of_version() -> Iterator[Callable[[int], Path]]:
+    """Start a real agent from a copy of ``guest/`` that speaks the given protocol version;
+    return its socket. Every agent started is stopped afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="dnah-ver-", dir="/tmp"))
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(version: int) -> Path:
+        root = directory / str(version)
+        shutil.copytree(REPO / "guest", root / "guest", ignore=shutil.ignore_patterns("__pycache__"))
+        framing = root / "guest" / "framing.py"
+        text, changed = re.subn(
+            r"^PROTOCOL_VERSION = \d+$", f"PROTOCOL_VERSION = {version}", framing.read_text(), flags=re.M
+        )
+        assert changed == 1
+        framing.write_text(text)
+        socket_path = root / "agent.sock"
+        argv = [sys.executable, "-S", "-m", "guest.agent", "--uds", str(socket_path)]
+        started.append(subprocess.Popen(argv, env={"PYTHONPATH": str(root)}, cwd=root))
+        return socket_path
+
+    yield start
+    for process in started:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("delta", [-1, 1], ids=["older", "newer"])
+async def test_wait_ready_refuses_an_agent_of_another_version(
+    agent_of_version: Callable[[int], Path], delta: int
+) -> None:
+    """Refused at its first pong, not retried until the deadline (which would end in
+    ``AgentUnavailable``); the message names both versions and the way out."""
+    version = guest.PROTOCOL_VERSION + delta
+    socket_path = agent_of_version(version)
+    with pytest.raises(AgentIncompatible) as caught:
+        await wait_ready(socket_path, timeout=120)
+    assert (caught.value.agent_version, caught.value.host_version) == (version, guest.PROTOCOL_VERSION)
+    message = str(caught.value)
+    assert (
+        f"speaks guest protocol {version} and this hostd speaks guest protocol {guest.PROTOCOL_VERSION}"
+        in message
+    )
+    assert ("predates this hostd" if delta < 0 else "comes from a newer hostd") in message
+    assert "Restore it on a hostd of its protocol, or recreate the sandbox" in message
+    assert "dnah-guest/" in message
+    # the agent is unharmed and is the one that answered: an unchecked connection still works
+    client = await AgentClient.connect(socket_path, timeout=30)
+    try:
+        assert (await client.ping(timeout=30)).version == version
+    finally:
+        await client.close()
+
+
+async def test_wait_ready_accepts_an_agent_of_this_version(agent_of_version: Callable[[int], Path]) -> None:
+    """The same copy with the version unchanged passes: the refusals above are the version's."""
+    client = await wait_ready(agent_of_version(guest.PROTOCOL_VERSION), timeout=120)
+    try:
+        assert (await client.exec(["true"])).exit_code == 0
+    finally:
+        await client.close()
+
+
+async def test_open_refuses_another_version_and_closes_the_connection(serve_fake: ServeFake) -> None:
+    """The controller's reconnect (``open``) checks like ``wait_ready`` and sends nothing else."""
+    seen: list[guest.HostToGuest] = []
+
+    def respond(request: guest.HostToGuest) -> list[bytes]:
+        seen.append(request)
+        return [guest.encode(guest.Pong(id=request.id, version=guest.PROTOCOL_VERSION - 3, agent="old"))]
+
+    with pytest.raises(AgentIncompatible, match=f"guest protocol {guest.PROTOCOL_VERSION - 3} and"):
+        await AgentClient.open(await serve_fake(FakeAgent(respond)), timeout=30)
+    assert [type(request) for request in seen] == [guest.Ping]
+
+
+async def test_a_pong_without_a_version_is_an_agent_older_than_the_check(serve_fake: ServeFake) -> None:
+    def respond(request: guest.HostToGuest) -> list[bytes]:
+        payload = b'{"t":"pong","agent":"dnah-guest/0.1.0","id":%d}' % request.id
+        return [len(payload).to_bytes(4, "big") + payload]
+
+    with pytest.raises(AgentIncompatible, match="speaks no protocol version") as caught:
+        await wait_ready(await serve_fake(FakeAgent(respond)), timeout=30)
+    assert caught.value.agent_version is None
+    assert "(dnah-guest/0.1.0)" in str(caught.value)
+
+
+async def test_open_accepts_this_version(serve_fake: ServeFake) -> None:
+    client = await AgentClient.open(await serve_fake(FakeAgent(lambda request: [pong(request)])), timeout=30)
+    try:
+        assert not client.closed
+        assert (await client.ping()).version == guest.PROTOCOL_VERSION
+    finally:
+        await client.close()
+
+
+async def test_an_agent_that_never_answers_the_ping_is_unavailable_not_a_hang(serve_fake: ServeFake) -> None:
+    """The handshake succeeds but no pong ever comes: ``AgentUnavailable`` at the deadline,
+    by ``wait_ready`` (boot) and by ``open`` (reconnect)."""
+    fake = FakeAgent(lambda request: [])
+    path = await serve_fake(fake)
+    with pytest.raises(AgentUnavailable, match="did not answer"):
+        await asyncio.wait_for(wait_ready(path, timeout=0.3), timeout=60)
+    with pytest.raises(AgentUnavailable, match="did not answer"):
+        await asyncio.wait_for(AgentClient.open(path, timeout=0.3), timeout=60)
+    assert fake.connections >= 2
