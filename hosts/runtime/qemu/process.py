@@ -107,6 +107,17 @@ def adopt(record: VmmRecord, run_dir: Path) -> Vmm:
     return Vmm(pid=record.pid, exited=exited)
 
 
+def kill_strays(run_dir: Path) -> None:
+    """SIGKILL every process whose command line names ``run_dir`` (a QEMU of this sandbox that
+    nobody tracks: started by a boot that failed before it learnt the pid, or left by a crash).
+    Blocking; absent is fine."""
+    needle = str(run_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and needle in _cmdline(int(entry.name)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
 def start_time(pid: int) -> int | None:
     """Field 22 of ``/proc/<pid>/stat``; None when there is no such process."""
     try:
