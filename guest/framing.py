@@ -102,6 +102,8 @@ if TYPE_CHECKING:  # what ``__getattr__`` hands out at run time, for the type ch
 
 AGENT_PORT = 52
 PROTOCOL_VERSION = 8
+"""``contracts.guest.PROTOCOL_VERSION``, restated (tested equal); ``pong`` reports it and hostd
+refuses to talk to an agent whose version is not its own."""
 BINARY_FLAG = 0x8000_0000
 LENGTH_MASK = 0x7FFF_FFFF
 MAX_JSON_FRAME = 16 * 1024 * 1024

@@ -8,7 +8,7 @@ HostError
 ├── AgentUnavailable       502  the in-sandbox agent did not answer (dead sandbox, not booted)
 ├── AgentError             502  the agent answered with an error frame
 ├── AgentIncompatible      409  the agent speaks another guest protocol version (an image
-│                               older or newer than this hostd); nothing was sent to it
+│                               older or newer than this hostd); only the ping reached it
 ├── RuntimeFailure         500  a runtime step (mount, cgroup, netns, spawn) failed
 │   └── SnapshotInvalid    422  a snapshot or archive fails verification (unsigned, unknown
 │                               key, bad signature, a hash that does not match)
@@ -61,8 +61,9 @@ class AgentIncompatible(HostError):
     """The agent answered the connection's ping with another protocol version, or none.
 
     409, not 502: the agent is up and answered; it is this sandbox's image that does not fit
-    this hostd, so retrying cannot help, and nothing was sent to the agent (a boot or restore
-    that meets it is undone), which is what a 4xx tells the core (it puts the sandbox back).
+    this hostd, so retrying cannot help. Nothing but the ping reached the agent and a boot or
+    restore that meets it is undone, which is what a 4xx tells the core (it puts the sandbox
+    back). docs/runtimes.md, "Guest protocol versions".
     """
 
     status_code = 409
