@@ -125,14 +125,9 @@ class Control:
         self.configured = threading.Event()
         self.env: dict[str, str] = {}
 
-    def connect(self) -> socket.socket:
-        """A channel target: a socket whose peer this handler serves in a thread of its own."""
-        ours, theirs = socket.socketpair()
-        threading.Thread(target=self.serve, args=(ours,), daemon=True).start()
-        return theirs
-
     def serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as reader:
+        """Answer the messages of one control stream until the host closes it."""
+        with conn.makefile("rb") as reader:
             while line := reader.readline(vmproto.MAX_CONTROL_LINE + 1):
                 if len(line) > vmproto.MAX_CONTROL_LINE or not line.endswith(b"\n"):
                     conn.sendall(vmproto.encode_reply("control line too long or cut short"))
@@ -161,19 +156,18 @@ class Control:
 
 
 def start_channel(params: dict[str, Any], control: Control) -> None:
-    """Serve the host's streams in background threads (``guest/channel.py``)."""
-    try:
-        from guest import channel
-    except ImportError:
-        console("no guest/channel.py: the host cannot reach the agent")
-        return
-    targets: dict[int, Callable[[], socket.socket]] = {vmproto.CONTROL_PORT: control.connect}
+    """Serve the host's streams in background threads (``guest/channel.py``): port 52 to the
+    agent's socket, port 53 to ``control``."""
+    from guest import channel
+
+    targets = {
+        AGENT_PORT: channel.agent_target(AGENT_SOCKET),
+        vmproto.CONTROL_PORT: channel.in_process(control.serve),
+    }
     if params["channel"] == "vsock":
-        for port in (AGENT_PORT, vmproto.CONTROL_PORT):
-            target = targets.get(port) or channel.agent_target(AGENT_SOCKET)
+        for port, target in targets.items():
             threading.Thread(target=channel.serve_vsock, args=(port, target), daemon=True).start()
     else:
-        targets[AGENT_PORT] = channel.agent_target(AGENT_SOCKET)
         threading.Thread(target=channel.serve_port, args=(SERIAL_PORT, targets), daemon=True).start()
 
 
