@@ -119,8 +119,14 @@ class Recorder:
 class Guest:
     """The guest, run by QEMU: the stand-in's replacement for Cloud Hypervisor's VM."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], shape: dict[str, int] | None = None) -> None:
         self.config = config
+        """The configuration ``vm.info`` shows (``vm.resize`` updates it)."""
+        self.shape = shape or {
+            "vcpus": config.get("cpus", {"boot_vcpus": 1})["boot_vcpus"],
+            "memory": config.get("memory", {"size": 512 * _MIB})["size"],
+        }
+        """What QEMU was started with: the same for a restore, whatever resizes said since."""
         self.state = "Running"
         self._workdir = workdir
         self._qmp_path = workdir / "qmp.sock"
@@ -250,8 +256,7 @@ class Guest:
 
         config = self.config
         payload = config["payload"]
-        cpus = config.get("cpus", {"boot_vcpus": 1})
-        memory_mb = max(1, config.get("memory", {"size": 512 * _MIB})["size"] // _MIB)
+        memory_mb = max(1, self.shape["memory"] // _MIB)
         kvm = probe_kvm().usable
         cmdline = payload.get("cmdline", "")
         if _CHANNEL.search(cmdline):
@@ -263,7 +268,7 @@ class Guest:
             shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
             "-M", "microvm",
             "-accel", "kvm" if kvm else "tcg,tb-size=64",
-            "-smp", str(cpus["boot_vcpus"]),
+            "-smp", str(self.shape["vcpus"]),
             "-m", f"{memory_mb}M",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", payload["kernel"],
@@ -397,7 +402,8 @@ class StandIn:
         await guest.snapshot(directory)
         _write_json(directory / CONFIG_FILE, guest.config)
         _write_json(
-            directory / STATE_FILE, {"vmm": NAME, "version": self.version, "memory": "QEMU migration"}
+            directory / STATE_FILE,
+            {"vmm": NAME, "version": self.version, "memory": "QEMU migration", "shape": guest.shape},
         )
         log.info(
             "stand-in: snapshot in %s holds a QEMU migration stream, not Cloud Hypervisor state", directory
@@ -422,7 +428,7 @@ class StandIn:
         )
         if problems:
             raise VmmRefusal(400, "Error from API", action, "Invalid configuration", *problems)
-        await self._launch(config, source)
+        await self._launch(config, source, state.get("shape"))
 
     async def _vm_resize(self, body: dict[str, Any]) -> None:
         action = "The VM could not be resized"
@@ -474,8 +480,10 @@ class StandIn:
             raise _api_error(action, "VM is not running")
         return self.guest
 
-    async def _launch(self, config: dict[str, Any], incoming: Path | None) -> None:
-        guest = Guest(self._workdir, config)
+    async def _launch(
+        self, config: dict[str, Any], incoming: Path | None, shape: dict[str, int] | None = None
+    ) -> None:
+        guest = Guest(self._workdir, config, shape)
         try:
             await guest.start(incoming)
         except VmmRefusal:
