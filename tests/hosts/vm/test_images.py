@@ -1,0 +1,123 @@
+"""The guest image: built once per key and cached; its kernel, initramfs and root disk are what a VM needs."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hosts.config import GUEST_DIR
+from hosts.templates import Template
+from hosts.vm import initramfs, kernel
+from hosts.vm.images import VmImage, VmImageStore
+from hosts.vm.vmlinux import has_pvh_note
+from tests.hosts.vm._boot import vm_image, vm_store, vm_template
+
+__all__ = ["vm_image", "vm_store", "vm_template"]  # fixtures
+
+pytestmark = pytest.mark.vm
+
+
+def test_second_ensure_is_a_cache_hit(
+    vm_store: VmImageStore, vm_template: Template, vm_image: VmImage
+) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (vm_image.initrd, vm_image.rootfs, vm_image.vmlinux)}
+    lines: list[str] = []
+    again = vm_store.ensure(vm_template, progress=lines.append)
+    assert again == vm_image
+    assert lines == []
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    record = vm_store.record(again)
+    assert (record.key, record.template_hash) == (vm_image.key, vm_template.content_hash)
+
+
+def test_the_key_follows_the_agent_sources(
+    vm_store: VmImageStore, vm_template: Template, vm_image: VmImage, tmp_path: Path
+) -> None:
+    kern = _kernel_of(vm_store, vm_image)
+    copy = tmp_path / "guest"
+    shutil.copytree(GUEST_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert VmImageStore(vm_store.cache_dir, copy).key(vm_template, kern) == vm_image.key
+    (copy / "agent.py").write_text((copy / "agent.py").read_text() + "\n# changed\n")
+    changed = VmImageStore(vm_store.cache_dir, copy).key(vm_template, kern)
+    assert changed != vm_image.key
+    assert changed.startswith(f"{vm_template.name}-")
+
+
+def test_the_key_follows_the_template(
+    vm_store: VmImageStore, vm_template: Template, vm_image: VmImage
+) -> None:
+    other = Template(name=vm_template.name, content_hash="0" * 16, rootfs=vm_template.rootfs)
+    assert vm_store.key(other, _kernel_of(vm_store, vm_image)) != vm_image.key
+
+
+def test_vmlinux_is_a_pvh_elf(vm_image: VmImage) -> None:
+    elf = vm_image.vmlinux.read_bytes()
+    assert elf[:4] == b"\x7fELF"
+    assert has_pvh_note(elf)
+    assert not has_pvh_note(vm_image.kernel.read_bytes())  # the bzImage is not an ELF at all
+
+
+def test_initramfs_loads_modules_after_their_dependencies(vm_store: VmImageStore, vm_image: VmImage) -> None:
+    entries = _cpio(gzip.decompress(vm_image.initrd.read_bytes()))
+    assert entries["init"].startswith(b"#!/bin/sh")
+    assert entries["bin/busybox"] == initramfs.BUSYBOX.read_bytes()
+    order = entries["modules/order"].decode().split()
+    names = [name.split("-", 1)[1].removesuffix(".ko").replace("-", "_") for name in order]
+    for wanted in initramfs.MODULES:
+        assert wanted.replace("-", "_") in names
+    modules = _kernel_of(vm_store, vm_image).modules
+    deps = {
+        Path(line.partition(":")[0]).name.removesuffix(".ko").replace("-", "_"): [
+            Path(d).name.removesuffix(".ko").replace("-", "_") for d in line.partition(":")[2].split()
+        ]
+        for line in (modules / "modules.dep").read_text().splitlines()
+    }
+    for index, name in enumerate(names):
+        assert set(deps[name]) <= set(names[:index]), f"{name} before one of {deps[name]}"
+    for name in order:
+        assert f"modules/{name}" in entries
+
+
+def test_rootfs_keeps_owners_and_holds_the_agent(vm_image: VmImage) -> None:
+    home = _debugfs(vm_image.rootfs, "stat /home/daytona")
+    assert "User:  1000   Group:  1000" in home
+    agent = _debugfs(vm_image.rootfs, "stat /opt/dnah/guest/agent.py")
+    assert "User:     0   Group:     0" in agent
+    assert "Mode:  0644" in agent
+    listing = _debugfs(vm_image.rootfs, "ls /opt/dnah/guest/__pycache__")
+    assert "vminit.cpython-311.pyc" in listing
+    assert "channel.cpython-311.pyc" in listing
+    fsck = subprocess.run(["e2fsck", "-f", "-n", str(vm_image.rootfs)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout
+
+
+def _kernel_of(store: VmImageStore, image: VmImage) -> kernel.Kernel:
+    record = store.record(image)
+    return kernel.Kernel(record.kernel_package, record.kernel_version, image.kernel.parent)
+
+
+def _debugfs(image: Path, request: str) -> str:
+    done = subprocess.run(["debugfs", "-R", request, str(image)], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def _cpio(data: bytes) -> dict[str, bytes]:
+    """name → content of every entry of a newc archive (a reader independent of ours)."""
+    entries: dict[str, bytes] = {}
+    pos = 0
+    while True:
+        assert data[pos : pos + 6] == b"070701"
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
+        size, namesize = fields[6], fields[11]
+        name = data[pos + 110 : pos + 110 + namesize - 1].decode()
+        pos += 110 + namesize
+        pos += -pos % 4
+        if name == "TRAILER!!!":
+            return entries
+        entries[name] = data[pos : pos + size]
+        pos += size
+        pos += -pos % 4
