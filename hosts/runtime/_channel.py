@@ -250,7 +250,7 @@ class SerialMuxer:
                 continue
             if parsed[0] != wire.VERSION:
                 raise _VersionMismatch(
-                    f"the guest speaks agent channel version {parsed[0]}, this hostd {wire.VERSION}"
+                    f"agent channel version mismatch: guest {parsed[0]}, hostd {wire.VERSION}"
                 )
             self._synced = True
             self.syncs += 1
