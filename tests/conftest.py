@@ -20,8 +20,9 @@ from contracts.snapshots import encode_verify_key, parse_signing_key
 from tests.private_stack import stack_config
 from tests.support import exclusive_index, mint_key
 
-# The payment fixtures (devnet, payment-mode gateways, funded payers) for every suite.
-pytest_plugins = ["tests.gateway.payment_fixtures"]
+# The payment fixtures (devnet, payment-mode gateways, funded payers) and the QEMU stack of
+# the ``vm`` suites, for every suite.
+pytest_plugins = ["tests.gateway.payment_fixtures", "tests.vm_stack"]
 
 ROTATED_SIGNING_KEY = "rotated-1:" + base64.b64encode(bytes(range(32))).decode()
 """A test-only key the stack's core still *verifies* with (as after a key rotation) but no
