@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from cli.stack import Stack
+from hosts.runtime.oci._host import sandbox_ids
 from tests.private_stack import private_stack
-from tests.support import mint_key
+from tests.support import mint_key, wait_for
 
 VM_ENV = {
     "DNAH_HOST_RUNTIME": "qemu",
@@ -53,6 +54,15 @@ class VmStack:
             timeout=TIMEOUT_S,
         )
 
+    def new_key(self, name: str) -> str:
+        """An API key of a fresh org."""
+        with httpx.Client(
+            base_url=self.stack.config.gateway_url,
+            headers={"authorization": f"Bearer {self.stack.admin_token}"},
+            timeout=60,
+        ) as admin:
+            return mint_key(admin, name)
+
     def netns(self, sandbox_id: str) -> str:
         """The sandbox's network namespace on the host (``hosts.runtime._network``'s naming)."""
         return f"{self.stack.config.bridge}@{sandbox_id}"
@@ -81,15 +91,30 @@ def _contains(argv: list[bytes], wanted: list[str]) -> bool:
     return any(argv[i : i + len(words)] == words for i in range(len(argv)))
 
 
+def traces(vm: VmStack, sid: str) -> dict[str, bool]:
+    """What of ``sid`` the host still holds, by kind."""
+    hostd = vm.var / "hostd"
+    return {
+        "qemu process": bool(qemu_pids(sid)),
+        "sandbox directory": (hostd / "sandboxes" / sid).exists(),
+        "disk": (hostd / "pool" / "disks" / sid).exists(),
+        "netns": Path(f"/run/netns/{vm.netns(sid)}").exists(),
+        "cgroup": sid in sandbox_ids(vm.stack.config.cgroup),
+    }
+
+
+def the_vm_is_gone(vm: VmStack, sid: str) -> None:
+    wait_for(
+        lambda: not any(traces(vm, sid).values()) or None,
+        what=f"every trace of {sid} gone from the host: {traces(vm, sid)}",
+        timeout_s=TIMEOUT_S,
+    )
+
+
 @pytest.fixture(scope="session")
 def vm_stack() -> Iterator[VmStack]:
     say: list[str] = []
     with private_stack(VM_ENV, say) as stack:
         assert "sandboxes run on the qemu runtime" in "\n".join(say), say
-        with httpx.Client(
-            base_url=stack.config.gateway_url,
-            headers={"authorization": f"Bearer {stack.admin_token}"},
-            timeout=60,
-        ) as admin:
-            key = mint_key(admin, "vm-tests")
-        yield VmStack(stack, key)
+        vm = VmStack(stack, key="")
+        yield VmStack(stack, key=vm.new_key("vm-tests"))

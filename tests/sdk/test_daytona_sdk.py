@@ -71,65 +71,70 @@ def test_the_daytona_sdk_runs_unmodified(
         report, stderr = run_flow(sdk_python, api_url, key)
         print(f"\nDaytona SDK via {via}, ms per call: {report['ms']}")
 
-        sid = report["created"]["id"]
-        assert report["created"]["state"] == "started"
-        assert report["exec"] == {"exit_code": 0, "result": "hi\n"}
-        assert report["exec_failed"] == {"exit_code": 3, "result": "out\nerr\n"}
-        assert report["exec_timeout"] == "DaytonaTimeoutError"
-        assert report["code_run"] == {"exit_code": 0, "result": "42\n", "charts": []}
-        assert report["code_run_failed"] == {"exit_code": 4, "result": "partial\n"}
-        assert report["js_code_run"] == {"exit_code": 0, "result": "21 42\n"}
-        assert report["session_exec"] == {
-            "exit_code": 0,
-            "stdout": "42\n/tmp\n",
-            "stderr": "e\n",
-            "output": "42\n/tmp\ne\n",
-        }
-        assert report["session_async_started"] == {"has_id": True, "exit_code": None}
-        assert report["session_async_done"] == {
-            "command": "sleep 0.3; echo later; exit_code=0; (exit 3)",
-            "exit_code": 3,
-        }
-        assert report["session_logs"] == {"stdout": "later\n", "stderr": "", "output": "later\n"}
-        assert report["session"]["id"] == "dev"
-        assert [c[1] for c in report["session"]["commands"]] == [0, 0, 3]
-        assert (report["sessions_listed"], report["sessions_after_delete"]) == (["dev"], [])
-        assert report["git_status"] == {"branch": "main", "files": [["hi.txt", "Added"]]}
-        assert report["git_pushed"] is True
-        assert report["git_branches"] == {"branches": ["main", "side"], "current": "side"}
-        assert report["git_clean"] is True
-        assert (report["home"], report["work"]) == ("/home/daytona", "/home/daytona")
-        assert report["fs_list"] == [["raw", True, "0750", "/home/daytona/data/raw"]]
-        assert report["fs_list_deep"] == ["/home/daytona/data/raw", "/home/daytona/data/raw/x.txt"]
-        assert report["fs_info"] == {
-            "name": "x.txt",
-            "is_dir": False,
-            "size": 7,
-            "mode": "-rw-r--r--",
-            "permissions": "0644",
-            "owner": "daytona",
-            "has_mod_time": True,
-        }
-        assert report["fs_search"] == ["/home/daytona/data/raw/x.txt"]
-        assert report["fs_find"] == [["/home/daytona/data/raw/x.txt", 1, "a TODO"]]
-        assert report["fs_replace"] == [["/home/daytona/data/y.txt", True]]
-        assert report["fs_after"] == "600\na DONE\n"
-        assert report["fs_deleted"] == "gone\n"
-        assert report["fs_uploaded_sha"] == report["fs_expected_sha"]
-        assert report["fs_download_matches"] is True
-        assert report["fs_download_missing"] == "not found"
-        assert report["fs_bulk"] == [
-            ["data/bulk/a.txt", "file", False],
-            ["data/bulk/deeper/b.txt", "from bytes\n", False],
-            ["data/bulk/missing.txt", None, True],
-        ]
-        assert report["fs_bulk_local"] == "from disk\n"
-        assert report["get"] == {"id": sid, "state": "started"}
-        assert sid in report["list"] and bash.json()["id"] in report["list"]
-        assert report["after_delete"] == report["js_after_delete"] == "destroyed"
-        # Quiet: the SDK's Socket.IO attempt (a 404 here) fails silently and it polls instead.
-        assert stderr == "", stderr
+        check_report(report, stderr, others=[bash.json()["id"]])
 
         live = org.get("/v1/sandboxes").json()["items"]
         assert [s["id"] for s in live] == [bash.json()["id"]], "the SDK's sandboxes are all deleted"
         org.delete(f"/v1/sandboxes/{bash.json()['id']}")
+
+
+def check_report(report: dict, stderr: str, others: list[str]) -> None:
+    """What the flow must have seen; ``others`` are sandboxes of the org that ``list`` shows."""
+    sid = report["created"]["id"]
+    assert report["created"]["state"] == "started"
+    assert report["exec"] == {"exit_code": 0, "result": "hi\n"}
+    assert report["exec_failed"] == {"exit_code": 3, "result": "out\nerr\n"}
+    assert report["exec_timeout"] == "DaytonaTimeoutError"
+    assert report["code_run"] == {"exit_code": 0, "result": "42\n", "charts": []}
+    assert report["code_run_failed"] == {"exit_code": 4, "result": "partial\n"}
+    assert report["js_code_run"] == {"exit_code": 0, "result": "21 42\n"}
+    assert report["session_exec"] == {
+        "exit_code": 0,
+        "stdout": "42\n/tmp\n",
+        "stderr": "e\n",
+        "output": "42\n/tmp\ne\n",
+    }
+    assert report["session_async_started"] == {"has_id": True, "exit_code": None}
+    assert report["session_async_done"] == {
+        "command": "sleep 0.3; echo later; exit_code=0; (exit 3)",
+        "exit_code": 3,
+    }
+    assert report["session_logs"] == {"stdout": "later\n", "stderr": "", "output": "later\n"}
+    assert report["session"]["id"] == "dev"
+    assert [c[1] for c in report["session"]["commands"]] == [0, 0, 3]
+    assert (report["sessions_listed"], report["sessions_after_delete"]) == (["dev"], [])
+    assert report["git_status"] == {"branch": "main", "files": [["hi.txt", "Added"]]}
+    assert report["git_pushed"] is True
+    assert report["git_branches"] == {"branches": ["main", "side"], "current": "side"}
+    assert report["git_clean"] is True
+    assert (report["home"], report["work"]) == ("/home/daytona", "/home/daytona")
+    assert report["fs_list"] == [["raw", True, "0750", "/home/daytona/data/raw"]]
+    assert report["fs_list_deep"] == ["/home/daytona/data/raw", "/home/daytona/data/raw/x.txt"]
+    assert report["fs_info"] == {
+        "name": "x.txt",
+        "is_dir": False,
+        "size": 7,
+        "mode": "-rw-r--r--",
+        "permissions": "0644",
+        "owner": "daytona",
+        "has_mod_time": True,
+    }
+    assert report["fs_search"] == ["/home/daytona/data/raw/x.txt"]
+    assert report["fs_find"] == [["/home/daytona/data/raw/x.txt", 1, "a TODO"]]
+    assert report["fs_replace"] == [["/home/daytona/data/y.txt", True]]
+    assert report["fs_after"] == "600\na DONE\n"
+    assert report["fs_deleted"] == "gone\n"
+    assert report["fs_uploaded_sha"] == report["fs_expected_sha"]
+    assert report["fs_download_matches"] is True
+    assert report["fs_download_missing"] == "not found"
+    assert report["fs_bulk"] == [
+        ["data/bulk/a.txt", "file", False],
+        ["data/bulk/deeper/b.txt", "from bytes\n", False],
+        ["data/bulk/missing.txt", None, True],
+    ]
+    assert report["fs_bulk_local"] == "from disk\n"
+    assert report["get"] == {"id": sid, "state": "started"}
+    assert sid in report["list"] and set(others) <= set(report["list"])
+    assert report["after_delete"] == report["js_after_delete"] == "destroyed"
+    # Quiet: the SDK's Socket.IO attempt (a 404 here) fails silently and it polls instead.
+    assert stderr == "", stderr

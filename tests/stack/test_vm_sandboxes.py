@@ -23,16 +23,14 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from hosts.runtime.oci._host import sandbox_ids
 from tests.support import wait_for
-from tests.vm_stack import TIMEOUT_S, VmStack, qemu_pids
+from tests.vm_stack import TIMEOUT_S, VmStack, qemu_pids, the_vm_is_gone, traces
 
 pytestmark = [pytest.mark.stack, pytest.mark.vm, pytest.mark.xdist_group("vm")]
 
@@ -124,26 +122,6 @@ def closing_texts(ws: ClientConnection) -> list[str]:
             if isinstance(message, str):
                 texts.append(message)
     return texts
-
-
-def traces(vm: VmStack, sid: str) -> dict[str, bool]:
-    """What of ``sid`` the host still holds, by kind."""
-    hostd = vm.var / "hostd"
-    return {
-        "qemu process": bool(qemu_pids(sid)),
-        "sandbox directory": (hostd / "sandboxes" / sid).exists(),
-        "disk": (hostd / "pool" / "disks" / sid).exists(),
-        "netns": Path(f"/run/netns/{vm.netns(sid)}").exists(),
-        "cgroup": sid in sandbox_ids(vm.stack.config.cgroup),
-    }
-
-
-def the_vm_is_gone(vm: VmStack, sid: str) -> None:
-    wait_for(
-        lambda: not any(traces(vm, sid).values()) or None,
-        what=f"every trace of {sid} gone from the host: {traces(vm, sid)}",
-        timeout_s=TIMEOUT_S,
-    )
 
 
 class Steps:
