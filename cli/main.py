@@ -12,12 +12,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli import pricing_cmd, request_cmd, serve, wallet_cmd
 from cli.stack import Stack, StackConfig, StackError
 from cli.supervisor import Supervisor
 from devnet import cli as devnet_cli
 from hosts.config import RUNTIMES
+
+if TYPE_CHECKING:
+    from hosts.templates import Template
 
 DEFAULT_VAR = Path("var")
 
@@ -30,7 +34,7 @@ def _template_cache() -> Path:
     return Path(os.environ.get("DNAH_TEMPLATE_CACHE", "/var/cache/dnah/templates"))
 
 
-def cmd_template_build(_: argparse.Namespace) -> int:
+def cmd_template_build(args: argparse.Namespace) -> int:
     from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 
     script = Path(__file__).resolve().parent.parent / "install" / "build-template.sh"
@@ -40,7 +44,31 @@ def cmd_template_build(_: argparse.Namespace) -> int:
     print(
         f"template {tpl.name} ready ({tpl.content_hash}) at {tpl.rootfs} [{time.monotonic() - started:.1f} s]"
     )
+    if getattr(args, "vm", False) or os.environ.get("DNAH_HOST_RUNTIME") in _VM_RUNTIMES:
+        _vm_image_build(tpl)
     return 0
+
+
+_VM_RUNTIMES = ("qemu", "cloud-hypervisor")
+
+
+def _vm_image_build(template: Template) -> None:
+    """Build (or find) the guest image microVMs boot from ``template``, showing each step with
+    the seconds since the start."""
+    from hosts.vm.images import DEFAULT_CACHE, VmImageStore
+
+    cache = Path(os.environ.get("DNAH_VM_IMAGE_CACHE", str(DEFAULT_CACHE)))
+    guest_dir = Path(__file__).resolve().parent.parent / "guest"
+    started = time.monotonic()
+
+    def show(line: str) -> None:
+        print(f"  [{time.monotonic() - started:5.1f} s] {line}", flush=True)
+
+    image = VmImageStore(cache, guest_dir).ensure(template, progress=show)
+    print(
+        f"guest image {image.key} ready (kernel {image.kernel_version}) at {image.rootfs.parent}"
+        f" [{time.monotonic() - started:.1f} s]"
+    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -180,9 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop a stack started with `dnah up`").set_defaults(func=cmd_down)
     template = sub.add_parser("template", help="manage templates")
     template_sub = template.add_subparsers(dest="template_command", required=True)
-    template_sub.add_parser("build", help="build the base template if needed").set_defaults(
-        func=cmd_template_build
+    build = template_sub.add_parser(
+        "build", help="build the base template (and its VM guest image) if needed"
     )
+    build.add_argument(
+        "--vm",
+        action="store_true",
+        help="also build the microVM guest image (implied by DNAH_HOST_RUNTIME=qemu|cloud-hypervisor)",
+    )
+    build.set_defaults(func=cmd_template_build)
     serve.add_parser(sub)
     pricing_cmd.add_parser(sub)
     request_cmd.add_parser(sub)

@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 
 
 def console(message: str) -> None:
-    print(f"dnah-vminit: {message}", flush=True)
+    """A line on the VM's console, stamped with the guest's uptime (as the kernel's lines are)."""
+    print(f"dnah-vminit: [{time.monotonic():.3f}] {message}", flush=True)
 
 
 # 1. mounts -------------------------------------------------------------------------------------
@@ -217,6 +218,7 @@ class Init:
         self.agent_started = 0.0
         self.backoff = RESTART_MIN_S
         self.restart_at: float | None = None
+        self.stopping = False
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_write, False)
         os.set_blocking(wake_read, False)
@@ -263,6 +265,8 @@ class Init:
                 return
             if pid == self.agent:
                 self.agent = None
+                if self.stopping:
+                    continue
                 ran = time.monotonic() - self.agent_started
                 self.backoff = RESTART_MIN_S if ran > HEALTHY_S else min(self.backoff * 2, RESTART_MAX_S)
                 code = os.waitstatus_to_exitcode(status)
@@ -281,6 +285,7 @@ class Init:
     def shut_down(self) -> None:
         """Stop the agent, then every other process; sync; unmount; power off."""
         console("shutting down")
+        self.stopping = True
         if self.agent is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.agent, signal.SIGTERM)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make up` and `make test` need on a Debian/Ubuntu machine, as root:
-# system packages (Postgres, Redis, debootstrap, nftables, btrfs-progs, runc) and the project's virtualenv.
+# system packages (Postgres, Redis, debootstrap, nftables, btrfs-progs, runc, QEMU and the guest image's
+# tools) and the project's virtualenv.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,14 @@ command -v losetup >/dev/null || need+=(mount)   # the pool's image file on a lo
 command -v nsenter >/dev/null || need+=(util-linux)   # each sandbox's sysfs (hosts/runtime/oci/_host.py)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v npm >/dev/null || need+=(nodejs npm)   # the mppx client in the payment tests
+# microVM sandboxes (hosts/vm/, hosts/runtime/qemu/): the VMM, and what builds the guest image
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need+=(busybox-static)   # the initramfs needs it static
+command -v depmod >/dev/null || need+=(kmod)   # modules.dep for the guest kernel
+command -v lz4 >/dev/null || need+=(lz4)   # unpacks the kernel's vmlinux (and a zstd one:)
+command -v zstd >/dev/null || need+=(zstd)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)   # the guest's root disk (mkfs.ext4 -d)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root to install them)" >&2

@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from hosts.vm import _files, initramfs, kernel, rootfs
 BUILDER_VERSION = "1"
 """Bumped whenever this package builds differently from the same inputs."""
 DEFAULT_CACHE = Path("/var/cache/dnah/vm")
+RESOLVE_TTL_S = 900.0
 _KEY_LEN = 16
 
 
@@ -84,6 +86,8 @@ class VmImageStore:
         self.cache_dir = cache_dir
         self.guest_dir = guest_dir
         self.metapackage = metapackage
+        self._resolved: tuple[float, tuple[str, str]] | None = None
+        self._resolve_lock = threading.Lock()
 
     def ensure(self, template: Template, progress: Callable[[str], None] | None = None) -> VmImage:
         """The image of ``template`` for the current kernel and agent, built first if missing.
@@ -95,7 +99,7 @@ class VmImageStore:
             RuntimeFailure: not root, or a step failed (download, mkfs, mount…).
         """
         say = progress or _ignore
-        package, version = kernel.resolve(self.metapackage)
+        package, version = self._kernel_package()
         found = self._find(template, package, version)
         if found is not None:
             return found
@@ -114,6 +118,15 @@ class VmImageStore:
         image = self._load(key, kern)
         assert image is not None
         return image
+
+    def _kernel_package(self) -> tuple[str, str]:
+        """The kernel package and version to use, asked of apt (about a second) at most once
+        every ``RESOLVE_TTL_S``: a boot should not wait for apt, and an update may wait that long."""
+        with self._resolve_lock:
+            now = time.monotonic()
+            if self._resolved is None or now - self._resolved[0] > RESOLVE_TTL_S:
+                self._resolved = (now, kernel.resolve(self.metapackage))
+            return self._resolved[1]
 
     def key(self, template: Template, kern: kernel.Kernel) -> str:
         """``<template>-<16 hex>`` for ``template`` booted with ``kern`` and the current agent."""

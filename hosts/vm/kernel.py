@@ -32,6 +32,7 @@ from hosts.vm.vmlinux import extract_vmlinux
 
 METAPACKAGE = "linux-image-cloud-amd64"
 _PACKAGE_RE = re.compile(r"linux-image-[0-9][A-Za-z0-9.+-]*")
+_DEPENDS_RE = re.compile(r"(linux-image-[0-9][A-Za-z0-9.+-]*) \(= ([A-Za-z0-9.+:~-]+)\)")
 
 
 @dataclass(frozen=True)
@@ -149,15 +150,12 @@ def _apt_download(spec: str, directory: Path) -> subprocess.CompletedProcess[str
 
 
 def _resolve(metapackage: str) -> tuple[str, str]:
-    fields = _apt_show(metapackage)
-    match = _PACKAGE_RE.search(fields.get("Depends", ""))
+    """From the metapackage's exact dependency (``linux-image-X (= V)``): one apt-cache call."""
+    depends = _apt_show(metapackage).get("Depends", "")
+    match = _DEPENDS_RE.search(depends)
     if match is None:
-        raise RuntimeFailure(f"{metapackage} depends on no kernel package: {fields.get('Depends')!r}")
-    package = match.group(0)
-    version = _apt_show(package).get("Version")
-    if not version:
-        raise RuntimeFailure(f"apt knows no version of {package}")
-    return package, version
+        raise RuntimeFailure(f"{metapackage} depends on no exact kernel package version: {depends!r}")
+    return match.group(1), match.group(2)
 
 
 def _apt_show(package: str) -> dict[str, str]:

@@ -196,7 +196,7 @@ async def test_a_booted_vm_runs_the_agent_as_the_oci_runtime_does(vm_image: VmIm
         await control.send(guest.agent_socket, vm.Poweroff())
         assert await wait_exit(guest) == 0
         console = guest.console_text()
-        assert "dnah-vminit: power off" in console
+        assert re.search(r"dnah-vminit: \[[0-9.]+\] power off", console), console[-2000:]
     fsck = subprocess.run(["e2fsck", "-f", "-n", str(guest.disk)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout
 
@@ -242,7 +242,7 @@ async def test_identity_refresh_restart_reaping_and_sigterm(vm_image: VmImage, t
         finally:
             await client.close()
         assert await wait_exit(guest) == 0
-        assert "dnah-vminit: shutting down" in guest.console_text()
+        assert re.search(r"dnah-vminit: \[[0-9.]+\] shutting down", guest.console_text())
     fsck = subprocess.run(["e2fsck", "-f", "-n", str(guest.disk)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout
 
