@@ -83,8 +83,12 @@ def apply(parent: str, sandbox_id: str, limits: VmLimits) -> None:
         return
     if (root := _v1("memory")) is not None:
         directory = root / parent / sandbox_id
-        _write(directory / "memory.limit_in_bytes", memory)
-        _write(directory / "memory.memsw.limit_in_bytes", memory, optional=True)
+        # v1 keeps memory <= memory+swap at every write: raised, the memsw limit goes first.
+        order = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        if _read_int(directory / "memory.limit_in_bytes") < int(memory):
+            order.reverse()
+        for name in order:
+            _write(directory / name, memory, optional=name.startswith("memory.memsw"))
     if (root := _v1("cpu")) is not None:
         directory = root / parent / sandbox_id
         _write(directory / "cpu.cfs_period_us", str(CPU_PERIOD_US))
@@ -110,6 +114,10 @@ def _enable_v2(root: Path, parent: str) -> None:
     for directory in (root, root / parent):
         with contextlib.suppress(OSError):
             _write(directory / "cgroup.subtree_control", "+memory +cpu +pids")
+
+
+def _read_int(path: Path) -> int:
+    return int(path.read_text())
 
 
 def _write(path: Path, value: str, *, optional: bool = False) -> None:
