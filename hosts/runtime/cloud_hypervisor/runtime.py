@@ -53,10 +53,10 @@ from hosts.runtime._undo import Undo
 from hosts.runtime.cloud_hypervisor import api
 from hosts.runtime.cloud_hypervisor.client import CloudHypervisorClient, wait_for_api
 from hosts.runtime.cloud_hypervisor.config import CloudHypervisorConfig
-from hosts.runtime.qemu import _control, launcher, process
+from hosts.runtime.qemu import launcher, process
 from hosts.runtime.qemu.launcher import Machine
 from hosts.runtime.qemu.runtime import QemuRuntime, _blocking, _kill, _ms_since, _or_died, _reflink, _Vm
-from hosts.vm import cgroup, disk, network
+from hosts.vm import cgroup, control, disk, network
 from hosts.vm.identity import new_identity, refresh_identity
 from hosts.vm.images import VmImage
 
@@ -344,7 +344,7 @@ class CloudHypervisorRuntime(QemuRuntime):
                     async with self._api(sandbox_id) as client:
                         await client.resume()
                     vm.paused = False
-                await _control.send(
+                await control.send(
                     self.agent_socket(sandbox_id), vm_contract.Poweroff(), timeout=self.config.stop_timeout
                 )
                 async with asyncio.timeout(self.config.stop_timeout):

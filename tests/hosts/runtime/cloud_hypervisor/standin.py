@@ -252,7 +252,7 @@ class Guest:
 
     def _argv(self, incoming: bool) -> list[str]:
         from hosts.runtime.kvm import probe_kvm
-        from hosts.runtime.qemu.launcher import host_tsc_khz
+        from hosts.vm.tsc import host_tsc_khz
 
         config = self.config
         payload = config["payload"]
@@ -281,6 +281,14 @@ class Guest:
             argv += ["-initrd", payload["initramfs"]]
         serial = config.get("serial", {"mode": "Null"})
         argv += ["-serial", f"file:{serial['file']}" if serial["mode"] == "File" else "null"]
+        # The port first: with it after blk, net and rng, the guest here never saw it (no
+        # /dev/vport0p1; found by the first stand-in boot); the QEMU backend orders it first too.
+        if config.get("vsock") is not None:
+            argv += [
+                "-device", "virtio-serial-device",
+                "-chardev", f"socket,id=agent,path={self._serial_path},server=on,wait=off",
+                "-device", "virtserialport,chardev=agent,name=agent",
+            ]  # fmt: skip
         for n, disk in enumerate(config.get("disks", [])):
             kind = "qcow2" if disk.get("image_type") == "Qcow2" else "raw"
             readonly = "on" if disk.get("readonly") else "off"
@@ -297,12 +305,6 @@ class Guest:
                 "-device",
                 "virtio-rng-device,rng=rng0",
             ]
-        if config.get("vsock") is not None:
-            argv += [
-                "-device", "virtio-serial-device",
-                "-chardev", f"socket,id=agent,path={self._serial_path},server=on,wait=off",
-                "-device", "virtserialport,chardev=agent,name=agent",
-            ]  # fmt: skip
         if incoming:
             argv += ["-incoming", "defer"]
         return argv

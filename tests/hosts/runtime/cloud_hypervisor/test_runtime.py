@@ -1,0 +1,197 @@
+"""The Cloud Hypervisor backend on real VMs: through the API stand-in (QEMU underneath, TCG
+here), and through the real ``cloud-hypervisor`` when it is on PATH and KVM is usable.
+
+What the contract suite (``cloud-hypervisor`` param) does not cover: a live ``vm.resize``,
+the refusal of a snapshot written by another VMM version (before anything starts), and that
+every request the backend sent during a whole lifecycle conforms to ``ch_api.schema.json``
+(the stand-in records them; a violation fails the test that caused it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hosts.agent_client import AgentClient
+from hosts.config import GUEST_DIR
+from hosts.errors import SnapshotInvalid
+from hosts.runtime.cloud_hypervisor import CloudHypervisorConfig, CloudHypervisorRuntime
+from hosts.runtime.cloud_hypervisor.client import CloudHypervisorClient
+from hosts.runtime.kvm import probe_kvm
+from hosts.storage.pool import PoolConfig
+from hosts.templates import TemplateStore
+from tests.hosts.conftest import make_spec
+
+pytestmark = pytest.mark.vm
+
+STANDIN = Path(__file__).with_name("cloud-hypervisor")
+VM_IMAGE_CACHE = Path("/var/cache/dnah/vm")
+
+
+def real_binary_reason() -> str | None:
+    """Why the real Cloud Hypervisor cannot run here, in plain words; None when it can."""
+    if shutil.which("cloud-hypervisor") is None:
+        return "cloud-hypervisor is not on PATH"
+    kvm = probe_kvm()
+    return None if kvm.usable else f"no usable KVM: {kvm.reason}"
+
+
+def standin_wrapper(directory: Path, version: str) -> tuple[Path, Path]:
+    """An executable that runs the stand-in as ``version``, recording its requests; returns it
+    and the directory the requests are recorded in."""
+    record = directory / f"record-{version}"
+    record.mkdir(parents=True, exist_ok=True)
+    wrapper = directory / f"cloud-hypervisor-{version}"
+    wrapper.write_text(
+        f"#!/bin/sh\nexec {STANDIN} --standin-version {version} --standin-record {record} "
+        f'--log-file {directory}/standin-{version}.log "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper, record
+
+
+def recorded(record: Path) -> list[dict[str, object]]:
+    path = record / "requests.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def ch_config(root: Path, templates: TemplateStore, index: int, binary: str) -> CloudHypervisorConfig:
+    """A runtime of its own under ``root`` (kernel names ``dnahc<index>``, ``10.218.<index>.0/24``)."""
+    return CloudHypervisorConfig(
+        state_dir=root / "hostd",
+        templates=templates,
+        pool=PoolConfig(image=root / "pool.img", size_bytes=16 * 2**30, mountpoint=root / "pool"),
+        image_cache=VM_IMAGE_CACHE,
+        guest_dir=GUEST_DIR,
+        binary=binary,
+        bridge=f"dnahc{index}",
+        subnet=ipaddress.IPv4Network(f"10.218.{index}.0/24"),
+        cgroup_parent=f"dnahc{index}",
+        egress=False,  # nothing a test runs leaves the machine
+        boot_timeout=180.0,  # TCG on a loaded 2-core machine
+        max_vcpus=4,
+        memory_hotplug_mb=1024,
+    )
+
+
+@dataclass
+class Setup:
+    runtime: CloudHypervisorRuntime
+    config: CloudHypervisorConfig
+    root: Path
+    record: Path | None
+    """Where the stand-in records requests; None for the real binary."""
+
+
+@pytest.fixture(scope="module", params=["stand-in", "real"])
+def root(request: pytest.FixtureRequest) -> Iterator[tuple[str, Path]]:
+    if os.geteuid() != 0:
+        pytest.skip("VM sandboxes need root")
+    if request.param == "real" and (reason := real_binary_reason()) is not None:
+        pytest.skip(f"real Cloud Hypervisor not run: {reason}")
+    path = Path(tempfile.mkdtemp(prefix="dnah-ch-", dir="/tmp"))  # short: Unix socket paths
+    try:
+        yield request.param, path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def setup(
+    root: tuple[str, Path], template_store: TemplateStore, kernel_index: int
+) -> AsyncIterator[Setup]:
+    kind, path = root
+    if kind == "stand-in":
+        binary, record = standin_wrapper(path, "v1.0-standin")
+    else:
+        binary, record = Path(shutil.which("cloud-hypervisor") or "cloud-hypervisor"), None
+    config = ch_config(path, template_store, kernel_index, str(binary))
+    runtime = CloudHypervisorRuntime(config)
+    await runtime.recover()
+    yield Setup(runtime, config, path, record)
+    for info in runtime.list():
+        await runtime.destroy(info.id)
+    await runtime.remove_host_setup()
+
+
+@pytest.fixture
+def conforming(setup: Setup) -> Iterator[None]:
+    """Fails the test if the stand-in received any request the schema rejects."""
+    yield
+    if setup.record is not None:
+        bad = [r for r in recorded(setup.record) if r["problems"]]
+        assert bad == [], "the backend sent requests the Cloud Hypervisor schema rejects"
+
+
+async def sh(runtime: CloudHypervisorRuntime, sandbox_id: str, script: str) -> str:
+    client = await AgentClient.connect(runtime.agent_socket(sandbox_id), timeout=30)
+    try:
+        result = await client.exec(["sh", "-c", script], timeout_ms=60_000)
+    finally:
+        await client.close()
+    assert result.exit_code == 0, result
+    return result.stdout
+
+
+async def test_a_vm_resizes_live_snapshots_and_restores_its_running_processes(
+    setup: Setup, conforming: None
+) -> None:
+    runtime, sandbox_id = setup.runtime, "chlife"
+    await runtime.create(make_spec(sandbox_id, ram_mb=256))
+    try:
+        await sh(runtime, sandbox_id, "nohup sh -c 'echo $$ > counter.pid; exec sleep 600' >/dev/null 2>&1 &")
+        pid = (await sh(runtime, sandbox_id, "sleep 0.2; cat counter.pid")).strip()
+
+        resized = await runtime.resize(sandbox_id, 2, 512, 1)
+        assert resized.state == "running"
+        async with CloudHypervisorClient(runtime._api_socket(sandbox_id)) as api:
+            info = await api.info()
+        assert info.config.cpus is not None and info.config.cpus.boot_vcpus == 2
+        assert info.memory_actual_size == 512 * 2**20
+
+        snapshot = setup.config.pool.mountpoint / "snapshots" / "life"
+        snapshot.parent.mkdir(exist_ok=True)
+        await runtime.snapshot(sandbox_id, snapshot)
+        written = json.loads((snapshot / "manifest.json").read_text())
+        assert (written["runtime"], written["memory"]) == ("cloud-hypervisor", True)
+        assert written["vmm_version"] == await runtime._vmm_version()
+        await sh(runtime, sandbox_id, f"kill {pid}; echo later > later")
+
+        assert (await runtime.restore(sandbox_id, snapshot)).state == "running"
+        # The process killed after the snapshot runs again, from memory; the later file is gone.
+        assert await sh(runtime, sandbox_id, f"kill -0 {pid} && echo alive; test -e later || echo none") == (
+            "alive\nnone\n"
+        )
+    finally:
+        await runtime.destroy(sandbox_id)
+
+
+async def test_a_snapshot_of_another_vmm_version_is_refused_before_anything_starts(
+    setup: Setup, template_store: TemplateStore, conforming: None
+) -> None:
+    if setup.record is None:
+        pytest.skip("needs a second VMM version: the stand-in plays one")
+    runtime, sandbox_id = setup.runtime, "chver"
+    await runtime.create(make_spec(sandbox_id))
+    snapshot = setup.config.pool.mountpoint / "snapshots" / "version"
+    snapshot.parent.mkdir(exist_ok=True)
+    try:
+        await runtime.snapshot(sandbox_id, snapshot)
+    finally:
+        await runtime.destroy(sandbox_id)
+    other_binary, other_record = standin_wrapper(setup.root, "v2.0-standin")
+    other = CloudHypervisorRuntime(dataclasses.replace(setup.config, binary=str(other_binary)))
+    with pytest.raises(SnapshotInvalid, match=r"v1\.0-standin.*v2\.0-standin"):
+        await other.create(make_spec("chclone"), snapshot)
+    assert recorded(other_record) == [], "a VMM was started for a snapshot it cannot restore"
+    assert not (setup.config.state_dir / "sandboxes" / "chclone").exists()
+    assert [i.id for i in other.list()] == []
