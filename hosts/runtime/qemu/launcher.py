@@ -8,7 +8,10 @@ virtio-mmio devices only (found by the guest through ACPI). What it has:
   ``console.log``), ``panic=-1`` (a kernel panic reboots, which ``-no-reboot`` turns into an
   exit that hostd notices) and ``tsc_early_khz=`` (microvm has neither HPET nor a PM timer;
   without a known TSC rate the kernel calibrates against the PIT, which fails under a loaded
-  TCG host and hangs about one boot in four — see the research note);
+  TCG host and hangs about one boot in four — see the research note) with ``tsc=reliable``
+  (without it the kernel's clocksource watchdog, whose only reference on microvm is jiffies,
+  finds the TSC "unstable" under TCG and falls back to jiffies, which stop while the VM is
+  paused and lag whenever the host is busy: the guest's clock would fall behind the host's);
 * one virtio-serial port named ``agent`` on a chardev Unix socket (``serial.sock``, QEMU
   listening) that hostd's ``SerialMuxer`` connects to: the only host↔guest channel here;
 * virtio-blk for the sandbox's disk image, virtio-net on the netns's TAP, virtio-rng;
@@ -21,12 +24,12 @@ memory snapshot taken from one process loads into another built from the same ``
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from pathlib import Path
 
 import msgspec
 
+from hosts.vm import tsc
 from hosts.vm.network import TAP
 
 
@@ -35,8 +38,8 @@ class Machine(msgspec.Struct, frozen=True, kw_only=True):
 
     cpu: int
     ram_mb: int
-    kernel: Path
-    initrd: Path
+    kernel: str
+    initrd: str
     mac: str
     accel: str
     """``kvm`` or ``tcg``."""
@@ -76,8 +79,8 @@ def argv(
         "-smp", str(machine.cpu),
         "-m", f"{machine.ram_mb}M",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-kernel", str(machine.kernel),
-        "-initrd", str(machine.initrd),
+        "-kernel", machine.kernel,
+        "-initrd", machine.initrd,
         "-append", cmdline,
         "-serial", f"file:{files.console}",
         "-device", "virtio-serial-device",
@@ -100,27 +103,10 @@ def argv(
 
 def vmm_flags() -> str:
     """The kernel command-line flags the VMM needs, appended to the boot parameters."""
-    flags = "console=ttyS0 panic=-1"
-    if (khz := host_tsc_khz()) is not None:
+    flags = "console=ttyS0 panic=-1 tsc=reliable"
+    if (khz := tsc.host_tsc_khz()) is not None:
         flags += f" tsc_early_khz={khz}"
     return flags
-
-
-@functools.cache
-def host_tsc_khz() -> int | None:
-    """The host's TSC rate in kHz, which is the guest's under TCG (and what KVM passes on),
-    read from /proc/cpuinfo on a CPU with an invariant TSC; None when it cannot be told."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
-    if "constant_tsc" not in flags or "nonstop_tsc" not in flags:
-        return None
-    for line in info.splitlines():
-        if line.startswith("cpu MHz"):
-            return round(float(line.split(":")[1]) * 1000)
-    return None
 
 
 def mac_for(sandbox_id: str) -> str:

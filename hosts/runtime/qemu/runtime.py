@@ -42,10 +42,8 @@ import contextlib
 import functools
 import os
 import re
-import secrets
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +63,7 @@ from hosts.runtime._mounts import remove_tree
 from hosts.runtime._network import Network
 from hosts.runtime._undo import Undo
 from hosts.runtime.base import Capabilities
-from hosts.runtime.qemu import _control, launcher, process
+from hosts.runtime.qemu import launcher, process
 from hosts.runtime.qemu._layout import VmDir
 from hosts.runtime.qemu.config import QemuConfig
 from hosts.runtime.qemu.launcher import Machine
@@ -73,8 +71,8 @@ from hosts.runtime.qemu.qmp import Qmp
 from hosts.storage import _btrfs, _loop
 from hosts.storage.pool import StoragePool
 from hosts.templates import Template
-from hosts.vm import cgroup, disk, network
-from hosts.vm.identity import refresh_identity
+from hosts.vm import cgroup, control, disk, network
+from hosts.vm.identity import new_identity, refresh_identity
 from hosts.vm.images import VmImage, VmImageStore
 
 log = structlog.get_logger("hosts.runtime")
@@ -626,9 +624,9 @@ class QemuRuntime:
         deadline = time.monotonic() + self.config.boot_timeout
         while True:
             try:
-                await _control.send(agent, message, timeout=max(0.1, deadline - time.monotonic()))
+                await control.send(agent, message, timeout=max(0.1, deadline - time.monotonic()))
                 return
-            except RuntimeFailure:
+            except AgentUnavailable:
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(0.1)
@@ -642,12 +640,8 @@ class QemuRuntime:
             if status not in ("paused", "postmigrate", "prelaunch"):
                 raise RuntimeFailure(f"loading the snapshot's memory left the VM {status}")
             await qmp.execute("cont")
-        refresh = vm_contract.IdentityRefresh(
-            hostname=sandbox_id,
-            machine_id=uuid.uuid4().hex,
-            boot_id=str(uuid.uuid4()),
-            entropy=secrets.token_hex(64),
-            unix_time_ns=time.time_ns(),
+        refresh = new_identity(
+            sandbox_id,
             address=f"{address}/{self._network.subnet.prefixlen}",
             gateway=str(self._network.gateway),
         )
@@ -666,7 +660,7 @@ class QemuRuntime:
                     async with self._qmp(sandbox_id) as qmp:
                         await qmp.execute("cont")
                     vm.paused = False
-                await _control.send(
+                await control.send(
                     self.agent_socket(sandbox_id), vm_contract.Poweroff(), timeout=self.config.stop_timeout
                 )
                 async with asyncio.timeout(self.config.stop_timeout):
@@ -743,8 +737,8 @@ class QemuRuntime:
         return Machine(
             cpu=cpu,
             ram_mb=ram_mb,
-            kernel=image.kernel,
-            initrd=image.initrd,
+            kernel=str(image.kernel),
+            initrd=str(image.initrd),
             mac=launcher.mac_for(spec.id),
             accel=self.config.accel,
         )

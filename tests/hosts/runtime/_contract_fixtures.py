@@ -3,7 +3,9 @@
 ``fake`` always runs (no root). ``real`` is whatever ``hosts.runtime.factory.make_runtime``
 builds for the default ``DNAH_HOST_RUNTIME``; it needs root and the cached template, and is
 skipped only when not root. Its kernel names (``dnahk<n>``, ``10.216.<n>.0/24``) are its own,
-so it never shares a bridge or a cgroup parent with the other hostd suites.
+so it never shares a bridge or a cgroup parent with the other hostd suites. ``qemu`` runs
+every sandbox as a real QEMU microVM (TCG here: slow, marked ``vm``; root only), with kernel
+names of its own (``dnahq<n>``, ``10.217.<n>.0/24``).
 
 A backend tells the suite where its create steps are (to inject failures at each) and how to
 find every trace a sandbox leaves on the host.
@@ -133,7 +135,35 @@ def _real(root: Path, template_store: TemplateStore, index: int) -> Backend:
     )
 
 
-@pytest.fixture(scope="module", params=["fake", "real"])
+def _qemu(root: Path, template_store: TemplateStore, index: int) -> Backend:
+    # The QEMU runtime's own suite knows where its create steps and traces are.
+    from hosts.runtime.qemu import QemuRuntime
+    from tests.hosts.runtime import test_qemu
+
+    config = test_qemu.qemu_config(root, template_store, index)
+    runtime = QemuRuntime(config)
+
+    def successor() -> SandboxRuntime:
+        runtime.detach()  # a dead hostd lets go of the VMs' serial ports; this one is alive
+        return QemuRuntime(config)
+
+    return Backend(
+        name="qemu",
+        runtime=runtime,
+        new_instance=successor,
+        sandboxes_dir=config.state_dir / "sandboxes",
+        snapshot_dir=config.pool.mountpoint / "snapshots",
+        create_steps=[
+            *((o, n, False) for o, n in test_qemu.SYNC_STEPS),
+            *((o, n, True) for o, n in test_qemu.ASYNC_STEPS),
+        ],
+        kernel_traces=lambda sandbox_id: [
+            t for t in test_qemu.traces(config, sandbox_id) if not t.startswith("directory")
+        ],
+    )
+
+
+@pytest.fixture(scope="module", params=["fake", "real", pytest.param("qemu", marks=pytest.mark.vm)])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     # Under /tmp and short: agent sockets live in the state dir, and a Unix socket path is
     # limited to 108 bytes.
@@ -143,9 +173,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             chosen = _fake(root)
         else:
             if os.geteuid() != 0:
-                pytest.skip("the real runtime needs root")
+                pytest.skip(f"the {request.param} runtime needs root")
             store: TemplateStore = request.getfixturevalue("template_store")
-            chosen = _real(root, store, request.getfixturevalue("kernel_index"))
+            build = _real if request.param == "real" else _qemu
+            chosen = build(root, store, request.getfixturevalue("kernel_index"))
         await chosen.runtime.recover()
         yield chosen
         for info in chosen.runtime.list():

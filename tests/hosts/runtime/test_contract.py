@@ -247,7 +247,12 @@ async def test_list_spec_and_disk_usage(
 async def test_a_paused_sandbox_makes_no_progress_and_continues_after_resume(
     backend: Backend, controller: HostController, fresh: str
 ) -> None:
-    # A background job stamps the time (the host's clock: no backend virtualises it) into a file.
+    # A background job stamps the sandbox's clock into a file. A container's clock is the
+    # host's; a VM's is its own, off by a fraction of a second and standing still while the VM
+    # is paused. So the pause window is translated into the sandbox's clock with offsets
+    # measured just before the pause and just after the resume (each to within half an exec's
+    # round trip): a container's ticks must avoid the window; a paused VM's clock stood still,
+    # which shrinks the window to nothing, while a VM that kept running would tick inside it.
     await sh(
         controller,
         fresh,
@@ -260,22 +265,34 @@ async def test_a_paused_sandbox_makes_no_progress_and_continues_after_resume(
     async def ticking() -> bool:
         return len(await ticks()) >= 2
 
+    async def clock_offset() -> tuple[int, int]:
+        """(the sandbox's clock minus the host's, the uncertainty of that), in ns."""
+        before = time.time_ns()
+        sandbox = int(await sh(controller, fresh, "date +%s%N"))
+        after = time.time_ns()
+        return sandbox - (before + after) // 2, (after - before) // 2 + 1
+
     await eventually(ticking, "the job to tick")
+    offset_before, error_before = await clock_offset()
     assert (await backend.runtime.pause(fresh)).state == "paused"
     paused_at = time.time_ns()
     with pytest.raises(SandboxConflict):
         await sh(controller, fresh, "true")
-    # Hold the pause over many of the job's periods, measured by the host's clock.
-    while time.time_ns() < paused_at + 300_000_000:
+    # Hold the pause over many of the job's periods and well over the offsets' uncertainty,
+    # measured by the host's clock.
+    while time.time_ns() < paused_at + max(300_000_000, 4 * error_before):
         await asyncio.sleep(0.05)
     resumed_at = time.time_ns()
     assert (await backend.runtime.resume(fresh)).state == "running"
+    offset_after, error_after = await clock_offset()
+    window_start = paused_at + offset_before + error_before
+    window_end = resumed_at + offset_after - error_after
 
     async def ticked_after_resume() -> bool:
-        return any(t > resumed_at for t in await ticks())
+        return any(t > window_end + 2 * error_after for t in await ticks())
 
     await eventually(ticked_after_resume, "the job to tick again")
-    assert [t for t in await ticks() if paused_at < t < resumed_at] == []
+    assert [t for t in await ticks() if window_start < t < window_end] == []
 
 
 async def test_stop_keeps_the_data_and_start_boots_it_again(
