@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -121,3 +123,49 @@ def _cpio(data: bytes) -> dict[str, bytes]:
         entries[name] = data[pos : pos + size]
         pos += size
         pos += -pos % 4
+
+
+def _tiny_template(root: Path) -> Template:
+    """A template tree of a few files: enough for the builder, built in well under a second."""
+    tree = root / "rootfs"
+    (tree / "opt" / "dnah").mkdir(parents=True)
+    (tree / "home" / "daytona").mkdir(parents=True)
+    os.chown(tree / "home" / "daytona", 1000, 1000)
+    (tree / "etc").mkdir()
+    (tree / "etc" / "hostname").write_text("tiny\n")
+    return Template(name="tiny", content_hash="1" * 16, rootfs=tree)
+
+
+def _store_sharing_kernels(vm_store: VmImageStore, vm_image: VmImage, cache: Path) -> VmImageStore:
+    """A store in ``cache`` that finds the shared cache's unpacked kernel (no download)."""
+    cache.mkdir()
+    (cache / "kernels").symlink_to(vm_image.kernel.parent.parent)
+    return VmImageStore(cache, vm_store.guest_dir)
+
+
+def test_concurrent_builders_of_one_key_build_once(
+    vm_store: VmImageStore, vm_image: VmImage, tmp_path: Path
+) -> None:
+    store = _store_sharing_kernels(vm_store, vm_image, tmp_path / "cache")
+    template = _tiny_template(tmp_path)
+    lines: list[list[str]] = [[], [], []]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        images = list(pool.map(lambda i: store.ensure(template, progress=lines[i].append), range(3)))
+    assert images[0] == images[1] == images[2]
+    assert sorted(bool(seen) for seen in lines) == [False, False, True]  # one builder spoke
+    assert "User:  1000   Group:  1000" in _debugfs(images[0].rootfs, "stat /home/daytona")
+    assert [p.name for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name] == []
+
+
+def test_an_interrupted_build_is_cleared_by_the_next(
+    vm_store: VmImageStore, vm_image: VmImage, tmp_path: Path
+) -> None:
+    store = _store_sharing_kernels(vm_store, vm_image, tmp_path / "cache")
+    template = _tiny_template(tmp_path)
+    kern = _kernel_of(vm_store, vm_image)
+    leftover = tmp_path / "cache" / f"{store.key(template, kern)}.tmp-999999"
+    (leftover / "half").mkdir(parents=True)
+    image = store.ensure(template)
+    assert not leftover.exists()
+    assert image.rootfs.is_file()
+    assert image.rootfs.stat().st_mode & 0o777 == 0o444
