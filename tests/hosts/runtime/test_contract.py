@@ -407,3 +407,75 @@ async def test_a_create_from_a_missing_snapshot_fails_cleanly(backend: Backend, 
     with pytest.raises(RuntimeFailure):
         await backend.runtime.create(make_spec(sandbox_id), tmp_path)
     assert backend.traces(sandbox_id) == []
+
+
+# memory snapshots (backends whose snapshots hold memory) -------------------------------------
+
+
+async def test_running_processes_survive_a_memory_snapshot_in_a_fork_and_a_restore(
+    backend: Backend, controller: HostController, fresh: str
+) -> None:
+    if not backend.runtime.capabilities.memory_snapshot:
+        pytest.skip(f"the {backend.name} runtime's snapshots hold the disk only, not running processes")
+    # A job whose secret lives only in its memory rewrites it into a file: once the file is
+    # deleted after a restore, only that same process, still running, can bring it back.
+    secret = uuid.uuid4().hex
+    await sh(
+        controller,
+        fresh,
+        f"SECRET={secret} nohup sh -c 'while :; do echo \"$SECRET\" > alive; sleep 0.05; done'"
+        " >/dev/null 2>&1 &",
+    )
+
+    async def job_runs(sandbox_id: str) -> None:
+        await sh(controller, sandbox_id, "rm -f alive")
+
+        async def back() -> bool:
+            return (await sh(controller, sandbox_id, "cat alive 2>/dev/null || true")).strip() == secret
+
+        await eventually(back, f"the job to run on in {sandbox_id}", timeout=30)
+
+    async def identity(sandbox_id: str) -> tuple[str, str]:
+        boot_id, hostname = (
+            await sh(controller, sandbox_id, "cat /proc/sys/kernel/random/boot_id; hostname")
+        ).split()
+        return boot_id, hostname
+
+    async def clock_is_right(sandbox_id: str) -> None:
+        before = time.time_ns()
+        sandbox = int(await sh(controller, sandbox_id, "date +%s%N"))
+        after = time.time_ns()
+        assert before - 1_000_000_000 <= sandbox <= after + 1_000_000_000, (before, sandbox, after)
+
+    await job_runs(fresh)
+    parent_boot, _ = await identity(fresh)
+    taken = await snapshot(controller, fresh)
+    # Longer than the clock's tolerance: a restored clock that was not set would lag by this.
+    await asyncio.sleep(3)
+    fork_id = new_id()
+    try:
+        fork = await controller.handle(
+            CloneSnapshot(snapshot_id=taken.snapshot_id, spec=make_spec(fork_id), verify_keys=_VERIFY)
+        )
+        assert fork.state == "running"
+        await job_runs(fork_id)
+        fork_boot, fork_hostname = await identity(fork_id)
+        assert fork_boot != parent_boot and fork_hostname == fork_id
+        await clock_is_right(fork_id)
+        # The fork and its parent write on their own from here.
+        await sh(controller, fork_id, "echo fork > who")
+        await sh(controller, fresh, "echo parent > who")
+        assert await sh(controller, fork_id, "cat who") == "fork\n"
+        assert await sh(controller, fresh, "cat who") == "parent\n"
+
+        restored = await controller.handle(
+            RestoreSnapshot(sandbox_id=fresh, snapshot_id=taken.snapshot_id, verify_keys=_VERIFY)
+        )
+        assert restored.state == "running"
+        await job_runs(fresh)
+        restored_boot, restored_hostname = await identity(fresh)
+        assert restored_boot not in (parent_boot, fork_boot) and restored_hostname == fresh
+        await clock_is_right(fresh)
+        assert await sh(controller, fresh, "cat who 2>/dev/null || echo none") == "none\n"
+    finally:
+        await backend.runtime.destroy(fork_id)
