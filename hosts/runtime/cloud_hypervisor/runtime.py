@@ -251,7 +251,7 @@ class CloudHypervisorRuntime(QemuRuntime):
 
     def _machine(self, spec: SandboxSpec, image: VmImage, snapshot: manifest.Manifest | None) -> Machine:
         machine = super()._machine(spec, image, snapshot)
-        return msgspec.structs.replace(machine, kernel=image.vmlinux, accel="kvm")
+        return msgspec.structs.replace(machine, kernel=str(image.vmlinux), accel="kvm")
 
     async def _boot(self, vm: _Vm, machine: Machine, undo: Undo, memory: Path | None) -> None:
         """Network, cgroup, the VMM; then ``vm.create`` + ``vm.boot`` and the agent's first

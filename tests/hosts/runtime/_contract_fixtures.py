@@ -5,7 +5,10 @@ builds for the default ``DNAH_HOST_RUNTIME``; it needs root and the cached templ
 skipped only when not root. Its kernel names (``dnahk<n>``, ``10.216.<n>.0/24``) are its own,
 so it never shares a bridge or a cgroup parent with the other hostd suites. ``qemu`` runs
 every sandbox as a real QEMU microVM (TCG here: slow, marked ``vm``; root only), with kernel
-names of its own (``dnahq<n>``, ``10.217.<n>.0/24``).
+names of its own (``dnahq<n>``, ``10.217.<n>.0/24``). ``cloud-hypervisor`` runs the Cloud
+Hypervisor backend through the API stand-in (QEMU underneath, ``dnahc<n>``, ``10.218.<n>.0/24``;
+every request it received must conform to the schema), ``cloud-hypervisor-real`` through the
+real VMM where it and usable KVM exist (else it skips, saying which is missing).
 
 A backend tells the suite where its create steps are (to inject failures at each) and how to
 find every trace a sandbox leaves on the host.
@@ -163,7 +166,63 @@ def _qemu(root: Path, template_store: TemplateStore, index: int) -> Backend:
     )
 
 
-@pytest.fixture(scope="module", params=["fake", "real", pytest.param("qemu", marks=pytest.mark.vm)])
+def _cloud_hypervisor(root: Path, template_store: TemplateStore, index: int, binary: str) -> Backend:
+    # Cloud Hypervisor's host side is the QEMU backend's: its create steps and traces, plus
+    # the wait for the VMM's API.
+    from hosts.runtime.cloud_hypervisor import CloudHypervisorRuntime
+    from hosts.runtime.cloud_hypervisor import runtime as ch_runtime
+    from tests.hosts.runtime import test_qemu
+    from tests.hosts.runtime.cloud_hypervisor._support import ch_config
+
+    config = ch_config(root, template_store, index, binary)
+    runtime = CloudHypervisorRuntime(config)
+
+    def successor() -> SandboxRuntime:
+        runtime.detach()
+        return CloudHypervisorRuntime(config)
+
+    return Backend(
+        name="cloud-hypervisor",
+        runtime=runtime,
+        new_instance=successor,
+        sandboxes_dir=config.state_dir / "sandboxes",
+        snapshot_dir=config.pool.mountpoint / "snapshots",
+        create_steps=[
+            *((o, n, False) for o, n in test_qemu.SYNC_STEPS),
+            (ch_runtime, "wait_for_api", True),
+            *((o, n, True) for o, n in test_qemu.ASYNC_STEPS if n != "start"),  # no muxer here
+        ],
+        kernel_traces=lambda sandbox_id: [
+            t for t in test_qemu.traces(config, sandbox_id) if not t.startswith("directory")
+        ],
+    )
+
+
+def _cloud_hypervisor_binary(param: str, root: Path) -> str:
+    """``cloud-hypervisor``: the API stand-in (QEMU underneath), its requests checked against
+    the schema after the module; ``cloud-hypervisor-real``: the real VMM, or a plain skip."""
+    from tests.hosts.runtime.cloud_hypervisor._support import real_binary_reason, standin_wrapper
+
+    if param == "cloud-hypervisor":
+        return str(standin_wrapper(root, "v1.0-standin")[0])
+    if (reason := real_binary_reason()) is not None:
+        pytest.skip(f"real Cloud Hypervisor not run: {reason}")
+    return shutil.which("cloud-hypervisor") or "cloud-hypervisor"
+
+
+_VM = pytest.mark.vm
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "fake",
+        "real",
+        pytest.param("qemu", marks=_VM),
+        pytest.param("cloud-hypervisor", marks=_VM),
+        pytest.param("cloud-hypervisor-real", marks=_VM),
+    ],
+)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     # Under /tmp and short: agent sockets live in the state dir, and a Unix socket path is
     # limited to 108 bytes.
@@ -175,12 +234,21 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
             if os.geteuid() != 0:
                 pytest.skip(f"the {request.param} runtime needs root")
             store: TemplateStore = request.getfixturevalue("template_store")
-            build = _real if request.param == "real" else _qemu
-            chosen = build(root, store, request.getfixturevalue("kernel_index"))
+            index = request.getfixturevalue("kernel_index")
+            if request.param.startswith("cloud-hypervisor"):
+                binary = _cloud_hypervisor_binary(request.param, root)
+                chosen = _cloud_hypervisor(root, store, index, binary)
+            else:
+                chosen = (_real if request.param == "real" else _qemu)(root, store, index)
         await chosen.runtime.recover()
         yield chosen
         for info in chosen.runtime.list():
             await chosen.runtime.destroy(info.id)
         await chosen.runtime.remove_host_setup()
+        if request.param == "cloud-hypervisor":
+            from tests.hosts.runtime.cloud_hypervisor._support import recorded
+
+            bad = [r for r in recorded(root / "record-v1.0-standin") if r["problems"]]
+            assert bad == [], "the backend sent requests the Cloud Hypervisor schema rejects"
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -35,8 +35,8 @@ Where it differs (each is also logged when it happens):
   ``SerialMuxer`` (run inside the stand-in) listens on the vsock socket path and plays Cloud
   Hypervisor's muxer. So the guest must use its serial channel: the stand-in rewrites
   ``dnah.channel=vsock`` to ``dnah.channel=serial`` on the kernel command line, the one
-  place where the guest sees something other than what the backend asked for. It also appends
-  ``tsc_early_khz=`` (TCG needs it, see the QEMU backend);
+  place where the guest sees something other than what the backend asked for. Under TCG it
+  also appends ``tsc=reliable tsc_early_khz=`` (what the QEMU backend gives its guests);
 * ``memory-ranges`` is a QEMU migration stream (RAM and device state), ``state.json`` a note
   saying so: a stand-in snapshot restores only into the stand-in;
 * ``vm.resize`` is checked (within ``max_vcpus`` and the hotplug size) and recorded in the
@@ -262,8 +262,10 @@ class Guest:
         if _CHANNEL.search(cmdline):
             log.info("stand-in: guest told dnah.channel=serial instead of vsock (no virtio-vsock here)")
             cmdline = _CHANNEL.sub("dnah.channel=serial", cmdline)
-        if not kvm and "tsc_early_khz=" not in cmdline and (khz := host_tsc_khz()) is not None:
-            cmdline += f" tsc_early_khz={khz}"
+        if not kvm:  # what TCG needs and the QEMU backend gives its guests (hosts/vm/tsc.py)
+            cmdline += " tsc=reliable"
+            if (khz := host_tsc_khz()) is not None:
+                cmdline += f" tsc_early_khz={khz}"
         argv = [
             shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
             "-M", "microvm",

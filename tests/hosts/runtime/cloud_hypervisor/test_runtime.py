@@ -10,7 +10,6 @@ every request the backend sent during a whole lifecycle conforms to ``ch_api.sch
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import os
 import shutil
@@ -22,65 +21,19 @@ from pathlib import Path
 import pytest
 
 from hosts.agent_client import AgentClient
-from hosts.config import GUEST_DIR
 from hosts.errors import SnapshotInvalid
 from hosts.runtime.cloud_hypervisor import CloudHypervisorConfig, CloudHypervisorRuntime
 from hosts.runtime.cloud_hypervisor.client import CloudHypervisorClient
-from hosts.runtime.kvm import probe_kvm
-from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
 from tests.hosts.conftest import make_spec
+from tests.hosts.runtime.cloud_hypervisor._support import (
+    ch_config,
+    real_binary_reason,
+    recorded,
+    standin_wrapper,
+)
 
 pytestmark = pytest.mark.vm
-
-STANDIN = Path(__file__).with_name("cloud-hypervisor")
-VM_IMAGE_CACHE = Path("/var/cache/dnah/vm")
-
-
-def real_binary_reason() -> str | None:
-    """Why the real Cloud Hypervisor cannot run here, in plain words; None when it can."""
-    if shutil.which("cloud-hypervisor") is None:
-        return "cloud-hypervisor is not on PATH"
-    kvm = probe_kvm()
-    return None if kvm.usable else f"no usable KVM: {kvm.reason}"
-
-
-def standin_wrapper(directory: Path, version: str) -> tuple[Path, Path]:
-    """An executable that runs the stand-in as ``version``, recording its requests; returns it
-    and the directory the requests are recorded in."""
-    record = directory / f"record-{version}"
-    record.mkdir(parents=True, exist_ok=True)
-    wrapper = directory / f"cloud-hypervisor-{version}"
-    wrapper.write_text(
-        f"#!/bin/sh\nexec {STANDIN} --standin-version {version} --standin-record {record} "
-        f'--log-file {directory}/standin-{version}.log "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return wrapper, record
-
-
-def recorded(record: Path) -> list[dict[str, object]]:
-    path = record / "requests.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def ch_config(root: Path, templates: TemplateStore, index: int, binary: str) -> CloudHypervisorConfig:
-    """A runtime of its own under ``root`` (kernel names ``dnahc<index>``, ``10.218.<index>.0/24``)."""
-    return CloudHypervisorConfig(
-        state_dir=root / "hostd",
-        templates=templates,
-        pool=PoolConfig(image=root / "pool.img", size_bytes=16 * 2**30, mountpoint=root / "pool"),
-        image_cache=VM_IMAGE_CACHE,
-        guest_dir=GUEST_DIR,
-        binary=binary,
-        bridge=f"dnahc{index}",
-        subnet=ipaddress.IPv4Network(f"10.218.{index}.0/24"),
-        cgroup_parent=f"dnahc{index}",
-        egress=False,  # nothing a test runs leaves the machine
-        boot_timeout=180.0,  # TCG on a loaded 2-core machine
-        max_vcpus=4,
-        memory_hotplug_mb=1024,
-    )
 
 
 @dataclass
@@ -114,7 +67,7 @@ async def setup(
         binary, record = standin_wrapper(path, "v1.0-standin")
     else:
         binary, record = Path(shutil.which("cloud-hypervisor") or "cloud-hypervisor"), None
-    config = ch_config(path, template_store, kernel_index, str(binary))
+    config = ch_config(path, template_store, kernel_index, str(binary), prefix="dnahv", net=219)
     runtime = CloudHypervisorRuntime(config)
     await runtime.recover()
     yield Setup(runtime, config, path, record)
