@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,7 +170,7 @@ async def test_qmp_connect_gives_up_on_a_missing_socket(tmp_path: Path) -> None:
 
 def test_the_command_line_carries_the_boot_essentials(tmp_path: Path) -> None:
     machine = launcher.Machine(
-        cpu=2, ram_mb=300, kernel=str(tmp_path / "k"), initrd=str(tmp_path / "i"), mac="02:00:00:00:00:01", accel="tcg"
+        cpu=2, ram_mb=300, kernel="/k", initrd="/i", mac="02:00:00:00:00:01", accel="tcg"
     )
     files = launcher.RunFiles(tmp_path)
     argv = launcher.argv("qemu", machine, files, disk=tmp_path / "d.img", cmdline="x=1", name="s1")
@@ -212,6 +213,12 @@ async def test_a_qemu_that_dies_is_noticed_and_cleaned_up(vm_runtime: QemuRuntim
     try:
         record = VmDir(vm_runtime.config.state_dir / "sandboxes" / sandbox_id).read_vmm()
         assert record is not None and (await asyncio.to_thread(traces, vm_runtime.config, sandbox_id))
+        # QEMU runs in the sandbox's cgroup: guest RAM plus the VMM's overhead, 1 CPU.
+        config = vm_runtime.config
+        limits = _limits(config.cgroup_parent, sandbox_id)
+        assert limits["memory"] == (256 + config.vmm_overhead_mb) * 2**20
+        assert limits["cpu"] == 100_000 and limits["pids"] == config.pids_max
+        assert record.pid in limits["procs"]
         os.kill(record.pid, signal.SIGKILL)
 
         async def stopped() -> bool:
@@ -230,3 +237,19 @@ async def test_a_qemu_that_dies_is_noticed_and_cleaned_up(vm_runtime: QemuRuntim
     finally:
         await vm_runtime.destroy(sandbox_id)
     assert await asyncio.to_thread(traces, vm_runtime.config, sandbox_id) == []
+
+
+def _limits(parent: str, sandbox_id: str) -> dict[str, Any]:
+    """The sandbox cgroup's memory limit, CPU quota (µs per 100 ms), pids cap and processes."""
+    found: dict[str, Any] = {"procs": set()}
+    for directory in cgroup.directories(parent, sandbox_id):
+        found["procs"] |= {int(p) for p in (directory / "cgroup.procs").read_text().split()}
+        files = (("memory.limit_in_bytes", "memory"), ("memory.max", "memory"), ("pids.max", "pids"))
+        for name, key in files:
+            if (directory / name).exists():
+                found[key] = int((directory / name).read_text())
+        if (directory / "cpu.cfs_quota_us").exists():
+            found["cpu"] = int((directory / "cpu.cfs_quota_us").read_text())
+        if (directory / "cpu.max").exists():
+            found["cpu"] = int((directory / "cpu.max").read_text().split()[0])
+    return found
