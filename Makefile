@@ -19,9 +19,9 @@ template: install
 	@$(VENV)/bin/dnah template build
 
 test: install
-	@$(VENV)/bin/dnah template build
+	@$(VENV)/bin/dnah template build --vm
 	@bash tests/devnet/node/install.sh >/dev/null
-	@$(PY) -m pytest -n 2 --dist loadgroup $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	@$(PY) -m pytest -n 2 $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 lint: install
 	@$(VENV)/bin/ruff check .

@@ -2,9 +2,14 @@
 
 One private stack (``tests/private_stack.py``) with ``DNAH_HOST_RUNTIME=qemu``: under TCG (no
 usable KVM here) a VM costs seconds of a CPU to boot, so the VM suites share one stack per
-session and keep their VM counts low. Every ``vm`` module is marked
-``xdist_group("vm")`` and ``make test`` distributes with ``--dist loadgroup``, so they all run
-on one worker and that worker boots this stack once.
+session and keep their VM counts low. Under pytest-xdist (``make test`` runs ``-n 2``), the
+scheduler below sends every test of ``VM_MODULES`` to the same worker, which boots this stack
+once, while the other worker runs the rest; a test elsewhere that asks for ``vm_stack`` is an
+error, so a new VM module cannot silently boot a second stack.
+
+(``--dist loadgroup`` with ``xdist_group`` marks would be the stock way, but pytest-xdist 3.8
+groups by rewriting ``item._nodeid``, which pytest 9.2's structured node ids ignore: the marks
+are silently dropped — pytest-dev/pytest-xdist#1386.)
 
 Registered as a plugin by ``tests/conftest.py``; nothing starts unless a test asks for it.
 """
@@ -15,6 +20,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -23,6 +29,19 @@ from cli.stack import Stack
 from hosts.runtime.oci._host import sandbox_ids
 from tests.private_stack import private_stack
 from tests.support import mint_key, wait_for
+
+if TYPE_CHECKING:
+    from xdist.remote import Producer
+    from xdist.scheduler import Scheduling
+
+VM_MODULES = frozenset(
+    {
+        "tests/stack/test_vm_sandboxes.py",
+        "tests/stack/test_vm_isolation.py",
+        "tests/sdk/test_daytona_sdk_vm.py",
+    }
+)
+"""The modules using ``vm_stack``: one xdist work unit."""
 
 VM_ENV = {
     "DNAH_HOST_RUNTIME": "qemu",
@@ -118,3 +137,23 @@ def vm_stack() -> Iterator[VmStack]:
         assert "sandboxes run on the qemu runtime" in "\n".join(say), say
         vm = VmStack(stack, key="")
         yield VmStack(stack, key=vm.new_key("vm-tests"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if "vm_stack" in getattr(item, "fixturenames", ()) and module not in VM_MODULES:
+            raise pytest.UsageError(f"{module} uses vm_stack: list it in tests/vm_stack.py's VM_MODULES")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> Scheduling | None:
+    """Plain ``-n`` distribution (``load``), except that ``VM_MODULES`` are one unit of work."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class VmTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "vm" if nodeid.split("::")[0] in VM_MODULES else nodeid
+
+    return VmTogether(config, log)

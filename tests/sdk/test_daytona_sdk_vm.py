@@ -14,7 +14,7 @@ from tests.vm_stack import VmStack, the_vm_is_gone
 
 sdk_python = oci_flow.sdk_python  # the fixture installing the SDK's virtualenv
 
-pytestmark = [pytest.mark.stack, pytest.mark.vm, pytest.mark.xdist_group("vm")]
+pytestmark = [pytest.mark.stack, pytest.mark.vm]
 
 
 def test_the_daytona_sdk_flow_runs_on_vm_sandboxes(vm_stack: VmStack, sdk_python: Path) -> None:

@@ -43,7 +43,7 @@ from tests.hosts.runtime.test_isolation import PROBE, host_addresses, internet
 from tests.support import exclusive_index, wait_for
 from tests.vm_stack import VmStack, qemu_pids
 
-pytestmark = [pytest.mark.stack, pytest.mark.vm, pytest.mark.xdist_group("vm")]
+pytestmark = [pytest.mark.stack, pytest.mark.vm]
 
 LISTEN_PORT = 8765
 

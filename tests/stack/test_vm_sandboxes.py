@@ -32,7 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.support import wait_for
 from tests.vm_stack import TIMEOUT_S, VmStack, qemu_pids, the_vm_is_gone, traces
 
-pytestmark = [pytest.mark.stack, pytest.mark.vm, pytest.mark.xdist_group("vm")]
+pytestmark = [pytest.mark.stack, pytest.mark.vm]
 
 MiB = 1024 * 1024
 PORT = 7777
@@ -184,9 +184,7 @@ def test_a_vm_sandbox_through_its_whole_life(vm_stack: VmStack) -> None:
 
         # a process to carry across the snapshot: it holds a token in memory only
         sh(c, sid, 'setsid python3 -c "$1" > /dev/null 2>&1 < /dev/null &', SERVER)
-        answer = wait_for(
-            lambda: answering(c, sid), what="the background server answering", timeout_s=TIMEOUT_S
-        )
+        answer = str(wait_for(lambda: answering(c, sid), what="the server answering", timeout_s=TIMEOUT_S))
         pid = answer.split()[1]
         first_boot = boot_id(c, sid)
         steps.done("background server")
