@@ -7,6 +7,7 @@
     boot.json      BootRecord (the network slot), present exactly while it is booted
     machine.json   Machine: the VM shape of the current (or last) boot
     archived       marker: the disk was dropped for an archive
+    held           marker: a snapshot or export stopped the vCPUs (a recovering hostd resumes it)
     run/           QEMU's sockets and logs (``launcher.RunFiles``), vmm.json while booted
 
 The disk is in the storage pool (``hosts/vm/disk.py``). Recovery reads these back, so a
@@ -28,6 +29,7 @@ from hosts.runtime.qemu.launcher import Machine, RunFiles
 from hosts.runtime.qemu.process import VmmRecord
 
 ARCHIVED = "archived"
+HELD = "held"
 _CONSOLE_TAIL = 2000
 _RECORDS = (msgspec.DecodeError, FileNotFoundError)
 
@@ -37,6 +39,7 @@ class VmDir:
         self.path = path
         self.files = RunFiles(path / "run")
         self.archived = path / ARCHIVED
+        self.held = path / HELD
         self._spec = path / "spec.json"
         self._base = path / "base.json"
         self._boot = path / "boot.json"

@@ -188,6 +188,13 @@ class QemuRuntime:
                 continue
             assert vm.slot is not None
             self._network.slots.claim(vm.slot)
+            held = self._dir(vm.spec.id).held
+            if held.exists() and status != "running":
+                # A snapshot held it stopped and the hostd taking it died: let it run again.
+                async with self._qmp(vm.spec.id) as qmp:
+                    await qmp.execute("cont")
+                status = "running"
+            held.unlink(missing_ok=True)
             vm.paused, vm.muxer = status != "running", muxer
             self._watch(vm, vmm)
         running = sum(vm.slot is not None for vm in self._sandboxes.values())
@@ -218,6 +225,7 @@ class QemuRuntime:
                 record = None
                 self._teardown(path.name, None)
                 self._repair_disk(path.name)
+                directory.held.unlink(missing_ok=True)
             if directory.archived.exists():
                 vm.archived = True
                 self._drop_disk(path.name)
@@ -330,16 +338,9 @@ class QemuRuntime:
                 machine = None
             else:
                 memory = directory / _MEMORY
-                async with self._qmp(sandbox_id) as qmp:
-                    running = not vm.paused
-                    if running:
-                        await qmp.execute("stop")
-                    try:
-                        await _migrate_out(qmp, memory)
-                        await _blocking("copy disk", _reflink, image, directory / disk.DISK_FILE)
-                    finally:
-                        if running:
-                            await qmp.execute("cont")
+                async with self._held(vm) as qmp:
+                    await _migrate_out(qmp, memory)
+                    await _blocking("copy disk", _reflink, image, directory / disk.DISK_FILE)
             frozen_ms = _ms_since(started)
             version = await self._vmm_version()
             shape = (machine.cpu, machine.ram_mb) if machine else (vm.spec.cpu, vm.spec.ram_mb)
@@ -359,13 +360,9 @@ class QemuRuntime:
             image = pool.disk(sandbox_id) / disk.DISK_FILE
             with pool.scratch() as scratch:
                 await _blocking("make scratch", scratch.mkdir)
-                if vm.slot is not None and not vm.paused:
-                    async with self._qmp(sandbox_id) as qmp:
-                        await qmp.execute("stop")
-                        try:
-                            await _blocking("copy disk", _reflink, image, scratch / disk.DISK_FILE)
-                        finally:
-                            await qmp.execute("cont")
+                if vm.slot is not None:
+                    async with self._held(vm):
+                        await _blocking("copy disk", _reflink, image, scratch / disk.DISK_FILE)
                 else:
                     await _blocking("copy disk", _reflink, image, scratch / disk.DISK_FILE)
                 await _blocking(
@@ -708,6 +705,24 @@ class QemuRuntime:
             tail = await asyncio.to_thread(self._dir(vm.spec.id).console_tail)
             log.warning("sandbox died", sandbox_id=vm.spec.id, console=tail[-500:])
             await self._halt(vm, clean=False)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, vm: _Vm) -> AsyncIterator[Qmp]:
+        """A QMP session with the booted VM's vCPUs stopped, for a consistent copy of its
+        memory and disk; a running VM runs again afterwards, a paused one stays paused. The
+        marker tells a recovering hostd that this stop was ours, to undo."""
+        marker = self._dir(vm.spec.id).held
+        async with self._qmp(vm.spec.id) as qmp:
+            running = not vm.paused
+            if running:
+                await _blocking("mark held", marker.touch)
+                await qmp.execute("stop")
+            try:
+                yield qmp
+            finally:
+                if running:
+                    await qmp.execute("cont")
+                    await _blocking("unmark held", marker.unlink, True)
 
     @contextlib.asynccontextmanager
     async def _qmp(self, sandbox_id: str) -> AsyncIterator[Qmp]:

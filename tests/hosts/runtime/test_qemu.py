@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from hosts.agent_client import AgentClient
 from hosts.config import GUEST_DIR
 from hosts.errors import RuntimeFailure
 from hosts.runtime import _network
@@ -235,6 +236,36 @@ async def test_a_qemu_that_dies_is_noticed_and_cleaned_up(vm_runtime: QemuRuntim
         # The disk survived: it boots again.
         assert (await vm_runtime.start(make_spec(sandbox_id))).state == "running"
     finally:
+        await vm_runtime.destroy(sandbox_id)
+    assert await asyncio.to_thread(traces, vm_runtime.config, sandbox_id) == []
+
+
+@pytest.mark.vm
+async def test_a_successor_resumes_a_vm_a_snapshot_held_stopped(vm_runtime: QemuRuntime) -> None:
+    sandbox_id = f"q{uuid.uuid4().hex[:12]}"
+    await vm_runtime.create(make_spec(sandbox_id))
+    directory = VmDir(vm_runtime.config.state_dir / "sandboxes" / sandbox_id)
+    successor = QemuRuntime(vm_runtime.config)
+    try:
+        # hostd died while a snapshot held the vCPUs stopped.
+        await asyncio.to_thread(directory.held.touch)
+        qmp = await Qmp.connect(directory.files.qmp)
+        try:
+            await qmp.execute("stop")
+        finally:
+            await qmp.close()
+        vm_runtime.detach()
+
+        states = {info.id: info.state for info in await successor.recover()}
+
+        assert states[sandbox_id] == "running" and not directory.held.exists()
+        client = await AgentClient.connect(successor.agent_socket(sandbox_id))
+        try:
+            assert (await client.exec(["echo", "adopted"])).stdout == "adopted\n"
+        finally:
+            await client.close()
+    finally:
+        await successor.destroy(sandbox_id)
         await vm_runtime.destroy(sandbox_id)
     assert await asyncio.to_thread(traces, vm_runtime.config, sandbox_id) == []
 
