@@ -184,7 +184,9 @@ def test_the_command_line_carries_the_boot_essentials(tmp_path: Path) -> None:
         "qemu", machine, files, disk=tmp_path / "d.img", cmdline="", name="s1", incoming=True
     )
     assert incoming[-2:] == ["-incoming", "defer"]
-    # Without a known TSC rate, about one TCG boot in four hangs (docs/runtimes.md).
+    # Without tsc=reliable a TCG guest's clock falls back to jiffies; without a known TSC rate,
+    # about one TCG boot in four hangs (docs/runtimes.md).
+    assert "tsc=reliable" in launcher.vmm_flags().split()
     if tsc.host_tsc_khz() is not None:
         assert f"tsc_early_khz={tsc.host_tsc_khz()}" in launcher.vmm_flags()
 
@@ -210,8 +212,14 @@ async def vm_runtime(template_store: TemplateStore, kernel_index: int) -> AsyncI
 @pytest.mark.vm
 async def test_a_qemu_that_dies_is_noticed_and_cleaned_up(vm_runtime: QemuRuntime) -> None:
     sandbox_id = f"q{uuid.uuid4().hex[:12]}"
-    await vm_runtime.create(make_spec(sandbox_id))
+    # The spec's environment reaches the agent (vminit waits for it on the control port).
+    await vm_runtime.create(make_spec(sandbox_id, env={"GREETING": "hello world"}))
     try:
+        client = await AgentClient.connect(vm_runtime.agent_socket(sandbox_id))
+        try:
+            assert (await client.exec(["sh", "-c", "echo $GREETING"])).stdout == "hello world\n"
+        finally:
+            await client.close()
         record = VmDir(vm_runtime.config.state_dir / "sandboxes" / sandbox_id).read_vmm()
         assert record is not None and (await asyncio.to_thread(traces, vm_runtime.config, sandbox_id))
         # QEMU runs in the sandbox's cgroup: guest RAM plus the VMM's overhead, 1 CPU.
@@ -234,7 +242,7 @@ async def test_a_qemu_that_dies_is_noticed_and_cleaned_up(vm_runtime: QemuRuntim
             [f"directory {vm_runtime.config.state_dir / 'sandboxes' / sandbox_id}", "disk"]
         )
         # The disk survived: it boots again.
-        assert (await vm_runtime.start(make_spec(sandbox_id))).state == "running"
+        assert (await vm_runtime.start(make_spec(sandbox_id, env={"GREETING": "hi"}))).state == "running"
     finally:
         await vm_runtime.destroy(sandbox_id)
     assert await asyncio.to_thread(traces, vm_runtime.config, sandbox_id) == []
