@@ -48,7 +48,7 @@ async def bench(runs: int) -> dict[str, list[float]]:
             image_cache=Path("/var/cache/dnah/vm"),
             guest_dir=GUEST_DIR,
             bridge="dnahbq",
-            subnet=ipaddress.IPv4Network("10.218.250.0/24"),
+            subnet=ipaddress.IPv4Network("10.223.0.0/24"),
             cgroup_parent="dnahbq",
             egress=False,
             boot_timeout=120.0,
