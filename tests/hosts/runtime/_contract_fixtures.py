@@ -5,7 +5,7 @@ builds for the default ``DNAH_HOST_RUNTIME``; it needs root and the cached templ
 skipped only when not root. Its kernel names (``dnahk<n>``, ``10.216.<n>.0/24``) are its own,
 so it never shares a bridge or a cgroup parent with the other hostd suites. ``qemu`` runs
 every sandbox as a real QEMU microVM (TCG here: slow, marked ``vm``; root only), with kernel
-names of its own (``dnahq<n>``, ``10.217.<n>.0/24``). ``cloud-hypervisor`` runs the Cloud
+names of its own (``dnahq<n>``, ``10.224.<n>.0/24``). ``cloud-hypervisor`` runs the Cloud
 Hypervisor backend through the API stand-in (QEMU underneath, ``dnahc<n>``, ``10.218.<n>.0/24``;
 every request it received must conform to the schema), ``cloud-hypervisor-real`` through the
 real VMM where it and usable KVM exist (else it skips, saying which is missing).

@@ -54,7 +54,7 @@ ASYNC_STEPS: list[tuple[object, str]] = [(SerialMuxer, "start"), (qemu_runtime, 
 
 
 def qemu_config(root: Path, templates: TemplateStore, index: int) -> QemuConfig:
-    """A QEMU runtime of its own under ``root`` (kernel names ``dnahq<index>``, ``10.217.<index>.0/24``)."""
+    """A QEMU runtime of its own under ``root`` (kernel names ``dnahq<index>``, ``10.224.<index>.0/24``)."""
     return QemuConfig(
         state_dir=root / "hostd",
         templates=templates,
@@ -62,7 +62,7 @@ def qemu_config(root: Path, templates: TemplateStore, index: int) -> QemuConfig:
         image_cache=VM_IMAGE_CACHE,
         guest_dir=GUEST_DIR,
         bridge=f"dnahq{index}",
-        subnet=ipaddress.IPv4Network(f"10.217.{index}.0/24"),
+        subnet=ipaddress.IPv4Network(f"10.224.{index}.0/24"),
         cgroup_parent=f"dnahq{index}",
         egress=False,  # nothing a test runs leaves the machine
         boot_timeout=120.0,  # TCG on a loaded 2-core machine
