@@ -18,7 +18,7 @@ from cli import pricing_cmd, request_cmd, serve, wallet_cmd
 from cli.stack import Stack, StackConfig, StackError
 from cli.supervisor import Supervisor
 from devnet import cli as devnet_cli
-from hosts.config import RUNTIMES
+from hosts.config import DEFAULT_VM_IMAGE_CACHE, RUNTIMES, VM_RUNTIMES, ConfigError
 
 if TYPE_CHECKING:
     from hosts.templates import Template
@@ -35,29 +35,31 @@ def _template_cache() -> Path:
 
 
 def cmd_template_build(args: argparse.Namespace) -> int:
+    template = _template_build(_template_cache())
+    if getattr(args, "vm", False) or os.environ.get("DNAH_HOST_RUNTIME") in VM_RUNTIMES:
+        _vm_image_build(template, Path(os.environ.get("DNAH_VM_IMAGE_CACHE", DEFAULT_VM_IMAGE_CACHE)))
+    return 0
+
+
+def _template_build(cache: Path) -> Template:
+    """Build (or find) the base template in ``cache``."""
     from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 
     script = Path(__file__).resolve().parent.parent / "install" / "build-template.sh"
-    store = TemplateStore(_template_cache(), script)
+    store = TemplateStore(cache, script)
     started = time.monotonic()
     tpl = store.ensure(DEFAULT_TEMPLATE, progress=lambda line: print(f"  {line}", flush=True))
     print(
         f"template {tpl.name} ready ({tpl.content_hash}) at {tpl.rootfs} [{time.monotonic() - started:.1f} s]"
     )
-    if getattr(args, "vm", False) or os.environ.get("DNAH_HOST_RUNTIME") in _VM_RUNTIMES:
-        _vm_image_build(tpl)
-    return 0
+    return tpl
 
 
-_VM_RUNTIMES = ("qemu", "cloud-hypervisor")
+def _vm_image_build(template: Template, cache: Path) -> None:
+    """Build (or find) in ``cache`` the guest image microVMs boot from ``template``, showing
+    each step with the seconds since the start."""
+    from hosts.vm.images import VmImageStore
 
-
-def _vm_image_build(template: Template) -> None:
-    """Build (or find) the guest image microVMs boot from ``template``, showing each step with
-    the seconds since the start."""
-    from hosts.vm.images import DEFAULT_CACHE, VmImageStore
-
-    cache = Path(os.environ.get("DNAH_VM_IMAGE_CACHE", str(DEFAULT_CACHE)))
     guest_dir = Path(__file__).resolve().parent.parent / "guest"
     started = time.monotonic()
 
@@ -93,9 +95,24 @@ def cmd_up(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         devnet_port=int(env.get("DNAH_DEVNET_PORT", "8545")),
     )
-    print("checking the base template (the first build takes about a minute)")
-    cmd_template_build(argparse.Namespace())
     stack = Stack(config, say=lambda line: print(line, flush=True))
+    try:
+        hostd = stack.hostd_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("checking the base template (the first build takes about a minute)")
+    template = _template_build(hostd.template_cache)
+    if hostd.runtime in VM_RUNTIMES:
+        # built here, not by hostd at the first create, which would wait on it against the
+        # core's host timeout
+        print(f"checking the guest image for the {hostd.runtime} runtime")
+        _vm_image_build(template, hostd.vm_image_cache)
+    return _serve(stack, pidfile)
+
+
+def _serve(stack: Stack, pidfile: Path) -> int:
+    """Start the stack and keep it up until SIGINT/SIGTERM; then stop it."""
     stopping = threading.Event()
 
     def request_stop(*_: object) -> None:

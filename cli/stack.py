@@ -31,6 +31,7 @@ from core.cache import Cache
 from core.db import sandboxes as sandboxes_db
 from core.db.migrate import migrate
 from core.services.auth import AuthService
+from hosts.config import HostdConfig
 from hosts.config import load_config as load_hostd_config
 from hosts.runtime.factory import make_runtime
 from hosts.runtime.oci.migrate import Outcome, Report, Target
@@ -180,6 +181,12 @@ class Stack:
             **c.extra_env,
         }
 
+    def hostd_config(self) -> HostdConfig:
+        """hostd's configuration as this stack starts it, ``auto`` resolved on this machine:
+        what ``dnah up`` prepares (the guest image of a VM runtime) before hostd runs."""
+        self.var.mkdir(parents=True, exist_ok=True)  # env() keeps the stack's secrets there
+        return load_hostd_config(self.env())
+
     def _payment_env(self) -> dict[str, str]:
         if self.config.payments != "devnet":
             return {}
@@ -222,7 +229,7 @@ class Stack:
             demo = wallet_address(self.key("demo.key"))
             if balance(self.config.devnet_url, demo) < 1_000_000:  # under $1: top up from the faucet
                 fund(self.config.devnet_url, demo)
-        hostd = load_hostd_config(self.env())
+        hostd = self.hostd_config()
         self.say(f"sandboxes run on the {hostd.runtime} runtime ({hostd.runtime_reason})")
         self._migrate_namespace_runtime()
         since = asyncio.run(self._db_now())
