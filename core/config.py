@@ -74,6 +74,15 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     """A payment still without an outcome report this long after it was recorded is settled
     by the core from its own record of the request (``DNAH_PAYMENT_SETTLE_S``)."""
     host_timeout_s: float = 30.0
+    """How long the core waits for hostd's answer to a call (``DNAH_HOST_TIMEOUT_S``), unless
+    the call has a limit of its own (disk copies, commands with a timeout, VM boots below)."""
+    vm_host_timeout_s: float = 110.0
+    """How long the core waits for hostd to create, start, stop, pause, resume or resize a
+    sandbox on a host whose runtime runs microVMs (``DNAH_VM_HOST_TIMEOUT_S``): a boot there is
+    seconds to tens of seconds. Above hostd's own boot limit (``DNAH_VM_BOOT_TIMEOUT``, 90 s),
+    so hostd's failure, not the core's guess, reaches the caller; below the sweepers' 120 s
+    (``DNAH_STALE_OPERATION_S`` and the limit on ``creating``), which would otherwise settle
+    an operation still in flight (docs/runtimes.md, "Timeouts on VM hosts")."""
     snapshot_signing_key: str | None = None
     """``kid:<base64 seed>`` (``DNAH_SNAPSHOT_SIGNING_KEY``): snapshots are signed with it.
     Without one, snapshots are refused."""
@@ -174,6 +183,7 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         reconcile_interval_s=_number(env, "DNAH_RECONCILE_S", 10.0, kind=float),
         payment_settle_after_s=_number(env, "DNAH_PAYMENT_SETTLE_S", 600.0, kind=float),
         host_timeout_s=_number(env, "DNAH_HOST_TIMEOUT_S", 30.0, kind=float),
+        vm_host_timeout_s=_number(env, "DNAH_VM_HOST_TIMEOUT_S", 110.0, kind=float),
         snapshot_signing_key=env.get("DNAH_SNAPSHOT_SIGNING_KEY") or None,
         snapshot_verify_keys=env.get("DNAH_SNAPSHOT_VERIFY_KEYS", ""),
         warm_pool=_warm_pool(env.get("DNAH_WARM_POOL", "")),

@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 LONG_OP_S = 600
 """How long operations that copy a whole disk (archive, snapshot, restore) may take."""
+VM_RUNTIMES = frozenset({"qemu", "cloud-hypervisor"})
+"""Host runtimes (``HostRecord.runtime``, declared at registration) whose sandboxes are
+microVMs: creating or starting one boots a kernel, stopping one shuts it down."""
 AGENT_CALL_WAIT_S = 30
 """How long hostd waits for the reply to an agent request that has no ``timeout_ms``."""
 _GUEST_REPLY = cast("type[guest.GuestToHost]", guest.GuestToHost)
@@ -64,8 +67,12 @@ class HostFile:
 
 
 class HostClient:
-    def __init__(self, *, timeout_s: float) -> None:
+    """``timeout_s`` bounds a call without a limit of its own; ``vm_timeout_s`` (default: the
+    same) bounds the calls that change whether a sandbox runs on a VM host (``_change``)."""
+
+    def __init__(self, *, timeout_s: float, vm_timeout_s: float | None = None) -> None:
         self._timeout = timeout_s
+        self._vm_timeout = vm_timeout_s or timeout_s
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=2.0),
             limits=httpx.Limits(max_keepalive_connections=64, max_connections=256),
@@ -75,19 +82,19 @@ class HostClient:
         await self._http.aclose()
 
     async def create(self, host: HostRecord, spec: SandboxSpec) -> SandboxInfo:
-        return await self._call(host, "POST", "/sandboxes", spec, SandboxInfo)
+        return await self._change(host, "/sandboxes", spec)
 
     async def start(self, host: HostRecord, spec: SandboxSpec) -> SandboxInfo:
-        return await self._call(host, "POST", f"/sandboxes/{spec.id}/start", spec, SandboxInfo)
+        return await self._change(host, f"/sandboxes/{spec.id}/start", spec)
 
     async def stop(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
-        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/stop", None, SandboxInfo)
+        return await self._change(host, f"/sandboxes/{sandbox_id}/stop", None)
 
     async def pause(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
-        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/pause", None, SandboxInfo)
+        return await self._change(host, f"/sandboxes/{sandbox_id}/pause", None)
 
     async def resume(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
-        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/resume", None, SandboxInfo)
+        return await self._change(host, f"/sandboxes/{sandbox_id}/resume", None)
 
     async def archive(self, host: HostRecord, sandbox_id: str) -> SandboxInfo:
         # writing the whole disk to the archive store takes as long as it takes
@@ -104,7 +111,7 @@ class HostClient:
         self, host: HostRecord, sandbox_id: str, *, cpu: int, ram_mb: int, disk_gb: int
     ) -> SandboxInfo:
         body = ResizeRequest(cpu=cpu, ram_mb=ram_mb, disk_gb=disk_gb)
-        return await self._call(host, "POST", f"/sandboxes/{sandbox_id}/resize", body, SandboxInfo)
+        return await self._change(host, f"/sandboxes/{sandbox_id}/resize", body)
 
     async def snapshot(self, host: HostRecord, sandbox_id: str, snapshot_id: str) -> SnapshotTaken:
         body = SnapshotRequest(snapshot_id=snapshot_id)
@@ -217,6 +224,13 @@ class HostClient:
         return await self._call(
             host, "GET", f"/sandboxes/{sandbox_id}", None, SandboxInfo, timeout_s=LONG_OP_S
         )
+
+    async def _change(self, host: HostRecord, path: str, body: msgspec.Struct | None) -> SandboxInfo:
+        """A call that changes whether a sandbox runs (create, start, stop, pause, resume,
+        resize). On a VM host that boots, shuts down or reshapes a VM, seconds to tens of
+        seconds under TCG and load: it gets ``vm_timeout_s``; a container's gets ``timeout_s``."""
+        timeout = self._vm_timeout if host.runtime in VM_RUNTIMES else self._timeout
+        return await self._call(host, "POST", path, body, SandboxInfo, timeout_s=timeout)
 
     async def _call(
         self,

@@ -128,7 +128,7 @@ def create_app(config: CoreConfig | None = None) -> ASGIApp:
         async with db.acquire() as conn:
             await migrate(conn)
         cache = Cache(config.redis_url)
-        host_client = HostClient(timeout_s=config.host_timeout_s)
+        host_client = HostClient(timeout_s=config.host_timeout_s, vm_timeout_s=config.vm_host_timeout_s)
         state = app.state
         state.config, state.db, state.cache = config, db, cache
         state.auth = AuthService(db, cache, edge_token=config.edge_token)
