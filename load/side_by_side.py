@@ -9,12 +9,17 @@ the export's because ``python -m`` puts the current directory first on ``sys.pat
 
     python -m load.side_by_side --baseline f77177d load.bench_core --creates 20
     python -m load.side_by_side --baseline f77177d load.bench_lifecycle --rounds 10
+
+``--tree-bench`` runs the working tree's ``load/`` against the baseline's product code, so
+both sides are measured by the same benchmark (needed when the benchmark is newer than the
+baseline, or changed since).
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +55,7 @@ def export(ref: str, into: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="the commit to compare against")
+    parser.add_argument("--tree-bench", action="store_true", help="run this tree's load/ on both sides")
     parser.add_argument("module", help="a benchmark module, e.g. load.bench_core")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     options = parser.parse_args()
@@ -58,6 +64,9 @@ def main() -> None:
     commit = subprocess.run(rev_parse, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="dnah-baseline-") as tmp:
         export(commit, Path(tmp))
+        if options.tree_bench:
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(REPO / "load", Path(tmp) / "load", dirs_exist_ok=True, ignore=ignore)
         before = run(options.module, options.args, Path(tmp))
     after = run(options.module, options.args, REPO)
 
