@@ -102,6 +102,9 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
     parent_id: str | None = None
     """The sandbox this one was cloned or forked from."""
     source_snapshot_id: str | None = None
+    from_memory: bool = False
+    """A clone or fork whose snapshot held memory: it went on running the parent's processes
+    as they were at the snapshot. False: it booted fresh on the snapshot's disk, or is no clone."""
 
 
 class Resize(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -280,6 +283,9 @@ class DaytonaSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     updated_at: str
     last_activity_at: str
     daemon_version: str
+    from_memory: bool = False
+    """Ours (``fromMemory``), as in the native ``Sandbox``; the SDK keeps it in
+    ``additional_properties``."""
 
 
 class DaytonaSandboxList(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -42,6 +42,8 @@ class SandboxRecord(msgspec.Struct, frozen=True, kw_only=True):
     parent_id: str | None = None
     """The sandbox this one was cloned or forked from (lineage)."""
     source_snapshot_id: str | None = None
+    from_memory: bool = False
+    """A clone or fork of a snapshot holding memory: it continued the parent's processes."""
 
 
 COLUMNS = ", ".join(SandboxRecord.__struct_fields__)

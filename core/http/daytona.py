@@ -98,6 +98,7 @@ def to_daytona(rec: SandboxRecord, toolbox_url: str) -> DaytonaSandbox:
         updated_at=iso(rec.updated_at),
         last_activity_at=iso(rec.last_activity_at),
         daemon_version=DAEMON_VERSION,
+        from_memory=rec.from_memory,
     )
 
 

@@ -61,6 +61,7 @@ def to_native(rec: SandboxRecord) -> Sandbox:
         stopped_at=iso(rec.stopped_at) if rec.stopped_at else None,
         parent_id=rec.parent_id,
         source_snapshot_id=rec.source_snapshot_id,
+        from_memory=rec.from_memory,
     )
 
 

@@ -104,6 +104,8 @@ class Origin(msgspec.Struct, frozen=True, kw_only=True):
     host_id: str
     parent_id: str
     template: str
+    memory: bool
+    """The snapshot holds memory: the new sandbox continues the parent's processes."""
     boot: Callable[[HostRecord, SandboxSpec], Awaitable[SandboxInfo]]
 
 
@@ -226,6 +228,7 @@ class SandboxService:
                 parent_id=origin.parent_id,
                 source_snapshot_id=origin.snapshot_id,
                 template=origin.template,
+                from_memory=origin.memory,
             )
         sched = self._config.scheduler
         async with self._db.acquire() as conn, conn.transaction():

@@ -10,9 +10,10 @@ manifest and every file before it touches a disk; a refusal is a 422 and the san
 was. A snapshot row a crash left ``creating`` is never used (the sweeper removes it).
 
 Lineage. A clone or fork records ``parent_id`` (the snapshot's sandbox) and
-``source_snapshot_id``; a sandbox with live children cannot be deleted (409). On the
-namespace runtime a snapshot is the filesystem only (``memory: false``): a restored or cloned
-sandbox boots fresh on that filesystem.
+``source_snapshot_id``, and ``from_memory``: the snapshot's ``memory``, which says whether the
+new sandbox continues the parent's running processes (a VM runtime's memory snapshot) or boots
+fresh on the snapshot's filesystem (the container runtime's, which holds no memory); a sandbox
+with live children cannot be deleted (409).
 """
 
 from __future__ import annotations
@@ -201,7 +202,12 @@ class SnapshotService:
             auto_delete_minutes=source.auto_delete_minutes,
         )
         origin = Origin(
-            snapshot_id=snap.id, host_id=snap.host_id, parent_id=source.id, template=snap.template, boot=boot
+            snapshot_id=snap.id,
+            host_id=snap.host_id,
+            parent_id=source.id,
+            template=snap.template,
+            memory=snap.memory,
+            boot=boot,
         )
         return await self._sandboxes.create(org_id, new, origin=origin)
 

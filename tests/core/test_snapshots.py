@@ -5,9 +5,11 @@ left as it was. Data is checked inside the sandboxes (through ``exec``)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -68,6 +70,7 @@ def test_snapshot_restore_clone_fork(org: httpx.Client) -> None:
     assert clone.status_code == 201, clone.text
     cid = clone.json()["id"]
     assert clone.json()["parent_id"] == sid and clone.json()["source_snapshot_id"] == snap["id"]
+    assert clone.json()["from_memory"] is False  # a container's snapshot holds no memory
     assert sh(org, cid, "cat ~/a.txt") == "before\n"
     sh(org, cid, "echo clone-only > ~/c.txt")
     assert sh(org, sid, "test -e ~/c.txt && echo yes || echo no") == "no\n"
@@ -77,7 +80,7 @@ def test_snapshot_restore_clone_fork(org: httpx.Client) -> None:
     fork = org.post(f"/v1/sandboxes/{sid}/fork", json={})
     assert fork.status_code == 201, fork.text
     fid = fork.json()["id"]
-    assert fork.json()["parent_id"] == sid
+    assert fork.json()["parent_id"] == sid and fork.json()["from_memory"] is False
     assert sh(org, fid, "cat ~/a.txt ~/d.txt") == "before\nnow\n"
 
     # a parent with live forks cannot be deleted
@@ -94,8 +97,41 @@ def test_daytona_fork(org: httpx.Client) -> None:
     resp = org.post(f"/sandbox/{sid}/fork", json={"name": f"dfork-{sid[:8]}"})
     assert resp.status_code == 200, resp.text
     assert resp.json()["state"] == "started" and resp.json()["name"] == f"dfork-{sid[:8]}"
+    assert resp.json()["fromMemory"] is False
     assert sh(org, resp.json()["id"], "cat ~/f.txt") == "daytona\n"
     org.delete(f"/v1/sandboxes/{resp.json()['id']}")
+
+
+def test_a_clone_says_whether_it_continues_the_parents_processes(org: httpx.Client, stack: Stack) -> None:
+    """``from_memory`` is the snapshot's ``memory``, recorded at clone time. The stack's
+    containers take no memory snapshots, so the row is made to say it held memory (as a VM
+    host's does): the core reports what the snapshot holds, the host's clone is the same."""
+    sid = create(org)
+    snap = snapshot(org, sid)
+    assert org.get(f"/v1/sandboxes/{sid}").json()["from_memory"] is False  # no clone
+    _sql(stack, "UPDATE snapshots SET memory = true WHERE id = $1", snap["id"])
+    clone = org.post(f"/v1/sandboxes/{sid}/clone", json={"snapshot_id": snap["id"]})
+    assert clone.status_code == 201, clone.text
+    cid = clone.json()["id"]
+    assert clone.json()["from_memory"] is True
+    assert org.get(f"/v1/sandboxes/{cid}").json()["from_memory"] is True  # kept
+    daytona = org.get(f"/sandbox/{cid}")
+    assert daytona.status_code == 200 and daytona.json()["fromMemory"] is True, daytona.text
+    fork = org.post(f"/v1/sandboxes/{sid}/fork", json={})  # a fresh snapshot: no memory
+    assert fork.status_code == 201 and fork.json()["from_memory"] is False, fork.text
+    for child in (cid, fork.json()["id"], sid):
+        assert org.delete(f"/v1/sandboxes/{child}").status_code == 200
+
+
+def _sql(stack: Stack, query: str, *args: object) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute(query, *args)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
 
 
 def resign(directory: Path, signing_key: str) -> None:
