@@ -20,6 +20,14 @@ Layout under ``cache_dir``::
 
 As in hosts/templates.py, a final directory only appears by an atomic rename of a finished
 build; a ``.tmp-*`` left by an interrupted one is removed by the next builder of that key.
+
+Every change to guest/ makes a new key, and each image is ~435 MiB, so a successful build
+prunes (``prune``, under ``prune.lock``): of each template only the newest ``keep`` images
+stay, plus any a live process names or holds open (a VMM booting from it). Nothing else needs
+an old image: a backend imports the rootfs into its storage pool (its own copy) and boots
+every VM from the image current at that moment. An image goes by a rename to
+``<key>.tmp-pruned`` (so it vanishes whole) while its key's lock is held, never waited for: a
+key being built or loaded is skipped, as is a ``.tmp-*`` whose builder still holds its lock.
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ BUILDER_VERSION = "1"
 """Bumped whenever this package builds differently from the same inputs."""
 DEFAULT_CACHE = Path("/var/cache/dnah/vm")
 RESOLVE_TTL_S = 900.0
+KEEP_PER_TEMPLATE = 2
+"""Images of one template a build leaves: the new one and the one before it, which a hostd
+that resolved its key a moment earlier may still be about to boot."""
+_PRUNE_LOCK = "prune.lock"
 _KEY_LEN = 16
 
 
@@ -59,6 +71,13 @@ class VmImage(msgspec.Struct, frozen=True, kw_only=True):
     """A raw ext4 image: copy it, never write it."""
     kernel_version: str
     """The kernel release (``uname -r`` in the guest)."""
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    """What pruning reads of an ``image.json`` (whatever builder version wrote it)."""
+
+    template: str
+    built_at: str
 
 
 class ImageRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,10 +101,18 @@ class ImageRecord(msgspec.Struct, frozen=True, kw_only=True):
 class VmImageStore:
     """Builds guest images on demand and resolves ready ones. Blocking: call from a thread."""
 
-    def __init__(self, cache_dir: Path, guest_dir: Path, *, metapackage: str = kernel.METAPACKAGE) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        guest_dir: Path,
+        *,
+        metapackage: str = kernel.METAPACKAGE,
+        keep: int = KEEP_PER_TEMPLATE,
+    ) -> None:
         self.cache_dir = cache_dir
         self.guest_dir = guest_dir
         self.metapackage = metapackage
+        self.keep = keep
         self._resolved: tuple[float, tuple[str, str]] | None = None
         self._resolve_lock = threading.Lock()
 
@@ -93,7 +120,8 @@ class VmImageStore:
         """The image of ``template`` for the current kernel and agent, built first if missing.
 
         Concurrent callers (threads or processes) build a key once; the others wait on the
-        key's lock and reuse the result. Build steps are reported to ``progress``.
+        key's lock and reuse the result. Build steps are reported to ``progress``; a build
+        is followed by ``prune``.
 
         Raises:
             RuntimeFailure: not root, or a step failed (download, mkfs, mount…).
@@ -117,7 +145,59 @@ class VmImageStore:
             self._build(key, template, kern, say)
         image = self._load(key, kern)
         assert image is not None
+        self.prune(say)
         return image
+
+    def prune(self, progress: Callable[[str], None] | None = None) -> list[str]:
+        """Remove the images beyond the newest ``keep`` of each template that no live process
+        names or holds open, and the leftovers of interrupted builds; returns the keys removed.
+        An entry whose key lock another holds (a build, a load) is left for a later prune."""
+        say = progress or _ignore
+        removed: list[str] = []
+        with _files.locked(self.cache_dir / _PRUNE_LOCK):
+            in_use = _files.paths_in_use(self.cache_dir)
+            for images in self._images_by_template().values():
+                for final in images[self.keep :]:
+                    if final not in in_use and self._remove(final.name, final):
+                        removed.append(final.name)
+            for leftover in self.cache_dir.glob("*.tmp-*"):
+                self._remove(leftover.name.partition(".tmp-")[0], leftover)
+        if removed:
+            say(f"pruned {len(removed)} old image(s): {', '.join(removed)}")
+        return removed
+
+    def _images_by_template(self) -> dict[str, list[Path]]:
+        """Each template's image directories, newest first (by build time, then by when the
+        record was written). Entries whose record cannot be read are left out (and alone)."""
+        found: dict[str, list[tuple[str, int, Path]]] = {}
+        for record_file in self.cache_dir.glob("*/image.json"):
+            if ".tmp-" in record_file.parent.name:  # a build about to be renamed into place
+                continue
+            try:
+                entry = msgspec.json.decode(record_file.read_bytes(), type=_Entry)
+                written = record_file.stat().st_mtime_ns
+            except (OSError, msgspec.DecodeError):
+                continue
+            found.setdefault(entry.template, []).append((entry.built_at, written, record_file.parent))
+        return {t: [path for *_, path in sorted(e, reverse=True)] for t, e in found.items()}
+
+    def _remove(self, key: str, path: Path) -> bool:
+        """Remove ``path`` (an image or a leftover of ``key``) unless the key's lock is held.
+        The lock file goes too once the key has no image (removed while held: see
+        ``_files.locked``)."""
+        lock = self.cache_dir / f"{key}.lock"
+        with _files.try_locked(lock) as held:
+            if not held or not path.exists():
+                return False
+            doomed = path
+            if path.name == key:  # an image: out of sight at once, then deleted
+                doomed = self.cache_dir / f"{key}.tmp-pruned"
+                remove_tree(doomed)
+                os.rename(path, doomed)
+            remove_tree(doomed)
+            if not (self.cache_dir / key).exists():
+                lock.unlink()
+        return True
 
     def _kernel_package(self) -> tuple[str, str]:
         """The kernel package and version to use, asked of apt (about a second) at most once

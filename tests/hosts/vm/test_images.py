@@ -13,7 +13,7 @@ import pytest
 
 from hosts.config import GUEST_DIR
 from hosts.templates import Template
-from hosts.vm import initramfs, kernel
+from hosts.vm import _files, initramfs, kernel
 from hosts.vm.images import VmImage, VmImageStore
 from hosts.vm.vmlinux import has_pvh_note
 from tests.hosts.vm._boot import vm_image, vm_store, vm_template
@@ -169,3 +169,67 @@ def test_an_interrupted_build_is_cleared_by_the_next(
     assert not leftover.exists()
     assert image.rootfs.is_file()
     assert image.rootfs.stat().st_mode & 0o777 == 0o444
+
+
+def _guest_variant(root: Path, n: int) -> Path:
+    """A copy of guest/ whose agent differs by a comment: another image key, as any change to
+    guest/ makes one."""
+    copy = root / f"guest-{n}"
+    shutil.copytree(GUEST_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "agent.py").write_text((copy / "agent.py").read_text() + f"\n# variant {n}\n")
+    return copy
+
+
+def _images(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir() if (p / "image.json").is_file())
+
+
+def test_a_build_keeps_the_newest_two_images_of_its_template(
+    vm_store: VmImageStore, vm_image: VmImage, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    _store_sharing_kernels(vm_store, vm_image, cache)
+    tiny = _tiny_template(tmp_path)
+    other = Template(name="other", content_hash="2" * 16, rootfs=tiny.rootfs)
+    oldest_other = VmImageStore(cache, _guest_variant(tmp_path, 0)).ensure(other)
+    built = [VmImageStore(cache, _guest_variant(tmp_path, n)).ensure(tiny) for n in (1, 2)]
+    assert _images(cache) == sorted([oldest_other.key, built[0].key, built[1].key])
+    # a leftover of an interrupted build, and a build in progress (its builder holds the lock)
+    leftover = cache / "tiny-0000000000000000.tmp-999999"
+    (leftover / "half").mkdir(parents=True)
+    building = cache / "tiny-1111111111111111.tmp-999998"
+    building.mkdir()
+    with _files.locked(cache / "tiny-1111111111111111.lock"):
+        lines: list[str] = []
+        third = VmImageStore(cache, _guest_variant(tmp_path, 3)).ensure(tiny, progress=lines.append)
+        assert building.is_dir()
+    # the oldest tiny image went, with its lock file; the other template's only image stayed
+    assert _images(cache) == sorted([oldest_other.key, built[1].key, third.key])
+    assert not (cache / f"{built[0].key}.lock").exists()
+    assert not leftover.exists()
+    assert f"pruned 1 old image(s): {built[0].key}" in lines
+    # its files are gone; the kept images are whole
+    assert not built[0].rootfs.exists()
+    for image in (built[1], third, oldest_other):
+        assert image.rootfs.is_file() and image.initrd.is_file()
+
+
+def test_an_image_a_process_holds_is_kept_until_it_lets_go(
+    vm_store: VmImageStore, vm_image: VmImage, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    _store_sharing_kernels(vm_store, vm_image, cache)
+    tiny = _tiny_template(tmp_path)
+    first = VmImageStore(cache, _guest_variant(tmp_path, 1)).ensure(tiny)
+    with first.initrd.open("rb") as initrd:  # a VMM reading it at boot, in its own process
+        holder = subprocess.Popen(["sleep", "600"], stdin=initrd)
+    try:
+        for n in (2, 3):
+            VmImageStore(cache, _guest_variant(tmp_path, n)).ensure(tiny)
+        assert first.key in _images(cache)
+    finally:
+        holder.kill()
+        holder.wait()
+    latest = VmImageStore(cache, _guest_variant(tmp_path, 4)).ensure(tiny)
+    assert first.key not in _images(cache)
+    assert latest.key in _images(cache) and len(_images(cache)) == 2
