@@ -14,10 +14,13 @@ Kinds:
 * ``subvolume``: the OCI runtime's host-local snapshot, ``disk/`` (``DISK``), a read-only btrfs
   subvolume. Hashing it would mean reading the whole disk, so the manifest records its identity
   (uuid, ctransid) instead, which any write would move; meaningful only on its own filesystem.
-* ``vm``: a VMM's snapshot (``VmState``): the disk image file, the memory state file when the
-  running VM was captured, any further VMM files, all hashed in ``files``; the VM's shape
-  (cpu, memory, disk) and the VMM's version, since a memory state restores only into the VMM
-  (and version) that wrote it (``check_restorable``).
+* ``vm``: a VMM's host-local snapshot (``VmState``): the read-only subvolume ``disk/`` (the
+  ``subvolume`` kind's, identified the same way) holding the disk image file, and the memory
+  state file and any further VMM files when the running VM was captured; the VM's shape (cpu,
+  memory, disk) and the VMM's version, since a memory state restores only into the VMM (and
+  version) that wrote it (``check_restorable``). Nothing is hashed: a disk image is gigabytes
+  (sparse or not, sha256 reads every byte), so hashing it cost seconds on every write and use
+  (``hosts/vm/snapshot.py`` says what the identity check guarantees instead).
 
 Every kind records ``runtime`` (the backend that wrote it), ``vmm_version`` (None but for
 ``vm``) and ``memory`` (whether running processes were captured).
@@ -63,12 +66,13 @@ class SubvolumeDisk(msgspec.Struct, frozen=True, kw_only=True):
     uuid: str
     ctransid: int
     size: int
-    """Bytes the sandbox had written itself (its disk's usage in the pool); the template's
-    data it shares is not counted."""
+    """``subvolume``: bytes the sandbox had written itself (its disk's usage in the pool); the
+    template's data it shares is not counted. ``vm``: the files' sizes (the disk image's
+    nominal size, sparse or not, plus the memory state), as when ``vm`` files were hashed."""
 
 
 class VmState(msgspec.Struct, frozen=True, kw_only=True):
-    """A ``vm`` snapshot's parts, by file name (each listed, hashed, in ``Manifest.files``)."""
+    """A ``vm`` snapshot's parts, by file name inside its subvolume (``Manifest.disk``)."""
 
     disk: str
     """The disk image (raw ext4 here), as the VM saw it when captured."""
@@ -94,9 +98,9 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     layer: Literal["disk", "diff"] = "disk"
     """What an ``archive``'s tar holds: the whole disk, or its difference from the template."""
     files: list[SnapshotFile] = msgspec.field(default_factory=list)
-    """The files with their digests (an ``archive``'s or a ``vm``'s); empty for a ``subvolume``."""
+    """The files with their digests (an ``archive``'s); empty for the other kinds."""
     disk: SubvolumeDisk | None = None
-    """A ``subvolume`` snapshot's disk; None for the other kinds."""
+    """The read-only subvolume of a ``subvolume`` or ``vm`` snapshot; None for an ``archive``."""
     vm: VmState | None = None
     """A ``vm`` snapshot's parts; None for the other kinds."""
     memory: bool = False
@@ -147,8 +151,8 @@ def decode(data: bytes) -> Manifest:
 
 
 def read(directory: Path, kinds: Iterable[Kind] = ("archive", "subvolume", "vm")) -> Manifest:
-    """Load the manifest in ``directory`` and verify the data against it: files by sha256, a
-    subvolume by its identity. ``kinds`` are the ones the caller can use.
+    """Load the manifest in ``directory`` and verify the data against it: an archive's files by
+    sha256, a subvolume (a ``vm``'s too) by its identity. ``kinds`` are the ones the caller can use.
 
     Raises:
         SnapshotInvalid: no manifest, another kind, or data missing or differing from it.
@@ -207,29 +211,39 @@ def _check_archive(directory: Path, manifest: Manifest) -> None:
 
 def _check_vm(directory: Path, manifest: Manifest) -> None:
     vm = manifest.vm
-    if vm is None or manifest.disk is not None or manifest.runtime is None or manifest.vmm_version is None:
+    if vm is None or manifest.runtime is None or manifest.vmm_version is None:
         raise SnapshotInvalid(f"the vm manifest in {directory} lacks its VM part, runtime or VMM version")
+    if manifest.disk is None or manifest.files:
+        raise SnapshotInvalid(f"the vm manifest in {directory} has no subvolume, or has files")
     if manifest.memory != (vm.memory_file is not None):
         raise SnapshotInvalid(f"the vm manifest in {directory} contradicts itself about memory")
-    named = {f.name for f in manifest.files}
+    _check_identity(directory, manifest.disk)
     for part in (vm.disk, vm.memory_file):
-        if part is not None and part not in named:
-            raise SnapshotInvalid(f"the vm manifest in {directory} does not hash its {part}")
-    _check_files(directory, manifest)
+        if part is not None:
+            check_name(part)
+            if not (directory / manifest.disk.name / part).is_file():
+                raise SnapshotInvalid(f"snapshot file {part} is missing in {directory}")
 
 
 def _check_subvolume(directory: Path, manifest: Manifest) -> None:
     disk = manifest.disk
     if disk is None or manifest.files or manifest.vm is not None or manifest.memory:
         raise SnapshotInvalid(f"the subvolume manifest in {directory} has no disk, or has files")
+    _check_identity(directory, disk)
+
+
+def _check_identity(directory: Path, disk: SubvolumeDisk) -> None:
+    """The subvolume ``disk`` names is there, read-only, and unchanged since the manifest."""
     check_name(disk.name)
     path = directory / disk.name
     if not _btrfs.is_subvolume(path):
         raise SnapshotInvalid(f"snapshot disk {disk.name} is missing in {directory}")
-    # No commit first (unlike ``subvolume_identity``): a read-only subvolume cannot have been
-    # written since its last commit, because making it read-only again after a write commits
-    # (the set-flags ioctl does), and one that is not read-only fails the check anyway. A
-    # commit here would flush every sandbox's pending writes on each clone and restore.
+    # No commit first (unlike ``subvolume_identity``): a commit here would flush every
+    # sandbox's pending writes on each clone and restore. A read-only subvolume is written
+    # only after its flag was cleared (one still writable fails the check); such a write moves
+    # ctransid when it is committed, which setting the flag again does not do (kernel 6.18,
+    # tests/hosts/vm/test_snapshot.py): at the latest the next transaction, within the commit
+    # interval (30 s by default). Only root can clear the flag, and root can forge anything.
     now_uuid, now_ctransid, now_readonly = _btrfs.subvolume_info(path)
     if (now_uuid, now_ctransid, now_readonly) != (disk.uuid, disk.ctransid, True):
         raise SnapshotInvalid(f"snapshot disk {disk.name} in {directory} does not match its manifest")

@@ -57,6 +57,7 @@ from hosts.runtime.qemu import launcher, process
 from hosts.runtime.qemu.launcher import Machine
 from hosts.runtime.qemu.runtime import QemuRuntime, _blocking, _kill, _ms_since, _or_died, _reflink, _Vm
 from hosts.vm import cgroup, control, disk, network
+from hosts.vm import snapshot as vm_snapshot
 from hosts.vm.identity import new_identity, refresh_identity
 from hosts.vm.images import VmImage
 
@@ -196,12 +197,12 @@ class CloudHypervisorRuntime(QemuRuntime):
             vm = self._with_disk(sandbox_id)
             pool = await self._open_pool()
             image = pool.disk(sandbox_id) / disk.DISK_FILE
-            await _blocking("make snapshot dir", directory.mkdir, 0o700, True, True)
             started = time.perf_counter()
             version = await self._vmm_version()
+            files = await _blocking("make snapshot subvolume", vm_snapshot.begin, directory)
             machine, memory = vm.machine, None
             if vm.slot is None or machine is None:
-                await _blocking("copy disk", _reflink, image, directory / disk.DISK_FILE)
+                await _blocking("copy disk", _reflink, image, files / disk.DISK_FILE)
                 machine = None
             else:
                 async with self._paused(vm) as client:
@@ -210,12 +211,23 @@ class CloudHypervisorRuntime(QemuRuntime):
                         raise RuntimeFailure(
                             f"the VMM runs {running}, but {self.config.binary} is {version} now"
                         )
-                    await client.snapshot(directory)
-                    await _blocking("copy disk", _reflink, image, directory / disk.DISK_FILE)
-                memory = directory / SNAPSHOT_MEMORY
+                    await client.snapshot(files)
+                    await _blocking("copy disk", _reflink, image, files / disk.DISK_FILE)
+                memory = SNAPSHOT_MEMORY
             frozen_ms = _ms_since(started)
             shape = (machine.cpu, machine.ram_mb) if machine else (vm.spec.cpu, vm.spec.ram_mb)
-            await _blocking("write manifest", _write_manifest, directory, vm, memory, version, shape)
+            seal = functools.partial(
+                vm_snapshot.seal,
+                pool,
+                directory,
+                sandbox_id=sandbox_id,
+                base=vm.base,
+                runtime=RUNTIME,
+                vmm_version=version,
+                memory_file=memory,
+                shape=shape,
+            )
+            await _blocking("seal snapshot", seal)
             log.info("sandbox snapshotted", sandbox_id=sandbox_id, memory=memory is not None,
                      frozen_ms=frozen_ms, total_ms=_ms_since(started))  # fmt: skip
 
@@ -430,43 +442,8 @@ def _stage_restore(snapshot: Path, staging: Path, disk_dir: Path, files: launche
         config["serial"]["file"] = str(files.console)
     (staging / SNAPSHOT_CONFIG).write_text(json.dumps(config))
     for name in sorted(os.listdir(snapshot)):
-        if name not in (SNAPSHOT_CONFIG, disk.DISK_FILE, manifest.MANIFEST) and not name.endswith(
-            ".json.tmp"
-        ):
+        if name not in (SNAPSHOT_CONFIG, disk.DISK_FILE):
             os.symlink(snapshot / name, staging / name)
-
-
-def _write_manifest(
-    directory: Path, vm: _Vm, memory: Path | None, version: str, shape: tuple[int, int]
-) -> None:
-    """The ``vm`` manifest: the disk image, and for a memory snapshot every file the VMM wrote."""
-    image = directory / disk.DISK_FILE
-    names = [disk.DISK_FILE]
-    if memory is not None:
-        names += sorted(
-            name for name in os.listdir(directory) if name not in (disk.DISK_FILE, manifest.MANIFEST)
-        )
-    for name in names:
-        with open(directory / name, "rb") as f:
-            os.fsync(f.fileno())
-    written = manifest.Manifest(
-        sandbox_id=vm.spec.id,
-        template=vm.base.template,
-        content_hash=vm.base.content_hash,
-        kind="vm",
-        runtime=RUNTIME,
-        vmm_version=version,
-        files=[manifest.describe_file(directory / name) for name in names],
-        vm=manifest.VmState(
-            disk=disk.DISK_FILE,
-            memory_file=memory.name if memory is not None else None,
-            cpu=shape[0],
-            ram_mb=shape[1],
-            disk_gb=-(-image.stat().st_size // 2**30),
-        ),
-        memory=memory is not None,
-    )
-    manifest.write(directory, written)
 
 
 def _ch_version(binary: str) -> str:

@@ -72,6 +72,7 @@ from hosts.storage import _btrfs, _loop
 from hosts.storage.pool import StoragePool
 from hosts.templates import Template
 from hosts.vm import cgroup, control, disk, network
+from hosts.vm import snapshot as vm_snapshot
 from hosts.vm.identity import new_identity, refresh_identity
 from hosts.vm.images import VmImage, VmImageStore
 
@@ -329,24 +330,33 @@ class QemuRuntime:
             vm = self._with_disk(sandbox_id)
             pool = await self._open_pool()
             image = pool.disk(sandbox_id) / disk.DISK_FILE
-            await _blocking("make snapshot dir", directory.mkdir, 0o700, True, True)
             started = time.perf_counter()
+            files = await _blocking("make snapshot subvolume", vm_snapshot.begin, directory)
             machine = vm.machine
             memory: Path | None = None
             if vm.slot is None or machine is None:
-                await _blocking("copy disk", _reflink, image, directory / disk.DISK_FILE)
+                await _blocking("copy disk", _reflink, image, files / disk.DISK_FILE)
                 machine = None
             else:
-                memory = directory / _MEMORY
+                memory = files / _MEMORY
                 async with self._held(vm) as qmp:
                     await _migrate_out(qmp, memory)
-                    await _blocking("copy disk", _reflink, image, directory / disk.DISK_FILE)
+                    await _blocking("copy disk", _reflink, image, files / disk.DISK_FILE)
             frozen_ms = _ms_since(started)
             version = await self._vmm_version()
             shape = (machine.cpu, machine.ram_mb) if machine else (vm.spec.cpu, vm.spec.ram_mb)
-            await _blocking(
-                "write manifest", _write_manifest, directory, sandbox_id, vm.base, memory, version, shape
+            seal = functools.partial(
+                vm_snapshot.seal,
+                pool,
+                directory,
+                sandbox_id=sandbox_id,
+                base=vm.base,
+                runtime=_RUNTIME,
+                vmm_version=version,
+                memory_file=memory.name if memory is not None else None,
+                shape=shape,
             )
+            await _blocking("seal snapshot", seal)
             log.info("sandbox snapshotted", sandbox_id=sandbox_id, memory=memory is not None,
                      frozen_ms=frozen_ms, total_ms=_ms_since(started))  # fmt: skip
 
@@ -419,7 +429,7 @@ class QemuRuntime:
                     source = await self._import(image)
                     await _blocking("create disk", disk.create, pool, spec.id, source, spec.disk_gb)
                 else:
-                    memory = _memory_of(snapshot, found)
+                    memory = vm_snapshot.memory_of(snapshot, found)
                     grow = None if memory is not None else spec.disk_gb
                     make = functools.partial(_disk_from_snapshot, snapshot, found, grow)
                     await _blocking("disk from snapshot", self._fill_disk, spec.id, make)
@@ -488,7 +498,7 @@ class QemuRuntime:
             started = time.perf_counter()
             if vm.slot is not None:
                 await self._halt(vm, clean=False)
-            memory = _memory_of(directory, found)
+            memory = vm_snapshot.memory_of(directory, found)
             grow = None if memory is not None else vm.spec.disk_gb
             make = functools.partial(_disk_from_snapshot, directory, found, grow)
             await self._open_pool()
@@ -885,7 +895,6 @@ async def _migrate_out(qmp: Qmp, memory: Path) -> None:
     status = await _settled(qmp, "query-migrate", "setup", "active", "device", "pre-switchover", None)
     if status != "completed":
         raise RuntimeFailure(f"writing the VM's memory to {memory}: {status}")
-    await asyncio.to_thread(_fsync, memory)
 
 
 async def _settled(qmp: Qmp, query: str, *passing: str | None) -> str | None:
@@ -898,58 +907,12 @@ async def _settled(qmp: Qmp, query: str, *passing: str | None) -> str | None:
         await asyncio.sleep(_POLL)
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _write_manifest(
-    directory: Path,
-    sandbox_id: str,
-    base: DiskBase,
-    memory: Path | None,
-    version: str,
-    shape: tuple[int, int],
-) -> None:
-    image = directory / disk.DISK_FILE
-    _fsync(image)
-    files = [manifest.describe_file(image)]
-    if memory is not None:
-        files.append(manifest.describe_file(memory))
-    disk_gb = -(-image.stat().st_size // 2**30)
-    written = manifest.Manifest(
-        sandbox_id=sandbox_id,
-        template=base.template,
-        content_hash=base.content_hash,
-        kind="vm",
-        runtime=_RUNTIME,
-        vmm_version=version,
-        files=files,
-        vm=manifest.VmState(
-            disk=disk.DISK_FILE,
-            memory_file=memory.name if memory is not None else None,
-            cpu=shape[0],
-            ram_mb=shape[1],
-            disk_gb=disk_gb,
-        ),
-        memory=memory is not None,
-    )
-    manifest.write(directory, written)
-
-
-def _memory_of(directory: Path, found: manifest.Manifest) -> Path | None:
-    if found.vm is None or found.vm.memory_file is None:
-        return None
-    return directory / found.vm.memory_file
-
-
 def _disk_from_snapshot(directory: Path, found: manifest.Manifest, grow: int | None, target: Path) -> None:
     """A new disk subvolume at ``target`` holding a reflink of the snapshot's disk image,
     grown to ``grow`` GB unless None (a memory snapshot's disk keeps its size: the guest's
     kernel has the filesystem mounted)."""
-    assert found.vm is not None
     _btrfs.create(target)
-    _reflink(directory / found.vm.disk, target / disk.DISK_FILE)
+    _reflink(vm_snapshot.disk_of(directory, found), target / disk.DISK_FILE)
     if grow is not None:
         disk.grow(target / disk.DISK_FILE, grow)
 
