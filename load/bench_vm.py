@@ -88,6 +88,7 @@ def load_average() -> float:
 class Series:
     """Samples of one measurement (ms) and the load average when each was taken."""
 
+    unit: str = "ms"
     samples: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
 
@@ -105,8 +106,8 @@ class Results:
         self.series: dict[str, Series] = {}
         self.notes: list[str] = []
 
-    def add(self, name: str, value: float | None) -> None:
-        self.series.setdefault(name, Series()).add(value)
+    def add(self, name: str, value: float | None, unit: str = "ms") -> None:
+        self.series.setdefault(name, Series(unit)).add(value)
 
     def note(self, line: str) -> None:
         self.notes.append(line)
@@ -115,10 +116,10 @@ class Results:
         for name, series in self.series.items():
             if not series.samples:
                 continue
-            values, loads = series.samples, series.loads
+            values, loads, unit = series.samples, series.loads, series.unit
             print(
-                f"{self.runtime} {name:<58} n={len(values):<4} P50 {pct(values, 0.5):10.1f} ms   "
-                f"P95 {pct(values, 0.95):10.1f} ms   min {min(values):9.1f}   max {max(values):9.1f}   "
+                f"{self.runtime} {name:<58} n={len(values):<4} P50 {pct(values, 0.5):10.1f} {unit}   "
+                f"P95 {pct(values, 0.95):10.1f} {unit}   min {min(values):9.1f}   max {max(values):9.1f}   "
                 f"load {min(loads):.1f}–{max(loads):.1f}"
             )
         for line in self.notes:
@@ -304,8 +305,16 @@ class Bench:
             f"(load {load_average():.1f})"
         )
 
-    def snapshot_round(self, sid: str, prefix: str) -> None:
-        """Snapshot, restore and fork ``sid`` once; record each with its parts."""
+    def snapshot_round(self, sid: str, prefix: str, *, fork: bool = True) -> None:
+        """Snapshot, restore and (with ``fork``) fork ``sid`` once, each recorded with its
+        parts; then the snapshots go."""
+        snapshot_id = self.snapshot(sid, prefix)
+        self.restore(sid, snapshot_id, prefix)
+        if fork:
+            self.fork(sid)
+        self.drop_snapshots(sid)
+
+    def snapshot(self, sid: str, prefix: str) -> str:
         r = self.results
         snap, snap_ms, events = self.timed(lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/snapshot")))
         r.add(f"{prefix}snapshot (gateway)", snap_ms)
@@ -313,16 +322,19 @@ class Bench:
         r.add(f"{prefix}snapshot: hostd request", hostd_ms)
         for name, value in timing_fields(runtime_event(events, "sandbox snapshotted", sid)).items():
             r.add(f"{prefix}snapshot: runtime {name}", value)
-        seal_ms = request_ms(events, "PUT", f"/snapshots/{_SNAP}/signature")
-        if hostd_ms is not None and seal_ms is not None:
+        if hostd_ms is not None:
             r.add(f"{prefix}snapshot: gateway + core + seal (gateway − hostd snapshot)", snap_ms - hostd_ms)
-        memory = self.snapshot_dir(snap["id"]) / "memory"
-        if memory.exists():
-            st = memory.stat()
-            r.note(f"{prefix}snapshot {snap['id']}: memory state {st.st_size / 2**20:.1f} MiB")
+        # QEMU's migration stream (``memory``; Cloud Hypervisor's ``memory-ranges``), wherever
+        # the snapshot's layout puts it
+        for memory in self.snapshot_dir(snap["id"]).rglob("memory*"):
+            r.add(f"{prefix}snapshot: memory state size", memory.stat().st_size / 2**20, unit="MiB")
+        return str(snap["id"])
 
+    def restore(self, sid: str, snapshot_id: str, prefix: str) -> None:
+        r = self.results
+        body = {"snapshot_id": snapshot_id}
         _, restore_ms, events = self.timed(
-            lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/restore", json={"snapshot_id": snap["id"]}))
+            lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/restore", json=body))
         )
         r.add(f"{prefix}restore (gateway)", restore_ms)
         hostd_ms = request_ms(events, "POST", f"/sandboxes/{_UUID}/restore")
@@ -334,23 +346,24 @@ class Bench:
             r.add(
                 f"{prefix}restore: hostd before the runtime (snapshot checks)", hostd_ms - fields["total_ms"]
             )
+        if self.is_vm:
+            self.resume_parts(f"{prefix}restore", sid, events, "sandbox restored")
 
-        if not prefix:
-            fork, fork_ms, events = self.timed(lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/fork", json={})))
-            r.add("fork (gateway)", fork_ms)
-            snap_hostd = request_ms(events, "POST", f"/sandboxes/{_UUID}/snapshots")
-            clone_hostd = request_ms(events, "POST", f"/snapshots/{_SNAP}/clone")
-            r.add("fork: hostd snapshot request", snap_hostd)
-            r.add("fork: hostd clone request", clone_hostd)
-            fields = timing_fields(runtime_event(events, "sandbox created", fork["id"]))
-            for name, value in fields.items():
-                r.add(f"fork: runtime create-from-snapshot {name}", value)
-            if clone_hostd is not None and "total_ms" in fields:
-                r.add(
-                    "fork: hostd clone before the runtime (snapshot checks)", clone_hostd - fields["total_ms"]
-                )
-            self.delete(fork["id"])
-        self.drop_snapshots(sid)
+    def fork(self, sid: str) -> None:
+        r = self.results
+        fork, fork_ms, events = self.timed(lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/fork", json={})))
+        r.add("fork (gateway)", fork_ms)
+        r.add("fork: hostd snapshot request", request_ms(events, "POST", f"/sandboxes/{_UUID}/snapshots"))
+        clone_hostd = request_ms(events, "POST", f"/snapshots/{_SNAP}/clone")
+        r.add("fork: hostd clone request", clone_hostd)
+        fields = timing_fields(runtime_event(events, "sandbox created", fork["id"]))
+        for name, value in fields.items():
+            r.add(f"fork: runtime create-from-snapshot {name}", value)
+        if clone_hostd is not None and "total_ms" in fields:
+            r.add("fork: hostd clone before the runtime (snapshot checks)", clone_hostd - fields["total_ms"])
+        if self.is_vm:
+            self.resume_parts("fork: clone", fork["id"], events, "sandbox created")
+        self.delete(fork["id"])
 
     def snapshots(self, sid: str, rounds: int) -> None:
         for _ in range(rounds):
@@ -368,7 +381,7 @@ class Bench:
                 _, fill_ms, _ = self.timed(fill)
                 self.results.note(f"[{label}] writing {dirty} MiB of random data took {fill_ms / 1000:.1f} s")
             for _ in range(repeats):
-                self.snapshot_round(sid, f"[{label}] ")
+                self.snapshot_round(sid, f"[{label}] ", fork=False)
             self.delete(sid)
 
 
@@ -445,9 +458,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated, run in this order")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated among {', '.join(PARTS)}")
-    parser.add_argument("--creates", type=int, default=8)
+    parser.add_argument("--creates", type=int, default=10)
     parser.add_argument("--execs", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=6, help="snapshot → restore → fork rounds")
+    parser.add_argument("--rounds", type=int, default=10, help="snapshot → restore → fork rounds")
     parser.add_argument("--ram-sizes", default="256,512,1024", help="MiB, for ramsweep")
     parser.add_argument(
         "--dirty-mb", type=int, default=192, help="random data in a 512 MiB guest's tmpfs (0: skip)"
