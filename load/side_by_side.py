@@ -12,7 +12,8 @@ the export's because ``python -m`` puts the current directory first on ``sys.pat
 
 ``--tree-bench`` runs the working tree's ``load/`` against the baseline's product code, so
 both sides are measured by the same benchmark (needed when the benchmark is newer than the
-baseline, or changed since).
+baseline, or changed since). ``--after <commit>`` measures that commit, exported the same
+way, instead of the working tree (which may hold someone's unfinished changes).
 """
 
 from __future__ import annotations
@@ -55,25 +56,40 @@ def export(ref: str, into: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="the commit to compare against")
+    parser.add_argument("--after", help="a commit to measure instead of the working tree")
     parser.add_argument("--tree-bench", action="store_true", help="run this tree's load/ on both sides")
     parser.add_argument("module", help="a benchmark module, e.g. load.bench_core")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     options = parser.parse_args()
 
-    rev_parse = ["git", "rev-parse", "--short", options.baseline]
-    commit = subprocess.run(rev_parse, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="dnah-baseline-") as tmp:
+    commit = short(options.baseline)
+    before = run_at(commit, options)
+    if options.after:
+        after_name = short(options.after)
+        after = run_at(after_name, options)
+    else:
+        after_name = "this tree"
+        after = run(options.module, options.args, REPO)
+
+    width = max(len(name) for name in [*before, *after, "metric"])
+    print(f"{'metric':<{width}}  {'baseline ' + commit + ' (P50 / P95)':<30}  {after_name} (P50 / P95)")
+    for name in dict.fromkeys([*before, *after]):
+        print(f"{name:<{width}}  {before.get(name, '—'):<30}  {after.get(name, '—')}")
+
+
+def short(ref: str) -> str:
+    rev_parse = ["git", "rev-parse", "--short", ref]
+    return subprocess.run(rev_parse, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run_at(commit: str, options: argparse.Namespace) -> dict[str, str]:
+    """The benchmark run from an export of ``commit`` (with this tree's load/ on request)."""
+    with tempfile.TemporaryDirectory(prefix=f"dnah-{commit}-") as tmp:
         export(commit, Path(tmp))
         if options.tree_bench:
             ignore = shutil.ignore_patterns("__pycache__")
             shutil.copytree(REPO / "load", Path(tmp) / "load", dirs_exist_ok=True, ignore=ignore)
-        before = run(options.module, options.args, Path(tmp))
-    after = run(options.module, options.args, REPO)
-
-    width = max(len(name) for name in [*before, *after, "metric"])
-    print(f"{'metric':<{width}}  {'baseline ' + commit + ' (P50 / P95)':<30}  this tree (P50 / P95)")
-    for name in dict.fromkeys([*before, *after]):
-        print(f"{name:<{width}}  {before.get(name, '—'):<30}  {after.get(name, '—')}")
+        return run(options.module, options.args, Path(tmp))
 
 
 if __name__ == "__main__":
