@@ -15,6 +15,7 @@ netns. Deleting the netns deletes ``br0`` and ``tap0`` with it. Functions block.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 
 from hosts.errors import RuntimeFailure
@@ -51,3 +52,10 @@ def configure_inside(network: Network, sandbox_id: str) -> None:
     )
     if done.returncode != 0:
         raise RuntimeFailure(f"configuring the VM network in {netns} failed: {done.stderr.strip()}")
+
+
+def mac_for(sandbox_id: str) -> str:
+    """The sandbox's MAC: locally administered, unicast, derived from its id (so a sandbox keeps
+    its MAC across boots and restores, and no two sandboxes on a bridge share one)."""
+    digest = hashlib.sha256(sandbox_id.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])

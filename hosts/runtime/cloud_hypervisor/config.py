@@ -1,9 +1,9 @@
 """``CloudHypervisorConfig``: the Cloud Hypervisor backend's settings, built from hostd's config.
 
-The host side of a Cloud Hypervisor VM is the QEMU backend's (network namespace with a bridge
-and ``tap0``, reflinked disk in the pool, cgroup, guest image cache, boot and stop deadlines),
-so this extends ``QemuConfig`` with what only this VMM has: the binary, the ceilings
-``vm.resize`` may grow a running VM to, and how guest RAM is backed.
+The host side of a Cloud Hypervisor VM is every VM backend's (``VmConfig``: network namespace
+with a bridge and ``tap0``, reflinked disk in the pool, cgroup, guest image cache, boot and
+stop deadlines); this adds what only this VMM has: the ceilings ``vm.resize`` may grow a
+running VM to, how guest RAM is backed, and how long one API request may take.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hosts.runtime.qemu.config import QemuConfig, _host_nameservers
 from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
+from hosts.vm.config import VmConfig, host_nameservers
 
 if TYPE_CHECKING:
     from hosts.config import HostdConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class CloudHypervisorConfig(QemuConfig):
+class CloudHypervisorConfig(VmConfig):
     binary: str = "cloud-hypervisor"
     """The VMM (``DNAH_CLOUD_HYPERVISOR_BINARY``): a name on PATH or a path. The tests point it
     at the API stand-in (``tests/hosts/runtime/cloud_hypervisor/cloud-hypervisor``)."""
@@ -62,6 +62,6 @@ class CloudHypervisorConfig(QemuConfig):
             subnet=config.subnet,
             cgroup_parent=config.cgroup,
             egress=config.egress == "nat",
-            dns=_host_nameservers() if config.egress == "nat" else (),
+            dns=host_nameservers() if config.egress == "nat" else (),
             boot_timeout=config.vm_boot_timeout_s,
         )

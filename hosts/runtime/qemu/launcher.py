@@ -24,40 +24,25 @@ memory snapshot taken from one process loads into another built from the same ``
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import msgspec
-
 from hosts.vm import tsc
+from hosts.vm.layout import Machine, RunFiles
 from hosts.vm.network import TAP
 
-
-class Machine(msgspec.Struct, frozen=True, kw_only=True):
-    """What a memory snapshot depends on: a restore must use the same."""
-
-    cpu: int
-    ram_mb: int
-    kernel: str
-    initrd: str
-    mac: str
-    accel: str
-    """``kvm`` or ``tcg``."""
+QMP = "qmp.sock"
+SERIAL = "serial.sock"
 
 
-class RunFiles:
-    """The VM's files in the sandbox's run directory."""
+def qmp_socket(files: RunFiles) -> Path:
+    """QEMU's QMP socket, in the run directory."""
+    return files.run / QMP
 
-    def __init__(self, run: Path) -> None:
-        self.run = run
-        self.qmp = run / "qmp.sock"
-        self.serial = run / "serial.sock"
-        self.agent = run / "agent.sock"
-        """The SerialMuxer's socket: what ``agent_socket`` returns."""
-        self.console = run / "console.log"
-        self.stderr = run / "qemu.log"
-        self.vmm = run / "vmm.json"
-        """``VmmRecord`` of the running QEMU, for a restarted hostd."""
+
+def serial_socket(files: RunFiles) -> Path:
+    """The agent's virtio-serial port (QEMU listening), which hostd's ``SerialMuxer`` connects
+    to; the muxer serves ``files.agent``."""
+    return files.run / SERIAL
 
 
 def argv(
@@ -84,7 +69,7 @@ def argv(
         "-append", cmdline,
         "-serial", f"file:{files.console}",
         "-device", "virtio-serial-device",
-        "-chardev", f"socket,id=agent,path={files.serial},server=on,wait=off",
+        "-chardev", f"socket,id=agent,path={serial_socket(files)},server=on,wait=off",
         "-device", "virtserialport,chardev=agent,name=agent",
         "-drive", f"file={disk},format=raw,if=none,id=disk0,cache=writeback,discard=unmap",
         "-device", "virtio-blk-device,drive=disk0",
@@ -92,7 +77,7 @@ def argv(
         "-device", f"virtio-net-device,netdev=net0,mac={machine.mac}",
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-device,rng=rng0",
-        "-qmp", f"unix:{files.qmp},server=on,wait=off",
+        "-qmp", f"unix:{qmp_socket(files)},server=on,wait=off",
     ]  # fmt: skip
     if machine.accel == "kvm":
         args += ["-cpu", "host"]
@@ -107,9 +92,3 @@ def vmm_flags() -> str:
     if (khz := tsc.host_tsc_khz()) is not None:
         flags += f" tsc_early_khz={khz}"
     return flags
-
-
-def mac_for(sandbox_id: str) -> str:
-    """A locally administered unicast MAC derived from the sandbox id."""
-    digest = hashlib.sha256(sandbox_id.encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])

@@ -167,8 +167,8 @@ def _qemu(root: Path, template_store: TemplateStore, index: int) -> Backend:
 
 
 def _cloud_hypervisor(root: Path, template_store: TemplateStore, index: int, binary: str) -> Backend:
-    # Cloud Hypervisor's host side is the QEMU backend's: its create steps and traces, plus
-    # the wait for the VMM's API.
+    # Cloud Hypervisor's host side is every VM backend's (hosts.vm.runtime), as QEMU's: the
+    # same create steps and traces, plus the wait for the VMM's API and without the muxer.
     from hosts.runtime.cloud_hypervisor import CloudHypervisorRuntime
     from hosts.runtime.cloud_hypervisor import runtime as ch_runtime
     from tests.hosts.runtime import test_qemu

@@ -28,13 +28,13 @@ from hosts.config import GUEST_DIR
 from hosts.errors import RuntimeFailure
 from hosts.runtime import _network
 from hosts.runtime._channel import SerialMuxer
-from hosts.runtime.qemu import QemuConfig, QemuRuntime, launcher, process
-from hosts.runtime.qemu import runtime as qemu_runtime
-from hosts.runtime.qemu._layout import VmDir
+from hosts.runtime.qemu import QemuConfig, QemuRuntime, launcher
 from hosts.runtime.qemu.qmp import Qmp, QmpClosed, QmpError
 from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
-from hosts.vm import cgroup, disk, network, tsc
+from hosts.vm import cgroup, disk, network, process, tsc
+from hosts.vm import runtime as vm_runtime
+from hosts.vm.layout import Machine, RunFiles, VmDir
 from tests.hosts.conftest import make_spec
 
 VM_IMAGE_CACHE = Path("/var/cache/dnah/vm")
@@ -50,7 +50,7 @@ SYNC_STEPS: list[tuple[object, str]] = [
     (cgroup, "move"),
 ]
 """Where a create can fail, in order (the contract suite injects a failure before and after each)."""
-ASYNC_STEPS: list[tuple[object, str]] = [(SerialMuxer, "start"), (qemu_runtime, "wait_ready")]
+ASYNC_STEPS: list[tuple[object, str]] = [(SerialMuxer, "start"), (vm_runtime, "wait_ready")]
 
 
 def qemu_config(root: Path, templates: TemplateStore, index: int) -> QemuConfig:
@@ -170,15 +170,13 @@ async def test_qmp_connect_gives_up_on_a_missing_socket(tmp_path: Path) -> None:
 
 
 def test_the_command_line_carries_the_boot_essentials(tmp_path: Path) -> None:
-    machine = launcher.Machine(
-        cpu=2, ram_mb=300, kernel="/k", initrd="/i", mac="02:00:00:00:00:01", accel="tcg"
-    )
-    files = launcher.RunFiles(tmp_path)
+    machine = Machine(cpu=2, ram_mb=300, kernel="/k", initrd="/i", mac="02:00:00:00:00:01", accel="tcg")
+    files = RunFiles(tmp_path)
     argv = launcher.argv("qemu", machine, files, disk=tmp_path / "d.img", cmdline="x=1", name="s1")
     joined = " ".join(argv)
     assert argv[argv.index("-smp") + 1] == "2" and argv[argv.index("-m") + 1] == "300M"
-    assert f"path={files.serial},server=on,wait=off" in joined and "name=agent" in joined
-    assert f"unix:{files.qmp}" in joined and f"file:{files.console}" in joined
+    assert f"path={launcher.serial_socket(files)},server=on,wait=off" in joined and "name=agent" in joined
+    assert f"unix:{launcher.qmp_socket(files)}" in joined and f"file:{files.console}" in joined
     assert "ifname=tap0" in joined and "-incoming" not in argv
     incoming = launcher.argv(
         "qemu", machine, files, disk=tmp_path / "d.img", cmdline="", name="s1", incoming=True
@@ -257,7 +255,7 @@ async def test_a_successor_resumes_a_vm_a_snapshot_held_stopped(vm_runtime: Qemu
     try:
         # hostd died while a snapshot held the vCPUs stopped.
         await asyncio.to_thread(directory.held.touch)
-        qmp = await Qmp.connect(directory.files.qmp)
+        qmp = await Qmp.connect(launcher.qmp_socket(directory.files))
         try:
             await qmp.execute("stop")
         finally:

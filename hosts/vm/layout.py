@@ -1,4 +1,4 @@
-"""A VM sandbox's directory on the host, and the records kept in it.
+"""A VM sandbox's directory on the host, the records kept in it, and the VM shape it booted with.
 
 ``<state_dir>/sandboxes/<id>/`` (mode 0700, root)::
 
@@ -7,11 +7,11 @@
     boot.json      BootRecord (the network slot), present exactly while it is booted
     machine.json   Machine: the VM shape of the current (or last) boot
     archived       marker: the disk was dropped for an archive
-    held           marker: a snapshot or export stopped the vCPUs (a recovering hostd resumes it)
-    run/           QEMU's sockets and logs (``launcher.RunFiles``), vmm.json while booted
+    held           marker: a snapshot or export paused the VM (a recovering hostd resumes it)
+    run/           the VMM's sockets and logs (``RunFiles``), vmm.json while booted
 
 The disk is in the storage pool (``hosts/vm/disk.py``). Recovery reads these back, so a
-restarted hostd can adopt or clean up every sandbox from here.
+restarted hostd can adopt or clean up every sandbox from here, whichever the VMM.
 """
 
 from __future__ import annotations
@@ -25,13 +25,45 @@ import msgspec
 from contracts.host import SandboxSpec
 from hosts.errors import SandboxConflict
 from hosts.runtime._layout import BootRecord, DiskBase
-from hosts.runtime.qemu.launcher import Machine, RunFiles
-from hosts.runtime.qemu.process import VmmRecord
+from hosts.runtime._mounts import remove_tree
+from hosts.vm.process import VmmRecord
 
 ARCHIVED = "archived"
 HELD = "held"
 _CONSOLE_TAIL = 2000
 _RECORDS = (msgspec.DecodeError, FileNotFoundError)
+
+
+class Machine(msgspec.Struct, frozen=True, kw_only=True):
+    """The VM's shape and devices: what a memory snapshot depends on, so a restore uses the same."""
+
+    cpu: int
+    ram_mb: int
+    kernel: str
+    initrd: str
+    mac: str
+    accel: str
+    """``kvm`` or ``tcg``."""
+
+
+class RunFiles:
+    """The files every VMM has in the sandbox's run directory; a backend keeps its own sockets
+    there too (QEMU's QMP and serial port, Cloud Hypervisor's API), all removed with the boot."""
+
+    def __init__(self, run: Path) -> None:
+        self.run = run
+        self.agent = run / "agent.sock"
+        """What ``agent_socket`` returns: hostd's muxer (QEMU) or the VMM's hybrid vsock."""
+        self.console = run / "console.log"
+        """The guest's serial console."""
+        self.stderr = run / "vmm.log"
+        """The VMM's own output."""
+        self.vmm = run / "vmm.json"
+        """``VmmRecord`` of the running VMM, for a restarted hostd."""
+
+    @property
+    def logs(self) -> tuple[Path, Path]:
+        return self.console, self.stderr
 
 
 class VmDir:
@@ -96,16 +128,26 @@ class VmDir:
         _write(self.files.vmm, record)
 
     def clear_boot(self) -> None:
-        """Forget the boot: its records and the sockets the dead VM and muxer left."""
-        files = self.files
-        for path in (self._boot, files.vmm, files.qmp, files.serial, files.agent):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        """Forget the boot: its record, and everything in ``run/`` but the logs (the VMM's
+        record, the sockets the dead VMM and muxer left, a restore's staging directory)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._boot.unlink()
+        run = self.files.run
+        if not run.is_dir():
+            return
+        for entry in run.iterdir():
+            if entry in self.files.logs:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                remove_tree(entry)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
 
     def console_tail(self) -> str:
-        """The end of the guest's console and of QEMU's own messages, for boot failures."""
+        """The end of the guest's console and of the VMM's own messages, for boot failures."""
         parts = []
-        for path in (self.files.console, self.files.stderr):
+        for path in self.files.logs:
             try:
                 with open(path, "rb") as f:
                     f.seek(max(0, f.seek(0, os.SEEK_END) - _CONSOLE_TAIL))

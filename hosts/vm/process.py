@@ -1,10 +1,10 @@
-"""Starting a sandbox's QEMU process and watching it end, whether this hostd started it or
-adopted it from a previous one.
+"""Starting a sandbox's VMM process (QEMU, Cloud Hypervisor) and watching it end, whether
+this hostd started it or adopted it from a previous one.
 
-QEMU runs in a session of its own (a terminal's Ctrl-C aimed at hostd never reaches a VM) and
-outlives hostd: a restarted hostd adopts it by pid. ``nsenter --net=`` execs QEMU inside the
-sandbox's network namespace, so the pid hostd sees is QEMU's own; it is moved into the
-sandbox's cgroups right after the fork (threads QEMU starts later inherit the cgroups).
+The VMM runs in a session of its own (a terminal's Ctrl-C aimed at hostd never reaches a VM)
+and outlives hostd: a restarted hostd adopts it by pid. ``nsenter --net=`` execs the VMM
+inside the sandbox's network namespace, so the pid hostd sees is the VMM's own; it is moved
+into the sandbox's cgroups right after the fork (threads it starts later inherit them).
 
 A pid alone could name another process after a reboot or a wrap-around, so the record kept
 for adoption (``VmmRecord``) also holds the process's start time (``/proc/<pid>/stat``), and
@@ -24,7 +24,7 @@ from pathlib import Path
 import msgspec
 
 HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-"""QEMU's whole environment: nothing of hostd's leaks into it."""
+"""The VMM's whole environment: nothing of hostd's leaks into it."""
 
 
 class VmmRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,7 +35,7 @@ class VmmRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 @dataclass(eq=False)
 class Vmm:
-    """A running QEMU: ``exited`` resolves (with its status, or None for an adopted one, which
+    """A running VMM: ``exited`` resolves (with its status, or None for an adopted one, which
     is not our child) once it has ended."""
 
     pid: int
@@ -85,7 +85,7 @@ def watch(process: subprocess.Popen[bytes]) -> Vmm:
 
 
 def adopt(record: VmmRecord, run_dir: Path) -> Vmm:
-    """Watch the QEMU a previous hostd started, if ``record`` still names it (same pid, same
+    """Watch the VMM a previous hostd started, if ``record`` still names it (same pid, same
     start time, its command line naming ``run_dir``).
 
     Raises:
@@ -108,7 +108,7 @@ def adopt(record: VmmRecord, run_dir: Path) -> Vmm:
 
 
 def kill_strays(run_dir: Path) -> None:
-    """SIGKILL every process whose command line names ``run_dir`` (a QEMU of this sandbox that
+    """SIGKILL every process whose command line names ``run_dir`` (a VMM of this sandbox that
     nobody tracks: started by a boot that failed before it learnt the pid, or left by a crash).
     Blocking; absent is fine."""
     needle = str(run_dir).encode()
