@@ -66,13 +66,16 @@ def start_agent(workdir: Path) -> Iterator[StartAgent]:
     """Start agents on sockets in ``workdir``; every one still running is stopped afterwards."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*, init: bool = False) -> Agent:
+    def start(*, init: bool = False, env: dict[str, str] | None = None) -> Agent:
         socket_path = workdir / "agent.sock"
         argv = [sys.executable, "-S", "-m", "guest.agent", "--uds", str(socket_path)]
         # Its own process group, so teardown reaches the server child of an --init agent too,
         # even when a test killed the init parent.
         process = subprocess.Popen(
-            [*argv, "--init"] if init else argv, env=AGENT_ENV, cwd=workdir, start_new_session=True
+            [*argv, "--init"] if init else argv,
+            env={**AGENT_ENV, **(env or {})},
+            cwd=workdir,
+            start_new_session=True,
         )
         started.append(process)
         return Agent(process, socket_path)
@@ -346,10 +349,14 @@ async def test_typescript_syntax_fails_like_node(client: AgentClient) -> None:
     assert "SyntaxError" in result.stderr
 
 
+@pytest.mark.parametrize("init", [False, True], ids=["plain", "init"])
 @pytest.mark.parametrize("language", ["python", "bash", "javascript"])
-async def test_long_code_runs_from_a_removed_temporary_file(client: AgentClient, language: str) -> None:
+async def test_long_code_runs_from_a_removed_temporary_file(
+    start_agent: StartAgent, workdir: Path, init: bool, language: str
+) -> None:
     """Over ``CODE_ARG_MAX`` bytes the code cannot be one argument (Linux caps it at 128 KiB);
-    it runs from a file, with the same arguments, and the file is gone afterwards."""
+    it runs from a file, with the same arguments, and the file is gone afterwards. The agent
+    gets a temporary directory of its own: /tmp is shared with every other test running."""
     comment = {"python": "#", "bash": "#", "javascript": "//"}[language]
     show = {
         "python": "import sys; print(sys.argv[1:])",
@@ -357,11 +364,17 @@ async def test_long_code_runs_from_a_removed_temporary_file(client: AgentClient,
         "javascript": "console.log(process.argv.slice(1))",
     }[language]
     code = f"{comment} {'x' * 200_000}\n{show}\n"
-    before = set(Path(tempfile.gettempdir()).glob("dnah-code-*"))
-    result = await run_code(client, language, code, argv=["arg"])
+    private_tmp = workdir / "tmp"
+    private_tmp.mkdir()
+    agent = start_agent(init=init, env={"TMPDIR": str(private_tmp)})
+    client = await wait_ready(agent.socket_path, timeout=10)
+    try:
+        result = await run_code(client, language, code, argv=["arg"])
+    finally:
+        await client.close()
     assert result.exit_code == 0, result.stderr
     assert "arg" in result.stdout
-    assert set(Path(tempfile.gettempdir()).glob("dnah-code-*")) == before
+    assert list(private_tmp.iterdir()) == []
 
 
 async def test_code_run_timeout_kills_the_group(client: AgentClient) -> None:
