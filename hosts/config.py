@@ -53,6 +53,10 @@ VM_ACCELS = ("auto", "kvm", "tcg")
 ``tcg`` (QEMU's software emulation). Naming ``kvm`` overrides the probe, naming ``tcg`` refuses
 KVM even where it works; either way ``auto`` runtime selection follows the result."""
 DEFAULT_QEMU_BINARY = "qemu-system-x86_64"
+QEMU_CHANNELS = ("auto", "serial", "vsock")
+"""``DNAH_QEMU_CHANNEL``: the QEMU guests' agent channel, a virtio-serial port (``serial``) or a
+vhost-vsock device (``vsock``); ``auto`` takes vsock where ``/dev/vhost-vsock`` is usable
+(resolved by ``QemuConfig.from_hostd``, see ``hosts/runtime/qemu/channel.py``)."""
 DEFAULT_CLOUD_HYPERVISOR_BINARY = "cloud-hypervisor"
 DEFAULT_VM_IMAGE_CACHE = "/var/cache/dnah/vm"
 DEFAULT_VM_BOOT_TIMEOUT_S = 90.0
@@ -138,6 +142,8 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The VM runtimes' accelerator (``DNAH_VM_ACCEL`` resolved): ``kvm`` or ``tcg``."""
     qemu_binary: str = DEFAULT_QEMU_BINARY
     """``DNAH_QEMU_BINARY``: the QEMU system emulator, a name on PATH or a path."""
+    qemu_channel: str = "auto"
+    """``DNAH_QEMU_CHANNEL``, one of ``QEMU_CHANNELS`` (``auto`` is resolved by the QEMU backend)."""
     cloud_hypervisor_binary: str = DEFAULT_CLOUD_HYPERVISOR_BINARY
     """``DNAH_CLOUD_HYPERVISOR_BINARY``: the Cloud Hypervisor VMM, a name on PATH or a path."""
     vm_image_cache: Path = Path(DEFAULT_VM_IMAGE_CACHE)
@@ -225,6 +231,7 @@ def load_config(
         runtime_reason=reason,
         vm_accel=vm_accel,
         qemu_binary=qemu_binary,
+        qemu_channel=env.parse("DNAH_QEMU_CHANNEL", _choice(QEMU_CHANNELS), "auto"),
         cloud_hypervisor_binary=ch_binary,
         vm_image_cache=Path(env.text("DNAH_VM_IMAGE_CACHE", DEFAULT_VM_IMAGE_CACHE)).absolute(),
         vm_boot_timeout_s=env.parse("DNAH_VM_BOOT_TIMEOUT", _positive_float, DEFAULT_VM_BOOT_TIMEOUT_S),

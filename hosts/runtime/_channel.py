@@ -18,6 +18,9 @@ guest's bytes stop making sense, or the guest asks (``RESET`` on stream 0), ever
 fails (its client connection is closed) and the channel starts over; connections made after
 that work again. A guest speaking another channel version is reported once and every
 ``CONNECT`` then gets an ``ERR`` line instead of ``OK``: a clear error rather than a hang.
+
+``AgentChannel`` is what a VM runtime runs beside its VMM to serve the agent socket: this
+muxer, or ``VsockBridge`` (``hosts/runtime/_vsock.py``) where the VM has a vhost-vsock device.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import os
 import socket
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -49,6 +53,39 @@ RECONNECT_MAX = 0.2
 READ_CHUNK = 64 * 1024
 WINDOW_STEP = wire.INITIAL_WINDOW // 4
 """Return credit once this much was handed to the client (or its queue ran dry)."""
+
+
+class AgentChannel(Protocol):
+    """hostd's end of a VM's agent channel: a Unix socket at ``agent_socket`` answering the
+    hybrid-vsock handshake (``CONNECT <port>\\n`` → ``OK <port>\\n``, then the stream), served
+    from ``start`` until ``close`` whatever carries the bytes to the guest."""
+
+    @property
+    def agent_socket(self) -> Path: ...
+
+    async def start(self) -> None:
+        """Listen on ``agent_socket`` at once; reach the guest in the background."""
+
+    async def close(self) -> None:
+        """Stop listening, drop every connection, remove the socket. Idempotent."""
+
+
+async def read_connect(reader: asyncio.StreamReader) -> int | None:
+    """The port of a client's ``CONNECT <port>`` line (read within ``HANDSHAKE_TIMEOUT``), or
+    None when the line is malformed.
+
+    Raises:
+        TimeoutError: no line in time.
+        asyncio.IncompleteReadError, asyncio.LimitOverrunError: the client closed or rambled.
+    """
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        line = await reader.readuntil(b"\n")
+    words = line.split()
+    if len(line) > HANDSHAKE_MAX or len(words) != 2 or words[0].upper() != b"CONNECT":
+        return None
+    if not words[1].isdigit() or int(words[1]) >= 2**32:
+        return None
+    return int(words[1])
 
 
 class _VersionMismatch(Exception):
@@ -167,6 +204,10 @@ class SerialMuxer:
         """Why the channel cannot work (the guest's channel version differs), or None."""
         self.syncs = 0
         """How many times the channel came into sync (each connection, each resync)."""
+
+    @property
+    def agent_socket(self) -> Path:
+        return self._agent_socket
 
     async def start(self) -> None:
         """Listen on ``agent_socket`` now; connect to the serial socket in the background."""
@@ -324,14 +365,9 @@ class SerialMuxer:
             writer.close()  # after what was written is out; a failed stream aborted already
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-            line = await reader.readuntil(b"\n")
-        words = line.split()
-        if len(line) > HANDSHAKE_MAX or len(words) != 2 or words[0].upper() != b"CONNECT":
+        port = await read_connect(reader)
+        if port is None:
             return
-        if not words[1].isdigit() or int(words[1]) >= 2**32:
-            return
-        port = int(words[1])
         stream = await self._open(port, reader, writer)
         if stream is None:
             return

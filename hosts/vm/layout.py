@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -44,6 +45,9 @@ class Machine(msgspec.Struct, frozen=True, kw_only=True):
     mac: str
     accel: str
     """``kvm`` or ``tcg``."""
+    channel: Literal["serial", "vsock"] = "serial"
+    """The agent channel's device (``BootParams.channel``): a restarted hostd serves the VM
+    over the channel it booted with (records from before this field are ``serial``)."""
 
 
 class RunFiles:

@@ -12,8 +12,10 @@ virtio-mmio devices only (found by the guest through ACPI). What it has:
   (without it the kernel's clocksource watchdog, whose only reference on microvm is jiffies,
   finds the TSC "unstable" under TCG and falls back to jiffies, which stop while the VM is
   paused and lag whenever the host is busy: the guest's clock would fall behind the host's);
-* one virtio-serial port named ``agent`` on a chardev Unix socket (``serial.sock``, QEMU
-  listening) that hostd's ``SerialMuxer`` connects to: the only host↔guest channel here;
+* the agent channel (``channel.py``): one virtio-serial port named ``agent`` on a chardev Unix
+  socket (``serial.sock``, QEMU listening) that hostd's ``SerialMuxer`` connects to, or, with
+  ``vsock_cid``, a ``vhost-vsock-device`` with that guest CID that hostd's ``VsockBridge``
+  reaches through the kernel;
 * virtio-blk for the sandbox's disk image, virtio-net on the netns's TAP, virtio-rng;
 * QMP on ``qmp.sock``.
 
@@ -54,8 +56,18 @@ def argv(
     cmdline: str,
     name: str,
     incoming: bool = False,
+    vsock_cid: int | None = None,
 ) -> list[str]:
     accel = "kvm" if machine.accel == "kvm" else "tcg,tb-size=64"
+    if vsock_cid is None:
+        channel = [
+            "-device", "virtio-serial-device",
+            "-chardev", f"socket,id=agent,path={serial_socket(files)},server=on,wait=off",
+            "-device", "virtserialport,chardev=agent,name=agent",
+        ]  # fmt: skip
+    else:
+        channel = ["-device", f"vhost-vsock-device,id=vsock0,guest-cid={vsock_cid}"]
+    # The order of the devices is their virtio-mmio slots, which a memory snapshot depends on.
     args = [
         binary,
         "-name", f"dnah-{name}",
@@ -68,9 +80,7 @@ def argv(
         "-initrd", machine.initrd,
         "-append", cmdline,
         "-serial", f"file:{files.console}",
-        "-device", "virtio-serial-device",
-        "-chardev", f"socket,id=agent,path={serial_socket(files)},server=on,wait=off",
-        "-device", "virtserialport,chardev=agent,name=agent",
+        *channel,
         "-drive", f"file={disk},format=raw,if=none,id=disk0,cache=writeback,discard=unmap",
         "-device", "virtio-blk-device,drive=disk0",
         "-netdev", f"tap,id=net0,ifname={TAP},script=no,downscript=no",

@@ -4,15 +4,17 @@ The sandbox, its lifecycle and its snapshots are ``hosts.vm.runtime.VmRuntime``'
 how QEMU fills in the VMM hooks:
 
 * the command line (``launcher``) boots the guest: kernel, initramfs and boot parameters,
-  virtio-mmio devices, QMP and the agent's virtio-serial port as Unix sockets in the run
-  directory. hostd's ``SerialMuxer`` turns that one port into the agent socket every backend
-  exposes; it runs from the VMM's start until hostd lets go of the VM;
+  virtio-mmio devices, QMP as a Unix socket in the run directory, and the agent channel: a
+  virtio-serial port that hostd's ``SerialMuxer`` multiplexes, or a vhost-vsock device that
+  hostd's ``VsockBridge`` reaches (``channel.py``; the boot's ``Machine`` records which). Either
+  turns into the agent socket every backend exposes; it runs from the VMM's start until hostd
+  lets go of the VM;
 * pause and resume are QMP ``stop``/``cont``, one QMP session per operation (QEMU serves one
   client at a time, so nothing is held that a restarted hostd would need);
 * the memory state is QEMU's migration stream: ``migrate`` to ``exec:cat > <file>``
   (``memory`` in the snapshot's subvolume), and a restore starts QEMU with ``-incoming
   defer`` and loads it with ``migrate-incoming``, then ``cont``;
-* adoption restarts the muxer (the guest resynchronises) and asks QMP whether it is paused.
+* adoption restarts the channel (the guest resynchronises) and asks QMP whether it is paused.
 
 No live resize: a new size is recorded and applies at the next boot.
 """
@@ -21,21 +23,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import structlog
+
 from contracts.host import Capabilities
 from contracts.vm import BootParams
 from hosts.errors import RuntimeFailure
-from hosts.runtime._channel import SerialMuxer
+from hosts.runtime._channel import AgentChannel
 from hosts.runtime._undo import Undo
-from hosts.runtime.qemu import launcher
+from hosts.runtime.qemu import channel, launcher
 from hosts.runtime.qemu.config import QemuConfig
 from hosts.runtime.qemu.qmp import Qmp
 from hosts.vm.layout import Machine
 from hosts.vm.runtime import Vm, VmRuntime
+
+log = structlog.get_logger("hosts.runtime")
 
 MEMORY = "memory"
 """The VM's migration stream in a snapshot's subvolume."""
@@ -50,12 +57,13 @@ class QemuRuntime(VmRuntime):
 
     kind = "qemu"
     capabilities = Capabilities(memory_snapshot=True, live_resize=False, fork=True)
-    channel = "serial"
     config: QemuConfig
 
     def __init__(self, config: QemuConfig) -> None:
         super().__init__(config)
-        self._muxers: dict[str, SerialMuxer] = {}
+        self.channel = config.channel
+        self._channels: dict[str, AgentChannel] = {}
+        log.info("QEMU agent channel", channel=config.channel, reason=config.channel_reason)
 
     def _vmm_argv(self, vm: Vm, machine: Machine, params: BootParams, *, restoring: bool) -> list[str]:
         return launcher.argv(
@@ -66,10 +74,11 @@ class QemuRuntime(VmRuntime):
             cmdline=f"{params.to_cmdline()} {launcher.vmm_flags()}",
             name=vm.spec.id,
             incoming=restoring,
+            vsock_cid=_cid(params) if machine.channel == "vsock" else None,
         )
 
     async def _vmm_ready(self, vm: Vm) -> None:
-        await self._start_muxer(vm)
+        await self._start_channel(vm)
 
     async def _vmm_boot(self, vm: Vm, machine: Machine, params: BootParams) -> None:
         """Nothing: QEMU booted the guest as it started."""
@@ -104,23 +113,28 @@ class QemuRuntime(VmRuntime):
     async def _vmm_adopt(self, vm: Vm) -> bool:
         async with self._qmp(vm.spec.id) as qmp:
             status = (await qmp.execute("query-status"))["status"]
-        await self._start_muxer(vm)
+        await self._start_channel(vm)
         return bool(status != "running")
 
     async def _vmm_release(self, vm: Vm) -> None:
-        muxer = self._muxers.pop(vm.spec.id, None)
-        if muxer is not None:
-            await muxer.close()
+        served = self._channels.pop(vm.spec.id, None)
+        if served is not None:
+            await served.close()
 
     def _read_vmm_version(self) -> str:
         return qemu_version(self.config.binary)
 
-    async def _start_muxer(self, vm: Vm) -> None:
-        """The agent socket, served over the VM's virtio-serial port."""
-        files = self._dir(vm.spec.id).files
-        muxer = SerialMuxer(launcher.serial_socket(files), files.agent)
-        self._muxers[vm.spec.id] = muxer
-        await muxer.start()
+    async def _start_channel(self, vm: Vm) -> None:
+        """The agent socket, served over the channel this boot's ``Machine`` names to the
+        VM's address (both recorded before the VMM started, so a successor reads them too)."""
+        directory = self._dir(vm.spec.id)
+        machine, boot = await asyncio.to_thread(lambda: (directory.read_machine(), directory.read_boot()))
+        if machine is None or boot is None:
+            raise RuntimeFailure(f"sandbox {vm.spec.id} has no boot records to serve its channel from")
+        address = self._network.address(boot.slot)
+        served = channel.open_channel(machine.channel, directory.files, address)
+        self._channels[vm.spec.id] = served
+        await served.start()
 
     @contextlib.asynccontextmanager
     async def _qmp(self, sandbox_id: str) -> AsyncIterator[Qmp]:
@@ -131,6 +145,11 @@ class QemuRuntime(VmRuntime):
             yield qmp
         finally:
             await qmp.close()
+
+
+def _cid(params: BootParams) -> int:
+    """The guest CID of the VM booted with ``params``: its address's (``channel.guest_cid``)."""
+    return channel.guest_cid(ipaddress.IPv4Interface(params.address).ip)
 
 
 async def _settled(qmp: Qmp, query: str, *passing: str | None) -> str | None:
