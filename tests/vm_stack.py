@@ -38,6 +38,7 @@ VM_MODULES = frozenset(
     {
         "tests/stack/test_vm_sandboxes.py",
         "tests/stack/test_vm_isolation.py",
+        "tests/stack/test_vm_toolbox.py",
         "tests/sdk/test_daytona_sdk_vm.py",
     }
 )
