@@ -78,6 +78,7 @@ TIMEOUT_S = 1200.0
 """Per HTTP call: a TCG boot under load, or a guest image built by the warm-up create."""
 _UUID = "[0-9a-f-]+"
 _SNAP = "snap-[0-9a-f]+"
+_LOG_WAIT_S = 2.0
 
 
 def load_average() -> float:
@@ -178,13 +179,23 @@ class Bench:
         for snapshot in ok(self.gw.get(f"/v1/sandboxes/{sandbox_id}/snapshots"))["items"]:
             ok(self.gw.delete(f"/v1/snapshots/{snapshot['id']}"))
 
-    def timed(self, call: Callable[[], Any]) -> tuple[Any, float, list[dict[str, Any]]]:
-        """``call()``'s result, its duration at the client (ms) and hostd's log lines meanwhile."""
+    def timed(self, call: Callable[[], Any], requests: int = 1) -> tuple[Any, float, list[dict[str, Any]]]:
+        """``call()``'s result, its duration at the client (ms) and hostd's log lines meanwhile:
+        until the ``requests`` hostd requests the call makes are logged (hostd logs a request
+        once its answer is sent, so the last line may trail the answer a little)."""
         mark = self.log.mark()
         started = time.perf_counter()
         result = call()
         elapsed = ms_since(started)
-        return result, elapsed, self.log.since(mark)
+        return result, elapsed, self.hostd_lines(mark, requests)
+
+    def hostd_lines(self, mark: int, requests: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + _LOG_WAIT_S
+        while True:
+            events = self.log.since(mark)
+            if sum(e.get("event") == "request" for e in events) >= requests or time.monotonic() > deadline:
+                return events
+            time.sleep(0.01)
 
     # parts -------------------------------------------------------------------------------------
 
@@ -245,7 +256,8 @@ class Bench:
     def resume_parts(self, label: str, sid: str, events: list[dict[str, Any]], event: str) -> None:
         """A restore or memory clone in parts adding up to the runtime's ``total_ms``: before
         the new QEMU starts, QEMU start → agent channel in sync (VMM start, memory loaded,
-        ``cont``, the guest's channel answering), in sync → done (identity refresh)."""
+        ``cont``, the guest's channel answering), in sync → done (the agent's answer, the identity
+        refresh)."""
         done_event = runtime_event(events, event, sid)
         synced = first_event(events, "agent channel in sync")
         pid = vmm_pid(self.stack.config.cgroup, sid)
@@ -260,7 +272,7 @@ class Bench:
         self.results.add(
             f"{label}: 2 QEMU start → channel in sync (memory loaded, cont)", (sync - qemu) * 1000
         )
-        self.results.add(f"{label}: 3 in sync → done (identity refresh)", (done - sync) * 1000)
+        self.results.add(f"{label}: 3 in sync → done (agent answers, identity refresh)", (done - sync) * 1000)
 
     def execs(self, sid: str, n: int) -> None:
         r = self.results
@@ -275,9 +287,9 @@ class Bench:
             agent.append(float(reply["duration_ms"]))
         hostd = [
             float(e["duration_ms"])
-            for e in self.log.since(mark)
+            for e in self.hostd_lines(mark, n)
             if e.get("event") == "request" and str(e.get("path", "")).endswith("/exec")
-        ]
+        ][-n:]  # a warm-up's line may land after the mark
         for value in hostd:
             r.add("exec: hostd request", value)
         for value in agent:
@@ -316,7 +328,7 @@ class Bench:
 
     def snapshot(self, sid: str, prefix: str) -> str:
         r = self.results
-        snap, snap_ms, events = self.timed(lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/snapshot")))
+        snap, snap_ms, events = self.timed(lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/snapshot")), 2)
         r.add(f"{prefix}snapshot (gateway)", snap_ms)
         hostd_ms = request_ms(events, "POST", f"/sandboxes/{_UUID}/snapshots")
         r.add(f"{prefix}snapshot: hostd request", hostd_ms)
@@ -351,7 +363,7 @@ class Bench:
 
     def fork(self, sid: str) -> None:
         r = self.results
-        fork, fork_ms, events = self.timed(lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/fork", json={})))
+        fork, fork_ms, events = self.timed(lambda: ok(self.gw.post(f"/v1/sandboxes/{sid}/fork", json={})), 3)
         r.add("fork (gateway)", fork_ms)
         r.add("fork: hostd snapshot request", request_ms(events, "POST", f"/sandboxes/{_UUID}/snapshots"))
         clone_hostd = request_ms(events, "POST", f"/snapshots/{_SNAP}/clone")
@@ -458,9 +470,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated, run in this order")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated among {', '.join(PARTS)}")
-    parser.add_argument("--creates", type=int, default=10)
+    parser.add_argument("--creates", type=int, default=15)
     parser.add_argument("--execs", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=10, help="snapshot → restore → fork rounds")
+    parser.add_argument("--rounds", type=int, default=15, help="snapshot → restore → fork rounds")
     parser.add_argument("--ram-sizes", default="256,512,1024", help="MiB, for ramsweep")
     parser.add_argument(
         "--dirty-mb", type=int, default=192, help="random data in a 512 MiB guest's tmpfs (0: skip)"
