@@ -15,9 +15,10 @@ Two channels, chosen by size and timing:
   fit the command line — the sandbox's environment variables (up to ``COMMAND_MAX_BYTES``) —
   and is sent once after boot when ``BootParams.configure`` is set: vminit starts the agent only
   after it, so the agent's environment is exactly what the OCI runtime gives its agent.
-  ``IdentityRefresh`` makes a restored or forked VM a distinct machine; ``Poweroff`` is a
-  clean shutdown the VMM cannot ask for otherwise (microvm has no power button the guest
-  listens to).
+  ``IdentityRefresh`` makes a restored or forked VM a distinct machine; ``SetClock`` sets the
+  guest's clock after every resume (a paused VM's clock stands still) and last in a restore;
+  ``Poweroff`` is a clean shutdown the VMM cannot ask for otherwise (microvm has no power
+  button the guest listens to).
 
 The guest parses all of this by hand (``guest/vmproto.py``, stdlib only);
 ``tests/guest/test_vminit.py`` proves both ends agree.
@@ -45,6 +46,8 @@ HOSTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 """What a sandbox id may be (hostd's ids), so a sandbox's hostname is its id."""
 HEX32_RE = re.compile(r"[0-9a-f]{32}")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+MAC_RE = re.compile(r"[0-9a-f][02468ace](:[0-9a-f]{2}){5}")
+"""A unicast MAC, lowercase, colon-separated."""
 
 
 class BootParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,7 +127,7 @@ class Configure(_Control, frozen=True, tag="configure"):
 
 class IdentityRefresh(_Control, frozen=True, tag="identity"):
     """Make a restored or forked VM a machine of its own: new hostname, machine id, boot id,
-    fresh kernel entropy, the host's clock; and, when it moved, a new address."""
+    fresh kernel entropy, the host's clock, its own MAC; and, when it moved, a new address."""
 
     hostname: str
     machine_id: str
@@ -137,6 +140,9 @@ class IdentityRefresh(_Control, frozen=True, tag="identity"):
     address: str | None = None
     """A new IPv4 address with prefix for eth0; None keeps the current one."""
     gateway: str | None = None
+    mac: str | None = None
+    """eth0's new MAC (the VM's own; every fork of one snapshot wakes with the snapshotted
+    VM's); None keeps the current one."""
 
     def __post_init__(self) -> None:
         if not HOSTNAME_RE.fullmatch(self.hostname):
@@ -145,14 +151,22 @@ class IdentityRefresh(_Control, frozen=True, tag="identity"):
             raise ValueError("machine_id must be 32 lowercase hex digits")
         if not UUID_RE.fullmatch(self.boot_id):
             raise ValueError("boot_id must be a lowercase UUID")
+        if self.mac is not None and not MAC_RE.fullmatch(self.mac):
+            raise ValueError(f"mac {self.mac!r} is not a lowercase unicast MAC")
         _check_network(self.address, self.gateway)
+
+
+class SetClock(_Control, frozen=True, tag="clock"):
+    """Set the guest's clock (``CLOCK_REALTIME``) to the host's, read just before sending."""
+
+    unix_time_ns: Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Poweroff(_Control, frozen=True, tag="poweroff"):
     """Stop the agent, sync, unmount, power off. Answered before the power goes."""
 
 
-ControlMessage = Configure | IdentityRefresh | Poweroff
+ControlMessage = Configure | IdentityRefresh | SetClock | Poweroff
 
 
 class ControlReply(msgspec.Struct, frozen=True, kw_only=True):

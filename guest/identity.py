@@ -7,8 +7,9 @@ kernel's own interface: the entropy is mixed into the pool *and credited*
 between forks; ``sethostname``; /etc/machine-id rewritten; the boot id, which the kernel
 generates once and never changes, is shown through a bind mount of a file over
 /proc/sys/kernel/random/boot_id (rewritten in place on later refreshes, so the mount keeps
-showing it); ``clock_settime(CLOCK_REALTIME)``. A new address, when the host gives one, goes
-on eth0 (``guest/vmnet.py``).
+showing it); ``clock_settime(CLOCK_REALTIME)``. eth0 takes the VM's own MAC (forks of one
+snapshot wake with the snapshotted VM's, and two on one bridge would take each other's frames)
+and, when the host gives one, a new address (``guest/vmnet.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def apply(refresh: dict[str, Any], etc: Path = ETC) -> None:
     set_hostname(refresh["hostname"], etc)
     write_machine_id(refresh["machine_id"], etc)
     set_boot_id(refresh["boot_id"])
+    if refresh.get("mac"):
+        vmnet.set_mac(INTERFACE, refresh["mac"])
     if refresh.get("address"):
         vmnet.configure(INTERFACE, refresh["address"], refresh.get("gateway"))
 

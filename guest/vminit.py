@@ -11,7 +11,7 @@ The initramfs (hosts/vm/initramfs.py) mounts the root disk and ``switch_root``s 
    (``guest/vmnet.py``); a machine id on first boot.
 3. Start the channel (``guest/channel.py``): the virtio-serial port demultiplexed, or vsock
    ports; port 52 goes to the agent's socket, port 53 to ``control`` here (root-only work:
-   ``Configure``, ``IdentityRefresh``, ``Poweroff``, see contracts/vm.py).
+   ``Configure``, ``IdentityRefresh``, ``SetClock``, ``Poweroff``, see contracts/vm.py).
 4. If ``configure`` is set, wait for the host's ``Configure`` (the sandbox's environment).
 5. Start the agent exactly as runc does in hosts/runtime/oci/bundle.py: uid/gid 1000 with
    supplementary group 1000, cwd and HOME /home/daytona, PATH/HOME/LANG then the spec's
@@ -147,6 +147,8 @@ class Control:
             elif kind == "identity":
                 identity.apply(message)
                 console(f"identity refreshed: {message['hostname']}")
+            elif kind == "clock":
+                time.clock_settime_ns(time.CLOCK_REALTIME, message["unix_time_ns"])
             elif kind == "poweroff":
                 os.kill(os.getpid(), signal.SIGTERM)
         except vmproto.Invalid as exc:

@@ -1,10 +1,11 @@
-"""A VM's IPv4 setup (loopback up, eth0's address, the default route) with ioctls, stdlib only.
+"""A VM's network setup (loopback up, eth0's address, the default route, its MAC) with ioctls, stdlib only.
 
 vminit could run the template's ``ip`` (iproute2), but it also changes the address later, from
 the control handler's thread while its main thread reaps every child with ``waitpid(-1)``:
 a child's exit status could be stolen there and a failed ``ip`` look like a success. The
 classic socket ioctls (``SIOCSIFADDR``, ``SIOCSIFNETMASK``, ``SIOCSIFFLAGS``, ``SIOCADDRT``)
-need no child process and do all a sandbox needs: one address and a default route.
+need no child process and do all a sandbox needs: one address and a default route, and
+(``SIOCSIFHWADDR``) the MAC a fork must not share with its siblings.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFADDR = 0x8916
 SIOCSIFNETMASK = 0x891C
+SIOCSIFHWADDR = 0x8924
+ARPHRD_ETHER = 1
 SIOCADDRT = 0x890B
 SIOCDELRT = 0x890C
 IFF_UP = 0x1
@@ -52,6 +55,16 @@ def configure(interface: str, address: str | None, gateway: str | None) -> None:
                 break
         if gateway is not None:
             _ioctl(sock, SIOCADDRT, _rtentry(gateway, RTF_UP | RTF_GATEWAY))
+
+
+def set_mac(interface: str, mac: str) -> None:
+    """Give ``interface`` the MAC ``mac`` (``aa:bb:cc:dd:ee:ff``) while it stays up. virtio-net
+    allows a live change and tells the device (QEMU's filters frames by it) through its control
+    queue where the device offers that; Cloud Hypervisor's does not filter."""
+    raw = bytes.fromhex(mac.replace(":", ""))
+    request = struct.pack("16sH6s", interface.encode(), ARPHRD_ETHER, raw).ljust(_IFREQ_SIZE, b"\0")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _ioctl(sock, SIOCSIFHWADDR, request)
 
 
 def _up(sock: socket.socket, interface: str) -> None:

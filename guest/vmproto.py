@@ -20,6 +20,7 @@ ENTROPY_MAX_BYTES = 512
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 HEX32_RE = re.compile(r"[0-9a-f]{32}")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+MAC_RE = re.compile(r"[0-9a-f][02468ace](:[0-9a-f]{2}){5}")
 ENV_NAME_RE = re.compile(r"[^=\0]+")
 
 TYPE_CHECKING = False
@@ -81,6 +82,8 @@ def parse_control(line: bytes) -> dict[str, Any]:
         return {"t": kind, "env": dict(env)}
     if kind == "identity":
         return _identity(message)
+    if kind == "clock":
+        return {"t": kind, "unix_time_ns": _time_ns(message.get("unix_time_ns"))}
     if kind == "poweroff":
         return {"t": kind}
     raise Invalid(f"unknown control message {kind!r}")
@@ -108,20 +111,27 @@ def _identity(message: dict[str, Any]) -> dict[str, Any]:
         or not ENTROPY_MIN_BYTES <= len(entropy) // 2 <= ENTROPY_MAX_BYTES
     ):
         raise Invalid(f"entropy must be hex of {ENTROPY_MIN_BYTES}-{ENTROPY_MAX_BYTES} bytes")
-    if type(unix_time_ns) is not int or unix_time_ns < 0:
-        raise Invalid("unix_time_ns must be a non-negative integer")
-    address, gateway = message.get("address"), message.get("gateway")
+    address, gateway, mac = message.get("address"), message.get("gateway"), message.get("mac")
     _check_network(address, gateway)
+    if mac is not None and (not isinstance(mac, str) or not MAC_RE.fullmatch(mac)):
+        raise Invalid(f"mac {mac!r} is not a lowercase unicast MAC")
     return {
         "t": "identity",
         "hostname": hostname,
         "machine_id": machine_id,
         "boot_id": boot_id,
         "entropy": bytes.fromhex(entropy),
-        "unix_time_ns": unix_time_ns,
+        "unix_time_ns": _time_ns(unix_time_ns),
         "address": address,
         "gateway": gateway,
+        "mac": mac,
     }
+
+
+def _time_ns(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise Invalid("unix_time_ns must be a non-negative integer")
+    return value
 
 
 def _check_network(address: object, gateway: object) -> None:

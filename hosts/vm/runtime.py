@@ -84,7 +84,7 @@ from hosts.templates import Template
 from hosts.vm import cgroup, control, disk, network, process
 from hosts.vm import snapshot as vm_snapshot
 from hosts.vm.config import VmConfig
-from hosts.vm.identity import new_identity, refresh_identity
+from hosts.vm.identity import new_identity, refresh_identity, set_clock
 from hosts.vm.images import VmImage, VmImageStore
 from hosts.vm.layout import Machine, VmDir
 
@@ -94,6 +94,7 @@ T = TypeVar("T")
 
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _NEW, _OLD = ".new", ".old"
+_CLOCK_TIMEOUT = 10.0
 
 
 @dataclass(eq=False)
@@ -242,6 +243,7 @@ class VmRuntime:
                 # A snapshot held it paused and the hostd taking it died: let it run again.
                 await self._vmm_resume(vm)
                 paused = False
+                await self._set_clock(vm)
             held.unlink(missing_ok=True)
             vm.paused = paused
             self._watch(vm, vmm)
@@ -346,6 +348,7 @@ class VmRuntime:
             if vm.paused:
                 await self._vmm_resume(vm)
                 vm.paused = False
+                await self._set_clock(vm)
             return self._info(vm)
 
     async def resize(self, sandbox_id: str, cpu: int, ram_mb: int, disk_gb: int) -> SandboxInfo:
@@ -656,7 +659,9 @@ class VmRuntime:
                 restoring = self._vmm_restore(vm, machine, files_dir, undo)
                 await or_died(restoring, vmm, directory, "restoring memory")
                 await or_died(self._wait_for_agent(files.agent), vmm, directory, "waking the agent")
-                refresh = new_identity(spec.id, address=address, gateway=str(self._network.gateway))
+                refresh = new_identity(
+                    spec.id, address=address, gateway=str(self._network.gateway), mac=machine.mac
+                )
                 await or_died(self._refresh(files.agent, refresh), vmm, directory, "refreshing the identity")
         except BaseException:
             await self._vmm_release(vm)
@@ -685,8 +690,19 @@ class VmRuntime:
                 await asyncio.sleep(0.1)
 
     async def _refresh(self, agent: Path, refresh: vm_contract.IdentityRefresh) -> None:
+        """The identity refresh, then the clock once more: the refresh's was read before it
+        could be delivered, which a loaded host can make a second late."""
         async with asyncio.timeout(self.config.boot_timeout):
             await refresh_identity(agent, refresh)
+            await set_clock(agent)
+
+    async def _set_clock(self, vm: Vm) -> None:
+        """The resumed guest's clock set to the host's: it stood still while the VM was paused.
+        A guest that does not answer keeps running with its clock behind (logged)."""
+        try:
+            await set_clock(self.agent_socket(vm.spec.id), timeout=_CLOCK_TIMEOUT)
+        except (HostError, OSError) as exc:
+            log.warning("the resumed guest's clock was not set", sandbox_id=vm.spec.id, error=str(exc))
 
     async def _halt(self, vm: Vm, *, clean: bool) -> None:
         """End the VM (a clean guest poweroff first when ``clean``: the VMM exits with its
@@ -765,6 +781,7 @@ class VmRuntime:
             if running:
                 await self._vmm_resume(vm)
                 await blocking("unmark held", marker.unlink, True)
+                await self._set_clock(vm)
 
     async def _read_snapshot(self, directory: Path) -> manifest.Manifest:
         """The verified manifest of a snapshot this VMM can use, refused before anything starts

@@ -89,7 +89,7 @@ def test_a_cmdline_without_a_hostname_is_refused() -> None:
 
 
 def test_control_messages_read_alike_on_both_ends() -> None:
-    refresh = new_identity("fork-1", address="10.214.9.2/24", gateway="10.214.9.1")
+    refresh = new_identity("fork-1", address="10.214.9.2/24", gateway="10.214.9.1", mac="02:aa:bb:cc:dd:01")
     parsed = vmproto.parse_control(vm.encode_control(refresh))
     assert parsed == {
         "t": "identity",
@@ -100,6 +100,13 @@ def test_control_messages_read_alike_on_both_ends() -> None:
         "unix_time_ns": refresh.unix_time_ns,
         "address": "10.214.9.2/24",
         "gateway": "10.214.9.1",
+        "mac": "02:aa:bb:cc:dd:01",
+    }
+    assert vmproto.parse_control(vm.encode_control(new_identity("h")))["mac"] is None
+    clock = vm.SetClock(unix_time_ns=time.time_ns())
+    assert vmproto.parse_control(vm.encode_control(clock)) == {
+        "t": "clock",
+        "unix_time_ns": clock.unix_time_ns,
     }
     configure = vm.Configure(env={"A": "1", "B": "é \n"})
     assert vmproto.parse_control(vm.encode_control(configure)) == {
@@ -121,6 +128,9 @@ def test_control_messages_read_alike_on_both_ends() -> None:
         {"unix_time_ns": -1},
         {"hostname": ""},
         {"address": "10.0.0.1"},
+        {"mac": "03:00:00:00:00:01"},  # multicast
+        {"mac": "02:AA:BB:CC:DD:01"},
+        {"mac": "02:aa:bb:cc:dd"},
     ],
 )
 def test_invalid_identity_refreshes_are_refused_by_both_ends(change: dict[str, object]) -> None:
@@ -132,7 +142,15 @@ def test_invalid_identity_refreshes_are_refused_by_both_ends(change: dict[str, o
 
 
 @pytest.mark.parametrize(
-    "line", [b"{", b"[]", b'{"t": "reboot"}', b'{"t": "configure", "env": {"A=B": "x"}}']
+    "line",
+    [
+        b"{",
+        b"[]",
+        b'{"t": "reboot"}',
+        b'{"t": "configure", "env": {"A=B": "x"}}',
+        b'{"t": "clock", "unix_time_ns": -5}',
+        b'{"t": "clock", "unix_time_ns": "1"}',
+    ],
 )
 def test_garbled_control_lines_are_refused(line: bytes) -> None:
     with pytest.raises(vmproto.Invalid):
@@ -208,7 +226,9 @@ async def test_identity_refresh_restart_reaping_and_sigterm(vm_image: VmImage, t
         try:
             old_boot_id = await _run(client, "cat", "/proc/sys/kernel/random/boot_id")
             refresh = msgspec.structs.replace(
-                new_identity("vm-two-fork", address="10.78.0.9/16", gateway="10.78.0.1"),
+                new_identity(
+                    "vm-two-fork", address="10.78.0.9/16", gateway="10.78.0.1", mac="02:00:5e:10:00:09"
+                ),
                 unix_time_ns=time.time_ns() + 10 * 365 * 86400 * 10**9,
             )
             await refresh_identity(guest.agent_socket, refresh)
@@ -220,6 +240,11 @@ async def test_identity_refresh_restart_reaping_and_sigterm(vm_image: VmImage, t
             assert abs(guest_now - refresh.unix_time_ns // 10**9) < 3600
             assert "inet 10.78.0.9/16 " in await _run(client, "ip", "-4", "addr", "show", "eth0")
             assert "default via 10.78.0.1 dev eth0" in await _run(client, "ip", "route")
+            assert await _run(client, "cat", "/sys/class/net/eth0/address") == "02:00:5e:10:00:09\n"
+            # the clock alone, as after a resume: back from ten years ahead to the host's
+            await control.send(guest.agent_socket, vm.SetClock(unix_time_ns=time.time_ns()))
+            guest_now = int(await _run(client, "date", "+%s"))
+            assert abs(guest_now - time.time()) < 60
 
             # an orphan (its parent exits at once) is reaped by PID 1 when it ends
             await _run(client, "sh", "-c", "sleep 0.5 & exit 0")

@@ -16,7 +16,7 @@ archives); this is how Cloud Hypervisor fills in the VMM hooks:
   (``config.json``, ``state.json``, ``memory-ranges``), after a ``vmm.ping`` confirms the
   running VMM is still the binary's version. A restore goes through a staging directory in the
   run directory: the snapshot's files linked, ``config.json`` rewritten to name this sandbox's
-  disk, vsock socket and console (the TAP is ``tap0`` everywhere); then ``vm.restore``
+  disk, vsock socket, console and MAC (the TAP is ``tap0`` everywhere); then ``vm.restore``
   and ``vm.resume``. A snapshot written by another VMM version is refused before anything
   starts: the version is read from ``<binary> --version``;
 * adoption asks ``vm.info`` whether the VM is running or paused.
@@ -84,7 +84,7 @@ class CloudHypervisorRuntime(VmRuntime):
         staging = files.run / RESTORE_DIR
         undo.push("remove restore staging", functools.partial(remove_tree, staging))
         stage = functools.partial(
-            _stage_restore, snapshot_files, staging, self._disk_image(vm.spec.id), files
+            _stage_restore, snapshot_files, staging, self._disk_image(vm.spec.id), files, machine.mac
         )
         await blocking("stage the snapshot", stage)
         async with self._api(vm.spec.id) as client:
@@ -181,10 +181,10 @@ def _vm_config(
     )
 
 
-def _stage_restore(snapshot: Path, staging: Path, disk_image: Path, files: RunFiles) -> None:
+def _stage_restore(snapshot: Path, staging: Path, disk_image: Path, files: RunFiles, mac: str) -> None:
     """What this sandbox's VMM restores from: the snapshot's state and memory linked from its
-    subvolume (``snapshot``), and its ``config.json`` with this sandbox's disk, vsock socket
-    and console in place of the snapshotted VM's (Cloud Hypervisor documents editing it
+    subvolume (``snapshot``), and its ``config.json`` with this sandbox's disk, vsock socket,
+    console and MAC in place of the snapshotted VM's (Cloud Hypervisor documents editing it
     between snapshot and restore). Unknown fields are kept as they are."""
     remove_tree(staging)
     staging.mkdir(mode=0o700)
@@ -198,6 +198,8 @@ def _stage_restore(snapshot: Path, staging: Path, disk_image: Path, files: RunFi
     config["vsock"]["socket"] = str(files.agent)
     if (config.get("serial") or {}).get("mode") == "File":
         config["serial"]["file"] = str(files.console)
+    for net in config.get("net") or []:
+        net["mac"] = mac
     (staging / SNAPSHOT_CONFIG).write_text(json.dumps(config))
     for name in sorted(os.listdir(snapshot)):
         if name not in (SNAPSHOT_CONFIG, disk.DISK_FILE):

@@ -1,14 +1,16 @@
 """The Cloud Hypervisor backend on real VMs: through the API stand-in (QEMU underneath, TCG
 here), and through the real ``cloud-hypervisor`` when it is on PATH and KVM is usable.
 
-What the contract suite (``cloud-hypervisor`` param) does not cover: a live ``vm.resize``,
-the refusal of a snapshot written by another VMM version (before anything starts), and that
+What the contract suite (``cloud-hypervisor`` param) does not cover: a live ``vm.resize``
+(and one arriving during a stop), the refusal of a snapshot written by another VMM version
+(before anything starts), a successor resuming a VM a snapshot held paused, and that
 every request the backend sent during a whole lifecycle conforms to ``ch_api.schema.json``
 (the stand-in records them; a violation fails the test that caused it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -25,6 +27,7 @@ from hosts.errors import SnapshotInvalid
 from hosts.runtime.cloud_hypervisor import CloudHypervisorConfig, CloudHypervisorRuntime
 from hosts.runtime.cloud_hypervisor.client import CloudHypervisorClient
 from hosts.templates import TemplateStore
+from hosts.vm.layout import VmDir
 from tests.hosts.conftest import make_spec
 from tests.hosts.runtime.cloud_hypervisor._support import (
     ch_config,
@@ -32,6 +35,7 @@ from tests.hosts.runtime.cloud_hypervisor._support import (
     recorded,
     standin_wrapper,
 )
+from tests.support import await_for
 
 pytestmark = pytest.mark.vm
 
@@ -148,3 +152,45 @@ async def test_a_snapshot_of_another_vmm_version_is_refused_before_anything_star
     assert recorded(other_record) == [], "a VMM was started for a snapshot it cannot restore"
     assert not (setup.config.state_dir / "sandboxes" / "chclone").exists()
     assert [i.id for i in other.list()] == []
+
+
+async def test_a_successor_resumes_a_vm_a_snapshot_held_paused(setup: Setup, conforming: None) -> None:
+    runtime, sandbox_id = setup.runtime, "chheld"
+    await runtime.create(make_spec(sandbox_id))
+    directory = VmDir(setup.config.state_dir / "sandboxes" / sandbox_id)
+    successor = CloudHypervisorRuntime(setup.config)
+    try:
+        # hostd died while a snapshot held the VM paused.
+        await asyncio.to_thread(directory.held.touch)
+        async with CloudHypervisorClient(runtime._api_socket(sandbox_id)) as api:
+            await api.pause()
+        runtime.detach()
+
+        states = {info.id: info.state for info in await successor.recover()}
+
+        assert states[sandbox_id] == "running" and not directory.held.exists()
+        assert await sh(successor, sandbox_id, "echo adopted") == "adopted\n"
+    finally:
+        await successor.destroy(sandbox_id)
+        await runtime.destroy(sandbox_id)
+
+
+async def test_a_resize_waits_for_a_stop_under_way_and_is_recorded(setup: Setup, conforming: None) -> None:
+    # The sandbox's state is read under its lock: a resize that arrives while a stop runs
+    # applies to the stopped sandbox (recorded) instead of failing as if it had vanished.
+    runtime, sandbox_id = setup.runtime, "chsize"
+    await runtime.create(make_spec(sandbox_id))
+    try:
+        stopping = asyncio.ensure_future(runtime.stop(sandbox_id))
+        await await_for(
+            lambda: _locked(runtime, sandbox_id), what="the stop to hold the sandbox", timeout_s=30
+        )
+        resized = await runtime.resize(sandbox_id, 2, 384, 2)
+        assert (await stopping).state == "stopped" and resized.state == "stopped"
+        assert (runtime.spec(sandbox_id).cpu, runtime.spec(sandbox_id).ram_mb) == (2, 384)
+    finally:
+        await runtime.destroy(sandbox_id)
+
+
+async def _locked(runtime: CloudHypervisorRuntime, sandbox_id: str) -> bool:
+    return runtime._locks[sandbox_id].locked()
