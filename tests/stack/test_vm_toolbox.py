@@ -155,7 +155,7 @@ def test_sessions_keep_state_and_log_async_commands(box: Box) -> None:
         return got if "exitCode" in got else None
 
     done = wait_for(finished, what="the async command finished", timeout_s=60)
-    assert done["exitCode"] == 4
+    assert done is not None and done["exitCode"] == 4
     assert logs() == {
         "output": "started vm /tmp\nfinished\ne\n",
         "stdout": "started vm /tmp\nfinished\n",
@@ -302,7 +302,7 @@ def test_metrics_are_the_vm_s_own(box: Box) -> None:
             return m if m["mem_used_mb"] >= first["mem_used_mb"] + 95 else None
 
         now = wait_for(grown, what="100 MiB more in use", timeout_s=TIMEOUT_S)
-        assert now["mem_used_mb"] <= now["mem_total_mb"]
+        assert now is not None and now["mem_used_mb"] <= now["mem_total_mb"]
     finally:
         box.sh(f"kill {pid}")
 
@@ -343,7 +343,14 @@ def test_terminal_resize_input_output(box: Box) -> None:
 def test_streams_share_the_port(box: Box) -> None:
     """A 10 MiB download, a 10 MiB upload, execs and run-code at once, while one terminal
     sits idle and another floods output its client does not read: each is a stream of its
-    own on the one serial port, and none waits for another."""
+    own on the one serial port, and none waits for another.
+
+    The flood shows interleaving, not back-pressure: the client's socket, the gateway, the
+    core and hostd hold about 16 MB of a terminal's unread output before the writer in the
+    guest blocks (measured), too much to push through TCG here for every run. A stalled
+    stream beside transfers is proven at the channel itself
+    (``tests/hosts/runtime/test_channel.py``). The flood's client sends no keepalive pings:
+    their pongs would wait behind the output it does not read, and it would give up."""
     assert put_blob(box, "shared.bin") == BLOB_SHA
     errors: list[BaseException] = []
     results: dict[str, object] = {}
@@ -367,11 +374,11 @@ def test_streams_share_the_port(box: Box) -> None:
 
     with (
         box.ws(f"/v1/sandboxes/{box.sid}/terminal") as idle,
-        box.ws(f"/v1/sandboxes/{box.sid}/terminal", max_queue=1) as flood,
+        box.ws(f"/v1/sandboxes/{box.sid}/terminal", max_queue=1, ping_interval=None) as flood,
     ):
         for ws in (idle, flood):
             assert json.loads(ws.recv(timeout=TIMEOUT_S))["type"] == "ready"
-        flood.send(b"seq 200000; echo fl''ood-$((1+1))\n")  # ~1.3 MB nobody reads until the end
+        flood.send(b"seq 50000; echo fl''ood-$((1+1))\n")  # 290 KB, over a stream's window, unread
         threads = [
             worker("download", lambda: streamed_sha(box, "shared.bin")),
             worker("upload", lambda: put_blob(box, "uploaded.bin")),
@@ -391,6 +398,11 @@ def test_streams_share_the_port(box: Box) -> None:
         idle.send(b"echo id''le-$((2+3))\n")
         read_until(idle, rb"idle-5")
         output, _ = read_until(flood, rb"flood-2")
-        assert re.search(rb"\r?\n199999\r?\n200000\r?\n", output), output[-200:]
+        assert re.search(rb"\r?\n49999\r?\n50000\r?\n", output), output[-200:]
+        # both shells exit; reading to the server's close also drains the flood's queue, whose
+        # reader a client-side close would otherwise wait behind (then give up after 10 s)
+        for ws, exit_code in ((idle, 4), (flood, 5)):
+            ws.send(f"exit {exit_code}\n".encode())
+            assert json.loads(closing_texts(ws)[-1]) == {"type": "exit", "exit_code": exit_code}
     box.sh("rm ~/shared.bin ~/uploaded.bin")
     assert run(box.c, box.sid, "true")["exit_code"] == 0
