@@ -4,8 +4,11 @@ trip, memory snapshot, restore, fork, idle memory per sandbox, and what each is 
 
     sudo .venv/bin/python -m load.bench_vm                      # both runtimes, every part
     sudo .venv/bin/python -m load.bench_vm --runtimes qemu --parts snapshots --rounds 8
-    sudo .venv/bin/python -m load.side_by_side --tree-bench --baseline <commit> \\
-        load.bench_vm --runtimes qemu --parts snapshots
+    sudo .venv/bin/python -m load.side_by_side --tree-bench --baseline <before> --after <after> \\
+        load.bench_vm --runtimes qemu --parts snapshots,ramsweep --rounds 8 --sweep-repeats 1
+
+Results are recorded in docs/performance.md ("VM sandboxes … vs containers") and summed up in
+docs/runtimes.md ("Backends side by side").
 
 Each runtime gets a stack of its own (``cli.stack.Stack``, as ``make up`` starts it: Postgres,
 Redis, core, hostd, gateway; no warm pool, sandboxes without egress), started, measured and
