@@ -24,7 +24,7 @@ Parts (``--parts``):
 * ``exec``: ``true`` through the gateway on one sandbox (after warm-ups), with hostd's
   request time and the agent's own ``duration_ms``; then the sandbox's idle memory on the host
   (PSS/RSS of its processes, its cgroup's charge).
-* ``snapshots``: rounds of snapshot → restore → fork of that sandbox (the fork and the
+* ``snapshots``: rounds of pause → resume → snapshot → restore → fork of that sandbox (the fork and the
   snapshots deleted each round), with hostd's request times and the runtime's timing fields
   (a VM's ``frozen_ms``: vCPUs stopped, memory streamed, disk reflinked) and the memory
   state's size. The OCI runtime's snapshots hold the disk only; they are measured the same
@@ -322,12 +322,27 @@ class Bench:
 
     def snapshot_round(self, sid: str, prefix: str, *, fork: bool = True) -> None:
         """Snapshot, restore and (with ``fork``) fork ``sid`` once, each recorded with its
-        parts; then the snapshots go."""
+        parts; then the snapshots go. A full round starts with a pause and resume (in memory:
+        nothing is written)."""
+        if fork:
+            self.pause_resume(sid)
         snapshot_id = self.snapshot(sid, prefix)
         self.restore(sid, snapshot_id, prefix)
         if fork:
             self.fork(sid)
         self.drop_snapshots(sid)
+
+    def pause_resume(self, sid: str) -> None:
+        for verb in ("pause", "resume"):
+            call = functools.partial(self.post, f"/v1/sandboxes/{sid}/{verb}")
+            _, verb_ms, events = self.timed(call)
+            self.results.add(f"{verb} (gateway)", verb_ms)
+            self.results.add(
+                f"{verb}: hostd request", request_ms(events, "POST", f"/sandboxes/{_UUID}/{verb}")
+            )
+
+    def post(self, path: str) -> dict[str, Any]:
+        return ok(self.gw.post(path))
 
     def snapshot(self, sid: str, prefix: str) -> str:
         r = self.results
