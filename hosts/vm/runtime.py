@@ -807,6 +807,7 @@ class VmRuntime:
             initrd=str(image.initrd),
             mac=network.mac_for(spec.id),
             accel=self.config.accel,
+            channel=self.channel,
         )
 
     async def _image(self, template: Template) -> VmImage:
