@@ -5,8 +5,9 @@ multiplex every agent connection (one per file stream or terminal, plus the requ
 
 The container suites (``tests/core/test_toolbox.py``, ``test_sessions.py``, ``test_files.py``,
 ``test_transfers.py``, ``test_git.py``, ``test_terminals.py``) prove the behaviour in detail;
-this module proves the same routes work when the sandbox is a VM, and checks what differs
-there: metrics must be the VM's own (its RAM, vCPUs and disk, not the host's), and several
+this module proves the same routes work when the sandbox is a VM (on virtio-serial here,
+where no ``/dev/vhost-vsock`` exists: the fixture checks QEMU's command line), and checks what
+differs there: metrics must be the VM's own (its RAM, vCPUs and disk, not the host's), and several
 streams must share the one port — a 10 MiB download while a terminal sits idle and another
 floods output nobody reads, with execs and run-code going on meanwhile.
 
@@ -24,6 +25,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -74,7 +76,11 @@ def box(vm_stack: VmStack) -> Iterator[Box]:
         created = c.post("/v1/sandboxes", json={"cpu": 1, "ram_mb": RAM_MB, "disk_gb": DISK_GB})
         assert created.status_code == 201, created.text
         sid = created.json()["id"]
-        assert len(qemu_pids(sid)) == 1, "the sandbox is a QEMU microVM"
+        pids = qemu_pids(sid)
+        assert len(pids) == 1, "the sandbox is a QEMU microVM"
+        if not Path("/dev/vhost-vsock").exists():  # else DNAH_QEMU_CHANNEL=auto may pick vsock
+            argv = Path(f"/proc/{pids[0]}/cmdline").read_bytes().split(b"\0")
+            assert b"virtserialport,chardev=agent,name=agent" in argv, "the agent is on virtio-serial"
         try:
             yield Box(vm_stack, c, sid)
         finally:
