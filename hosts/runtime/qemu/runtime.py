@@ -46,6 +46,9 @@ log = structlog.get_logger("hosts.runtime")
 
 MEMORY = "memory"
 """The VM's migration stream in a snapshot's subvolume."""
+CHANNEL = "channel"
+"""Next to it: the agent channel the VM had (absent in snapshots from before there were two),
+which the restoring VM must have too (its devices, and what vminit serves)."""
 _MIGRATE_BANDWIDTH = 8 * 2**30
 """Bytes per second QEMU may stream a snapshot at (its default, 32 MiB/s, would take 8 s
 for 256 MiB; the stream goes to a local file)."""
@@ -84,6 +87,12 @@ class QemuRuntime(VmRuntime):
         """Nothing: QEMU booted the guest as it started."""
 
     async def _vmm_restore(self, vm: Vm, machine: Machine, snapshot_files: Path, undo: Undo) -> None:
+        saved = await asyncio.to_thread(_read_channel, snapshot_files / CHANNEL)
+        if saved != machine.channel:
+            raise RuntimeFailure(
+                f"the snapshot's memory is of a VM with the {saved} agent channel; this host gives "
+                f"VMs the {machine.channel} one (DNAH_QEMU_CHANNEL)"
+            )
         async with self._qmp(vm.spec.id) as qmp:
             await qmp.execute("migrate-incoming", {"uri": f"exec:cat {snapshot_files / MEMORY}"})
             status = await _settled(qmp, "query-status", "inmigrate")
@@ -108,6 +117,8 @@ class QemuRuntime(VmRuntime):
             status = await _settled(qmp, "query-migrate", "setup", "active", "device", "pre-switchover", None)
         if status != "completed":
             raise RuntimeFailure(f"writing the VM's memory to {memory}: {status}")
+        channel_used = vm.machine.channel if vm.machine is not None else self.channel
+        await asyncio.to_thread((files / CHANNEL).write_text, channel_used)
         return MEMORY
 
     async def _vmm_adopt(self, vm: Vm) -> bool:
@@ -145,6 +156,13 @@ class QemuRuntime(VmRuntime):
             yield qmp
         finally:
             await qmp.close()
+
+
+def _read_channel(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return "serial"
 
 
 def _cid(params: BootParams) -> int:

@@ -34,14 +34,19 @@ import pytest
 from contracts import guest
 from hosts.agent_client import AgentClient, wait_ready
 from hosts.config import ConfigError, load_config
+from hosts.errors import RuntimeFailure
 from hosts.runtime import _vsock
 from hosts.runtime._channel import SerialMuxer
+from hosts.runtime._layout import DiskBase
+from hosts.runtime._undo import Undo
 from hosts.runtime._vsock import VsockBridge, VsockProbe, probe_vhost_vsock
 from hosts.runtime.kvm import KvmProbe
 from hosts.runtime.qemu import QemuConfig, QemuRuntime, launcher
 from hosts.runtime.qemu.channel import guest_cid, open_channel, select_channel
+from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
 from hosts.vm.layout import Machine, RunFiles
+from hosts.vm.runtime import Vm
 from tests.hosts.conftest import make_spec
 from tests.support import wait_for
 
@@ -301,6 +306,26 @@ def test_the_channel_is_served_by_the_transport_the_machine_names(tmp_path: Path
 def test_a_machine_recorded_before_channels_existed_is_serial() -> None:
     old = b'{"cpu":1,"ram_mb":256,"kernel":"/k","initrd":"/i","mac":"02:00:00:00:00:01","accel":"tcg"}'
     assert msgspec.json.decode(old, type=Machine).channel == "serial"
+
+
+async def test_a_memory_snapshot_taken_over_the_other_channel_is_refused(tmp_path: Path) -> None:
+    config = QemuConfig(
+        state_dir=tmp_path / "hostd",
+        templates=TemplateStore(tmp_path / "templates", tmp_path / "build.sh"),
+        pool=PoolConfig(image=tmp_path / "pool.img", size_bytes=2**30, mountpoint=tmp_path / "pool"),
+        image_cache=tmp_path / "cache",
+        guest_dir=tmp_path / "guest",
+        channel="vsock",
+    )
+    runtime = QemuRuntime(config)
+    vm = Vm(make_spec("s1"), DiskBase(template="base", content_hash="h"))
+    machine = Machine(
+        cpu=1, ram_mb=256, kernel="/k", initrd="/i", mac="02:00:00:00:00:01", accel="tcg", channel="vsock"
+    )
+    files = tmp_path / "snapshot-files"  # a snapshot from before channels were recorded: serial
+    files.mkdir()
+    with pytest.raises(RuntimeFailure, match="the serial agent channel; this host gives VMs the vsock one"):
+        await runtime._vmm_restore(vm, machine, files, Undo("s1"))
 
 
 # the command line ----------------------------------------------------------------------------
