@@ -52,7 +52,7 @@ while [ ! -b /dev/vda ]; do
   [ $tries -gt 1000 ] && fail "no /dev/vda after 10 s"
   sleep 0.01
 done
-mount -t ext4 -o rw,noatime /dev/vda /newroot || fail "cannot mount /dev/vda"
+mount -t ext4 -o rw,noatime,discard /dev/vda /newroot || fail "cannot mount /dev/vda"
 [ -f /newroot{VMINIT} ] || fail "no {VMINIT} on /dev/vda"
 mount --move /dev /newroot/dev
 umount /proc /sys

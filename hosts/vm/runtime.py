@@ -197,9 +197,11 @@ class VmRuntime:
         return self._dir(sandbox_id).files.agent
 
     async def disk_used_bytes(self, sandbox_id: str) -> int:
-        """The bytes the sandbox's disk image references in the pool (its template's shared
-        blocks included, like a real disk's used space); 0 when archived. A running guest is
-        asked to ``sync`` first, so writes still in its page cache count."""
+        """The bytes the sandbox's own disk image holds in the pool beyond what it shares with
+        the template image it was reflinked from (the pool's quota accounting, as for the OCI
+        backend's writable layers); 0 when archived. A running guest is asked to ``sync``
+        first, so writes still in its page cache count; blocks it frees come back because it
+        mounts its disk with ``discard`` (``hosts/vm/initramfs.py``)."""
         _check_id(sandbox_id)
         vm = self._get(sandbox_id)
         if vm.archived:
