@@ -17,7 +17,11 @@ virtio-mmio devices only (found by the guest through ACPI). What it has:
   ``vsock_cid``, a ``vhost-vsock-device`` with that guest CID that hostd's ``VsockBridge``
   reaches through the kernel;
 * virtio-blk for the sandbox's disk image, virtio-net on the netns's TAP, virtio-rng;
-* QMP on ``qmp.sock``.
+* QMP on ``qmp.sock``;
+* QEMU's own seccomp filter (``-sandbox``): no obsolete system calls, no setuid/setgid or
+  capability changes, no scheduler or CPU-affinity changes — a guest that escaped into the
+  emulator cannot use them. ``spawn`` stays allowed because memory snapshots migrate through
+  ``exec:`` (``cat`` into the snapshot directory).
 
 The device list is the same for every sandbox and depends only on the ``Machine``, so a
 memory snapshot taken from one process loads into another built from the same ``Machine``
@@ -88,6 +92,7 @@ def argv(
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-device,rng=rng0",
         "-qmp", f"unix:{qmp_socket(files)},server=on,wait=off",
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,resourcecontrol=deny",
     ]  # fmt: skip
     if machine.accel == "kvm":
         args += ["-cpu", "host"]

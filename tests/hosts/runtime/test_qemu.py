@@ -178,6 +178,10 @@ def test_the_command_line_carries_the_boot_essentials(tmp_path: Path) -> None:
     assert f"path={launcher.serial_socket(files)},server=on,wait=off" in joined and "name=agent" in joined
     assert f"unix:{launcher.qmp_socket(files)}" in joined and f"file:{files.console}" in joined
     assert "ifname=tap0" in joined and "-incoming" not in argv
+    # QEMU's seccomp filter, with spawn allowed: memory snapshots migrate through exec:
+    sandbox = argv[argv.index("-sandbox") + 1].split(",")
+    assert sandbox[0] == "on" and {"elevateprivileges=deny", "obsolete=deny"} <= set(sandbox)
+    assert not any(option.startswith("spawn=") for option in sandbox)
     incoming = launcher.argv(
         "qemu", machine, files, disk=tmp_path / "d.img", cmdline="", name="s1", incoming=True
     )
