@@ -342,17 +342,29 @@ async def test_a_host_cut_at_any_offset_fails_open_streams_and_the_next_connecti
     chance = random.Random(seed)
     client = await rig.client()
     direction = ("h2g", "g2h")[seed % 2]
-    # cut somewhere inside a transfer's traffic: mid-header, mid-payload, mid-WINDOW. Guest to
-    # host, the 8 MiB upload alone makes the guest send at least 32 WINDOW frames of 20 bytes
-    # before its reply (the host may never have more than the 256 KiB window unacknowledged),
-    # so a cut within 600 bytes always lands while it is open (within 3,000 it could fall
-    # after the upload had finished: the test failed 2 runs in 20)
-    rig.chardev.cut(direction, chance.randrange(1, 3 * MiB if direction == "h2g" else 600))
     syncs = rig.muxer.syncs
-    upload = asyncio.create_task(_upload(rig.socket, rig.workdir / "cut.bin", chance.randbytes(8 * MiB)))
+    # The upload's stream is open before the cut is armed (armed first, pings alone could
+    # reach it before the stream opened, and the stream then opened on the next connection:
+    # the test failed under busy cores). Then cut somewhere inside its traffic: mid-header,
+    # mid-payload, mid-WINDOW. Guest to host, the 8 MiB upload makes the guest send at least
+    # 32 WINDOW frames of 20 bytes before its reply (the host may never have more than the
+    # 256 KiB window unacknowledged), so a cut within 600 bytes always lands while it is open.
+    stream, first = await AgentStream.open(rig.socket, guest.FsWrite(id=1, path=str(rig.workdir / "cut.bin")))
+    assert isinstance(first, guest.FsReady), first
+    rig.chardev.cut(direction, chance.randrange(1, 3 * MiB if direction == "h2g" else 600))
+
+    async def send(data: bytes) -> guest.StreamReply:
+        await stream.send(data)
+        await stream.end()
+        return await stream.read()  # type: ignore[return-value]
+
+    upload = asyncio.create_task(send(chance.randbytes(8 * MiB)))
     pinging = asyncio.create_task(_ping_until_failure(client))
-    with pytest.raises(AgentUnavailable):
-        await upload
+    try:
+        with pytest.raises(AgentUnavailable):
+            await upload
+    finally:
+        await stream.close()
     with pytest.raises(AgentUnavailable):
         await pinging
     await rig.resynced(syncs)
