@@ -35,24 +35,29 @@ def _template_cache() -> Path:
 
 
 def cmd_template_build(args: argparse.Namespace) -> int:
-    template = _template_build(_template_cache())
+    template = _template_build(_template_cache(), args.names or None)
     if getattr(args, "vm", False) or os.environ.get("DNAH_HOST_RUNTIME") in VM_RUNTIMES:
         _vm_image_build(template, Path(os.environ.get("DNAH_VM_IMAGE_CACHE", DEFAULT_VM_IMAGE_CACHE)))
     return 0
 
 
-def _template_build(cache: Path) -> Template:
-    """Build (or find) the base template in ``cache``."""
+def _template_build(cache: Path, names: list[str] | None = None) -> Template:
+    """Build (or find) in ``cache`` the templates ``names`` (default: every template with a
+    recipe, the base and ``install/templates/*.sh``); return the base."""
     from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
 
     script = Path(__file__).resolve().parent.parent / "install" / "build-template.sh"
     store = TemplateStore(cache, script)
-    started = time.monotonic()
-    tpl = store.ensure(DEFAULT_TEMPLATE, progress=lambda line: print(f"  {line}", flush=True))
-    print(
-        f"template {tpl.name} ready ({tpl.content_hash}) at {tpl.rootfs} [{time.monotonic() - started:.1f} s]"
-    )
-    return tpl
+    for name in names or store.names():
+        started = time.monotonic()
+        tpl = store.ensure(name, progress=lambda line: print(f"  {line}", flush=True))
+        size = store.record(tpl).size_bytes / 2**20
+        print(
+            f"template {tpl.name} ready ({tpl.content_hash}, {size:.0f} MiB) at {tpl.rootfs}"
+            f" [{time.monotonic() - started:.1f} s]",
+            flush=True,
+        )
+    return store.ensure(DEFAULT_TEMPLATE)
 
 
 def _vm_image_build(template: Template, cache: Path) -> None:
@@ -87,6 +92,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         gateway_port=int(env.get("DNAH_GATEWAY_PORT", "3000")),
         core_port=int(env.get("DNAH_CORE_PORT", "3100")),
         hostd_port=int(env.get("DNAH_HOSTD_PORT", "3200")),
+        ssh_port=int(env.get("DNAH_SSH_PORT", "2222")),
         template_cache=_template_cache(),
         database_url=env.get("DNAH_DATABASE_URL") or None,
         redis_url=env.get("DNAH_REDIS_URL") or None,
@@ -95,13 +101,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         devnet_port=int(env.get("DNAH_DEVNET_PORT", "8545")),
     )
+    # hostd readies every template in the background, so no first create waits for an import
+    os.environ.setdefault("DNAH_PREPARE_TEMPLATES", "all")
     stack = Stack(config, say=lambda line: print(line, flush=True))
     try:
         hostd = stack.hostd_config()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("checking the base template (the first build takes about a minute)")
+    print("checking the templates (the first build takes a few minutes)")
     template = _template_build(hostd.template_cache)
     if hostd.runtime in VM_RUNTIMES:
         # built here, not by hostd at the first create, which would wait on it against the
@@ -226,7 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     template = sub.add_parser("template", help="manage templates")
     template_sub = template.add_subparsers(dest="template_command", required=True)
     build = template_sub.add_parser(
-        "build", help="build the base template (and its VM guest image) if needed"
+        "build", help="build the templates (and the base's VM guest image) if needed"
+    )
+    build.add_argument(
+        "names",
+        nargs="*",
+        help="templates to build (default: all: dnah-base and those in install/templates/)",
     )
     build.add_argument(
         "--vm",

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,8 +41,9 @@ from hosts.templates import TemplateStore
 
 ADMIN_KEY_NAME = "make-up admin"
 
-SERVICES = ("core", "hostd", "gateway")
-"""Started in this order; each is served by ``cli.serve.granian_argv``."""
+SERVICES = ("core", "hostd", "gateway", "ssh")
+"""Started in this order; each is served by ``cli.serve.granian_argv`` but the SSH gateway,
+which is ``python -m gateway.ssh`` (docs/ssh.md)."""
 
 
 class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +51,11 @@ class StackConfig(msgspec.Struct, frozen=True, kw_only=True):
     gateway_port: int = 3000
     core_port: int = 3100
     hostd_port: int = 3200
+    ssh_port: int | None = None
+    """The SSH gateway's port; None: a free one, picked when the ``Stack`` is made (``make up``
+    passes ``DNAH_SSH_PORT`` or 2222). That pick comes from the kernel's ephemeral range, where
+    a busy machine's outgoing connections may take it before the gateway binds it, so tests and
+    benchmarks give one as they give the other ports (``tests.support.free_port``)."""
     bridge: str = "dnah0"
     subnet: str = "10.213.0.0/16"
     cgroup: str = "dnah"
@@ -123,6 +130,7 @@ class Stack:
         self.redis = None if config.redis_url else Redis(var)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.admin_token = ""
+        self.ssh_port = config.ssh_port or _free_port()
 
     @property
     def database_url(self) -> str:
@@ -143,6 +151,11 @@ class Stack:
     @property
     def edge_token(self) -> str:
         return self._secret("edge.token")
+
+    @property
+    def ssh_gateway_token(self) -> str:
+        """Shared by the core and the SSH gateway: the environment's, else made once."""
+        return os.environ.get("DNAH_SSH_GATEWAY_TOKEN") or self._secret("ssh-gateway.token")
 
     @property
     def snapshot_signing_key(self) -> str:
@@ -176,6 +189,8 @@ class Stack:
             "DNAH_HOST_CGROUP": c.cgroup,
             "DNAH_SANDBOX_EGRESS": c.egress,
             "DNAH_GATEWAY_PORT": str(c.gateway_port),
+            "DNAH_SSH_PORT": str(self.ssh_port),
+            "DNAH_SSH_GATEWAY_TOKEN": self.ssh_gateway_token,
             **({"DNAH_HOST_RUNTIME": c.runtime} if c.runtime else {}),
             **self._payment_env(),
             **c.extra_env,
@@ -295,6 +310,8 @@ class Stack:
                 "--state",
                 str(self.var / "devnet" / "state.sqlite"),
             ]
+        if name == "ssh":
+            return [sys.executable, "-m", "gateway.ssh"]
         port = getattr(self.config, f"{name}_port")
         return granian_argv(name, host="127.0.0.1", port=port, env=self.env())
 
@@ -377,7 +394,11 @@ class Stack:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise StackError(f"{name} exited with {proc.returncode}; see {self.var}/log/{name}.log")
-            if self._gateway_healthy() and asyncio.run(self._host_registered(registered_since)):
+            if (
+                self._gateway_healthy()
+                and self._ssh_listening()
+                and asyncio.run(self._host_registered(registered_since))
+            ):
                 return
             time.sleep(0.1)
         raise StackError(f"the stack did not become ready in {timeout_s:.0f} s; see {self.var}/log/")
@@ -405,6 +426,14 @@ class Stack:
         except httpx.HTTPError:
             return False
 
+    def _ssh_listening(self) -> bool:
+        """The SSH gateway answers with its banner."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=1.0) as conn:
+                return conn.recv(4).startswith(b"SSH-")
+        except OSError:
+            return False
+
     async def _host_registered(self, since: datetime | None) -> bool:
         """Our host is registered (after ``since``, when given) and heartbeating."""
         conn = await asyncpg.connect(self.database_url)
@@ -430,7 +459,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stop the services (gateway first, so no new work arrives), then the datastores."""
-        for name in ("gateway", "core", "hostd", "devnet"):
+        for name in ("ssh", "gateway", "core", "hostd", "devnet"):
             self._terminate(name)
         asyncio.run(self._settle_sandboxes(destroy=False))
         asyncio.run(self._mark_host_offline())
@@ -471,6 +500,12 @@ class Stack:
         if self.postgres:
             self.postgres.remove()
         shutil.rmtree(self.var, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:

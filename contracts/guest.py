@@ -43,7 +43,12 @@ request ``t``   reply ``t``             what
 ``metrics``     ``metrics.result``      CPU and memory limits and use, load
 ``git.*``       ``git.*`` (see below)   clone, status, add, commit, push, pull, branches, checkout, log
 ``fs.*``        ``fs.*`` (see below)    list, stat, mkdir, remove, move, chmod, find names, grep, replace
+``fs.watch.*``  ``fs.watch.*``          file watchers: create, the events since the last call, remove
 ``pty.*``       ``pty.*`` (see below)   terminals: create, list, get, kill, resize (attach is a stream)
+``proc.spawn``  ``proc.*`` (see below)  a process with its stdin, stdout and stderr (a stream)
+``proc.start``  ``proc.*`` (see below)  a process kept in the agent's registry (a stream)
+``proc.*``      ``proc.*`` (see below)  the registry: connect (a stream), list, signal, input,
+                                        close stdin, resize
 ==============  ======================  ===================================================
 
 Any request may instead be answered with ``error`` (``REPLIES`` maps each request type to its
@@ -63,6 +68,7 @@ from contracts.fields import (
     Argv,
     DeadlineMs,
     EnvMap,
+    Int32,
     Name,
     Path,
     Positive,
@@ -76,7 +82,7 @@ from contracts.fields import (
 AGENT_PORT = 52
 """The vsock port the agent listens on (the ``CONNECT`` argument)."""
 
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 11
 """Bumped on every change to the messages below; the agent reports it in ``pong`` and hostd
 refuses an agent that reports another (``hosts.errors.AgentIncompatible``)."""
 
@@ -643,6 +649,86 @@ class FsReplaceResult(_Msg, frozen=True, tag="fs.replace.result"):
 FS_LINE_MAX = 1000
 
 
+# File watchers -------------------------------------------------------------------------------
+#
+# ``fs.watch.create`` starts watching the directory ``path`` (resolved as the other ``fs.*``
+# paths are: a missing one is ``not_found``, a file ``bad_request``) and, with ``recursive``,
+# every directory below it, those there now and those that appear later (on the same
+# filesystem: ``/proc`` below ``/`` is not entered; symlinks are not followed). From then on
+# the agent queues what changes there, and ``fs.watch.events`` takes what was queued since the
+# previous call (or the create). An event's ``name`` is the entry's path relative to the
+# watched directory; its ``type`` is ``create`` (also the new name of a rename, as Go's
+# fsnotify reports it), ``write``, ``remove``, ``rename`` (the old name of a rename) or
+# ``chmod`` (mode, owner, times). An event equal to the one queued just before it is not
+# queued again (a large write is many writes). What a new directory already holds when its
+# watch is added is reported as created. The agent's own uploads (``fs.write``) show as
+# ``create`` and ``write`` of their target; their temporary file is never reported. The agent
+# uses inotify; only where the kernel offers none does it compare listings every half second
+# (a rename then shows as ``remove`` and ``create``).
+#
+# Bounds. ``FS_WATCH_QUEUE`` events, and ``FS_WATCH_QUEUE_BYTES`` of them encoded, are kept
+# per watcher; later ones are dropped and the next ``fs.watch.events`` says ``overflow`` (as it
+# does after the kernel's own queue overflowed, or when a new directory could not be watched):
+# the client should read the directory again. A sandbox has at most ``FS_WATCH_DIRS`` watched
+# directories (a create that needs more is ``bad_request``) and ``FS_WATCH_MAX`` watchers: a
+# create beyond that drops the watcher asked for events least recently if that was
+# ``FS_WATCH_IDLE_MS`` ago (its client is most likely gone), else it is a ``conflict``. An
+# unknown ``watch_id`` is ``not_found``. Watchers live in the agent's memory: a sandbox stop
+# ends them.
+
+FS_WATCH_MAX = 32
+"""Watchers per sandbox."""
+FS_WATCH_DIRS = 8192
+"""Directories watched per sandbox, all watchers together (inotify watches are a per-user
+kernel resource)."""
+FS_WATCH_QUEUE = 10_000
+"""Events kept per watcher between two ``fs.watch.events``."""
+FS_WATCH_QUEUE_BYTES = 4 * 1024 * 1024
+"""Bytes of encoded events kept per watcher (so a reply always fits ``MAX_JSON_FRAME``)."""
+FS_WATCH_IDLE_MS = 600_000
+"""How long a watcher must have gone unasked before a create may drop it to make room."""
+
+FsWatchEventType = Literal["create", "write", "remove", "rename", "chmod"]
+
+
+class FsWatchCreate(_Msg, frozen=True, tag="fs.watch.create"):
+    """Watch directory ``path`` (with ``recursive``, the tree below it); answered with
+    ``FsWatchCreated``."""
+
+    path: Path
+    recursive: bool = False
+
+
+class FsWatchEvents(_Msg, frozen=True, tag="fs.watch.events"):
+    """The events queued since the previous call; answered with ``FsWatchEventsResult``."""
+
+    watch_id: Name
+
+
+class FsWatchRemove(_Msg, frozen=True, tag="fs.watch.remove"):
+    """Stop watching and drop what is queued; answered with ``FsDone``."""
+
+    watch_id: Name
+
+
+class FsWatchCreated(_Msg, frozen=True, tag="fs.watch.created"):
+    watch_id: str
+
+
+class FsWatchEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """``name``: the entry's path relative to the watched directory."""
+
+    name: str
+    type: FsWatchEventType
+
+
+class FsWatchEventsResult(_Msg, frozen=True, tag="fs.watch.events.result"):
+    """Oldest first. ``overflow``: events were lost since the previous call."""
+
+    events: list[FsWatchEvent]
+    overflow: bool = False
+
+
 # Streams --------------------------------------------------------------------------------------
 #
 # A byte stream (a file's content, a terminal) gets a connection of its own: its opener must be
@@ -830,9 +916,238 @@ class PtyExited(_Msg, frozen=True, tag="pty.exited"):
     exit_code: int
 
 
-StreamOpener = FsWrite | FsRead | PtyAttach
+# Processes (the SSH gateway's commands, SFTP and scp) ---------------------------------------
+#
+# ``proc.spawn`` opens a stream to a new process: ``argv`` run as the sandbox user, in a
+# process session of its own, with pipes for stdin, stdout and stderr. The agent answers
+# ``proc.started`` (or ``error``: ``not_found`` for a missing program, ``bad_request`` for a
+# bad ``cwd``), then sends the output in binary frames whose first byte says which stream
+# the rest belongs to (``PROC_STDOUT`` or ``PROC_STDERR``); a frame of that byte alone is the
+# end of that stream. The host sends stdin in binary frames (no prefix: only stdin goes that
+# way); an empty binary frame closes the process's stdin. Once the process has exited and
+# both of its output pipes are at their end the agent sends ``proc.exited`` and nothing more;
+# the host then closes the connection.
+# The connection's end before that kills every process of the process's session (SIGHUP,
+# then SIGKILL after ``PTY_KILL_GRACE_MS``), so a dropped client leaves nothing behind.
+
+PROC_STDOUT = 1
+"""First byte of an output frame carrying the process's stdout."""
+PROC_STDERR = 2
+"""First byte of an output frame carrying the process's stderr."""
+
+
+class ProcSpawn(_Msg, frozen=True, tag="proc.spawn"):
+    """Start ``argv`` (``env`` on top of the agent's base environment; ``cwd`` relative to the
+    home, defaulting to it) and stream its stdio; answered with ``ProcStarted``."""
+
+    argv: Argv
+    env: EnvMap = {}
+    cwd: Path | None = None
+
+
+class ProcStarted(_Msg, frozen=True, tag="proc.started"):
+    """The process runs; ``pid`` is its pid inside the sandbox."""
+
+    pid: int
+
+
+class ProcExited(_Msg, frozen=True, tag="proc.exited"):
+    """The process exited with ``exit_code`` (``-N`` when signal N killed it); the last frame
+    of a process stream. ``timed_out``: a ``ProcStart``'s ``timeout_ms`` ran out and the agent
+    killed the process's session (``exit_code`` is then -9)."""
+
+    exit_code: int
+    timed_out: bool = False
+
+
+# The process registry (E2B's envd ``process`` service, background commands) ------------------
+#
+# Every process started with ``proc.start`` (and every ``proc.spawn``) is an entry of one
+# registry in the agent, found by its ``pid`` (inside the sandbox) or by the ``tag`` given at
+# its start. A tag names at most one running process (a start with the tag of a running one
+# is a ``conflict``); an exited one keeps its tag until it is dropped, and a lookup by tag
+# finds the newest process with it.
+#
+# ``proc.start`` opens a stream like ``proc.spawn`` does (same framing: ``proc.started``,
+# output frames whose first byte is ``PROC_STDOUT``, ``PROC_STDERR`` or, for a process on a
+# pseudo-terminal, ``PROC_PTY``; a frame of that byte alone ends that stream; then
+# ``proc.exited``). The process runs as the sandbox user in a process session of its own,
+# with pipes for its stdio or, with ``pty``, a pseudo-terminal as its controlling tty
+# (stdout and stderr are then the one ``PROC_PTY`` stream). Unlike ``proc.spawn``, the
+# connection's end only detaches: the process keeps running in the registry, its output is
+# read (and kept) whether or not anyone is attached, and ``proc.connect`` attaches again.
+# Binary frames from the host on a ``proc.start`` or ``proc.connect`` stream are the
+# process's input (an empty one closes a pipe's stdin; on a terminal it is ignored), as on
+# ``proc.spawn``.
+#
+# Output kept. The agent keeps each process's output from its start, at most
+# ``PROC_OUTPUT_KEPT`` bytes per stream (the oldest dropped beyond that). ``proc.connect``
+# replays it (in the order it was written, across streams), the ends of streams that have
+# ended, then live output, then ``proc.exited``; several clients may be attached at once,
+# and each gets every byte from there on. A slow client slows the process: once a client
+# is ``PROC_CLIENT_BACKLOG`` bytes behind, no more is read until it catches up, so nothing
+# is lost (as on ``proc.spawn``). A ``proc.start`` or ``proc.connect`` client that has not
+# taken a byte for ``PROC_CLIENT_STALL_MS`` while that far behind (a background command
+# whose stream nobody reads) is cut off instead: it gets what was queued for it, then
+# ``error`` ``conflict``, and the process runs on (``proc.connect`` attaches again, from
+# the kept output). A ``proc.spawn`` stream and a terminal's clients are never cut off (a
+# spawned process, an ephemeral terminal's shell, ends with its client). Each client is
+# written to on its own, so a slow or stalled one never holds up the others, an attach, or
+# ``proc.exited``.
+#
+# The end. A process ends when it has exited and its output has ended (a background job
+# holding a pipe keeps it running). ``timeout_ms`` counts from the start: at the deadline
+# every process of its session gets SIGKILL and ``proc.exited`` says ``timed_out``. An
+# ended process stays in the registry, listed with ``running`` false and its exit code,
+# for ``PROC_KEEP_EXITED_MS`` (at most ``PROC_MAX_EXITED`` of them, holding at most
+# ``PROC_EXITED_KEPT`` bytes of kept output together, the oldest dropped first), so a
+# client that reconnects late still gets its output and exit code; after that it is
+# ``not_found``. The registry holds at most ``PROC_MAX_RUNNING`` running processes
+# (a start beyond that is a ``conflict``). A ``proc.spawn``'s process is killed when its
+# stream ends (see above), and is listed while it runs, without a tag. The shells of shell
+# sessions (``session.*``) and terminals (``pty.*``) are registry processes too, listed (and
+# reachable by pid) like any other.
+#
+# Requests on the relay name a process by ``pid`` or, when ``pid`` is null, by ``tag``
+# (neither is ``bad_request``); an unknown one is ``not_found``. ``proc.signal`` sends
+# ``signal`` to every process of the process's session; ``proc.input`` writes ``data``
+# (base64, at most ``PROC_INPUT_MAX`` bytes decoded) to its stdin or terminal, waiting up to
+# ``PROC_INPUT_WAIT_MS`` for a process that does not read (then ``conflict``, with part of
+# the data possibly written); ``proc.close_stdin`` closes a pipe's stdin; ``proc.resize``
+# sets a terminal's size. An ended process, one started without ``stdin`` (input and close),
+# and one without a terminal (resize, close stdin on a terminal) are a ``conflict``.
+
+PROC_PTY = 3
+"""First byte of an output frame carrying a pseudo-terminal's output."""
+PROC_OUTPUT_KEPT = 1024 * 1024
+"""Bytes of each output stream the registry keeps per process (the newest) for ``proc.connect``."""
+PROC_KEEP_EXITED_MS = 300_000
+"""How long an ended process stays in the registry for ``proc.connect`` and ``proc.list``."""
+PROC_MAX_EXITED = 64
+"""Ended processes kept at most (the oldest dropped first)."""
+PROC_EXITED_KEPT = 16 * 1024 * 1024
+"""Bytes of kept output the ended processes may hold together (the oldest dropped first):
+the agent's memory is the sandbox's."""
+PROC_MAX_RUNNING = 1024
+"""Running processes the registry holds at most."""
+PROC_INPUT_MAX = 8 * 1024 * 1024
+"""Largest ``ProcInput`` in bytes (decoded); its base64 fits one JSON frame."""
+PROC_INPUT_WAIT_MS = 10_000
+"""How long a ``ProcInput`` waits for a process that does not read its input."""
+PROC_CLIENT_BACKLOG = 1024 * 1024
+"""Bytes of output queued for one attached client before the process waits for it."""
+PROC_CLIENT_STALL_MS = 10_000
+"""How long a ``proc.start``/``proc.connect`` client that far behind may take nothing before
+it is cut off (the process runs on)."""
+ProcInputData = Annotated[str, msgspec.Meta(max_length=(PROC_INPUT_MAX + 2) // 3 * 4)]
+Signal = Annotated[int, msgspec.Meta(ge=1, le=64)]
+
+
+Account = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")]
+"""A sandbox account's name (what ``useradd`` accepts)."""
+
+
+class ProcPty(msgspec.Struct, frozen=True, kw_only=True):
+    """A pseudo-terminal's size for ``ProcStart``."""
+
+    cols: TermSize
+    rows: TermSize
+
+
+class ProcStart(_Msg, frozen=True, tag="proc.start"):
+    """Start ``argv`` (``env`` on top of the agent's base environment; ``cwd`` relative to the
+    home, defaulting to it) as a registry entry (``tag`` optional) and stream its output;
+    answered with ``ProcStarted`` (or ``error``: ``not_found`` for a missing program,
+    ``bad_request`` for a bad ``cwd``, ``conflict`` for a tag in use). ``pty``: run it on a
+    terminal of that size (``TERM`` defaults to ``xterm-256color``). ``stdin`` false: its stdin
+    is /dev/null (ignored with ``pty``). ``timeout_ms``: kill it after that long. ``user``:
+    run it as that account of the sandbox (``sudo -n -u``; ``HOME``, ``USER``, ``LOGNAME`` and
+    the default ``cwd`` are that account's), ``not_found`` when there is none; None: the
+    agent's own account."""
+
+    argv: Annotated[Argv, msgspec.Meta(min_length=1)]
+    env: EnvMap = {}
+    cwd: Path | None = None
+    tag: Name | None = None
+    pty: ProcPty | None = None
+    stdin: bool = True
+    timeout_ms: DeadlineMs | None = None
+    user: Account | None = None
+
+    def __post_init__(self) -> None:
+        check_command_size(self.argv, self.env)
+
+
+class ProcConnect(_Msg, frozen=True, tag="proc.connect"):
+    """Attach to the registry's process ``pid`` (or, when null, ``tag``): answered with
+    ``ProcStarted``, then the output kept since its start, live output and ``ProcExited``
+    (at once for an ended process); ``error`` ``not_found`` for an unknown one."""
+
+    pid: Int32 | None = None
+    tag: Name | None = None
+
+
+class ProcList(_Msg, frozen=True, tag="proc.list"):
+    """Every process of the registry, oldest first; answered with ``ProcListResult``."""
+
+
+class ProcSignal(_Msg, frozen=True, tag="proc.signal"):
+    """Send ``signal`` to every process of the process's session; answered with ``ProcDone``."""
+
+    signal: Signal
+    pid: Int32 | None = None
+    tag: Name | None = None
+
+
+class ProcInput(_Msg, frozen=True, tag="proc.input"):
+    """Write ``data`` (base64) to the process's stdin or terminal; answered with ``ProcDone``."""
+
+    data: ProcInputData
+    pid: Int32 | None = None
+    tag: Name | None = None
+
+
+class ProcCloseStdin(_Msg, frozen=True, tag="proc.close_stdin"):
+    """Close the process's stdin (a pipe); answered with ``ProcDone``."""
+
+    pid: Int32 | None = None
+    tag: Name | None = None
+
+
+class ProcResize(_Msg, frozen=True, tag="proc.resize"):
+    """Set the process's terminal size (it gets SIGWINCH); answered with ``ProcDone``."""
+
+    cols: TermSize
+    rows: TermSize
+    pid: Int32 | None = None
+    tag: Name | None = None
+
+
+class ProcInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A registry entry. ``running``: not ended yet (see "The end"); ``exit_code`` is set
+    once it ended. ``pty``: it runs on a terminal."""
+
+    pid: int
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    pty: bool
+    running: bool
+    tag: str | None = None
+    exit_code: int | None = None
+
+
+class ProcListResult(_Msg, frozen=True, tag="proc.list.result"):
+    processes: list[ProcInfo]
+
+
+class ProcDone(_Msg, frozen=True, tag="proc.done"):
+    """A ``proc.*`` relay request succeeded."""
+
+
+StreamOpener = FsWrite | FsRead | PtyAttach | ProcSpawn | ProcStart | ProcConnect
 """The first frame of a stream connection."""
-StreamReply = FsReady | FsWritten | FsReading | PtyAttached | PtyExited | Error
+StreamReply = FsReady | FsWritten | FsReading | PtyAttached | PtyExited | ProcStarted | ProcExited | Error
 """The JSON frames the agent sends on a stream connection."""
 
 
@@ -870,11 +1185,19 @@ HostToGuest = (
     | FsFindNames
     | FsGrep
     | FsReplace
+    | FsWatchCreate
+    | FsWatchEvents
+    | FsWatchRemove
     | PtyCreate
     | PtyList
     | PtyGet
     | PtyKill
     | PtyResize
+    | ProcList
+    | ProcSignal
+    | ProcInput
+    | ProcCloseStdin
+    | ProcResize
 )
 GuestToHost = (
     Pong
@@ -896,8 +1219,12 @@ GuestToHost = (
     | FsPathsResult
     | FsGrepResult
     | FsReplaceResult
+    | FsWatchCreated
+    | FsWatchEventsResult
     | PtyResult
     | PtyListResult
+    | ProcListResult
+    | ProcDone
     | Error
 )
 
@@ -935,11 +1262,19 @@ REPLIES: dict[type[HostToGuest], type[GuestToHost]] = {
     FsFindNames: FsPathsResult,
     FsGrep: FsGrepResult,
     FsReplace: FsReplaceResult,
+    FsWatchCreate: FsWatchCreated,
+    FsWatchEvents: FsWatchEventsResult,
+    FsWatchRemove: FsDone,
     PtyCreate: PtyResult,
     PtyList: PtyListResult,
     PtyGet: PtyResult,
     PtyKill: PtyResult,
     PtyResize: PtyResult,
+    ProcList: ProcListResult,
+    ProcSignal: ProcDone,
+    ProcInput: ProcDone,
+    ProcCloseStdin: ProcDone,
+    ProcResize: ProcDone,
 }
 """The reply type of each request type (besides ``Error``, which answers any of them)."""
 

@@ -25,6 +25,9 @@ PUT        /sandboxes/{id}/files?path=     the file's bytes    FileWritten
 GET        /sandboxes/{id}/files?path=     —                   the file's bytes
 GET        /sandboxes/{id}/disk            —                   DiskUsage
 WebSocket  /sandboxes/{id}/pty             guest.PtyAttach     a terminal
+WebSocket  /sandboxes/{id}/proc            guest.ProcSpawn,    a process's stdio
+                                           ProcStart or
+                                           ProcConnect
 POST       /sandboxes/{id}/pause           —                   SandboxInfo
 POST       /sandboxes/{id}/resume          —                   SandboxInfo
 POST       /sandboxes/{id}/resize          ResizeRequest       SandboxInfo
@@ -35,6 +38,7 @@ POST       /sandboxes/{id}/restore         RestoreRequest      SandboxInfo
 POST       /snapshots/{sid}/clone          CloneRequest        SandboxInfo
 POST       /sandboxes/{id}/archive         —                   SandboxInfo
 POST       /sandboxes/{id}/unarchive       —                   SandboxInfo
+PUT        /sandboxes/{id}/egress          EgressPolicy        SandboxInfo
 =========  ==============================  ==================  ==============
 
 Errors come back as ``HostErrorBody`` with a 4xx/5xx status.
@@ -71,6 +75,16 @@ and closes with 1000. When hostd cannot open the stream it closes with ``4000 + 
 (4404 no such sandbox, 4409 not running, 4502 agent unreachable; 4400 a malformed opener)
 and the message as the reason. Either side closing ends the stream (``hosts/terminal.py``).
 
+``/proc`` works the same way for a process (``guest.ProcSpawn``, ``ProcStart`` or
+``ProcConnect``, ``hosts/proc.py``): the first reply is ``guest.ProcStarted`` or
+``guest.Error``; binary messages from the core are stdin (an empty one closes it), binary
+messages from hostd are the agent's tagged output frames (first byte ``guest.PROC_STDOUT``,
+``PROC_STDERR`` or ``PROC_PTY``, the tag alone ends that stream), and the last text message
+is ``guest.ProcExited``; the core then closes the socket (hostd reads until then, and closes
+with 1000 itself after ``CLOSE_WAIT_S`` in ``hosts/proc.py``). Closing it earlier kills a
+``ProcSpawn``'s process but only detaches from a ``ProcStart``'s or ``ProcConnect``'s (the
+process stays in the agent's registry).
+
 The lifecycle routes (``hosts/lifecycle.py``; docs/architecture.md, "Snapshots, archives and
 lifecycle on the host") follow ``hosts/commands.py`` for the states each allows (409
 otherwise). A snapshot, restore or clone that cannot be trusted (unsigned, unknown key, bad
@@ -101,10 +115,12 @@ from contracts.fields import (
     Name,
     Path,
     Positive,
+    Secret,
     Text,
     Url,
     check_command_size,
 )
+from contracts.netrules import check_domain, check_rules
 
 REGISTER_PATH = "/internal/hosts/register"
 HEARTBEAT_PATH = "/internal/hosts/{host_id}/heartbeat"
@@ -112,6 +128,40 @@ HEARTBEAT_PATH = "/internal/hosts/{host_id}/heartbeat"
 
 class _Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
+
+
+class EgressPolicy(_Wire, frozen=True):
+    """Where a sandbox may connect beyond the addresses hostd always denies.
+
+    ``allow``: everything but the listed networks and domains; ``deny``: nothing but them.
+    Domains (``pypi.org``, ``*.github.com``, lower case) are matched by hostd's egress proxy
+    on the name a connection asks for (TLS SNI or HTTP Host). Sent with ``PUT
+    /sandboxes/{id}/egress`` and in ``SandboxSpec.egress``."""
+
+    mode: Literal["allow", "deny"]
+    cidrs: list[str] = []
+    domains: list[str] = []
+
+    def __post_init__(self) -> None:
+        check_rules(self.cidrs, self.domains)
+
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+"""A secret's name is the environment variable that holds its placeholder in the sandbox."""
+
+
+class SecretGrant(_Wire, frozen=True):
+    """One secret a sandbox may use: its environment holds ``name=placeholder``; hostd's
+    egress proxy replaces the placeholder with ``value`` only in requests towards ``hosts``."""
+
+    name: Annotated[str, msgspec.Meta(pattern=ENV_NAME)]
+    placeholder: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{16,256}$")]
+    value: Secret
+    hosts: Annotated[list[str], msgspec.Meta(min_length=1, max_length=256)]
+
+    def __post_init__(self) -> None:
+        for host in self.hosts:
+            check_domain(host)
 
 
 class SandboxSpec(_Wire, frozen=True):
@@ -123,6 +173,9 @@ class SandboxSpec(_Wire, frozen=True):
     ram_mb: Positive
     disk_gb: Positive
     env: EnvMap = {}
+    egress: EgressPolicy | None = None
+    """``None``: the operator's default (hostd's ``DNAH_EGRESS_DEFAULT``)."""
+    secrets: list[SecretGrant] = []
 
     def __post_init__(self) -> None:
         check_command_size([], self.env)

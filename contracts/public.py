@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from contracts.egress_api import MAX_SANDBOX_SECRETS, EgressRules, SecretName
 from contracts.fields import (
     NO_NUL,
     Arg,
@@ -62,11 +63,21 @@ class CreateSandbox(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Days after the stop before an automatic archive; 0: never."""
     auto_delete_days: NonNegative | msgspec.UnsetType = msgspec.UNSET
     """Days after the stop before an automatic delete; 0: never."""
+    public: bool = False
+    """Its preview URLs open without a token (docs/network.md, "Preview URLs and tokens")."""
+    wake_on_traffic: bool = False
+    """A preview request while it is paused resumes it (off: such a request is a 409)."""
     # E2B's create body
     templateID: Name | None = None
     metadata: LabelMap = {}
     envVars: EnvMap = {}
     timeout: NonNegative | None = None
+    egress: EgressRules | None = None
+    """Where it may connect (``POST /v1/sandboxes/{id}/egress-policy`` changes it later);
+    none: the operator's default."""
+    secrets: Annotated[list[SecretName], msgspec.Meta(max_length=MAX_SANDBOX_SECRETS)] = []
+    """Names of the org's secrets (``POST /v1/secrets``): each is ``NAME=<placeholder>`` in
+    the environment, the value put in its place only in requests towards its hosts."""
 
     def __post_init__(self) -> None:
         check_command_size([], {**self.envVars, **self.env})  # every command will carry it
@@ -102,6 +113,10 @@ class Sandbox(msgspec.Struct, frozen=True, kw_only=True):
     parent_id: str | None = None
     """The sandbox this one was cloned or forked from."""
     source_snapshot_id: str | None = None
+    public: bool = False
+    """Its preview URLs open without a token."""
+    wake_on_traffic: bool = False
+    """A preview request while it is paused resumes it."""
     from_memory: bool = False
     """A clone or fork whose snapshot held memory: it went on running the parent's processes
     as they were at the snapshot. False: it booted fresh on the snapshot's disk, or is no clone."""
@@ -246,6 +261,9 @@ class DaytonaCreateSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="ca
     auto_delete_interval: Int32 | None = None
     ephemeral: bool = False
     network_block_all: bool = False
+    network_allow_list: Text | None = None
+    """Comma-separated networks: nothing but them (and ``domainAllowList``) is reachable."""
+    domain_allow_list: Text | None = None
     target: Name | None = None
 
     def __post_init__(self) -> None:
@@ -286,11 +304,28 @@ class DaytonaSandbox(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     from_memory: bool = False
     """Ours (``fromMemory``), as in the native ``Sandbox``; the SDK keeps it in
     ``additional_properties``."""
+    network_allow_list: str | None = None
+    domain_allow_list: str | None = None
+    backup_state: str = "None"
+    """Daytona's BackupState: None, InProgress, Completed or Error (Pending is never used:
+    a backup starts as soon as it is asked for)."""
+    backup_created_at: str | None = None
+    backup_snapshot_id: str | None = None
+    """Ours: the snapshot that is the backup (a native ``restore`` or ``clone`` takes it)."""
 
 
 class DaytonaSandboxList(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     items: list[DaytonaSandbox]
     next_cursor: str | None = None
+
+
+class DaytonaPaginatedSandboxes(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``GET /sandbox/paginated``: one page, numbered from 1, of ``total`` sandboxes."""
+
+    items: list[DaytonaSandbox]
+    total: int
+    page: int
+    total_pages: int
 
 
 class DaytonaToolboxUrl(msgspec.Struct, frozen=True, kw_only=True):
@@ -816,7 +851,7 @@ class DaytonaBulkDownload(msgspec.Struct, frozen=True, kw_only=True):
     paths: list[Path]
 
 
-# terminals (core/http/terminals.py) ------------------------------------------------------------
+# terminals (core/http/{native,daytona}/terminals.py) --------------------------------------------
 #
 # Native: ``GET /v1/sandboxes/{id}/terminal`` is a WebSocket. The server's text messages are
 # ``TerminalReady`` (first) and ``TerminalExit`` (last, then close 1000); its binary messages
@@ -882,7 +917,7 @@ class DaytonaPtyResize(msgspec.Struct, frozen=True, kw_only=True):
     rows: TermSize
 
 
-# webhooks (core/http/webhooks.py, docs/webhooks.md) ------------------------------------------
+# webhooks (core/http/native/webhooks.py, docs/webhooks.md) -----------------------------------
 
 WEBHOOK_EVENTS = ("sandbox.state_updated", "template.state_updated")
 """The events a webhook can subscribe to; ``"*"`` subscribes to all, present and future."""

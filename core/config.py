@@ -5,8 +5,12 @@ No other module in ``core/`` reads ``os.environ``; the object is passed down exp
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
+import secrets
 from collections.abc import Mapping
+from pathlib import Path
 
 import msgspec
 
@@ -67,6 +71,14 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     edge_token: str | None = None
     """Shared with the gateway: lets it act for payers (``contracts.control``). None disables."""
     public_url: str | None = None
+    preview_domain: str | None = None
+    """``DNAH_PREVIEW_DOMAIN`` (e.g. ``preview.example.com``, with ``:port`` when not the
+    default): preview URLs are ``{scheme}://{port}-{sandbox id}.{domain}/``; unset, they are
+    ``{public URL}/preview/{sandbox id}/{port}/`` (docs/network.md)."""
+    preview_secret: bytes = b""
+    """Signs preview tokens (``DNAH_PREVIEW_SECRET``, at least 32 characters; when unset, made
+    once and kept in ``$DNAH_VAR_DIR/preview.secret``, else random per process, which a
+    restart or a second core does not share). Changing it ends every signed preview URL."""
     default_template: str = "dnah-base"
     heartbeat_interval_s: float = 5.0
     reconcile_interval_s: float = 10.0
@@ -102,7 +114,21 @@ class CoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_upload_bytes: int = 256 * 1024 * 1024
     """Largest file one upload may carry (``DNAH_MAX_UPLOAD_MB``); bigger ones get 413 and
     nothing of them is stored."""
+    ssh_gateway_token: str | None = None
+    """Shared with the SSH gateway (``DNAH_SSH_GATEWAY_TOKEN``): lets it use the core's
+    ``/internal/ssh/*`` routes (docs/ssh.md). None disables them."""
+    ssh_host: str | None = None
+    """The SSH gateway's host name as clients reach it (``DNAH_SSH_HOST``), printed in
+    ``sshCommand``; None: the host of the public URL the request came through."""
+    ssh_port: int = 2222
+    """The SSH gateway's port as clients reach it (``DNAH_SSH_PORT``)."""
     log_format: str | None = None
+    secrets_key: bytes = msgspec.field(default_factory=lambda: secrets.token_bytes(32))
+    """The 32-byte key that seals secrets' values at rest (``DNAH_SECRETS_KEY``, base64; when
+    unset, made once and kept in ``$DNAH_VAR_DIR/secrets.key``; without a var dir either, a
+    random key for this process only, as for the preview secret, so stored values do not open
+    after a restart). Losing it loses every stored secret's value; changing it makes them
+    unreadable (docs/network.md)."""
     limits: Limits = Limits()
     scheduler: SchedulerConfig = SchedulerConfig()
     webhooks: WebhookConfig = WebhookConfig()
@@ -156,6 +182,76 @@ def _check_snapshot_keys(env: Mapping[str, str]) -> None:
         raise ConfigError(f"DNAH_SNAPSHOT_SIGNING_KEY/DNAH_SNAPSHOT_VERIFY_KEYS: {exc}") from None
 
 
+SECRETS_KEY_FILE = "secrets.key"
+
+
+def _secrets_key(env: Mapping[str, str]) -> bytes:
+    """``DNAH_SECRETS_KEY``, else the key kept in the var dir, made there on first use (the
+    file is linked into place only when complete, so concurrent first starts agree on one),
+    else a key of this process's own."""
+    raw = env.get("DNAH_SECRETS_KEY", "").strip()
+    source = "DNAH_SECRETS_KEY"
+    if not raw:
+        var_dir = env.get("DNAH_VAR_DIR", "").strip()
+        if not var_dir:
+            return secrets.token_bytes(32)
+        path = Path(var_dir) / SECRETS_KEY_FILE
+        source = str(path)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = path.with_name(f".{SECRETS_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+            try:
+                os.link(fresh, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            finally:
+                fresh.unlink()
+        raw = path.read_text().strip()
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise ConfigError(f"{source} must be 32 bytes in base64") from None
+    if len(key) != 32:
+        raise ConfigError(f"{source} must be 32 bytes in base64, got {len(key)} bytes")
+    return key
+
+
+PREVIEW_SECRET_FILE = "preview.secret"  # noqa: S105 (a file name)
+
+
+def _preview_secret(env: Mapping[str, str]) -> bytes:
+    """``DNAH_PREVIEW_SECRET``, else the one kept in the var dir (made there on first use, moved
+    into place only when complete so concurrent first starts agree), else a random one."""
+    given = env.get("DNAH_PREVIEW_SECRET", "").strip()
+    if given:
+        if len(given) < 32:
+            raise ConfigError("DNAH_PREVIEW_SECRET must be at least 32 characters")
+        return given.encode()
+    var_dir = env.get("DNAH_VAR_DIR", "").strip()
+    if not var_dir:
+        return os.urandom(32)
+    path = Path(var_dir) / PREVIEW_SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(f".{PREVIEW_SECRET_FILE}.{os.getpid()}")
+        fresh.write_text(secrets.token_urlsafe(48))
+        fresh.chmod(0o600)
+        with contextlib.suppress(FileExistsError):
+            os.link(fresh, path)
+        fresh.unlink()
+    return path.read_text().strip().encode()
+
+
+def _preview_domain(env: Mapping[str, str]) -> str | None:
+    domain = env.get("DNAH_PREVIEW_DOMAIN", "").strip().lower().strip(".")
+    if domain and ("/" in domain or "://" in domain or " " in domain):
+        raise ConfigError(f"DNAH_PREVIEW_DOMAIN is a domain (with an optional :port), got {domain!r}")
+    return domain or None
+
+
 def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
     """Build the config from ``DNAH_*`` variables; raise ``ConfigError`` naming the bad one."""
     public_url = env.get("DNAH_PUBLIC_URL") or None
@@ -178,6 +274,8 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         bootstrap_token=_required(env, "DNAH_BOOTSTRAP_TOKEN"),
         edge_token=_edge_token(env),
         public_url=public_url.rstrip("/") if public_url else None,
+        preview_domain=_preview_domain(env),
+        preview_secret=_preview_secret(env),
         default_template=env.get("DNAH_DEFAULT_TEMPLATE", "dnah-base"),
         heartbeat_interval_s=_number(env, "DNAH_HEARTBEAT_S", 5.0, kind=float),
         reconcile_interval_s=_number(env, "DNAH_RECONCILE_S", 10.0, kind=float),
@@ -191,7 +289,11 @@ def load_config(env: Mapping[str, str] = os.environ) -> CoreConfig:
         stale_long_operation_s=_number(env, "DNAH_STALE_LONG_OPERATION_S", 720.0, kind=float),
         reaper_interval_s=_number(env, "DNAH_REAPER_S", 30.0, kind=float),
         max_upload_bytes=int(_number(env, "DNAH_MAX_UPLOAD_MB", 256)) * 1024 * 1024,
+        ssh_gateway_token=env.get("DNAH_SSH_GATEWAY_TOKEN", "").strip() or None,
+        ssh_host=env.get("DNAH_SSH_HOST", "").strip() or None,
+        ssh_port=int(_number(env, "DNAH_SSH_PORT", 2222)),
         log_format=log_format,
+        secrets_key=_secrets_key(env),
         scheduler=SchedulerConfig(
             cpu_overcommit=_number(env, "DNAH_CPU_OVERCOMMIT", 16.0, kind=float),
             ram_overcommit=_number(env, "DNAH_RAM_OVERCOMMIT", 2.0, kind=float),

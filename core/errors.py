@@ -1,4 +1,4 @@
-"""The core's exception tree. ``core/http/errors.py`` renders each as ``{statusCode, message,
+"""The core's exception tree. ``core/http/common/errors.py`` renders each as ``{statusCode, message,
 code}`` with its status — the only place a status code is chosen.
 
 CoreError
@@ -7,11 +7,13 @@ CoreError
 ├── Forbidden            403  a valid key without the needed role (admin routes only)
 ├── NotFound             404  no such object *in the caller's org* (never 403: no existence leak)
 ├── Conflict             409  the object's state does not allow the operation right now
-│   └── ResizeNeedsStop  409  CPU/memory of a started sandbox whose host cannot resize live
+│   ├── ResizeNeedsStop  409  CPU/memory of a started sandbox whose host cannot resize live
+│   └── NotRunning       409  a preview request to a sandbox that is not started (and not woken)
 ├── PayloadTooLarge      413  an upload over the configured limit (nothing of it is stored)
 ├── SnapshotRejected     422  a snapshot failed verification (unsigned, tampered, unknown key)
 ├── NoCapacity           503  no ready host has room for the sandbox
 ├── HostUnavailable      502  the sandbox's host did not answer or failed the command
+├── PortClosed           502  a preview request to a port nothing in the sandbox listens on
 ├── InsufficientStorage  507  the sandbox's disk is full
 └── ExecTimeout          408  a command ran past its timeout (Daytona maps 408 to a timeout)
 """
@@ -60,6 +62,10 @@ class ResizeNeedsStop(Conflict):
     code = "resize_needs_stop"
 
 
+class NotRunning(Conflict):
+    code = "sandbox_not_running"
+
+
 class Gone(CoreError):
     status_code = 410
     code = "gone"
@@ -94,6 +100,11 @@ class HostUnavailable(CoreError):
         self.answered = answered
         """True when the host answered with an error (it did not do it); False when the
         outcome is unknown (no answer)."""
+
+
+class PortClosed(CoreError):
+    status_code = 502
+    code = "port_closed"
 
 
 class ExecTimeout(CoreError):

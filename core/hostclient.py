@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TypeVar, cast
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -20,6 +21,7 @@ from contracts.host import (
     AGENT_REFUSED,
     CloneRequest,
     DiskUsage,
+    EgressPolicy,
     ExecRequest,
     ExecResult,
     FileWritten,
@@ -214,6 +216,35 @@ class HostClient:
 
     async def disk_usage(self, host: HostRecord, sandbox_id: str) -> DiskUsage:
         return await self._call(host, "GET", f"/sandboxes/{sandbox_id}/disk", None, DiskUsage)
+
+    async def set_egress(self, host: HostRecord, sandbox_id: str, policy: EgressPolicy | None) -> SandboxInfo:
+        """Apply ``policy`` to the sandbox at once; the host keeps it for the sandbox's next
+        start. None (JSON ``null``) is the operator's default."""
+        try:
+            resp = await self._http.put(
+                f"{host.api_url}/sandboxes/{sandbox_id}/egress",
+                content=msgspec.json.encode(policy),
+                headers=self._headers(host, "application/json"),
+            )
+        except httpx.HTTPError as exc:
+            raise _no_answer(host, exc) from exc
+        self._raise_for_status(host, resp)
+        return msgspec.json.decode(resp.content, type=SandboxInfo)
+
+    async def template_build_log(self, host: HostRecord, template: str) -> str:
+        """The build log of ``template`` on the host (``hosts/build_logs.py``); ``NotFound``
+        when the host has no ready template of that name."""
+        try:
+            resp = await self._http.get(
+                f"{host.api_url}/templates/{quote(template, safe='')}/build-log",
+                headers=self._headers(host, None),
+            )
+        except httpx.HTTPError as exc:
+            raise _no_answer(host, exc) from exc
+        if resp.status_code == 404:
+            raise NotFound(f"host {host.name} has no build of template {template!r}")
+        self._raise_for_status(host, resp)
+        return resp.text
 
     async def list(self, host: HostRecord) -> list[SandboxInfo]:
         return await self._call(host, "GET", "/sandboxes", None, list[SandboxInfo])

@@ -35,6 +35,7 @@ from typing import Any
 
 import msgspec
 
+from contracts import e2b
 from gateway.discovery import (
     FREE_GROUP,
     OPENAPI_VERSION,
@@ -45,6 +46,7 @@ from gateway.discovery import (
     group_of_path,
     payment_info,
 )
+from gateway.envd_doc import envd_paths
 from pricing import PriceTable
 
 TOOLBOX = "/toolbox/{sandbox_id}/"
@@ -127,7 +129,7 @@ def openapi(
     paths: dict[str, Any] = _gateway_paths(table, settings)
     used_ids: set[str] = {op["operationId"] for item in paths.values() for op in item.values()}
     tags: dict[str, None] = {FREE_GROUP: None}
-    for core_path, item in sorted(core["paths"].items()):
+    for core_path, item in sorted({**core["paths"], **envd_paths()}.items()):
         if core_path in paths:  # /health: the gateway answers it itself
             continue
         for path in public_paths(core_path):
@@ -142,7 +144,7 @@ def openapi(
                 if quote.pattern != "default":
                     op["summary"] = quote.description
                 op["description"] = _describe(op.get("description"), quote, path)
-                op["security"] = _security(quote, settings)
+                op["security"] = _security(quote, settings, path)
                 op["responses"] = _responses(op["responses"], quote, settings, "requestBody" in op)
                 op["x-dnah-price-rule"] = quote.pattern
                 info = payment_info(quote, settings)
@@ -193,22 +195,43 @@ def _describe(core_text: str | None, quote: Priced, path: str) -> str:
     return f"{text}.\n\n{core_text}" if core_text else text + "."
 
 
-def _security(quote: Priced, settings: DiscoverySettings) -> list[dict[str, list[str]]]:
+def _security(quote: Priced, settings: DiscoverySettings, path: str = "") -> list[dict[str, list[str]]]:
+    """Who may call an operation: no one needs anything for a free one; a key (E2B's control
+    plane takes it as X-API-KEY too) or a payment as the mode says. envd's calls also need the
+    sandbox's access token (``X-Access-Token``, in each alternative); in bearer mode that token
+    alone, since envd takes no API key there."""
     if quote.free:
         return []
+    envd = path.startswith(e2b.ENVD_PREFIX + "/")
+    keys: list[dict[str, list[str]]] = [{"bearer": []}]
+    if envd or path.split("/")[1:2] in (["v2"], ["sandboxes"], ["snapshots"], ["templates"]):
+        keys.append({"apiKey": []})
     if not quote.payable or not settings.paid:
-        return [{"bearer": []}]
-    if settings.mode == "both":
-        return [{"payment": []}, {"bearer": []}]
-    return [{"payment": []}]
+        alternatives = keys
+    elif settings.mode == "both":
+        alternatives = [{"payment": []}, *keys]
+    else:
+        alternatives = [{"payment": []}]
+    if not envd:
+        return alternatives
+    if not settings.paid:
+        return [{"accessToken": []}]
+    return [{**alternative, "accessToken": []} for alternative in alternatives]
 
 
 def _merge(responses: dict[str, Any], status: int, media: str, schema: dict[str, Any], text: str) -> None:
-    """Add an answer the gateway may give (``status``, ``media``) to an operation's responses."""
+    """Add an answer the gateway may give (``status``, ``media``) to an operation's responses.
+    Where the core documents another body for the same status and media type (envd's
+    ``{code, message}`` beside the gateway's ``ErrorBody`` on a 502), the answer is either."""
     response = responses.setdefault(str(status), {"description": text})
     if text not in response["description"]:
         response["description"] += "; " + text
-    response.setdefault("content", {})[media] = {"schema": schema}
+    content = response.setdefault("content", {})
+    known = content.get(media, {}).get("schema")
+    if known is None or known == schema:
+        content[media] = {"schema": schema}
+    elif schema not in known.get("anyOf", []):
+        content[media] = {"schema": {"anyOf": [*known.get("anyOf", [known]), schema]}}
 
 
 def _responses(
@@ -234,6 +257,7 @@ def _responses(
         }
         for status, text in problems.items():
             _merge(responses, status, "application/problem+json", PROBLEM, text)
+    _merge(responses, 429, "application/json", ERROR, "Over a rate limit; Retry-After says when to retry")
     _merge(responses, 502, "application/json", ERROR, "The core is unreachable")
     _merge(responses, 504, "application/json", ERROR, "The core did not answer in time")
     return dict(sorted(responses.items()))
@@ -254,6 +278,8 @@ def _json(schema: dict[str, Any], text: str, media: str = "application/json") ->
 
 
 def _free(op_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    if op_id != "get_health":  # /health spends no rate-limit budget (gateway/ratelimit.py)
+        responses = {**responses, "429": _json(ERROR, "Over a rate limit; Retry-After says when to retry")}
     return {
         "operationId": op_id,
         "summary": summary,
@@ -349,6 +375,18 @@ def _info(settings: DiscoverySettings) -> str:
 def _components(core: dict[str, Any], settings: DiscoverySettings) -> dict[str, Any]:
     schemes: dict[str, Any] = {
         "bearer": {"type": "http", "scheme": "bearer", "description": "An API key of the core."},
+        "apiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-KEY",
+            "description": "The same API key, as E2B's SDKs send it (E2B's routes, and envd's streams).",
+        },
+        "accessToken": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Access-Token",
+            "description": "A sandbox's envdAccessToken (from E2B's create or connect): every envd call.",
+        },
     }
     if settings.paid:
         schemes["payment"] = {

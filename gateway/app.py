@@ -7,8 +7,11 @@ method or path, to ``Forwarder``: a raw ASGI app, so Litestar never reads a forw
 In the ``payment`` and ``both`` modes a ``PaymentGate`` stands in front of the forwarder
 (see ``gateway.payments``), and the gateway serves the free ``/__mpp/*`` routes itself.
 
-Outermost is the guard (``guard/``): slow, oversized and malformed requests are refused
-before any of this runs, with the public error body (``contracts.public.ErrorBody``).
+Around the Litestar app, from the outside in: the guard (``guard/``: slow, oversized and
+malformed requests refused before any of this runs, with the public error body
+``contracts.public.ErrorBody``), the preview router (``gateway.preview``: smuggling-prone
+requests refused, preview traffic sent to the core's ``/preview`` mount unpriced), and the
+API key and client address rate limits (``gateway.ratelimit``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from gateway.discovery import (
 )
 from gateway.forward import Forwarder, bind_client_request_id, log_request
 from gateway.payments import PaymentGate
+from gateway.preview import preview_router
+from gateway.ratelimit import RateLimiter, limited
 from guard import ASGIApp, every_route, guard
 from pricing import PricingError
 
@@ -47,10 +52,11 @@ log = structlog.get_logger()
 def create_app() -> ASGIApp:
     config = load_config()
     configure_logging("gateway", fmt=config.log_format)
+    limiter = RateLimiter(config.ratelimit, config.redis_url)
     gate: PaymentGate | None = None
     if config.payment is not None:
         try:
-            gate = PaymentGate(config)
+            gate = PaymentGate(config, limiter)
         except PricingError as exc:
             raise ConfigError(f"DNAH_PRICING_FILE: {exc}") from None
     forwarder = Forwarder(config.core_url, config.upstream_timeout_s, gate)
@@ -82,13 +88,14 @@ def create_app() -> ASGIApp:
 
     app = Litestar(
         route_handlers=routes,
-        lifespan=[forwarder] if gate is None else [gate, forwarder],
+        lifespan=[limiter, forwarder] if gate is None else [limiter, gate, forwarder],
         after_exception=[_log_unhandled],
         openapi_config=None,  # every path belongs to the core, including /schema
         logging_config=None,  # structlog, configured above, is the only logger
     )
+    edge = preview_router(limited(app, limiter), forwarder, config.core_url, limiter, config.preview_domain)
     # Bodies pass through unparsed (only JSON-typed ones are checked): the core decides.
-    return guard(app, config.http, _error_body, byte_streams=every_route)
+    return guard(edge, config.http, _error_body, byte_streams=every_route)
 
 
 def _error_body(status: int, code: str, message: str) -> bytes:

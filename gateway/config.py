@@ -10,6 +10,7 @@ docs/payments.md for what each variable does.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -99,6 +100,50 @@ class PaymentConfig(msgspec.Struct, frozen=True, kw_only=True):
         return f"PaymentConfig(network={self.network!r}, chain_id={self.chain_id}, realm={self.realm!r})"
 
 
+class Rate(msgspec.Struct, frozen=True):
+    """``count`` requests per ``window_s`` seconds, with bursts of up to ``count`` (GCRA, see
+    ``gateway.ratelimit``)."""
+
+    count: int
+    window_s: int
+
+    @property
+    def policy(self) -> str:
+        """The ``RateLimit-Policy`` value: ``100;w=60``."""
+        return f"{self.count};w={self.window_s}"
+
+
+Network_ = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RateLimitConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-identity request budgets kept in Redis (docs/reliability.md, "Rate limits").
+
+    A limit of None is off (``0`` in its variable). The defaults are generous: they stop a
+    runaway client, not a busy one.
+    """
+
+    api_key: Rate | None = Rate(6000, 60)
+    """``DNAH_RATELIMIT_API_KEY``: per bearer token (its SHA-256)."""
+    payer: Rate | None = Rate(6000, 60)
+    """``DNAH_RATELIMIT_PAYER``: per payer address, once a Payment credential names one."""
+    address: Rate | None = Rate(6000, 60)
+    """``DNAH_RATELIMIT_ADDRESS``: per client address, for every request without a bearer
+    token (402 challenges, payment attempts, discovery)."""
+    preview: Rate | None = Rate(12000, 60)
+    """``DNAH_RATELIMIT_PREVIEW``: per sandbox, for its preview traffic (a dev server's page
+    load can be hundreds of requests)."""
+    exempt_keys: frozenset[str] = frozenset()
+    """``DNAH_RATELIMIT_EXEMPT_KEYS``: hex SHA-256 digests of API keys never limited."""
+    exempt_cidrs: tuple[Network_, ...] = ()
+    """``DNAH_RATELIMIT_EXEMPT_CIDRS``: client networks never limited."""
+    exempt_payers: frozenset[str] = frozenset()
+    """``DNAH_RATELIMIT_EXEMPT_PAYERS``: payer addresses (lower case) never limited."""
+    trusted_proxies: tuple[Network_, ...] = ()
+    """``DNAH_TRUSTED_PROXIES``: peers whose ``X-Forwarded-For`` names the client. None by
+    default: the client address is the TCP peer's."""
+
+
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     """Address the launcher binds Granian to."""
@@ -116,11 +161,20 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Set exactly when ``mode`` is ``payment`` or ``both``."""
     http: GuardConfig = GuardConfig()
     """The edge's limits on clients (``DNAH_HTTP_*`` / ``DNAH_GATEWAY_HTTP_*``, see ``guard.config``)."""
+    redis_url: str | None = None
+    """``DNAH_REDIS_URL``: where rate limits are counted (and, in the payment modes, where
+    payments are claimed). Unset in bearer mode: no rate limits."""
+    ratelimit: RateLimitConfig = RateLimitConfig()
+    preview_domain: str | None = None
+    """``DNAH_PREVIEW_DOMAIN`` (e.g. ``preview.example.com`` or ``preview.localhost:3000``):
+    a request whose Host is ``{port}-{sandbox id}.{domain}`` is preview traffic
+    (``gateway.preview``). Unset: previews are reached by path only."""
 
 
 def load_config(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
     """Build the config from ``DNAH_*`` variables; raise ``ConfigError`` naming the bad one."""
     mode = _mode(environ.get("DNAH_GATEWAY_MODE") or "bearer")
+    redis_raw = environ.get("DNAH_REDIS_URL") or None
     return GatewayConfig(
         host=_host(environ.get("DNAH_GATEWAY_HOST") or "127.0.0.1"),
         port=_port(environ.get("DNAH_GATEWAY_PORT") or "3000"),
@@ -130,7 +184,90 @@ def load_config(environ: Mapping[str, str] = os.environ) -> GatewayConfig:
         log_format=_log_format(environ.get("DNAH_LOG_FORMAT") or None),
         payment=None if mode == "bearer" else _payment(environ),
         http=_http(environ),
+        redis_url=None if redis_raw is None else _redis_url(redis_raw),
+        ratelimit=_ratelimit(environ),
+        preview_domain=_preview_domain(environ.get("DNAH_PREVIEW_DOMAIN") or None),
     )
+
+
+_RATE = re.compile(r"(\d+)/(\d*)(s|m|h)")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600}
+_HOST_PORT = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
+
+
+def _ratelimit(environ: Mapping[str, str]) -> RateLimitConfig:
+    default = RateLimitConfig()
+    return RateLimitConfig(
+        api_key=_rate("DNAH_RATELIMIT_API_KEY", environ, default.api_key),
+        payer=_rate("DNAH_RATELIMIT_PAYER", environ, default.payer),
+        address=_rate("DNAH_RATELIMIT_ADDRESS", environ, default.address),
+        preview=_rate("DNAH_RATELIMIT_PREVIEW", environ, default.preview),
+        exempt_keys=frozenset(_exempt_keys(environ.get("DNAH_RATELIMIT_EXEMPT_KEYS") or "")),
+        exempt_cidrs=_cidrs("DNAH_RATELIMIT_EXEMPT_CIDRS", environ.get("DNAH_RATELIMIT_EXEMPT_CIDRS") or ""),
+        exempt_payers=frozenset(_payers(environ.get("DNAH_RATELIMIT_EXEMPT_PAYERS") or "")),
+        trusted_proxies=_cidrs("DNAH_TRUSTED_PROXIES", environ.get("DNAH_TRUSTED_PROXIES") or ""),
+    )
+
+
+def _rate(name: str, environ: Mapping[str, str], default: Rate | None) -> Rate | None:
+    """``N/window``: ``600/1m``, ``10/s``, ``5000/10m``, ``100/30s``; ``0`` is off."""
+    raw = (environ.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw == "0" or raw.startswith("0/"):
+        return None
+    match = _RATE.fullmatch(raw)
+    window = int(match[2] or 1) * _UNIT_S[match[3]] if match else 0
+    if match is None or window <= 0 or int(match[1]) <= 0:
+        raise ConfigError(f"{name} must look like 600/1m, 10/s or 5000/1h (0: off), got {raw!r}")
+    return Rate(int(match[1]), window)
+
+
+def _items(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _exempt_keys(raw: str) -> list[str]:
+    found = []
+    for item in _items(raw):
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", item):
+            raise ConfigError(
+                "DNAH_RATELIMIT_EXEMPT_KEYS must list hex SHA-256 digests of API keys "
+                f'(printf %s "$KEY" | sha256sum), got {item!r}'
+            )
+        found.append(item.lower())
+    return found
+
+
+def _payers(raw: str) -> list[str]:
+    found = []
+    for item in _items(raw):
+        if not _ADDRESS.fullmatch(item):
+            raise ConfigError(f"DNAH_RATELIMIT_EXEMPT_PAYERS must list 0x addresses, got {item!r}")
+        found.append(item.lower())
+    return found
+
+
+def _cidrs(name: str, raw: str) -> tuple[Network_, ...]:
+    found: list[Network_] = []
+    for item in _items(raw):
+        try:
+            found.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name} must list IP networks (10.0.0.0/8, ::1), got {item!r}") from None
+    return tuple(found)
+
+
+def _preview_domain(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    domain = raw.strip().lower().rstrip(".")
+    port = domain.rpartition(":")[2] if ":" in domain else None
+    if not _HOST_PORT.fullmatch(domain):
+        raise ConfigError(f"DNAH_PREVIEW_DOMAIN must be a host name with an optional port, got {raw!r}")
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ConfigError(f"DNAH_PREVIEW_DOMAIN's port must be between 1 and 65535, got {raw!r}")
+    return domain
 
 
 def _http(environ: Mapping[str, str]) -> GuardConfig:

@@ -149,6 +149,10 @@ def group_of_path(path: str, free: bool) -> str:
         if area == "**":
             return "Toolbox: any other path"
         return "Toolbox: other"
+    if segs and segs[0] == "envd":
+        return "E2B: envd (data plane)"
+    if segs and (segs[0] in ("v2", "sandboxes", "snapshots", "templates")):
+        return "E2B: control plane"
     if segs and segs[0] == "v1":
         return "Native API: " + (literal[1].replace("-", " ") if len(literal) > 1 else "other")
     if segs and segs[0] == "sandbox":
@@ -395,6 +399,20 @@ def _notes(settings: DiscoverySettings) -> list[str]:
         "",
         "- File operations take `path` as a query parameter (`?path=/home/daytona/file`).",
         "- `/sandbox/{id}/toolbox/…` and `/toolbox/{id}/…` are the same toolbox.",
+        "- Preview traffic (`/preview/{id}/{port}/…`, or a `{port}-{id}.` host under the preview "
+        "domain) reaches a server inside a sandbox and is never priced or paid: the sandbox's "
+        "preview token or public flag decides who may see it.",
+        "- E2B's API is served too (its SDKs unmodified: `E2B_API_URL` and `E2B_SANDBOX_URL` = "
+        f"{settings.base_url}, `E2B_API_KEY` = an API key, sent as `X-API-KEY`, which counts "
+        "wherever `Authorization: Bearer` does). Its data plane names the sandbox in "
+        "`E2b-Sandbox-Id`/`E2b-Sandbox-Port` headers or a `{port}-{id}.` host under the preview "
+        "domain: envd's port 49983 is the API path `/envd/{id}/…` (priced as listed, and each "
+        "call needs the sandbox's `envdAccessToken` as `X-Access-Token`); its streams "
+        "(`process.Process/Start`, `Connect`, `StreamInput`, `filesystem.Filesystem/WatchDir`) "
+        "cannot be paid per call and need an API key of the sandbox's owner; the code "
+        "interpreter (port 49999) and every other port are preview traffic, never priced.",
+        "- Too many requests: 429 with `Retry-After`; answers carry `RateLimit-Limit`, "
+        "`RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`.",
         f"- Machine-readable: `GET {settings.base_url}/openapi.json` (prices in `x-payment-info`), "
         f"`GET {settings.base_url}/__mpp/config`.",
         "",

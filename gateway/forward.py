@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 import httpcore
 import httpx
@@ -385,6 +385,24 @@ class Forwarder:
         except httpx.TransportError:
             return "unreachable"
         return "ok" if response.is_success else "unhealthy"
+
+    async def key_status(self, sandbox_id: str, key: str, request_id: str) -> int | None:
+        """What the core answers ``GET /v1/sandboxes/{sandbox_id}`` with ``key`` as the bearer
+        key: 200 when the key is valid and its org owns the sandbox, 401 for a bad key, 404
+        for another org's sandbox; None when the core cannot be asked. The payment gate's check
+        for routes the core serves without an API key (``PaymentGate._keyed_stream``)."""
+        try:
+            response = await self._client.get(
+                f"{self._core_url}/v1/sandboxes/{quote(sandbox_id, safe='')}",
+                headers=[
+                    (b"authorization", b"Bearer " + key.encode("latin-1")),
+                    (_REQUEST_ID, request_id.encode()),
+                ],
+                timeout=CORE_HEALTH_TIMEOUT_S,
+            )
+        except (httpx.TransportError, httpx.InvalidURL, ValueError):
+            return None
+        return response.status_code
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":

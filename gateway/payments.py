@@ -14,7 +14,9 @@
    same request: an earlier attempt whose chain outcome was lost, or that paid but could not
    be recorded) or refuse. Otherwise **validate** it without moving money (HMAC id, realm,
    expiry, price/currency/recipient, method+path+query, body digest, the signed transaction:
-   chain id, transfer, challenge-bound memo, sender) — the sender is the payer.
+   chain id, transfer, challenge-bound memo, sender) — the sender is the payer, whose
+   rate-limit bucket it spends from (``gateway.ratelimit``: 429 over the limit, nothing
+   claimed).
 5. ``Idempotency-Key``: a stored response for this payer+key is returned as is (nothing paid,
    nothing forwarded); a key in use by another request is refused.
 6. Claim the challenge in Redis (one request per credential, across workers), then settle:
@@ -71,11 +73,14 @@ from contracts.control import (
     PaymentRecorded,
     StoredResponse,
 )
+from gateway import e2b
 from gateway.config import GatewayConfig, PaymentConfig
 from gateway.forward import CLIENT_CLOSED, Forwarder, Headers, Outcome, Receive, Send, Upstream, map_path
+from gateway.framing import send_http_error
 from gateway.idempotency import Claim, PaymentState, credential_hash, request_fingerprint
 from gateway.ledger import AlreadyRecorded, KeyReleased, KeyReused, Ledger, LedgerError
 from gateway.prices import LivePrices
+from gateway.ratelimit import RateLimiter, api_key
 from gateway.served import ServedRoutes
 from pricing import CURRENCY_DECIMALS, Quote
 
@@ -107,12 +112,14 @@ class PaymentGate:
     """The ``gateway.forward.Gate`` of the payment modes. Enter it (the app's lifespan) to
     start the price watcher and open the Redis, RPC and ledger clients."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, limiter: RateLimiter | None = None) -> None:
         if config.payment is None:
             raise ValueError("PaymentGate needs the payment settings")
         pay: PaymentConfig = config.payment
         self.config = pay
         self.mode = config.mode
+        self.limiter = limiter
+        """Spends from the payer's rate-limit bucket once a credential names the payer."""
         self.prices = LivePrices(pay.pricing_file, pay.redis_url)
         self.currency = pay.currencies[0]
         self._redis = Redis.from_url(pay.redis_url)
@@ -167,10 +174,18 @@ class PaymentGate:
                 send, upstream, 400, "bad-request", "Bad Request", "encoded '/' in the path"
             )
         quote = self.prices.table.quote(upstream.method, upstream.raw_path.decode("latin-1"))
-        if quote.free or not quote.payable or not self._served(upstream):
+        envd = e2b.envd_sandbox(upstream.raw_path)
+        if quote.free or not self._served(upstream):
             return await forwarder.forward(upstream, receive, send)
-        if self.mode == "both" and _has_bearer(upstream.headers):
-            return await self._bearer(upstream, quote, receive, send, forwarder)
+        if not quote.payable:
+            if envd is not None:  # the core's envd checks no API key: the gateway does
+                return await self._keyed_stream(upstream, envd, receive, send, forwarder)
+            return await forwarder.forward(upstream, receive, send)
+        if self.mode == "both" and _has_api_key(upstream.headers):
+            if envd is None:
+                return await self._bearer(upstream, quote, receive, send, forwarder)
+            if await forwarder.key_status(envd, api_key(upstream.headers) or "", upstream.request_id) == 200:
+                return await forwarder.forward(upstream, receive, send)
         try:
             return await self._paid(upstream, quote, receive, send, forwarder)
         except RedisError as exc:
@@ -187,6 +202,30 @@ class PaymentGate:
         target = map_path(upstream.raw_path).decode("latin-1")
         return self._routes.serves(upstream.method, target)
 
+    async def _keyed_stream(
+        self, upstream: Upstream, sandbox_id: str, receive: Receive, send: Send, forwarder: Forwarder
+    ) -> Outcome:
+        """A bearer-only envd route (a stream: ``process.Process/Start``, ``Connect``,
+        ``StreamInput``, ``filesystem.Filesystem/WatchDir``). A stream cannot be paid per call,
+        as a terminal cannot, so it needs an API key; and since the core's envd authorizes by
+        the sandbox's access token alone, the gateway checks the key itself: it must be one
+        of the org that owns the sandbox (``Forwarder.key_status``)."""
+        key = api_key(upstream.headers)
+        if key is None:
+            message = (
+                "a stream (process Start/Connect/StreamInput, filesystem WatchDir) cannot be paid "
+                "per call: send an API key (X-API-KEY or Authorization: Bearer)"
+            )
+            return await _refuse(send, upstream, 401, "api_key_required", message)
+        status = await forwarder.key_status(sandbox_id, key, upstream.request_id)
+        if status == 200:
+            return await forwarder.forward(upstream, receive, send)
+        if status in (401, 403):
+            return await _refuse(send, upstream, 401, "unauthorized", "the API key is not valid")
+        if status == 404:
+            return await _refuse(send, upstream, 404, "not_found", "no such sandbox for this API key")
+        return await _refuse(send, upstream, 502, "upstream_unavailable", "the API key could not be checked")
+
     def refuse_websocket(self, upstream: Upstream) -> tuple[int, str, str] | None:
         """A WebSocket (a terminal) cannot be paid per call: a 402 challenge binds one request
         and its answer, not a stream. Free routes pass; a bearer-only route (``payable =
@@ -201,10 +240,10 @@ class PaymentGate:
                 "the operator must mark it payable = false (then an API key opens it)"
             )
             return 400, "websocket_not_payable", message
-        if not _has_bearer(upstream.headers):
+        if not _has_api_key(upstream.headers):
             message = (
                 "a terminal (WebSocket) cannot be paid per call: open it with an API key "
-                "(Authorization: Bearer)"
+                "(Authorization: Bearer, or X-API-KEY)"
             )
             return 401, "api_key_required", message
         return None
@@ -382,6 +421,14 @@ class PaymentGate:
             return await self._challenge(
                 send, call, VerificationFailedError("the payer cannot be determined")
             )
+        if self.limiter is not None:  # before anything is claimed: the credential stays usable
+            decision = await self.limiter.for_payer(payer)
+            if decision is not None and not decision.allowed:
+                message = decision.message()
+                await send_http_error(
+                    send, 429, "rate_limited", message, call.upstream.request_id, decision.headers()
+                )
+                return Outcome(429, "rate_limited")
         mode: Literal["pull", "push"] = "push" if validation.details.get("mode") == "push" else "pull"
         claim = Claim(
             state="pending",
@@ -751,7 +798,8 @@ class PaymentGate:
         )
         receipt = Receipt.success(reference)
         receipt = replace(receipt, extensions={"challengeId": challenge_id})
-        headers = [(n, v) for n, v in upstream.headers if n != b"authorization"]
+        # The payment is the credential: a client's API key goes no further (X-API-KEY too).
+        headers = [(n, v) for n, v in upstream.headers if n not in (b"authorization", b"x-api-key")]
         headers += [
             (b"authorization", self._edge_auth),
             (PAYER_HEADER.encode(), claim.payer.encode()),
@@ -908,8 +956,15 @@ def _private(cache_control: bytes) -> bytes:
     return b", ".join([b"private", *kept])
 
 
-def _has_bearer(headers: Headers) -> bool:
-    return any(n == b"authorization" and v[:7].lower() == b"bearer " for n, v in headers)
+def _has_api_key(headers: Headers) -> bool:
+    """``Authorization: Bearer`` or E2B's ``X-API-KEY``: an API key stands in for a payment."""
+    return api_key(headers) is not None
+
+
+async def _refuse(send: Send, upstream: Upstream, status: int, code: str, message: str) -> Outcome:
+    """The gateway's error body (not a payment problem: nothing here can be paid)."""
+    await send_http_error(send, status, code, message, upstream.request_id)
+    return Outcome(status, code)
 
 
 def _payment_credentials(headers: Headers) -> list[str]:

@@ -18,7 +18,9 @@ matcher follows that router (Litestar's) rule by rule:
 - an ``{name:int}`` parameter must parse as an integer (``int()``), else it is not found.
 
 ``tests/contracts/test_core_routes.py`` checks the list against the core's route handlers and
-this matcher against the core's router, path by path.
+this matcher against the core's router, path by path. E2B's envd routes (``/envd/{id}/…``) are
+served by a raw ASGI adapter in front of that router, so they come from their own contract,
+``contracts.e2b.ENVD_ROUTES``, and join the table here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Iterable
 from urllib.parse import unquote
 
 from contracts.core_routes import CORE_ROUTES
+from contracts.e2b import ENVD_ROUTES
 
 _SLASHES = re.compile("//+")
 
@@ -45,7 +48,7 @@ class _Node:
 class ServedRoutes:
     """The core's route table, ready to answer ``serves(method, path)``."""
 
-    def __init__(self, routes: Iterable[tuple[str, str]] = CORE_ROUTES) -> None:
+    def __init__(self, routes: Iterable[tuple[str, str]] = CORE_ROUTES + ENVD_ROUTES) -> None:
         self._plain: dict[str, frozenset[str]] = {}
         self._root = _Node()
         plain: dict[str, set[str]] = {}

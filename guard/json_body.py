@@ -31,8 +31,11 @@ for _close in b"]}":
 
 
 def is_json_type(content_type: bytes) -> bool:
-    """``application/json`` and ``application/<anything>+json``, parameters ignored."""
+    """``application/json`` and ``application/<anything>+json``, parameters ignored; not
+    ``application/connect+json``, a stream of binary-framed messages (Connect-RPC's envelopes)."""
     media = content_type.split(b";", 1)[0].strip().lower()
+    if media == b"application/connect+json":
+        return False
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 

@@ -156,6 +156,8 @@ def serve(socket_path: str) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _ignore_signal)
     print(f"{AGENT} listening on {socket_path}", file=sys.stderr, flush=True)
+    # after the line that says the socket is up: the services' imports are not the boot's
+    threading.Thread(target=_start_services, args=(base_env,), daemon=True).start()
     try:
         with selectors.DefaultSelector() as selector:
             selector.register(listener, selectors.EVENT_READ)
@@ -176,6 +178,14 @@ def serve(socket_path: str) -> int:
             if close_all is not None:
                 close_all()
     return 0
+
+
+def _start_services(base_env: dict[str, str]) -> None:
+    """The template's services (``guest/services.py``), off the boot path: the first ping is
+    answered while they start."""
+    from guest import services
+
+    services.start(base_env)
 
 
 def _ignore_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -389,7 +399,9 @@ _HANDLERS: dict[str, tuple[str, str]] = {
     "GitLogRequest": ("git", "log"),
     "SessionRequest": ("sessions", "handle"),
     "FsRequest": ("files", "handle"),
+    "FsWatchRequest": ("watch", "handle"),
     "PtyRequest": ("pty", "handle"),
+    "ProcRequest": ("processes", "handle"),
 }
 """The handler of each request type but ``ping`` (answered here, it needs the agent's name),
 as (module of ``guest``, function): see ``_handler``."""
@@ -398,11 +410,14 @@ _STREAMS: dict[str, tuple[str, str]] = {
     "FsWriteRequest": ("transfer", "write"),
     "FsReadRequest": ("transfer", "read"),
     "PtyAttachRequest": ("pty", "attach"),
+    "ProcSpawnRequest": ("proc", "spawn"),
+    "ProcStartRequest": ("processes", "start_stream"),
+    "ProcConnectRequest": ("processes", "connect_stream"),
 }
 """The handler of each stream opener; it runs in the connection's reader thread and owns the
 connection until it returns."""
 
-_CLOSE_AT_EXIT = ("sessions", "pty")
+_CLOSE_AT_EXIT = ("sessions", "pty", "processes", "services")
 """Handler modules holding processes that must go when the server stops (if they were loaded)."""
 _warm = threading.Event()
 

@@ -42,6 +42,9 @@ if TYPE_CHECKING:  # what ``__getattr__`` hands out at run time, for the type ch
         FsRequest as FsRequest,
     )
     from guest.requests import (
+        FsWatchRequest as FsWatchRequest,
+    )
+    from guest.requests import (
         FsWriteRequest as FsWriteRequest,
     )
     from guest.requests import (
@@ -84,6 +87,18 @@ if TYPE_CHECKING:  # what ``__getattr__`` hands out at run time, for the type ch
         MetricsRequest as MetricsRequest,
     )
     from guest.requests import (
+        ProcConnectRequest as ProcConnectRequest,
+    )
+    from guest.requests import (
+        ProcRequest as ProcRequest,
+    )
+    from guest.requests import (
+        ProcSpawnRequest as ProcSpawnRequest,
+    )
+    from guest.requests import (
+        ProcStartRequest as ProcStartRequest,
+    )
+    from guest.requests import (
         PtyAttachRequest as PtyAttachRequest,
     )
     from guest.requests import (
@@ -101,7 +116,7 @@ if TYPE_CHECKING:  # what ``__getattr__`` hands out at run time, for the type ch
 
 
 AGENT_PORT = 52
-PROTOCOL_VERSION = 8
+PROTOCOL_VERSION = 11
 """``contracts.guest.PROTOCOL_VERSION``, restated (tested equal); ``pong`` reports it and hostd
 refuses to talk to an agent whose version is not its own."""
 BINARY_FLAG = 0x8000_0000
@@ -116,10 +131,27 @@ GIT_TIMEOUT_MS = 300_000
 FS_MAX_RESULTS = 10_000
 FS_WALK_BUDGET_MS = 20_000
 FS_LINE_MAX = 1000
+FS_WATCH_MAX = 32
+FS_WATCH_DIRS = 8192
+FS_WATCH_QUEUE = 10_000
+FS_WATCH_QUEUE_BYTES = 4 * 1024 * 1024
+FS_WATCH_IDLE_MS = 600_000
 PTY_MAX_SESSIONS = 32
 PTY_SCROLLBACK = 64 * 1024
 PTY_MAX_SIZE = 1000
 PTY_KILL_GRACE_MS = 1000
+PROC_STDOUT = 1
+PROC_STDERR = 2
+PROC_PTY = 3
+PROC_OUTPUT_KEPT = 1024 * 1024
+PROC_KEEP_EXITED_MS = 300_000
+PROC_MAX_EXITED = 64
+PROC_EXITED_KEPT = 16 * 1024 * 1024
+PROC_MAX_RUNNING = 1024
+PROC_INPUT_MAX = 8 * 1024 * 1024
+PROC_INPUT_WAIT_MS = 10_000
+PROC_CLIENT_BACKLOG = 1024 * 1024
+PROC_CLIENT_STALL_MS = 10_000
 
 
 class BadRequest(Exception):
@@ -404,6 +436,21 @@ def fs_replace_result(request_id: int, results: list[dict[str, object]]) -> dict
     return {"t": "fs.replace.result", "results": results, "id": request_id}
 
 
+def fs_watch_created(request_id: int, watch_id: str) -> dict[str, object]:
+    return {"t": "fs.watch.created", "watch_id": watch_id, "id": request_id}
+
+
+def fs_watch_event(name: str, type: str) -> dict[str, object]:
+    """An ``FsWatchEvent`` (nested, so no ``t`` and no ``id``)."""
+    return {"name": name, "type": type}
+
+
+def fs_watch_events_result(
+    request_id: int, events: list[dict[str, object]], overflow: bool
+) -> dict[str, object]:
+    return {"t": "fs.watch.events.result", "events": events, "overflow": overflow, "id": request_id}
+
+
 def pty_info(
     *,
     session_id: str,
@@ -450,6 +497,46 @@ def pty_attached(request_id: int, session: dict[str, object]) -> dict[str, objec
 
 def pty_exited(request_id: int, exit_code: int) -> dict[str, object]:
     return {"t": "pty.exited", "exit_code": exit_code, "id": request_id}
+
+
+def proc_started(request_id: int, pid: int) -> dict[str, object]:
+    return {"t": "proc.started", "pid": pid, "id": request_id}
+
+
+def proc_exited(request_id: int, exit_code: int, timed_out: bool = False) -> dict[str, object]:
+    return {"t": "proc.exited", "exit_code": exit_code, "timed_out": timed_out, "id": request_id}
+
+
+def proc_info(
+    *,
+    pid: int,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    pty: bool,
+    running: bool,
+    tag: str | None,
+    exit_code: int | None,
+) -> dict[str, object]:
+    """A ``ProcInfo`` (nested, so no ``t`` and no ``id``)."""
+    return {
+        "pid": pid,
+        "argv": argv,
+        "env": env,
+        "cwd": cwd,
+        "pty": pty,
+        "running": running,
+        "tag": tag,
+        "exit_code": exit_code,
+    }
+
+
+def proc_list_result(request_id: int, processes: list[dict[str, object]]) -> dict[str, object]:
+    return {"t": "proc.list.result", "processes": processes, "id": request_id}
+
+
+def proc_done(request_id: int) -> dict[str, object]:
+    return {"t": "proc.done", "id": request_id}
 
 
 def error(request_id: int, code: str, message: str) -> dict[str, object]:

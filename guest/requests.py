@@ -11,6 +11,7 @@ Like ``framing``, it restates ``contracts/guest.py`` by hand, and the wire tests
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeGuard
@@ -23,6 +24,9 @@ from guest.framing import (
     PingRequest,
     is_int,
 )
+
+_ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+"""``contracts.guest.Account``."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,18 @@ class FsRequest:
 
 
 @dataclass(frozen=True)
+class FsWatchRequest:
+    """Any ``fs.watch.*`` request: ``kind`` is its ``t``; the fields it does not take keep
+    their defaults."""
+
+    id: int
+    kind: str
+    path: str = ""
+    recursive: bool = False
+    watch_id: str = ""
+
+
+@dataclass(frozen=True)
 class FsWriteRequest:
     """``fs.write``: the opener of an upload stream."""
 
@@ -254,7 +270,64 @@ class PtyAttachRequest:
     env: dict[str, str] = field(default_factory=dict)
 
 
-StreamRequest = FsWriteRequest | FsReadRequest | PtyAttachRequest
+@dataclass(frozen=True)
+class ProcSpawnRequest:
+    """``proc.spawn``: the opener of a process stream."""
+
+    id: int
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcStartRequest:
+    """``proc.start``: the opener of a stream to a new registry process. ``pty`` is
+    ``{"cols": int, "rows": int}`` or None."""
+
+    id: int
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    tag: str | None = None
+    pty: dict[str, int] | None = None
+    stdin: bool = True
+    timeout_ms: int | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcConnectRequest:
+    """``proc.connect``: the opener of a stream to a registry process, by pid or tag."""
+
+    id: int
+    pid: int | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class ProcRequest:
+    """Any ``proc.*`` relay request: ``kind`` is its ``t``; the fields it does not take keep
+    their defaults (``contracts.guest`` has one class per request, the agent one module)."""
+
+    id: int
+    kind: str
+    pid: int | None = None
+    tag: str | None = None
+    signal: int = 0
+    data: str = ""
+    cols: int = 80
+    rows: int = 24
+
+
+StreamRequest = (
+    FsWriteRequest
+    | FsReadRequest
+    | PtyAttachRequest
+    | ProcSpawnRequest
+    | ProcStartRequest
+    | ProcConnectRequest
+)
 """The requests that open a stream: each must be the first frame of its own connection."""
 
 Request = (
@@ -267,7 +340,9 @@ Request = (
     | GitRequest
     | SessionRequest
     | FsRequest
+    | FsWatchRequest
     | PtyRequest
+    | ProcRequest
 )
 
 
@@ -475,6 +550,23 @@ def _parse_fs(request_id: int, kind: str, message: dict[str, object]) -> FsReque
     return FsRequest(request_id, kind, **fields)  # type: ignore[arg-type]
 
 
+_WATCH_FIELDS = {"fs.watch.create": "path", "fs.watch.events": "watch_id", "fs.watch.remove": "watch_id"}
+"""Each ``fs.watch.*`` request's one string field (``fs.watch.create`` also has ``recursive``)."""
+
+
+def _parse_fs_watch(request_id: int, kind: str, message: dict[str, object]) -> FsWatchRequest:
+    name = _WATCH_FIELDS[kind]
+    value = message.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(request_id, f"{name!r} must be a string")
+    if kind != "fs.watch.create":
+        return FsWatchRequest(request_id, kind, watch_id=value)
+    recursive = message.get("recursive", False)
+    if not isinstance(recursive, bool):
+        raise BadRequest(request_id, "'recursive' must be a boolean")
+    return FsWatchRequest(request_id, kind, path=value, recursive=recursive)
+
+
 def _parse_transfer(request_id: int, kind: str, message: dict[str, object]) -> StreamRequest:
     path = message.get("path")
     if not isinstance(path, str):
@@ -534,6 +626,91 @@ def _parse_pty(request_id: int, kind: str, message: dict[str, object]) -> PtyReq
     return PtyRequest(request_id, kind, **fields)  # type: ignore[arg-type]
 
 
+def _parse_proc_spawn(request_id: int, kind: str, message: dict[str, object]) -> ProcSpawnRequest:
+    argv = message.get("argv")
+    if not _is_str_list(argv) or not argv:
+        raise BadRequest(request_id, "'argv' must be a non-empty list of strings")
+    env = message.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(value, str) for value in env.values()):
+        raise BadRequest(request_id, "'env' must map strings to strings")
+    cwd = message.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise BadRequest(request_id, "'cwd' must be a string or null")
+    return ProcSpawnRequest(request_id, argv=argv, env=env, cwd=cwd)
+
+
+def _parse_proc_start(request_id: int, kind: str, message: dict[str, object]) -> ProcStartRequest:
+    spawn = _parse_proc_spawn(request_id, kind, message)
+    tag = _optional_str(request_id, message, "tag")
+    pty = message.get("pty")
+    if pty is not None:
+        if not isinstance(pty, dict) or not all(is_int(pty.get(name)) for name in ("cols", "rows")):
+            raise BadRequest(request_id, "'pty' must be null or an object with integer 'cols' and 'rows'")
+        pty = {"cols": pty["cols"], "rows": pty["rows"]}
+    stdin = message.get("stdin", True)
+    if not isinstance(stdin, bool):
+        raise BadRequest(request_id, "'stdin' must be a boolean")
+    timeout_ms = message.get("timeout_ms")
+    if timeout_ms is not None and (not is_int(timeout_ms) or timeout_ms <= 0):
+        raise BadRequest(request_id, "'timeout_ms' must be a positive integer or null")
+    user = _optional_str(request_id, message, "user")
+    if user is not None and not _ACCOUNT.fullmatch(user):
+        raise BadRequest(request_id, f"'user' {user!r} is not an account name")
+    return ProcStartRequest(
+        request_id,
+        argv=spawn.argv,
+        env=spawn.env,
+        cwd=spawn.cwd,
+        tag=tag,
+        pty=pty,
+        stdin=stdin,
+        timeout_ms=timeout_ms,
+        user=user,
+    )
+
+
+_PROC_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # tag: (required int fields, required str fields); every one but proc.list names a process
+    "proc.connect": ((), ()),
+    "proc.list": ((), ()),
+    "proc.signal": (("signal",), ()),
+    "proc.input": ((), ("data",)),
+    "proc.close_stdin": ((), ()),
+    "proc.resize": (("cols", "rows"), ()),
+}
+
+
+def _parse_proc(request_id: int, kind: str, message: dict[str, object]) -> ProcRequest | ProcConnectRequest:
+    ints, strs = _PROC_FIELDS[kind]
+    fields: dict[str, object] = {}
+    if kind != "proc.list":
+        pid = message.get("pid")
+        if pid is not None and not is_int(pid):
+            raise BadRequest(request_id, "'pid' must be an integer or null")
+        fields["pid"] = pid
+        fields["tag"] = _optional_str(request_id, message, "tag")
+    for name in ints:
+        value = message.get(name)
+        if not is_int(value):
+            raise BadRequest(request_id, f"{name!r} must be an integer")
+        fields[name] = value
+    for name in strs:
+        value = message.get(name)
+        if not isinstance(value, str):
+            raise BadRequest(request_id, f"{name!r} must be a string")
+        fields[name] = value
+    if kind == "proc.connect":
+        return ProcConnectRequest(request_id, **fields)  # type: ignore[arg-type]
+    return ProcRequest(request_id, kind, **fields)  # type: ignore[arg-type]
+
+
+def _optional_str(request_id: int, message: dict[str, object], name: str) -> str | None:
+    value = message.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(request_id, f"{name!r} must be a string or null")
+    return value
+
+
 _PARSERS: dict[str, Callable[[int, str, dict[str, object]], Request | StreamRequest]] = {
     "exec": _parse_exec,
     "code.run": _parse_code_run,
@@ -543,8 +720,12 @@ _PARSERS: dict[str, Callable[[int, str, dict[str, object]], Request | StreamRequ
     **dict.fromkeys(_GIT_FIELDS, _parse_git),
     **dict.fromkeys(_SESSION_FIELDS, _parse_session),
     **dict.fromkeys(_FS_FIELDS, _parse_fs),
+    **dict.fromkeys(_WATCH_FIELDS, _parse_fs_watch),
     **dict.fromkeys(("fs.write", "fs.read"), _parse_transfer),
     **dict.fromkeys(_PTY_FIELDS, _parse_pty),
+    "proc.spawn": _parse_proc_spawn,
+    "proc.start": _parse_proc_start,
+    **dict.fromkeys(_PROC_FIELDS, _parse_proc),
 }
 REQUEST_TAGS = frozenset({"ping", *_PARSERS})
 """Every request type the agent understands (``ping`` is parsed by ``framing``): the wire

@@ -2,9 +2,11 @@
 carrying over from one command to the next.
 
 The shell. ``bash --noprofile --norc`` runs as the agent's user in a session (and process
-group) of its own, reading commands from a pipe on its stdin; its stdout is a second pipe,
-the *control* channel, and its stderr goes to /dev/null. Each session has a private
-directory (``mkdtemp``, mode 0700) with one subdirectory per command.
+group) of its own, a pipes process of the agent's process registry (``guest/processes.py``,
+so ``proc.list`` shows it too): it reads commands from its stdin; its stdout is the
+*control* channel, which the session's monitor reads as a client of the registry process
+(``_Control``); its stderr is read and dropped. Each session has a private directory
+(``mkdtemp``, mode 0700) with one subdirectory per command.
 
 A command. Its text is written to ``<dir>/cmd`` and the shell is sent one line::
 
@@ -42,12 +44,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import secrets
-import selectors
 import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -55,7 +56,7 @@ import uuid
 from collections import OrderedDict, deque
 from pathlib import Path
 
-from guest import framing
+from guest import framing, processes
 
 OUTPUT_LIMIT = 1024 * 1024
 """Bytes of each stream a command's result carries (the same cap as exec)."""
@@ -71,6 +72,8 @@ KILL_GRACE = 2.0
 """Seconds after a timeout kill before a command that still has not finished takes the shell
 (and the session) with it."""
 TICK = 0.1
+CONTROL_KEPT = 4096
+"""Bytes of the control channel the registry keeps (nobody replays it)."""
 ID_MAX = 256
 
 
@@ -106,6 +109,28 @@ class Command:
         self.done.set()
 
 
+class _Control:
+    """The shell's stdout, the control channel, as a client of its registry process: the
+    chunks go to the monitor's queue, and the process's end as None."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def send(self, message: dict[str, object]) -> None:
+        if message["t"] == "proc.exited":
+            self.queue.put(None)
+
+    def send_binary(self, data: bytes) -> None:
+        if len(data) > 1 and data[0] == framing.PROC_STDOUT:
+            self.queue.put(data[1:])
+
+    def read_frame(self) -> tuple[bytes, bool] | None:
+        return None
+
+    def close(self) -> None:
+        """Nothing to close: the chunks are in memory."""
+
+
 class Session:
     def __init__(self, session_id: str, cwd: str, env: dict[str, str]) -> None:
         self.id = session_id
@@ -117,18 +142,20 @@ class Session:
         self._lock = threading.Lock()
         self._history: OrderedDict[str, Command] = OrderedDict()
         self._pending: deque[Command] = deque()
-        self.proc = subprocess.Popen(
-            ["bash", "--noprofile", "--norc"],
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"trap : USR1\n")  # a stray timeout signal must not kill the shell
-        self.proc.stdin.flush()
+        self._control = _Control()
+        try:
+            self.process = processes.start(
+                ["bash", "--noprofile", "--norc"],
+                env={},
+                cwd=cwd,
+                base_env=env,
+                client=(self._control, 0),
+                kept=CONTROL_KEPT,
+            )
+            self.process.write(b"trap : USR1\n", None)  # a stray timeout signal must not kill the shell
+        except processes.ProcError as exc:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise SessionError("internal", f"cannot start the session's shell: {exc}") from None
         self._monitor = threading.Thread(target=self._watch, daemon=True)
         self._monitor.start()
 
@@ -155,11 +182,9 @@ class Session:
                 f'printf \'%s\\n%s\' "$__dnah_rc" "$PWD" >{d}/status; unset __dnah_rc; '
                 f"printf '%s %s\\n' {self._token} {command_id}\n"
             )
-            assert self.proc.stdin is not None
             try:
-                self.proc.stdin.write(line.encode())
-                self.proc.stdin.flush()
-            except OSError:
+                self.process.write(line.encode(), None)
+            except processes.ProcError:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise SessionError("bad_request", f"session {self.id!r} has ended") from None
             self._pending.append(command)
@@ -187,40 +212,37 @@ class Session:
             self.alive = False
         for _ in range(3):  # a dying process may fork once more; look again
             table = _proc_table()
-            victims = _descendants(self.proc.pid, table) | {
-                pid for pid, (_, sid) in table.items() if sid == self.proc.pid
+            victims = _descendants(self.process.pid, table) | {
+                pid for pid, (_, sid) in table.items() if sid == self.process.pid
             }
-            victims.add(self.proc.pid)
+            victims.add(self.process.pid)
             _kill(victims)
-            if not victims - {self.proc.pid}:
+            if not victims - {self.process.pid}:
                 break
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         self._monitor.join(timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # the monitor ------------------------------------------------------------------------------
 
     def _watch(self) -> None:
-        """Read sentinels off the control pipe and enforce deadlines until the shell exits."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        """Read sentinels off the control channel and enforce deadlines until the shell ended."""
         buffer = b""
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                if selector.select(TICK):
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
-                        break
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        self._sentinel(line.decode("utf-8", "replace"))
-                self._enforce()
-        self.proc.stdout.close()
-        code = self.proc.wait()
+        while True:
+            try:
+                chunk = self._control.queue.get(timeout=TICK)
+            except queue.Empty:
+                chunk = b""
+            if chunk is None:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self._sentinel(line.decode("utf-8", "replace"))
+            self._enforce()
+        code = self.process.exit_code if self.process.exit_code is not None else -1
         with self._lock:
             self.alive = False
             self.exit_code = code
@@ -256,17 +278,17 @@ class Session:
             current.timed_out = True
             current.killed_at = now
             with contextlib.suppress(ProcessLookupError):  # the shell's trap ends the command
-                os.kill(self.proc.pid, signal.SIGUSR1)
+                os.kill(self.process.pid, signal.SIGUSR1)
         if now - current.killed_at > KILL_GRACE:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.process.pid, signal.SIGKILL)
             return
         table = _proc_table()
         spared: set[int] = set()
         for pid in _background_jobs(current.dir / "bg"):
             if pid in table:
                 spared |= {pid} | _descendants(pid, table)
-        _kill(_descendants(self.proc.pid, table) - spared)
+        _kill(_descendants(self.process.pid, table) - spared)
 
 
 # the registry ---------------------------------------------------------------------------------

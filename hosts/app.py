@@ -49,7 +49,8 @@ from contracts.host import (
 from contracts.observability import REQUEST_ID_HEADER, bind_request_id, configure_logging
 from guard import ASGIApp as GuardedApp
 from guard import guard
-from hosts import lifecycle
+from hosts import lifecycle, service_ready
+from hosts.build_logs import template_build_log
 from hosts.commands import (
     AgentCall,
     CreateSandbox,
@@ -64,13 +65,20 @@ from hosts.commands import (
 )
 from hosts.config import HostdConfig, load_config
 from hosts.controller import HostController
+from hosts.egress.controller import EgressController
+from hosts.egress.routes import set_egress
+from hosts.egress.service import Egress
+from hosts.egress.service import enabled as egress_enabled
 from hosts.errors import HostError, TemplateNotFound
+from hosts.ports import PortRoutes, is_port_route
+from hosts.proc import proc_socket
 from hosts.registration import Registrar
+from hosts.runtime.base import SandboxRuntime
 from hosts.runtime.factory import make_runtime
 from hosts.runtime.fake import FakeRuntime
 from hosts.runtime.oci.migrate import Target, migrate
 from hosts.snapshot_store import EntryStore
-from hosts.templates import DEFAULT_TEMPLATE, TemplateStore
+from hosts.templates import TemplateStore
 from hosts.terminal import pty_socket
 from hosts.transfers import read_file, write_file
 
@@ -103,7 +111,10 @@ def create_app() -> GuardedApp:
             read_file,
             disk_usage,
             pty_socket,
+            proc_socket,
+            template_build_log,
             *lifecycle.ROUTES,
+            set_egress,
         ],
         lifespan=[_lifespan(config)],
         middleware=[DefineMiddleware(_AuthAndLog, api_token=config.api_token)],
@@ -111,15 +122,22 @@ def create_app() -> GuardedApp:
         logging_config=None,
         openapi_config=None,
     )
-    return guard(app, config.http, _error_body, byte_streams=_byte_stream)
+    # The routes into sandboxes' ports (hosts/ports/) are raw ASGI in front of Litestar.
+    routed = PortRoutes(
+        app,
+        lambda: _controller(app.state),
+        lambda inner: _AuthAndLog(cast("ASGIApp", inner), api_token=config.api_token),
+    )
+    return guard(routed, config.http, _error_body, byte_streams=_byte_stream)
 
 
 _UPLOAD = re.compile(r"/sandboxes/[^/]+/files/?")
-"""The one route whose body is a file, streamed; every other route's body is JSON."""
+"""The upload route, whose body is a file; the port routes' bodies are the sandbox server's;
+every other route's body is JSON."""
 
 
 def _byte_stream(method: str, path: str) -> bool:
-    return method == "PUT" and _UPLOAD.fullmatch(path) is not None
+    return (method == "PUT" and _UPLOAD.fullmatch(path) is not None) or is_port_route(path)
 
 
 def _error_body(status: int, code: str, message: str) -> bytes:
@@ -130,7 +148,8 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         templates = TemplateStore(config.template_cache, config.build_script)
-        runtime = make_runtime(config, templates)
+        egress = Egress(config) if egress_enabled(config) else None
+        runtime = make_runtime(config, templates, egress)
         ready: Callable[[], list[str]] = functools.partial(_ready_templates, templates)
         if isinstance(runtime, FakeRuntime):
             # Only DNAH_HOST_RUNTIME=fake gets here: said loudly, as nothing is isolated.
@@ -155,30 +174,63 @@ def _lifespan(config: HostdConfig) -> Callable[[Litestar], contextlib.AbstractAs
             # Whatever a killed hostd was writing or deleting there is not an entry: drop it.
             if swept := await asyncio.to_thread(store.sweep):
                 log.warning("removed unfinished store entries", store=str(store.root), entries=swept)
-        controller = HostController(runtime, snapshots=snapshots, archives=archives)
+        if egress is not None:
+            await egress.start(runtime)
+            controller: HostController = EgressController(
+                runtime, egress, snapshots=snapshots, archives=archives
+            )
+        else:
+            controller = HostController(runtime, snapshots=snapshots, archives=archives)
+        controller.service_ports = functools.partial(service_ready.ready_ports, templates)
         app.state.controller = controller
+        app.state.templates = templates
         registrar = Registrar(config, runtime, ready)
         registration = asyncio.create_task(registrar.run(), name="hostd-registration")
+        preparing = asyncio.create_task(
+            _prepare_templates(runtime, templates, config.prepare_templates), name="hostd-prepare"
+        )
         try:
             yield
         finally:
-            registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await registration
+            for task in (preparing, registration):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await controller.close()
+            if egress is not None:
+                await egress.close()
             log.info("hostd stopped; sandboxes left running", sandboxes=len(runtime.list()))
 
     return lifespan
 
 
 def _ready_templates(store: TemplateStore) -> list[str]:
-    """The templates sandboxes can be created from right now. hostd never builds one itself:
-    a build is minutes of debootstrap, done beforehand by ``dnah template build``."""
-    try:
-        store.get(DEFAULT_TEMPLATE)
-    except TemplateNotFound:
-        return []
-    return [DEFAULT_TEMPLATE]
+    """The templates sandboxes can be created from right now: those with a recipe whose
+    current build is in the cache. hostd never builds one itself: a build is minutes of
+    debootstrap and apt, done beforehand by ``dnah template build``."""
+    ready = []
+    for name in store.names():
+        try:
+            store.get(name)
+        except TemplateNotFound:
+            continue
+        ready.append(name)
+    return ready
+
+
+async def _prepare_templates(runtime: SandboxRuntime, store: TemplateStore, names: tuple[str, ...]) -> None:
+    """Ready ``names`` (``all``: every built template) for fast creates, one after the other,
+    in the background: a failure is logged, and that template's first create does the work."""
+    wanted = store.names() if "all" in names else list(names)
+    for name in wanted:
+        started = time.monotonic()
+        try:
+            template = await asyncio.to_thread(store.get, name)
+            await runtime.prepare(template)
+        except HostError as exc:
+            log.warning("template not prepared", template=name, error=str(exc))
+            continue
+        log.info("template prepared", template=name, seconds=round(time.monotonic() - started, 1))
 
 
 # routes -------------------------------------------------------------------------------------

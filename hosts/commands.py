@@ -209,6 +209,15 @@ class OpenStream(_Command, frozen=True, tag="stream"):
     opener: guest.StreamOpener
 
 
+class LocatePort(_Command, frozen=True, tag="locate_port"):
+    """Where hostd connects to reach the sandbox's ports (``hosts/ports/``).
+
+    Allowed when: running. Result: the runtime's ``PortEndpoint``.
+    """
+
+    sandbox_id: str
+
+
 class GetDiskUsage(_Command, frozen=True, tag="disk"):
     """How much disk the sandbox's own data takes (its writable layer), in bytes.
 
@@ -262,6 +271,7 @@ Command = (
     | ExecInSandbox
     | AgentCall
     | OpenStream
+    | LocatePort
     | GetDiskUsage
     | ListSandboxes
     | InspectSandbox

@@ -65,6 +65,15 @@ EGRESS = ("nat", "none")
 """``DNAH_SANDBOX_EGRESS``: ``nat`` lets sandboxes reach networks beyond the host through NAT
 (never the host itself or each other); ``none`` keeps them inside their own network namespace
 (what the test suite and benchmarks use, so nothing a test runs can leave the machine)."""
+EGRESS_MODES = ("allow", "deny")
+"""``DNAH_EGRESS_DEFAULT``: what a sandbox without a policy of its own may reach beyond the
+always-denied addresses: everything (``allow``, the default) or nothing (``deny``)."""
+DEFAULT_EGRESS_DENY_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+"""``DNAH_EGRESS_DENY_CIDRS`` (comma-separated, ``none`` for no extra network): networks no
+sandbox may reach whatever its policy; by default the private and carrier-grade NAT ranges,
+where an operator's own services live."""
+DEFAULT_EGRESS_PROXY_PORT = 3280
+DEFAULT_EGRESS_DNS_PORT = 3253
 DEFAULT_POOL_SIZE_GB = 32
 DEFAULT_SANDBOX_UID_BASE = 1_000_000
 SANDBOX_ID_COUNT = 65536
@@ -110,6 +119,12 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str | None
     guest_dir: Path
     build_script: Path
+    prepare_templates: tuple[str, ...]
+    """Templates hostd readies for fast creates right after it starts, in the background
+    (``DNAH_PREPARE_TEMPLATES``: comma-separated names, or ``all`` for every built one;
+    default none, ``dnah up`` says ``all``). Otherwise the first create from a template pays
+    for it: the OCI runtime copies the template into the storage pool (about 15 s for
+    code-interpreter-v1's 1.4 GiB), a VM runtime builds its guest image."""
     snapshot_dir: Path
     """The snapshot store (``DNAH_SNAPSHOT_DIR``). The OCI runtime's snapshots are btrfs
     snapshots of the disks, and the VM runtimes' disk copies are reflinks within the pool, so
@@ -153,6 +168,22 @@ class HostdConfig(msgspec.Struct, frozen=True, kw_only=True):
     first answer before the create fails."""
     egress: str = "nat"
     """Where sandboxes may connect (``DNAH_SANDBOX_EGRESS``, one of ``EGRESS``)."""
+    egress_default: str = "allow"
+    """``DNAH_EGRESS_DEFAULT``, one of ``EGRESS_MODES``: the policy of sandboxes without one."""
+    egress_deny_cidrs: tuple[str, ...] = DEFAULT_EGRESS_DENY_CIDRS
+    """``DNAH_EGRESS_DENY_CIDRS``: networks always denied, besides link-local and loopback."""
+    dns_upstream: str = ""
+    """``DNAH_DNS_UPSTREAM`` (``host`` or ``host:port``): where hostd's resolver for sandboxes
+    sends their questions, and where its egress proxy resolves names; default the first
+    nameserver of the host's /etc/resolv.conf (empty if it has none: every lookup fails)."""
+    egress_ca_bundle: Path | None = None
+    """``DNAH_EGRESS_CA_BUNDLE``: the only CAs the egress proxy trusts when it talks TLS to a
+    secret's host (default: the host's trust store)."""
+    egress_proxy_port: int = DEFAULT_EGRESS_PROXY_PORT
+    """``DNAH_EGRESS_PROXY_PORT``: the egress proxy's port on the bridge's gateway address."""
+    egress_dns_port: int = DEFAULT_EGRESS_DNS_PORT
+    """``DNAH_EGRESS_DNS_PORT``: the resolver's port (UDP and TCP) on the gateway address; nft
+    redirects the sandboxes' port 53 there."""
     advertise_url: str | None = None
     """The URL the core should use to reach hostd (``DNAH_HOSTD_ADVERTISE_URL``), when it is
     not ``http://host:port`` — hostd bound to 0.0.0.0, behind NAT, or on another name."""
@@ -220,6 +251,9 @@ def load_config(
         log_format=env.parse("DNAH_LOG_FORMAT", _choice(_LOG_FORMATS), None),
         guest_dir=GUEST_DIR,
         build_script=BUILD_SCRIPT,
+        prepare_templates=tuple(
+            name.strip() for name in env.text("DNAH_PREPARE_TEMPLATES", "").split(",") if name.strip()
+        ),
         snapshot_dir=snapshot_dir,
         archive_dir=Path(env.text("DNAH_ARCHIVE_DIR", str(var_dir / "archives"))).absolute(),
         pool_dir=Path(pool_dir).absolute() if pool_dir else None,
@@ -236,6 +270,12 @@ def load_config(
         vm_image_cache=Path(env.text("DNAH_VM_IMAGE_CACHE", DEFAULT_VM_IMAGE_CACHE)).absolute(),
         vm_boot_timeout_s=env.parse("DNAH_VM_BOOT_TIMEOUT", _positive_float, DEFAULT_VM_BOOT_TIMEOUT_S),
         egress=env.parse("DNAH_SANDBOX_EGRESS", _choice(EGRESS), "nat"),
+        egress_default=env.parse("DNAH_EGRESS_DEFAULT", _choice(EGRESS_MODES), "allow"),
+        egress_deny_cidrs=env.parse("DNAH_EGRESS_DENY_CIDRS", _cidrs, DEFAULT_EGRESS_DENY_CIDRS),
+        dns_upstream=env.parse("DNAH_DNS_UPSTREAM", _dns_server, "") or _host_nameserver(),
+        egress_ca_bundle=env.parse("DNAH_EGRESS_CA_BUNDLE", _existing_file, None),
+        egress_proxy_port=env.parse("DNAH_EGRESS_PROXY_PORT", _port, DEFAULT_EGRESS_PROXY_PORT),
+        egress_dns_port=env.parse("DNAH_EGRESS_DNS_PORT", _port, DEFAULT_EGRESS_DNS_PORT),
         advertise_url=_advertise_url(env, env.text("DNAH_HOSTD_HOST", DEFAULT_HOST)),
         http=_http(environ),
     )
@@ -382,6 +422,61 @@ def _uid_base(raw: str) -> int:
             f"below {_MAX_ID + 1} ({SANDBOX_ID_COUNT}..{_MAX_ID - SANDBOX_ID_COUNT + 1})"
         )
     return base
+
+
+def _cidrs(raw: str) -> tuple[str, ...]:
+    if raw.strip() == "none":
+        return ()
+    networks = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)
+    return networks
+
+
+def _dns_server(raw: str) -> str:
+    """``host`` or ``host:port`` (an IP address; IPv6 as ``[addr]:port``)."""
+    host, port = _split_server(raw)
+    ipaddress.ip_address(host)
+    _port(str(port))
+    return raw
+
+
+def _split_server(raw: str) -> tuple[str, int]:
+    if raw.startswith("["):
+        host, _, rest = raw[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 53
+    if raw.count(":") == 1:
+        host, port = raw.split(":")
+        return host, int(port)
+    return raw, 53
+
+
+def dns_server(config: HostdConfig) -> tuple[str, int] | None:
+    """``dns_upstream`` as (address, port); None when there is none."""
+    return _split_server(config.dns_upstream) if config.dns_upstream else None
+
+
+def _host_nameserver(resolv_conf: Path = Path("/etc/resolv.conf")) -> str:
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                ipaddress.ip_address(fields[1])
+            except ValueError:
+                continue
+            return f"[{fields[1]}]:53" if ":" in fields[1] else fields[1]
+    return ""
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw).absolute()
+    if not path.is_file():
+        raise ValueError("must name an existing file")
+    return path
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:

@@ -63,6 +63,7 @@ from hosts.commands import (
     GetHealth,
     InspectSandbox,
     ListSandboxes,
+    LocatePort,
     OpenStream,
     PauseSandbox,
     ResizeSandbox,
@@ -76,7 +77,7 @@ from hosts.commands import (
     is_sandbox_id,
 )
 from hosts.errors import AgentUnavailable, InvalidRequest, RuntimeFailure, SandboxConflict, SandboxNotFound
-from hosts.runtime.base import SandboxRuntime
+from hosts.runtime.base import PortEndpoint, SandboxRuntime
 from hosts.snapshot_store import EntryStore
 
 log = structlog.get_logger("hosts.controller")
@@ -102,6 +103,9 @@ class HostController:
         self._lifecycle = _KeyedLocks()
         self._connecting = _KeyedLocks()
         self._agents: dict[str, AgentClient] = {}
+        self.service_ports: Callable[[str], tuple[int, ...]] = _no_services
+        """The ports a template's services listen on when ready (``hosts/service_ready.py``):
+        a create or start waits for them before it returns. hostd's app sets it."""
 
     @overload
     async def handle(
@@ -129,6 +133,8 @@ class HostController:
     @overload
     async def handle(self, cmd: OpenStream) -> tuple[AgentStream, guest.StreamReply]: ...
     @overload
+    async def handle(self, cmd: LocatePort) -> PortEndpoint: ...
+    @overload
     async def handle(self, cmd: GetDiskUsage) -> DiskUsage: ...
     @overload
     async def handle(self, cmd: ListSandboxes) -> list[SandboxInfo]: ...
@@ -142,6 +148,7 @@ class HostController:
         | ExecResult
         | guest.GuestToHost
         | tuple[AgentStream, guest.StreamReply]
+        | PortEndpoint
         | DiskUsage
         | HostHealth
         | list[SandboxInfo]
@@ -160,6 +167,10 @@ class HostController:
                 return await self._on_agent(_checked(sandbox_id), lambda client: client.call(message))
             case OpenStream(sandbox_id=sandbox_id, opener=opener):
                 return await self._open_stream(_checked(sandbox_id), opener)
+            case LocatePort(sandbox_id=sandbox_id):
+                sandbox_id = _checked(sandbox_id)
+                self._require_running(sandbox_id)
+                return self._runtime.port_endpoint(sandbox_id)
             case GetDiskUsage(sandbox_id=sandbox_id):
                 sandbox_id = _checked(sandbox_id)
                 self._get(sandbox_id)
@@ -222,7 +233,18 @@ class HostController:
         async with self._lifecycle.hold(spec.id):
             if self._find(spec.id) is not None:
                 raise SandboxConflict(f"sandbox {spec.id} already exists")
-            return await self._runtime.create(spec)
+            info = await self._runtime.create(spec)
+            await self._services_ready(spec)
+            return info
+
+    async def _services_ready(self, spec: SandboxSpec) -> None:
+        """Wait (bounded, never failing) for the template's services to listen."""
+        ports = await asyncio.to_thread(self.service_ports, spec.template)
+        if ports:
+            # imported here: hosts.ports (which it uses) imports this module
+            from hosts.service_ready import wait_ready
+
+            await wait_ready(spec.id, self._runtime.port_endpoint(spec.id), ports)
 
     async def _start(self, spec: SandboxSpec) -> SandboxInfo:
         async with self._lifecycle.hold(spec.id):
@@ -234,7 +256,9 @@ class HostController:
                 info = self._get(spec.id)
             if info.state != "stopped":
                 raise SandboxConflict(f"sandbox {spec.id} is {info.state}; only a stopped one starts")
-            return await self._runtime.start(spec)
+            info = await self._runtime.start(spec)
+            await self._services_ready(spec)
+            return info
 
     async def _stop(self, sandbox_id: str) -> SandboxInfo:
         async with self._lifecycle.hold(sandbox_id):
@@ -321,7 +345,9 @@ class HostController:
             await asyncio.to_thread(
                 snapshot_store.trusted_snapshot, snapshot_id, directory, verify_keys, None
             )
-            return await self._runtime.create(spec, directory)
+            info = await self._runtime.create(spec, directory)
+            await self._services_ready(spec)  # a fork's agent starts the template's services anew
+            return info
 
     async def _archive(self, sandbox_id: str) -> SandboxInfo:
         """Export the disk as a portable archive (``runtime.export``: tar + zstd, whatever kind
@@ -453,6 +479,10 @@ class HostController:
         state = self._get(sandbox_id).state
         if state != "running":
             raise SandboxConflict(f"sandbox {sandbox_id} is {state}, not running")
+
+
+def _no_services(_template: str) -> tuple[int, ...]:
+    return ()
 
 
 def _snapshot_key(snapshot_id: str) -> str:

@@ -6,10 +6,17 @@ come from, so it is not part of the key). Changing the recipe therefore yields a
 next to the old one instead of silently altering the base of existing sandboxes, whose disks
 record the hash they were created on (see ``get(..., content_hash=)``).
 
+Two kinds of recipe. The base (``dnah-base``, and any name without a recipe of its own) is
+``build_script`` run on an empty directory (a debootstrap). A *layered* template has a script
+``<recipes_dir>/<name>.sh`` (``install/templates/``) that runs on a copy of the base's rootfs;
+its key hashes the base's key and its own script, so it is rebuilt exactly when either changes
+(the base's lock is not held meanwhile: the copy is taken from a finished, immutable base).
+
 Layout under ``cache_dir``::
 
     <name>-<hash>/rootfs          the root filesystem (read-only lower layer of every sandbox)
     <name>-<hash>/template.json   TemplateRecord: name, hash, built_at, size_bytes, tree_hash
+    <name>-<hash>/build.log       the build script's output, line by line (served by hostd)
     <name>-<hash>.lock            serialises builders of this key across processes
     <name>-<hash>.tmp-<pid>/      a build in progress; renamed to <name>-<hash> when complete
 
@@ -41,6 +48,7 @@ DEFAULT_SUITE = "bookworm"
 _HASH_LEN = 16
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _READ_CHUNK = 1 << 20
+BUILD_LOG = "build.log"
 
 
 class Template(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,18 +73,40 @@ class TemplateStore:
     """Builds templates on demand and resolves ready ones. Blocking: call from a thread."""
 
     def __init__(
-        self, cache_dir: Path, build_script: Path, *, suite: str = DEFAULT_SUITE, mirror: str | None = None
+        self,
+        cache_dir: Path,
+        build_script: Path,
+        *,
+        suite: str = DEFAULT_SUITE,
+        mirror: str | None = None,
+        recipes_dir: Path | None = None,
     ) -> None:
         self.cache_dir = cache_dir
         self.build_script = build_script
         self.suite = suite
         self.mirror = mirror
+        self.recipes_dir = recipes_dir if recipes_dir is not None else build_script.parent / "templates"
 
-    def recipe_hash(self) -> str:
-        """The cache key of what ``build_script`` would build now (first 16 hex of a sha256)."""
+    def names(self) -> list[str]:
+        """Every template this store has a recipe for: the base, then the layered ones by name."""
+        layered = sorted(p.stem for p in self.recipes_dir.glob("*.sh") if _NAME_RE.fullmatch(p.stem))
+        return [DEFAULT_TEMPLATE, *(name for name in layered if name != DEFAULT_TEMPLATE)]
+
+    def layer_script(self, name: str) -> Path | None:
+        """The script that builds ``name`` on top of the base, or None for a base-recipe name."""
+        script = self.recipes_dir / f"{name}.sh"
+        return script if name != DEFAULT_TEMPLATE and script.is_file() else None
+
+    def recipe_hash(self, name: str = DEFAULT_TEMPLATE) -> str:
+        """The cache key of what the recipe of ``name`` would build now (first 16 hex of a
+        sha256): the base script and suite, plus a layered template's own script."""
         digest = hashlib.sha256()
         digest.update(self.build_script.read_bytes())
         digest.update(b"\0suite=" + self.suite.encode())
+        layer = self.layer_script(name)
+        if layer is None:
+            return digest.hexdigest()[:_HASH_LEN]
+        digest.update(b"\0layer=" + layer.read_bytes())
         return digest.hexdigest()[:_HASH_LEN]
 
     def get(self, name: str = DEFAULT_TEMPLATE, *, content_hash: str | None = None) -> Template:
@@ -86,7 +116,7 @@ class TemplateStore:
             TemplateNotFound: it has not been built (or was removed).
         """
         _check_name(name)
-        key_hash = content_hash or self.recipe_hash()
+        key_hash = content_hash or self.recipe_hash(name)
         template = Template(name=name, content_hash=key_hash, rootfs=self._final(name, key_hash) / "rootfs")
         if not (template.rootfs.is_dir() and (template.rootfs.parent / "template.json").is_file()):
             raise TemplateNotFound(f"template {name}-{key_hash} is not built in {self.cache_dir}")
@@ -109,13 +139,15 @@ class TemplateStore:
             RuntimeFailure: not root, or the build script failed (its last lines are quoted).
         """
         _check_name(name)
-        key_hash = self.recipe_hash()
+        key_hash = self.recipe_hash(name)
         try:
             return self.get(name, content_hash=key_hash)
         except TemplateNotFound:
             pass
         if os.geteuid() != 0:
             raise RuntimeFailure("building a template needs root (debootstrap, chroot)")
+        layer = self.layer_script(name)
+        base = None if layer is None else self.ensure(DEFAULT_TEMPLATE, progress=progress)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with _locked(self.cache_dir / f"{name}-{key_hash}.lock"):
             try:
@@ -124,16 +156,36 @@ class TemplateStore:
                 pass
             for stale in self.cache_dir.glob(f"{name}-{key_hash}.tmp-*"):
                 remove_tree(stale)
-            self._build(name, key_hash, progress or _ignore)
+            self._build(name, key_hash, progress or _ignore, base=base, layer=layer)
         return self.get(name, content_hash=key_hash)
 
-    def _build(self, name: str, key_hash: str, progress: Callable[[str], None]) -> None:
+    def _build(
+        self,
+        name: str,
+        key_hash: str,
+        progress: Callable[[str], None],
+        *,
+        base: Template | None,
+        layer: Path | None,
+    ) -> None:
         staging = self.cache_dir / f"{name}-{key_hash}.tmp-{os.getpid()}"
         try:
             rootfs = staging / "rootfs"
-            rootfs.mkdir(parents=True)
-            self._run_script(rootfs, progress)
-            progress("hashing the tree")
+            staging.mkdir(parents=True)
+            with open(staging / BUILD_LOG, "w", encoding="utf-8") as kept:
+
+                def show_and_keep(line: str) -> None:
+                    kept.write(line + "\n")
+                    progress(line)
+
+                if base is None or layer is None:
+                    rootfs.mkdir()
+                    self._run_script(self.build_script, rootfs, show_and_keep)
+                else:
+                    show_and_keep(f"copying {base.name}-{base.content_hash} as the base")
+                    _copy_tree(base.rootfs, rootfs)
+                    self._run_script(layer, rootfs, show_and_keep)
+                show_and_keep("hashing the tree")
             size, tree_hash = describe_tree(rootfs)
             record = TemplateRecord(
                 name=name,
@@ -148,13 +200,13 @@ class TemplateStore:
             remove_tree(staging)
             raise
 
-    def _run_script(self, rootfs: Path, progress: Callable[[str], None]) -> None:
+    def _run_script(self, script: Path, rootfs: Path, progress: Callable[[str], None]) -> None:
         env = {**os.environ, "DNAH_DEBIAN_SUITE": self.suite}
         if self.mirror:
             env["DNAH_DEBIAN_MIRROR"] = self.mirror
         tail: list[str] = []
         with subprocess.Popen(
-            ["bash", str(self.build_script), str(rootfs)],
+            ["bash", str(script), str(rootfs)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -170,6 +222,26 @@ class TemplateStore:
             code = proc.wait()
         if code != 0:
             raise RuntimeFailure(f"template build failed (exit {code}): " + " | ".join(tail))
+
+    def build_log(self, name: str = DEFAULT_TEMPLATE) -> str:
+        """The build log of the ready template ``name`` (current recipe): a line saying what
+        was built and when, then the build script's output. A template built before logs
+        were kept says so instead of the output.
+
+        Raises:
+            TemplateNotFound: it has not been built (or was removed).
+        """
+        template = self.get(name)
+        record = self.record(template)
+        head = (
+            f"# template {record.name}-{record.hash}, built {record.built_at},"
+            f" {record.size_bytes} bytes, tree sha256 {record.tree_hash}\n"
+        )
+        try:
+            output = (template.rootfs.parent / BUILD_LOG).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            output = "# its build output was not kept: it was built before templates kept a build log\n"
+        return head + output
 
     def _final(self, name: str, key_hash: str) -> Path:
         return self.cache_dir / f"{name}-{key_hash}"
@@ -219,6 +291,19 @@ def _file_digest(path: Path) -> bytes:
         while chunk := f.read(_READ_CHUNK):
             digest.update(chunk)
     return digest.digest()
+
+
+def _copy_tree(source: Path, destination: Path) -> None:
+    """Copy ``source`` to the new ``destination`` with owners, modes, links and xattrs kept
+    (shared extents where the filesystem can)."""
+    proc = subprocess.run(
+        ["cp", "-a", "--reflink=auto", "--", str(source), str(destination)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"copying the base template {source}: {proc.stderr.strip()}")
 
 
 @contextmanager

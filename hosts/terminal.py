@@ -23,16 +23,11 @@ import contextlib
 
 import msgspec
 from litestar import WebSocket, websocket
-from litestar.exceptions import WebSocketDisconnect
 
 from contracts import guest
+from hosts.agent_socket import bridge
 from hosts.agent_stream import AgentStream
-from hosts.commands import OpenStream
-from hosts.controller import HostController
-from hosts.errors import AgentUnavailable, HostError
-
-CLOSE_REASON_MAX = 120
-"""A close frame's reason is at most 123 bytes."""
+from hosts.errors import AgentUnavailable
 
 _resize = msgspec.json.Decoder(guest.PtyResize)
 
@@ -40,34 +35,7 @@ _resize = msgspec.json.Decoder(guest.PtyResize)
 @websocket("/sandboxes/{sandbox_id:str}/pty")
 async def pty_socket(sandbox_id: str, socket: WebSocket) -> None:
     """Bridge one terminal client (the core) to the sandbox's agent."""
-    await socket.accept()
-    try:
-        first_message = await socket.receive()
-    except WebSocketDisconnect:
-        return
-    if first_message["type"] != "websocket.receive":
-        return
-    try:
-        opener = guest.decode_opener((first_message.get("text") or "").encode())
-    except msgspec.DecodeError:
-        opener = None
-    if not isinstance(opener, guest.PtyAttach):
-        await socket.close(4400, "the first message must be a pty.attach opener")
-        return
-    controller: HostController = socket.app.state.controller
-    try:
-        stream, first = await controller.handle(OpenStream(sandbox_id=sandbox_id, opener=opener))
-    except HostError as exc:
-        await socket.close(4000 + exc.status_code, (str(exc) or exc.code)[:CLOSE_REASON_MAX])
-        return
-    try:
-        await socket.send_text(msgspec.json.encode(first).decode())
-        if isinstance(first, guest.PtyAttached):
-            await _relay(socket, stream)
-    finally:
-        await stream.close()
-    with contextlib.suppress(Exception):  # the core may be gone already
-        await socket.close(1000)
+    await bridge(socket, sandbox_id, openers=(guest.PtyAttach,), opened=guest.PtyAttached, relay=_relay)
 
 
 async def _relay(socket: WebSocket, stream: AgentStream) -> None:

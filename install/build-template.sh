@@ -9,7 +9,7 @@ set -euo pipefail
 out=${1:?usage: build-template.sh OUTDIR}
 suite=${DNAH_DEBIAN_SUITE:-bookworm}
 mirror=${DNAH_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-packages=bash,coreutils,python3,python3-pip,python3-venv,sudo,git,curl,ca-certificates,nodejs,procps,iproute2,less,util-linux
+packages=bash,coreutils,python3,python3-pip,python3-venv,sudo,git,curl,ca-certificates,nodejs,procps,iproute2,less,util-linux,openssh-sftp-server
 
 echo "step 1/3: debootstrap $suite (minbase + $packages)"
 debootstrap --variant=minbase --include="$packages" "$suite" "$out" "$mirror" \

@@ -18,6 +18,9 @@ command -v runc >/dev/null || need+=(runc)   # runs every sandbox (hosts/runtime
 command -v losetup >/dev/null || need+=(mount)   # the pool's image file on a loop device
 command -v nsenter >/dev/null || need+=(util-linux)   # each sandbox's sysfs (hosts/runtime/oci/_host.py)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# the code-interpreter template's kernel, which tests/guest/test_code_interpreter.py runs here too
+dpkg -s python3-ipykernel python3-jupyter-client python3-matplotlib >/dev/null 2>&1 \
+  || need+=(python3-ipykernel python3-jupyter-client python3-matplotlib)
 command -v npm >/dev/null || need+=(nodejs npm)   # the mppx client in the payment tests
 # microVM sandboxes (hosts/vm/, hosts/runtime/qemu/): the VMM, and what builds the guest image
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)

@@ -93,6 +93,7 @@ def main() -> None:
         gateway_port=24000,
         core_port=24100,
         hostd_port=24200,
+        ssh_port=24250,
         bridge="dnahb0",
         subnet="10.217.0.0/24",
         cgroup="dnahb",

@@ -76,6 +76,7 @@ def main() -> None:
         gateway_port=free_port(),
         core_port=free_port(),
         hostd_port=free_port(),
+        ssh_port=free_port(),
         bridge="dnahbh",
         subnet="10.217.10.0/24",
         cgroup="dnahbh",

@@ -102,6 +102,7 @@ def main() -> None:
         gateway_port=24900,
         core_port=25000,
         hostd_port=25100,
+        ssh_port=25150,
         bridge="dnahl0",
         subnet="10.220.0.0/24",
         cgroup="dnahl",

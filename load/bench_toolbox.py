@@ -125,6 +125,7 @@ def main() -> None:
         gateway_port=24300,
         core_port=24400,
         hostd_port=24500,
+        ssh_port=24550,
         bridge="dnaht0",
         subnet="10.218.0.0/24",
         cgroup="dnaht",

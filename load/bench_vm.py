@@ -424,6 +424,7 @@ def bench_stack(runtime: str, index: int) -> Iterator[Stack]:
         gateway_port=free_port(),
         core_port=free_port(),
         hostd_port=free_port(),
+        ssh_port=free_port(),
         bridge=f"dnahv{tag}",
         subnet=f"10.225.{index}.0/24",
         cgroup=f"dnahv{tag}",

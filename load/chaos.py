@@ -118,6 +118,7 @@ def chaos_stack(index: int, var: Path) -> Stack:
         gateway_port=free_port(),
         core_port=free_port(),
         hostd_port=free_port(),
+        ssh_port=free_port(),
         bridge=f"dnahc{index}",
         subnet=f"10.222.{index}.0/24",
         cgroup=f"dnahc{index}",

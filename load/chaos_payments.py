@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway_port=free_port(),
         core_port=free_port(),
         hostd_port=free_port(),
+        ssh_port=free_port(),
         devnet_port=devnet_port,
         bridge="dnahpc0",
         subnet="10.218.250.0/24",

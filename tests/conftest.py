@@ -44,6 +44,8 @@ def stack() -> Iterator[Stack]:
             "DNAH_STALE_LONG_OPERATION_S": "20",
             # the webhook tests' receivers listen on loopback
             "DNAH_WEBHOOK_ALLOW_PRIVATE": "1",
+            # the E2B code-interpreter tests' first create need not copy its 1.4 GiB template
+            "DNAH_PREPARE_TEMPLATES": "code-interpreter-v1",
         }
         config = stack_config(n, var, f"test-host-{n}", extra_env)
         stack = Stack(config, say=lambda _: None)

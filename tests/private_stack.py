@@ -22,6 +22,7 @@ def stack_config(n: int, var: Path, host_name: str, extra_env: dict[str, str]) -
         gateway_port=free_port(),
         core_port=free_port(),
         hostd_port=free_port(),
+        ssh_port=free_port(),
         bridge=f"dnahs{n}",
         subnet=f"10.216.{n}.0/24",
         cgroup=f"dnahs{n}",

@@ -35,6 +35,12 @@ class SandboxRecord(msgspec.Struct, frozen=True, kw_only=True):
     auto_delete_minutes: int | None
     """Minutes after it stopped before a stopped or archived sandbox is deleted; 0: as soon
     as it stops; None: never."""
+    public: bool = False
+    """Its preview URLs need no token (``core/services/preview.py``)."""
+    wake_on_traffic: bool = False
+    """A preview request to it while paused resumes it (else it is refused)."""
+    preview_token: str | None = None
+    """Its preview token, good for every port; made on first use."""
     created_at: datetime
     updated_at: datetime
     last_activity_at: datetime
@@ -44,6 +50,19 @@ class SandboxRecord(msgspec.Struct, frozen=True, kw_only=True):
     source_snapshot_id: str | None = None
     from_memory: bool = False
     """A clone or fork of a snapshot holding memory: it continued the parent's processes."""
+    backup_state: str = "None"
+    """Daytona's BackupState of the sandbox's backup (``core/services/backups.py``)."""
+    backup_snapshot_id: str | None = None
+    backup_created_at: datetime | None = None
+    egress: dict[str, Any] | None = None
+    """Its egress policy (``contracts.host.EgressPolicy`` as JSON); None: the operator's default."""
+    envd_token: str | None = None
+    """The token E2B's data plane (envd) requires as ``X-Access-Token``; made by an E2B create,
+    None for sandboxes made through the other shapes (their envd requests need none)."""
+    deadline_at: datetime | None = None
+    """E2B's timeout as an absolute time: the reaper acts once it has passed; None: never."""
+    on_deadline: str | None = None
+    """What the reaper does at ``deadline_at``: ``delete`` (E2B's kill) or ``pause``."""
 
 
 COLUMNS = ", ".join(SandboxRecord.__struct_fields__)
@@ -112,6 +131,44 @@ async def list_for_org(
     return [record(r) for r in rows]
 
 
+async def page(
+    db: asyncpg.Pool,
+    org_id: str,
+    *,
+    states: frozenset[str],
+    labels: dict[str, str] | None,
+    template: str | None,
+    created_after: datetime | None,
+    ascending: bool,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[SandboxRecord]:
+    """One page of the org's sandboxes in ``states``, by creation time (then id) either way;
+    ``after`` is the keyset cursor, the last (created_at, id) of the previous page."""
+    args: list[Any] = [org_id, list(states)]
+    clauses = ["org_id = $1", "state = ANY($2::text[])"]
+    if labels:
+        args.append(labels)
+        clauses.append(f"labels @> ${len(args)}::jsonb")
+    if template is not None:
+        args.append(template)
+        clauses.append(f"template = ${len(args)}")
+    if created_after is not None:
+        args.append(created_after)
+        clauses.append(f"created_at > ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        clauses.append(f"(created_at, id) {'>' if ascending else '<'} (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    way = "ASC" if ascending else "DESC"
+    rows = await db.fetch(
+        f"SELECT {COLUMNS} FROM sandboxes WHERE {' AND '.join(clauses)}"
+        f" ORDER BY created_at {way}, id {way} LIMIT ${len(args)}",
+        *args,
+    )
+    return [record(r) for r in rows]
+
+
 _CONFIRM_IF_STARTED = "confirmed_at = CASE WHEN $3 = 'started' THEN now() ELSE confirmed_at END"
 """A row enters ``started`` only on its host's word (a create, start, resume or restore it
 answered, or its report), so entering it is a confirmation that the sandbox runs."""
@@ -168,6 +225,8 @@ async def force_state(
 
 _UPDATABLE = frozenset(
     {"labels", "cpu", "ram_mb", "disk_gb", "auto_stop_minutes", "auto_archive_minutes", "auto_delete_minutes"}
+    | {"public", "wake_on_traffic"}
+    | {"envd_token", "deadline_at", "on_deadline"}
 )
 
 
@@ -188,6 +247,24 @@ async def update_fields(
         *[fields[n] for n in names],
     )
     return record(row) if row else None
+
+
+async def ensure_envd_token(db: asyncpg.Pool | asyncpg.Connection, sandbox_id: str, token: str) -> str | None:
+    """The sandbox's envd token, set to ``token`` if it has none yet (once: of two concurrent
+    callers, both get the one stored first); None when there is no such live sandbox. Two
+    statements: the read after an UPDATE that found a token already set sees the committed one."""
+    given: str | None = await db.fetchval(
+        "UPDATE sandboxes SET envd_token = $2 WHERE id = $1 AND envd_token IS NULL AND state <> 'destroyed'"
+        " RETURNING envd_token",
+        sandbox_id,
+        token,
+    )
+    if given is not None:
+        return given
+    stored: str | None = await db.fetchval(
+        "SELECT envd_token FROM sandboxes WHERE id = $1 AND state <> 'destroyed'", sandbox_id
+    )
+    return stored
 
 
 POOL_ORG = "org_pool"

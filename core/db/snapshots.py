@@ -102,6 +102,30 @@ async def of_sandbox(db: asyncpg.Pool, sandbox_id: str) -> list[SnapshotRecord]:
     return [_record(r) for r in rows]
 
 
+async def page_of_org(
+    db: asyncpg.Pool,
+    org_id: str,
+    *,
+    sandbox_id: str | None,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[SnapshotRecord]:
+    """One page of the org's ready snapshots (of one sandbox, when given), newest first;
+    ``before`` is the keyset cursor, the last (created_at, id) of the previous page."""
+    rows = await db.fetch(
+        f"SELECT {COLUMNS} FROM snapshots WHERE org_id = $1 AND state = 'ready'"
+        " AND ($2::text IS NULL OR sandbox_id = $2)"
+        " AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))"
+        " ORDER BY created_at DESC, id DESC LIMIT $5",
+        org_id,
+        sandbox_id,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [_record(r) for r in rows]
+
+
 async def stale_creating(db: asyncpg.Pool, older_than_s: float) -> list[SnapshotRecord]:
     """Snapshots a crash left half-made: never trusted, to be removed."""
     rows = await db.fetch(

@@ -17,6 +17,7 @@ from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.types import ControllerRouterHandler
 
+from contracts.e2b import ENVD_PREFIX
 from contracts.observability import configure_logging
 from contracts.public import ErrorBody, Health
 from core.cache import Cache
@@ -24,32 +25,44 @@ from core.config import CoreConfig, load_config
 from core.db.migrate import migrate
 from core.db.pool import create_pool
 from core.hostclient import HostClient
-from core.http.daytona import DaytonaSandboxes, DaytonaToolbox
+from core.http import daytona, native
+from core.http.common.errors import EXCEPTION_HANDLERS
+from core.http.e2b import E2B_ROUTES
+from core.http.e2b.envd import EnvdApp, with_e2b_headers
 from core.http.edge import EdgePayments
-from core.http.errors import EXCEPTION_HANDLERS
-from core.http.files import DaytonaFiles, NativeFiles
-from core.http.git import DaytonaGit, NativeGit
-from core.http.internal import InternalHosts
-from core.http.lifecycle import DaytonaLifecycle, NativeLifecycle, NativeSnapshots
+from core.http.internal import InternalHosts, ssh_auth
 from core.http.metrics import metrics
 from core.http.middleware import paid_requests, request_context
-from core.http.native import ApiKeys, NativeSandboxes
-from core.http.sessions import DaytonaSessions, NativeSessions
-from core.http.terminals import TERMINAL_ROUTES
-from core.http.transfers import DaytonaTransfers
-from core.http.webhooks import NativeWebhooks
+from core.http.preview import PREFIX as PREVIEW_PREFIX
+from core.http.preview import PreviewProxy
+from core.http.ssh_relay import SSH_RELAYS
+from core.port_client import PortClient
 from core.services.auth import AuthService
+from core.services.backups import BackupService
+from core.services.build_logs import BuildLogService
+from core.services.egress import EgressService
 from core.services.hosts import HostService
 from core.services.lifecycle import LifecycleService
 from core.services.payments import PaymentService
+from core.services.preview import PreviewService
+from core.services.processes import ProcessService
 from core.services.reaper import Reaper
 from core.services.sandboxes import SandboxService
+from core.services.secrets import SecretBox, SecretService
 from core.services.snapshots import SnapshotService
+from core.services.ssh import SshService
 from core.services.startup import StartupSettler
+from core.services.toolbox.code import CodeService
+from core.services.toolbox.files import FileService
+from core.services.toolbox.git import GitService
+from core.services.toolbox.sessions import SessionService
+from core.services.toolbox.terminals import TerminalService
+from core.services.toolbox.watch import WatchService
 from core.services.warm_pool import WarmPool
 from core.services.webhook_dispatch import Dispatcher
 from core.services.webhooks import WebhookService
 from guard import ASGIApp, guard
+from guard.reply import Receive, Scope, Send
 
 log = structlog.get_logger()
 
@@ -83,24 +96,13 @@ async def _sweeper(
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     health,
     metrics,
-    NativeSandboxes,
-    NativeLifecycle,
-    NativeSnapshots,
-    DaytonaLifecycle,
-    ApiKeys,
-    DaytonaSandboxes,
-    DaytonaToolbox,
-    NativeSessions,
-    DaytonaSessions,
-    NativeGit,
-    DaytonaGit,
-    NativeFiles,
-    DaytonaFiles,
-    DaytonaTransfers,
-    NativeWebhooks,
+    native.ROUTER,
+    daytona.ROUTER,
+    *E2B_ROUTES,
     InternalHosts,
     EdgePayments,
-    *TERMINAL_ROUTES,
+    ssh_auth,
+    *SSH_RELAYS,
 ]
 """Every route the core serves (listed for the gateway in ``contracts/core_routes.py``)."""
 
@@ -111,7 +113,33 @@ its body as JSON."""
 
 
 def _byte_stream(method: str, path: str) -> bool:
+    if path.startswith((PREVIEW_PREFIX, ENVD_PREFIX + "/")):
+        return True  # the body is the server's in the sandbox, or envd's (files, Connect envelopes)
     return method in ("PUT", "POST") and _UPLOADS.fullmatch(path) is not None
+
+
+def _with_preview(app: ASGIApp, preview: ASGIApp, envd: ASGIApp) -> ASGIApp:
+    """``/preview/…`` to the preview proxy (``core/http/preview.py``), ``/envd/…`` to E2B's
+    data plane (``core/http/e2b/envd/``), the rest to Litestar."""
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith(PREVIEW_PREFIX):
+            await preview(scope, receive, send)
+        elif scope["type"] in ("http", "websocket") and scope["path"].startswith(ENVD_PREFIX + "/"):
+            await envd(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return dispatch
+
+
+def _in_app(app: Litestar, inner: ASGIApp) -> ASGIApp:
+    """``inner`` (raw ASGI) with ``app`` in its scope, where Litestar's middleware looks for it."""
+
+    async def call(scope: Scope, receive: Receive, send: Send) -> None:
+        await inner({**scope, "litestar_app": app}, receive, send)
+
+    return call
 
 
 def _error_body(status: int, code: str, message: str) -> bytes:
@@ -134,10 +162,26 @@ def create_app(config: CoreConfig | None = None) -> ASGIApp:
         state.auth = AuthService(db, cache, edge_token=config.edge_token)
         state.payments = PaymentService(db, config.edge_token)
         state.sandboxes = SandboxService(db, host_client, config)
+        state.files = FileService(state.sandboxes)
+        state.git = GitService(state.sandboxes)
+        state.sessions = SessionService(state.sandboxes)
+        state.terminals = TerminalService(state.sandboxes)
+        state.code = CodeService(state.sandboxes)
+        state.processes = ProcessService(state.sandboxes, db)
+        state.watches = WatchService(state.sandboxes)
         state.hosts = HostService(db, host_client, config)
+        state.ssh = SshService(db, state.sandboxes, config)
         state.lifecycle = LifecycleService(db, host_client, config)
         state.snapshots = SnapshotService(db, host_client, config, state.sandboxes, state.lifecycle)
+        state.backups = BackupService(
+            db, state.sandboxes, state.snapshots, stale_after_s=config.stale_long_operation_s
+        )
+        state.build_logs = BuildLogService(db, host_client)
         state.webhooks = WebhookService(db, allow_private=config.webhooks.allow_private)
+        state.preview = PreviewService(db, state.lifecycle, state.auth, config)
+        state.ports = PortClient()
+        state.egress = EgressService(db, host_client)
+        state.secrets = SecretService(db, SecretBox(config.secrets_key))
         dispatcher = Dispatcher(db, config.webhooks, database_url=config.database_url)
         # rows a dead predecessor (or a Postgres restart) left mid-operation are settled at
         # once, not after the staleness limit
@@ -173,6 +217,7 @@ def create_app(config: CoreConfig | None = None) -> ASGIApp:
             await dispatcher.close()
             await state.hosts.wait_idle()
             await host_client.close()
+            await state.ports.close()
             await cache.close()
             await db.close()
 
@@ -184,4 +229,8 @@ def create_app(config: CoreConfig | None = None) -> ASGIApp:
         openapi_config=None,
         debug=False,
     )
-    return guard(app, config.http, _error_body, byte_streams=_byte_stream)
+    preview = request_context(PreviewProxy(lambda: (app.state.preview, app.state.ports)))  # type: ignore[arg-type]
+    # paid envd calls are marked served as Litestar's are (paid_requests finds the app in the scope)
+    envd = request_context(_in_app(app, paid_requests(EnvdApp(lambda: app.state))))  # type: ignore[arg-type]
+    guarded = guard(_with_preview(app, preview, envd), config.http, _error_body, byte_streams=_byte_stream)
+    return with_e2b_headers(guarded)  # outermost: the guard sees the rewritten path

@@ -1,6 +1,7 @@
-"""Routes hostd calls: registration and heartbeats (bootstrap-token protected).
+"""Routes the cluster's own processes call: hostd's registration and heartbeats
+(bootstrap-token protected) and the SSH gateway's login check (its own token).
 
-The gateway never forwards ``/internal/*``; only hosts on the cluster network reach these.
+The gateway never forwards ``/internal/*``; only processes on the cluster network reach these.
 """
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from __future__ import annotations
 from litestar import Controller, Request, post
 from litestar.di import Provide
 
+from contracts import ssh
 from contracts.host import Heartbeat, HostRegistered, HostRegistration
-from core.http.deps import provide_hosts
+from core.errors import Forbidden
+from core.http.common.deps import provide_hosts, provide_ssh
 from core.services.hosts import HostService
+from core.services.ssh import SshService
 
 
 def bearer_token(request: Request) -> str | None:
@@ -29,3 +33,15 @@ class InternalHosts(Controller):
     @post("/{host_id:str}/heartbeat", status_code=204)
     async def heartbeat(self, request: Request, host_id: str, data: Heartbeat, hosts: HostService) -> None:
         await hosts.heartbeat(host_id, bearer_token(request), data)
+
+
+@post(
+    "/internal/ssh/auth",
+    status_code=200,
+    dependencies={"service": Provide(provide_ssh, sync_to_thread=False)},
+)
+async def ssh_auth(request: Request, data: ssh.SshAuthRequest, service: SshService) -> ssh.SshAuthResult:
+    """The SSH gateway's login check; refused (403) unless it presents its own token."""
+    if not service.gateway_allowed(bearer_token(request)):
+        raise Forbidden("this route is the SSH gateway's")
+    return await service.authenticate(data)

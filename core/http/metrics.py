@@ -14,7 +14,7 @@ from litestar import Request, Response, get
 from litestar.di import Provide
 
 from core.db import metrics as metrics_db
-from core.http.deps import provide_admin
+from core.http.common.deps import provide_admin
 from core.services.auth import Principal
 from core.states import DISK_STATES, LIVE_STATES, RUNNING_STATES
 

@@ -188,7 +188,7 @@ class HostService:
         if not await sandboxes_db.renew(self._db, rec.id, "starting"):
             return  # settled or deleted meanwhile
         try:
-            info = await self._hosts.start(host, spec_for(rec))
+            info = await self._hosts.start(host, await spec_for(self._db, self._config, rec))
         except CoreError as exc:
             await sandboxes_db.transition(
                 self._db, rec.id, from_states=frozenset({"starting"}), to="error", error_reason=exc.message

@@ -94,7 +94,7 @@ class LifecycleService:
         rec = await self._get(org_id, ref)
         if rec.state == "paused":
             return rec
-        return await self._operate(rec, via="pausing", done="paused", back="started", call=self._host_pause)
+        return await self._operate(rec, via="pausing", done="paused", back="started", call=self.host_pause)
 
     async def resume(self, org_id: str, ref: str) -> SandboxRecord:
         rec = await self._get(org_id, ref)
@@ -301,9 +301,9 @@ class LifecycleService:
         return await self._hosts.stop(host, rec.id)
 
     async def _host_start(self, host: HostRecord, rec: SandboxRecord) -> SandboxInfo:
-        return await self._hosts.start(host, spec_for(rec))
+        return await self._hosts.start(host, await spec_for(self._db, self._config, rec))
 
-    async def _host_pause(self, host: HostRecord, rec: SandboxRecord) -> SandboxInfo:
+    async def host_pause(self, host: HostRecord, rec: SandboxRecord) -> SandboxInfo:
         return await self._hosts.pause(host, rec.id)
 
     async def _host_resume(self, host: HostRecord, rec: SandboxRecord) -> SandboxInfo:

@@ -4,7 +4,8 @@ run-code, dirs, metrics). One implementation; the native and Daytona HTTP shapes
 Operations inside a sandbox reach its agent through hostd: ``exec`` through its own host
 route, everything else through the generic relay (``HostClient.call`` with a
 ``contracts.guest`` request). A new in-sandbox operation is a request/reply pair in
-``contracts/guest.py``, a handler in the agent, and a method here built on ``_ask``.
+``contracts/guest.py``, a handler in the agent, and a method of a toolbox service
+(``core/services/toolbox/``) built on ``ask``.
 
 Activity. Operations inside a sandbox count as activity (seed 001: exec, run-code, files,
 sessions, git, metrics, terminal); reading or listing sandboxes does not. Activity moves
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import math
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -30,7 +32,7 @@ import msgspec
 import structlog
 
 from contracts import guest
-from contracts.host import ExecRequest, ExecResult, FileWritten, SandboxInfo, SandboxSpec
+from contracts.host import EgressPolicy, ExecRequest, ExecResult, FileWritten, SandboxInfo, SandboxSpec
 from core.config import CoreConfig
 from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
@@ -48,8 +50,10 @@ from core.errors import (
     NotFound,
     PayloadTooLarge,
     SnapshotRejected,
+    Unauthorized,
 )
 from core.hostclient import HostClient, HostFile
+from core.services import secrets
 from core.states import sources
 from core.terminal_client import HostTerminal, open_terminal
 
@@ -94,6 +98,10 @@ class NewSandbox(msgspec.Struct, frozen=True, kw_only=True):
     """UNSET: the preset's value; None: never; else minutes (and the same for the others)."""
     auto_archive_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
     auto_delete_minutes: int | msgspec.UnsetType | None = msgspec.UNSET
+    egress: EgressPolicy | None = None
+    """None: the operator's default."""
+    secrets: list[str] = []
+    """Names of the org's secrets: each becomes ``NAME=<placeholder>`` in the environment."""
 
 
 class Origin(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,6 +188,12 @@ class SandboxService:
         }
         for field, minutes in timers.items():
             check_timer(field, minutes, zero_ok=field == "auto_delete_minutes")
+        env = new.env
+        if new.secrets:
+            clash = sorted(set(new.secrets) & set(env))
+            if clash:
+                raise BadRequest(f"{clash[0]!r} is both a variable of env and a secret; give it once")
+            env = {**env, **{name: secrets.new_placeholder() for name in new.secrets}}
         now = datetime.now().astimezone()
         return SandboxRecord(
             id=sandbox_id,
@@ -190,7 +204,7 @@ class SandboxService:
             cpu=cpu,
             ram_mb=ram,
             disk_gb=disk,
-            env=new.env,
+            env=env,
             labels=new.labels,
             language=language,
             state="creating",
@@ -203,6 +217,7 @@ class SandboxService:
             created_at=now,
             updated_at=now,
             last_activity_at=now,
+            egress=msgspec.to_builtins(new.egress) if new.egress is not None else None,
         )
 
     async def create(
@@ -218,7 +233,8 @@ class SandboxService:
         nothing live is left behind.
         """
         rec = self._resolve(new, str(uuid.uuid4()), org_id)
-        if origin is None and placement is None and self._poolable(rec):
+        placeholders = {name: rec.env[name] for name in new.secrets}
+        if origin is None and placement is None and not placeholders and self._poolable(rec):
             warm = await self._claim_warm(rec)
             if warm is not None:
                 return warm
@@ -254,12 +270,14 @@ class SandboxService:
                 )
             with translate(f"a sandbox named {rec.name!r} already exists"):
                 rec = await sandboxes_db.insert(conn, msgspec.structs.replace(rec, host_id=host.id))
+            await secrets.grant(conn, org_id, rec.id, placeholders)
         log.info("sandbox_placed", sandbox_id=rec.id, host=host.name)
         try:
+            spec = await spec_for(self._db, self._config, rec)
             if origin is None:
-                info = await self._hosts.create(host, spec_for(rec))
+                info = await self._hosts.create(host, spec)
             else:
-                info = await origin.boot(host, spec_for(rec))
+                info = await origin.boot(host, spec)
         except CoreError as exc:
             await sandboxes_db.transition(
                 self._db, rec.id, from_states=sources("destroyed"), to="destroyed", error_reason=exc.message
@@ -279,6 +297,7 @@ class SandboxService:
         lim = self._config.limits
         return (
             self._config.warm_pool.get(rec.template, 0) > 0
+            and rec.egress is None  # a pool sandbox runs with the operator's default
             and rec.org_id != sandboxes_db.POOL_ORG
             and (rec.cpu, rec.ram_mb, rec.disk_gb)
             == (lim.default_cpu, lim.default_ram_mb, lim.default_disk_gb)
@@ -316,6 +335,23 @@ class SandboxService:
         rec = await sandboxes_db.get(self._db, org_id, ref)
         if rec is None:
             raise NotFound(f"sandbox {ref!r} not found")
+        return rec
+
+    async def by_envd_token(self, sandbox_id: str, token: str | None) -> SandboxRecord:
+        """The sandbox an envd request names, if ``token`` (its ``X-Access-Token``) is the
+        sandbox's envd token (compared in constant time). A sandbox gets one at its E2B create,
+        or when E2B's connect or info first names it; until then no token opens it (its id alone
+        must never be a credential). Unknown or destroyed: NotFound; a missing or wrong token,
+        or none issued: Unauthorized. The caller acts for ``rec.org_id``."""
+        rec = await sandboxes_db.get_any(self._db, sandbox_id)
+        if rec is None or rec.state == "destroyed":
+            raise NotFound(f"sandbox {sandbox_id!r} not found")
+        if rec.envd_token is None:
+            raise Unauthorized(
+                "no envd access token was issued for this sandbox; connect it through the E2B API first"
+            )
+        if token is None or not hmac.compare_digest(token.encode(), rec.envd_token.encode()):
+            raise Unauthorized("missing or wrong X-Access-Token for this sandbox")
         return rec
 
     async def list_for_org(
@@ -424,20 +460,6 @@ class SandboxService:
             last_activity_at=rec.last_activity_at,
         )
 
-    async def git(self, org_id: str, ref: str, msg: guest.HostToGuest, expect: type[_Reply]) -> _Reply:
-        """A git operation in the sandbox (one of ``contracts.guest``'s ``Git*`` requests,
-        answered with ``expect``); activity. Git's own failures come back as 400s with its
-        message, a missing repository directory as a 404."""
-        rec, host = await self._active(org_id, ref)
-        return await self._ask(host, rec, msg, expect)
-
-    async def files(self, org_id: str, ref: str, msg: guest.HostToGuest, expect: type[_Reply]) -> _Reply:
-        """A file operation in the sandbox (one of ``contracts.guest``'s ``Fs*`` requests,
-        answered with ``expect``); activity. The agent resolves paths inside the sandbox as its
-        user: a missing path is a 404, a refusal of the kernel a 403."""
-        rec, host = await self._active(org_id, ref)
-        return await self._ask(host, rec, msg, expect)
-
     # byte streams: a file's content, never held whole here (see docs/architecture.md)
 
     async def upload(
@@ -475,55 +497,21 @@ class SandboxService:
         if announced is not None and announced > self._config.max_upload_bytes:
             raise PayloadTooLarge(_too_large(self._config.max_upload_bytes))
 
-    # sessions: persistent shells in the sandbox (guest/sessions.py); all of it is activity
-
-    async def session_create(
-        self, org_id: str, ref: str, *, session_id: str | None, cwd: str | None
-    ) -> guest.SessionInfo:
-        """A new shell; an id already taken is a 409."""
-        rec, host = await self._active(org_id, ref)
-        msg = guest.SessionCreate(id=0, session_id=session_id, cwd=cwd)
-        return (await self._ask(host, rec, msg, guest.SessionResult)).session
-
-    async def session_list(self, org_id: str, ref: str) -> list[guest.SessionInfo]:
-        rec, host = await self._active(org_id, ref)
-        return (await self._ask(host, rec, guest.SessionList(id=0), guest.SessionListResult)).sessions
-
-    async def session_get(
-        self, org_id: str, ref: str, session_id: str, *, output: bool = False
-    ) -> guest.SessionInfo:
-        """The session and its last 100 commands (with ``output``, up to 8 KiB a stream)."""
-        rec, host = await self._active(org_id, ref)
-        msg = guest.SessionGet(id=0, session_id=session_id, output=output)
-        return (await self._ask(host, rec, msg, guest.SessionResult)).session
-
-    async def session_delete(self, org_id: str, ref: str, session_id: str) -> guest.SessionInfo:
-        rec, host = await self._active(org_id, ref)
-        msg = guest.SessionDelete(id=0, session_id=session_id)
-        return (await self._ask(host, rec, msg, guest.SessionResult)).session
-
-    async def session_exec(
-        self, org_id: str, ref: str, session_id: str, *, command: str, timeout_ms: int, run_async: bool
-    ) -> guest.SessionCommandInfo:
-        """Run ``command`` in the session's shell; ``run_async`` answers at once (no exit code
-        yet). A timeout is a result (``timed_out``, exit code -9), the session lives on."""
-        rec, host = await self._active(org_id, ref)
-        msg = guest.SessionExec(
-            id=0, session_id=session_id, command=command, timeout_ms=timeout_ms, run_async=run_async
-        )
-        return (await self._ask(host, rec, msg, guest.SessionCommandResult)).command
-
-    async def session_command(
-        self, org_id: str, ref: str, session_id: str, command_id: str, *, logs: bool = False
-    ) -> guest.SessionCommandInfo:
-        """A command's state; with ``logs``, its output so far (up to 1 MiB a stream)."""
-        rec, host = await self._active(org_id, ref)
-        msg: guest.HostToGuest = (
-            guest.SessionLogs(id=0, session_id=session_id, command_id=command_id)
-            if logs
-            else guest.SessionCommand(id=0, session_id=session_id, command_id=command_id)
-        )
-        return (await self._ask(host, rec, msg, guest.SessionCommandResult)).command
+    async def ask(
+        self,
+        org_id: str,
+        ref: str,
+        msg: guest.HostToGuest,
+        expect: type[_Reply],
+        *,
+        activity: bool = True,
+    ) -> _Reply:
+        """Relay one ``contracts.guest`` request to the agent of the org's started sandbox
+        (else 404/409) and return its reply, of type ``expect``; an agent ``error`` becomes the
+        matching core error. ``activity``: the call moves ``last_activity_at``. The one way the
+        toolbox services (``core/services/toolbox/``) reach a sandbox's agent."""
+        rec, host = await (self._active if activity else self._running)(org_id, ref)
+        return await self._ask(host, rec, msg, expect)
 
     async def _running(self, org_id: str, ref: str) -> tuple[SandboxRecord, HostRecord]:
         """The org's sandbox and its host, if it is started (else 404 or 409)."""
@@ -561,33 +549,7 @@ class SandboxService:
         with contextlib.suppress(NotFound):  # already gone on the host: the goal is reached
             await self._hosts.destroy(host, sandbox_id)
 
-    # terminals: PTY sessions in the sandbox (guest/pty.py, core/http/terminals.py); activity
-
-    async def pty_create(self, org_id: str, ref: str, msg: guest.PtyCreate) -> guest.PtyInfo:
-        """A session that outlives its clients; an id already taken is a 409."""
-        rec, host = await self._active(org_id, ref)
-        return (await self._ask(host, rec, msg, guest.PtyResult)).session
-
-    async def pty_list(self, org_id: str, ref: str) -> list[guest.PtyInfo]:
-        rec, host = await self._active(org_id, ref)
-        return (await self._ask(host, rec, guest.PtyList(id=0), guest.PtyListResult)).sessions
-
-    async def pty_get(self, org_id: str, ref: str, session_id: str) -> guest.PtyInfo:
-        rec, host = await self._active(org_id, ref)
-        msg = guest.PtyGet(id=0, session_id=session_id)
-        return (await self._ask(host, rec, msg, guest.PtyResult)).session
-
-    async def pty_kill(self, org_id: str, ref: str, session_id: str) -> guest.PtyInfo:
-        """Kill every process of the session and forget it; attached clients see the exit."""
-        rec, host = await self._active(org_id, ref)
-        msg = guest.PtyKill(id=0, session_id=session_id)
-        return (await self._ask(host, rec, msg, guest.PtyResult)).session
-
-    async def pty_resize(self, org_id: str, ref: str, session_id: str, cols: int, rows: int) -> guest.PtyInfo:
-        """A session whose shell has exited is a 409."""
-        rec, host = await self._active(org_id, ref)
-        msg = guest.PtyResize(id=0, session_id=session_id, cols=cols, rows=rows)
-        return (await self._ask(host, rec, msg, guest.PtyResult)).session
+    # terminals (core/services/toolbox/terminals.py builds the opener): what needs the host
 
     async def pty_attach(
         self, org_id: str, ref: str, opener: guest.PtyAttach
@@ -640,7 +602,18 @@ def _agent_error(reply: guest.Error) -> CoreError:
     return HostUnavailable(f"the sandbox's agent failed: {reply.message}")
 
 
-def spec_for(rec: SandboxRecord) -> SandboxSpec:
+async def spec_for(
+    db: asyncpg.Pool | asyncpg.Connection, config: CoreConfig, rec: SandboxRecord
+) -> SandboxSpec:
+    """What the sandbox's host needs to boot it, on every create and start: its egress policy
+    and its secrets' values (opened here, sent only to the host, never logged) included."""
     return SandboxSpec(
-        id=rec.id, template=rec.template, cpu=rec.cpu, ram_mb=rec.ram_mb, disk_gb=rec.disk_gb, env=rec.env
+        id=rec.id,
+        template=rec.template,
+        cpu=rec.cpu,
+        ram_mb=rec.ram_mb,
+        disk_gb=rec.disk_gb,
+        env=rec.env,
+        egress=msgspec.convert(rec.egress, EgressPolicy) if rec.egress is not None else None,
+        secrets=await secrets.sandbox_grants(db, config.secrets_key, rec.id),
     )

@@ -29,6 +29,7 @@ import structlog
 from contracts.host import SandboxInfo, SandboxSpec
 from contracts.snapshots import SnapshotClaim, encode_verify_key, parse_signing_key, parse_verify_keys, sign
 from core.config import CoreConfig
+from core.db import backups as backups_db
 from core.db import hosts as hosts_db
 from core.db import sandboxes as sandboxes_db
 from core.db import snapshots as snapshots_db
@@ -37,6 +38,7 @@ from core.db.sandboxes import SandboxRecord
 from core.db.snapshots import SnapshotRecord
 from core.errors import BadRequest, Conflict, CoreError, HostUnavailable, NotFound
 from core.hostclient import HostClient
+from core.services.egress import policy_of
 from core.services.lifecycle import LifecycleService
 from core.services.sandboxes import NewSandbox, Origin, SandboxService
 from core.states import sources
@@ -138,6 +140,7 @@ class SnapshotService:
         snap = await self.get(org_id, snapshot_id)
         host = await hosts_db.get(self._db, snap.host_id)
         await snapshots_db.mark_deleted(self._db, snap.id)
+        await backups_db.forget(self._db, snap.id)
         if host is not None:
             await self._purge(host, snap)
 
@@ -200,6 +203,7 @@ class SnapshotService:
             auto_stop_minutes=source.auto_stop_minutes,
             auto_archive_minutes=source.auto_archive_minutes,
             auto_delete_minutes=source.auto_delete_minutes,
+            egress=policy_of(source),  # a fork is as confined as its parent
         )
         origin = Origin(
             snapshot_id=snap.id,

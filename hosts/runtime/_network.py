@@ -5,7 +5,9 @@ gateway), IPv4 forwarding, and an nftables ``inet`` table named after the bridge
 
 * masquerades the subnet's traffic leaving through any other interface (NAT to the outside);
 * drops everything the sandboxes send to the host itself (``input`` from the bridge) except
-  replies to connections the host opened, so hostd, the core, Postgres or Redis are out of
+  replies to connections the host opened and connections hostd's egress table redirected to
+  its resolver or egress proxy (``ct status dnat``: only that table translates bridge
+  traffic, see ``hosts/egress/nft.py``), so hostd, the core, Postgres or Redis are out of
   reach even when they listen on 0.0.0.0;
 * drops everything routed *into* the bridge except replies, so neither another instance's
   sandboxes nor the host's other interfaces can open connections to these sandboxes.
@@ -64,6 +66,14 @@ class Network:
     def veth_name(self, slot: int) -> str:
         return f"{self._veth_prefix}{slot}"
 
+    @property
+    def veth_prefix(self) -> str:
+        """What every host-side veth of this instance's name starts with (and no other's)."""
+        return self._veth_prefix
+
+    def slot_of(self, address: ipaddress.IPv4Address) -> int:
+        return int(address) - int(self.subnet.network_address)
+
     def address(self, slot: int) -> ipaddress.IPv4Address:
         return self.subnet.network_address + slot
 
@@ -81,10 +91,17 @@ class Network:
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
 
     def remove_host(self) -> None:
-        """Remove the nft table and the bridge; absent is fine. IPv4 forwarding stays on (other
-        software on the host may rely on it)."""
-        if f"table inet {self.table}" in _run(["nft", "list", "tables", "inet"]).splitlines():
-            _run(["nft", "delete", "table", "inet", self.table])
+        """Remove the nft tables (the runtime's and hostd's egress tables, ``<table>_egress``,
+        see ``hosts/egress/nft.py``) and the bridge; absent is fine. IPv4 forwarding stays on
+        (other software on the host may rely on it)."""
+        tables = _run(["nft", "list", "tables"]).splitlines()
+        for family, table in (
+            ("inet", self.table),
+            ("inet", f"{self.table}_egress"),
+            ("bridge", f"{self.table}_egress"),
+        ):
+            if f"table {family} {table}" in tables:
+                _run(["nft", "delete", "table", family, table])
         if (_SYS_NET / self.bridge).exists():
             _run(["ip", "link", "del", self.bridge])
 
@@ -100,6 +117,7 @@ table inet {t} {{
   chain input {{
     type filter hook input priority filter; policy accept;
     iifname "{br}" ct state established,related accept
+    iifname "{br}" ct status dnat accept
     iifname "{br}" drop
   }}
   chain forward {{

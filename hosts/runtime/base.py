@@ -12,12 +12,27 @@ configured. What each can do differs (``Capabilities``), and the core is told.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from contracts.host import Capabilities, SandboxInfo, SandboxSpec
 
-__all__ = ["Capabilities", "SandboxRuntime"]
+if TYPE_CHECKING:
+    from hosts.templates import Template
+
+__all__ = ["Capabilities", "PortEndpoint", "SandboxRuntime"]
+
+
+@dataclass(frozen=True)
+class PortEndpoint:
+    """Where a TCP connection to one of a sandbox's ports goes (``hosts/ports/``).
+
+    hostd creates the socket inside ``netns`` (``None``: hostd's own) and connects it to
+    ``address`` and the port; nothing is ever published on the host for it."""
+
+    netns: Path | None
+    address: str
 
 
 class SandboxRuntime(Protocol):
@@ -28,6 +43,11 @@ class SandboxRuntime(Protocol):
 
     async def recover(self) -> list[SandboxInfo]:
         """Called once at hostd start: adopt what a previous hostd left, return the inventory."""
+        ...
+
+    async def prepare(self, template: Template) -> None:
+        """Do now, once, the work the first sandbox of ``template`` would otherwise wait for
+        (import it into storage, build its image); idempotent, safe beside creates."""
         ...
 
     async def create(self, spec: SandboxSpec, snapshot: Path | None = None) -> SandboxInfo:
@@ -98,4 +118,9 @@ class SandboxRuntime(Protocol):
 
     def agent_socket(self, sandbox_id: str) -> Path:
         """The Unix socket on which ``CONNECT <port>`` reaches the sandbox's agent."""
+        ...
+
+    def port_endpoint(self, sandbox_id: str) -> PortEndpoint:
+        """Where hostd connects to reach a port of the running sandbox (servers in it listen
+        there). ``SandboxNotFound`` if absent, ``SandboxConflict`` unless running."""
         ...

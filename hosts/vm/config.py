@@ -39,7 +39,8 @@ class VmConfig:
     cgroup_parent: str = "dnah"
     egress: bool = True
     dns: tuple[str, ...] = ()
-    """Name servers the guests use (none: no /etc/resolv.conf entries)."""
+    """Name servers the guests use (none: no /etc/resolv.conf entries); with egress, hostd's
+    resolver on the bridge's gateway address (``hosts/egress``)."""
     boot_timeout: float = 60.0
     """Seconds from the VMM's start to the agent's first pong (TCG boots take 2-4 s of a CPU)."""
     stop_timeout: float = 20.0
@@ -56,22 +57,3 @@ class VmConfig:
                 raise ValueError(f"{path} must be absolute, without commas, colons or spaces")
         if self.accel not in ("kvm", "tcg"):
             raise ValueError(f"accel must be kvm or tcg, not {self.accel!r}")
-
-
-def host_nameservers(resolv_conf: Path = Path("/etc/resolv.conf")) -> tuple[str, ...]:
-    """The host's IPv4 name servers a guest can reach (not loopback ones, which are the host's)."""
-    try:
-        lines = resolv_conf.read_text().splitlines()
-    except OSError:
-        return ()
-    found = []
-    for line in lines:
-        words = line.split()
-        if len(words) >= 2 and words[0] == "nameserver":
-            try:
-                address = ipaddress.IPv4Address(words[1])
-            except ValueError:
-                continue
-            if not address.is_loopback:
-                found.append(str(address))
-    return tuple(found)

@@ -78,6 +78,7 @@ from hosts.runtime._layout import BootRecord, DiskBase
 from hosts.runtime._mounts import remove_tree
 from hosts.runtime._network import Network
 from hosts.runtime._undo import Undo
+from hosts.runtime.base import PortEndpoint
 from hosts.storage import _btrfs, _loop
 from hosts.storage.pool import StoragePool
 from hosts.templates import Template
@@ -195,6 +196,17 @@ class VmRuntime:
     def agent_socket(self, sandbox_id: str) -> Path:
         _check_id(sandbox_id)
         return self._dir(sandbox_id).files.agent
+
+    def port_endpoint(self, sandbox_id: str) -> PortEndpoint:
+        """The guest's address, from hostd's own netns: the sandbox's netns holds no address
+        (its ``eth0`` is only bridged to the TAP, ``hosts/vm/network.py``), while the host's
+        bridge routes to the guest and lets its replies back in. Servers listening only on the
+        guest's loopback are out of reach (they would need a relay inside the guest)."""
+        _check_id(sandbox_id)
+        vm = self._get(sandbox_id)
+        if vm.slot is None or vm.paused:
+            raise SandboxConflict(f"sandbox {sandbox_id} is {self._info(vm).state}, not running")
+        return PortEndpoint(netns=None, address=str(self._network.address(vm.slot)))
 
     async def disk_used_bytes(self, sandbox_id: str) -> int:
         """The bytes the sandbox's own disk image holds in the pool beyond what it shares with
@@ -811,6 +823,10 @@ class VmRuntime:
             accel=self.config.accel,
             channel=self.channel,
         )
+
+    async def prepare(self, template: Template) -> None:
+        """Build ``template``'s guest image and import its rootfs into the pool now."""
+        await self._import(await self._image(template))
 
     async def _image(self, template: Template) -> VmImage:
         return await blocking("guest image", self._images.ensure, template)

@@ -11,11 +11,13 @@ types, which is what lets schemathesis generate invalid bodies and check the ans
 What is changed from Litestar's output, and why:
 
 - ``/internal/*`` is dropped: the gateway answers 404 to it, it is not part of the API.
-- Every error is the core's ``ErrorBody`` (``core/http/errors.py`` renders every exception so):
+- Every error is the core's ``ErrorBody`` (``core/http/common/errors.py`` renders every exception so),
+  but on E2B's control plane (``core/http/e2b/``), whose Router renders E2B's ``E2bError`` (its
+  400 may also be the core's, from the guard in front of every route: a body that is not JSON):
   Litestar's default ``400`` schema (``status_code``, ``detail``, ``extra``) is replaced, and
   the statuses the core's services raise are added (``_errors``).
 - A terminal's path (a WebSocket) is documented as its ``GET``: ``101`` with the upgrade, ``426``
-  without (``core/http/terminals.py``), marked ``x-dnah-websocket``.
+  without (``core/http/common/terminals.py``), marked ``x-dnah-websocket``.
 - A body whose schema admits ``null`` (every field optional) is not required: the core takes
   a missing body, an empty one or ``{}`` alike.
 - A union answer (``A | B``) is ``anyOf``, not ``oneOf``: msgspec structs are open, so one
@@ -23,7 +25,8 @@ What is changed from Litestar's output, and why:
 - Byte streams say what they are (``_STREAMS``, ``_UPLOADS``): Litestar cannot see the media
   type of a ``Stream`` or of a body a handler reads itself, and documents JSON; the uploads'
   answers, encoded by the handler (``Response[bytes]``), get their real types (``_ANSWERS``);
-  a status a handler picks at run time is added (``_MORE``: a background session command's 202).
+  a status a handler picks at run time is added (``_MORE``: a background session command's 202,
+  E2B's connect's 201).
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.routes import WebSocketRoute
 
+from contracts.e2b_api import E2bError
 from contracts.public import FilesUploaded, FileUploaded
 from core.http.app import ROUTE_HANDLERS
+from core.http.e2b import E2B_ROUTES
 
 ARTIFACT = Path(__file__).resolve().parents[2] / "contracts" / "core_openapi.json"
 ERROR = {"$ref": "#/components/schemas/ErrorBody"}
+E2B_ERROR = {"$ref": "#/components/schemas/E2bError"}
+E2B_BAD_REQUEST = {"anyOf": [E2B_ERROR, ERROR]}
 
 _REASONS = {
     400: "Invalid request: a parameter or the body does not parse, or the sandbox refused it",
@@ -111,12 +118,18 @@ _STARTED = {
     "description": "Started in the background (runAsync)",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DaytonaSessionStarted"}}},
 }
+_BROUGHT_BACK = {
+    "description": "It was paused (or stopped, archived, in error) and has been brought back",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/E2bSandbox"}}},
+}
 _MORE: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/toolbox/{sandbox_id}/process/session/{session_id}/exec"): {"202": _STARTED},
     ("post", "/toolbox/{sandbox_id}/process/sessions/{session_id}/exec"): {"202": _STARTED},
+    ("post", "/v2/sandboxes/{sandbox_id}/connect"): {"201": _BROUGHT_BACK},
+    ("post", "/sandboxes/{sandbox_id}/connect"): {"201": _BROUGHT_BACK},
 }
 """Answers a handler gives besides its declared status: (method, path) → {status: response}."""
-_SANDBOX = re.compile(r"^/(v1/sandboxes|sandbox|toolbox)/\{")
+_SANDBOX = re.compile(r"^/(v1/sandboxes|v2/sandboxes|sandboxes|sandbox|toolbox)/\{")
 _EXEC = re.compile(r"/(exec|execute|run-code|code-run)$")
 _STORAGE = re.compile(r"/(snapshot|restore|clone|fork)$")
 
@@ -135,8 +148,10 @@ def _errors(method: str, path: str) -> list[int]:
         codes.add(403)
     if _SANDBOX.match(path):
         codes |= {403, 409, 502}
-    if method == "POST" and path in ("/v1/sandboxes", "/sandbox"):
+    if method == "POST" and path in ("/v1/sandboxes", "/sandbox", "/v2/sandboxes"):
         codes |= {409, 502, 503}
+    if method == "POST" and (path == "/v2/sandboxes" or path.endswith("/snapshots")):
+        codes |= {422, 507}  # E2B: a create from a snapshot clones it; a snapshot fills a disk
     if _EXEC.search(path):
         codes.add(408)
     if (method == "PUT" and path.endswith("/files")) or path.endswith(("/upload", "/bulk-upload")):
@@ -146,8 +161,19 @@ def _errors(method: str, path: str) -> list[int]:
     return sorted(codes)
 
 
-def _error_response(status: int) -> dict[str, Any]:
-    return {"description": _REASONS[status], "content": {"application/json": {"schema": ERROR}}}
+def e2b_paths() -> set[str]:
+    """The paths of E2B's control plane, as the document spells them."""
+    return {re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path) for r in Litestar(route_handlers=E2B_ROUTES).routes}
+
+
+def _error_schema(status: int, e2b: bool) -> dict[str, Any]:
+    if not e2b:
+        return ERROR
+    return E2B_BAD_REQUEST if status == 400 else E2B_ERROR
+
+
+def _error_response(status: int, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": _REASONS[status], "content": {"application/json": {"schema": schema}}}
 
 
 def _websocket_get(op: dict[str, Any]) -> None:
@@ -189,6 +215,7 @@ def core_openapi() -> dict[str, Any]:
     )
     doc: dict[str, Any] = app.openapi_schema.to_schema()
     sockets = {re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path) for r in app.routes if isinstance(r, WebSocketRoute)}
+    e2b = e2b_paths()
     paths: dict[str, Any] = {}
     for path, item in sorted(doc["paths"].items()):
         if path.startswith("/internal/"):
@@ -199,7 +226,7 @@ def core_openapi() -> dict[str, Any]:
             responses = {code: r for code, r in op["responses"].items() if code != "400"}
             for status in _errors(method.upper(), path):
                 if str(status) not in responses:
-                    responses[str(status)] = _error_response(status)
+                    responses[str(status)] = _error_response(status, _error_schema(status, path in e2b))
             for status, response in responses.items():
                 if int(status) >= 400:
                     response["description"] = response.get("description") or _REASONS[int(status)]
@@ -209,7 +236,9 @@ def core_openapi() -> dict[str, Any]:
             _bodies(op, method, path)
         paths[path] = item
     doc["paths"] = paths
-    _, extra = msgspec.json.schema_components(_ANSWERS.values(), ref_template="#/components/schemas/{name}")
+    _, extra = msgspec.json.schema_components(
+        [*_ANSWERS.values(), E2bError], ref_template="#/components/schemas/{name}"
+    )
     doc["components"]["schemas"] = dict(sorted({**extra, **doc["components"]["schemas"]}.items()))
     doc.pop("servers", None)
     return doc

@@ -101,7 +101,16 @@ def _value(kind: mi.Type, rng: random.Random) -> Any:
     raise NotImplementedError(f"no sample generator for {kind!r}: teach guest_samples this type")
 
 
+ACCOUNT_PATTERN = "^[a-z_][a-z0-9_.-]{0,31}$"
+"""``contracts.guest.Account``: sampled from names of that shape."""
+
+
 def _text(kind: mi.StrType, rng: random.Random) -> str:
+    if kind.pattern == ACCOUNT_PATTERN:
+        head = rng.choice("abcdefghijklmnopqrstuvwxyz_")
+        return head + "".join(
+            rng.choice("abcdefghijklmnopqrstuvwxyz0123456789_.-") for _ in range(rng.randint(0, 31))
+        )
     if kind.pattern not in (None, NO_NUL):
         raise NotImplementedError(f"no sample generator for the pattern {kind.pattern!r}")
     low, high = _length(kind.min_length, kind.max_length, least=1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from contracts.core_routes import CORE_ROUTES
-from tests.contracts.core_openapi_gen import ARTIFACT, render
+from tests.contracts.core_openapi_gen import ARTIFACT, e2b_paths, render
 from tests.contracts.core_routes_gen import COMMAND
 
 
@@ -27,12 +27,20 @@ def test_it_documents_every_public_route_and_nothing_else() -> None:
 
 
 def test_errors_are_the_core_error_body() -> None:
-    """Litestar's default 400 schema is not what the core sends (core/http/errors.py)."""
+    """Litestar's default 400 schema is not what the core sends (core/http/common/errors.py);
+    E2B's control plane sends E2B's (and the guard's 400 in front of it, the core's)."""
     doc = json.loads(ARTIFACT.read_text())
+    e2b = e2b_paths()
+    core: dict[str, object] = {"$ref": "#/components/schemas/ErrorBody"}
+    e2b_error: dict[str, object] = {"$ref": "#/components/schemas/E2bError"}
     for path, item in doc["paths"].items():
         for method, op in item.items():
             for status, response in op["responses"].items():
                 if int(status) >= 400:
                     schema = response["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status)
+                    expected: dict[str, object] = core
+                    if path in e2b:
+                        expected = {"anyOf": [e2b_error, core]} if status == "400" else e2b_error
+                    assert schema == expected, (method, path, status)
+    assert "/v2/sandboxes" in e2b
     assert set(doc["components"]["schemas"]["ErrorBody"]["required"]) == {"statusCode", "message", "code"}

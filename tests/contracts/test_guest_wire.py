@@ -39,6 +39,21 @@ def test_constants_match() -> None:
     assert framing.BINARY_FLAG == guest.BINARY_FLAG
     assert framing.LENGTH_MASK == guest.LENGTH_MASK
     assert framing.MAX_JSON_FRAME == guest.MAX_JSON_FRAME
+    for name in (
+        "PROC_STDOUT",
+        "PROC_STDERR",
+        "PROC_PTY",
+        "PROC_OUTPUT_KEPT",
+        "PROC_KEEP_EXITED_MS",
+        "PROC_MAX_EXITED",
+        "PROC_EXITED_KEPT",
+        "PROC_MAX_RUNNING",
+        "PROC_INPUT_MAX",
+        "PROC_INPUT_WAIT_MS",
+        "PROC_CLIENT_BACKLOG",
+        "PROC_CLIENT_STALL_MS",
+    ):
+        assert getattr(framing, name) == getattr(guest, name), name
 
 
 # guest → host --------------------------------------------------------------------------------
@@ -270,11 +285,44 @@ def test_unknown_fields_are_ignored_by_both() -> None:
         b'{"t":"code.run","id":1,"language":"python","code":"x","timeout_ms":"1"}',
         b'{"t":"dirs"}',
         b'{"t":"metrics","id":"1"}',
+        b'{"t":"proc.signal","id":1,"pid":5}',
+        b'{"t":"proc.signal","id":1,"pid":"5","signal":9}',
+        b'{"t":"proc.signal","id":1,"tag":7,"signal":9}',
+        b'{"t":"proc.input","id":1,"pid":5}',
+        b'{"t":"proc.input","id":1,"pid":5,"data":[1]}',
+        b'{"t":"proc.resize","id":1,"pid":5,"cols":80}',
+        b'{"t":"proc.resize","id":1,"pid":5,"cols":"80","rows":24}',
+        b'{"t":"proc.close_stdin","id":1,"pid":true}',
     ],
 )
 def test_both_ends_reject_the_same_malformed_requests(payload: bytes) -> None:
     with pytest.raises(msgspec.DecodeError):
         guest.decode_from_host(payload)
+    with pytest.raises(framing.BadRequest):
+        framing.parse_request(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"t":"proc.start","id":1}',
+        b'{"t":"proc.start","id":1,"argv":[]}',
+        b'{"t":"proc.start","id":1,"argv":"ls"}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"env":{"A":1}}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"tag":5}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"pty":{"cols":"80","rows":24}}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"pty":{"cols":80}}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"pty":true}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"stdin":1}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"timeout_ms":0}',
+        b'{"t":"proc.start","id":1,"argv":["ls"],"timeout_ms":"5"}',
+        b'{"t":"proc.connect","id":1,"pid":"5"}',
+        b'{"t":"proc.connect","id":1,"tag":["x"]}',
+    ],
+)
+def test_both_ends_reject_the_same_malformed_proc_openers(payload: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        guest.decode_opener(payload)
     with pytest.raises(framing.BadRequest):
         framing.parse_request(payload)
 
@@ -402,8 +450,10 @@ def check_request(struct: msgspec.Struct) -> None:
         assert message.read == set(fields), (
             f"the agent reads {sorted(message.read)} of a {tag!r}; contracts.guest declares {sorted(fields)}"
         )
-    for name in ["id", *fields]:
-        assert getattr(parsed, name) == getattr(struct, name), f"{tag}.{name} differs in the agent"
+    for name in ["id", *fields]:  # a nested struct is a plain dict in the agent
+        assert getattr(parsed, name) == msgspec.to_builtins(getattr(struct, name)), (
+            f"{tag}.{name} differs in the agent"
+        )
     assert _decode_request(type(struct), payload) == struct
 
 
@@ -472,7 +522,9 @@ def test_the_agent_fills_in_the_contracts_defaults(cls: type[msgspec.Struct], se
     struct = _decode_request(cls, payload)
     parsed = framing.parse_request(payload)
     for name in struct.__struct_fields__:
-        assert getattr(parsed, name) == getattr(struct, name), f"{_tag(cls)}.{name}'s default differs"
+        assert getattr(parsed, name) == msgspec.to_builtins(getattr(struct, name)), (
+            f"{_tag(cls)}.{name}'s default differs"
+        )
 
 
 @pytest.mark.parametrize(("cls", "seed"), _samples(REPLY_TYPES))

@@ -46,8 +46,8 @@ def test_every_all_optional_body_may_be_left_out() -> None:
     """The route table itself: a handler whose body type has no required field defaults its
     body to None (Litestar otherwise rejects a request without one)."""
     checked = []
-    for module_info in pkgutil.iter_modules(core.http.__path__):
-        module = importlib.import_module(f"core.http.{module_info.name}")
+    for module_info in pkgutil.walk_packages(core.http.__path__, "core.http."):
+        module = importlib.import_module(module_info.name)
         for controller in vars(module).values():
             if not (inspect.isclass(controller) and controller.__module__ == module.__name__):
                 continue

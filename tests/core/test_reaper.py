@@ -10,6 +10,7 @@ checked. The real thing — the core's own reaper stopping and deleting real san
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ from core.services.lifecycle import LifecycleService
 from core.services.reaper import Reaper
 from core.services.sandboxes import SandboxService
 from tests.core.test_scheduler import add_host, db
+from tests.support import await_for
 
 __all__ = ["db"]  # the scratch-database fixture
 
@@ -129,3 +131,37 @@ async def test_two_reapers_claim_each_due_sandbox_exactly_once(db: asyncpg.Pool)
         await hosts.close()
     claimed = [sid for acted in passes for sid, _ in acted]
     assert sorted(claimed) == sorted(ids)  # every one, none twice
+
+
+async def test_a_slow_host_action_delays_no_other_timer(db: asyncpg.Pool) -> None:
+    """``run``: a carry-out that hangs (a host taking its whole timeout) does not hold up the
+    next passes; a sandbox that becomes due meanwhile is claimed and carried out."""
+    host = await add_host(db, "slow", cpu=64, ram_mb=65536, disk_gb=1000)
+    hour = timedelta(hours=1)
+    stuck = await add(db, host, state="started", idle=hour, stopped=None, stop=30)
+    hosts = HostClient(timeout_s=2)
+    reaper = Reaper(db, LifecycleService(db, hosts, CONFIG), SandboxService(db, hosts, CONFIG))
+    carried: list[str] = []
+    never = asyncio.Event()
+
+    async def carry_out(rec: SandboxRecord) -> None:
+        carried.append(rec.id)
+        if rec.id == stuck:
+            await never.wait()  # the host never answers
+
+    reaper._carry_out = carry_out  # type: ignore[method-assign]
+    running = asyncio.create_task(reaper.run(0.05))
+    try:
+        await await_for(lambda: _true(stuck in carried), what="the stuck sandbox's carry-out")
+        later = await add(db, host, state="started", idle=hour, stopped=None, stop=30)
+        await await_for(lambda: _true(later in carried), what="the later sandbox claimed meanwhile")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await hosts.close()
+    assert carried == [stuck, later]
+
+
+async def _true(value: bool) -> bool:
+    return value

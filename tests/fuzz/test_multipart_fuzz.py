@@ -1,4 +1,4 @@
-"""Fuzz the Daytona multipart upload path (``core/http/transfers.py``) on the real stack.
+"""Fuzz the Daytona multipart upload path (``core/http/daytona/transfers.py``) on the real stack.
 
 Hostile multipart bodies go to ``/toolbox/{id}/files/upload`` and ``/bulk-upload`` of a
 started sandbox, straight to the core: boundaries that do not match, are missing, quoted or

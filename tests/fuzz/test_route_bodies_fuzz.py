@@ -38,7 +38,12 @@ pytestmark = pytest.mark.stack
 REQUEST_TIMEOUT = 60.0
 SAFE_URL = "http://127.0.0.1:9/fuzz"
 """Where every ``url`` in a body points: loopback, a port nothing listens on."""
-CREATES_SANDBOXES = re.compile(r"^/(v1/sandboxes|sandbox)(/[^/]+/(fork|clone))?$")
+CREATES_SANDBOXES = re.compile(
+    r"^/(v1/sandboxes|sandbox|v2/sandboxes)(/[^/]+/(fork|clone))?$|^/sandboxes/[^/]+/fork$"
+)
+LIFECYCLE = re.compile(r"^/(v2/)?sandboxes/\{sandbox_id(:str)?\}/(pause|resume|connect|timeout|refreshes)$")
+"""E2B's calls that pause, resume or set a deadline (after which the reaper kills or pauses):
+fuzzed against a sandbox of their own, so the one the other routes use stays started."""
 _PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
 
 
@@ -59,14 +64,15 @@ ROUTES = _routes()
 
 
 @pytest.fixture(scope="module")
-def org(stack: Stack, core: httpx.Client) -> Iterator[tuple[httpx.Client, str]]:
-    """A client of a fresh org, straight to the core, and a started sandbox of that org."""
+def org(stack: Stack, core: httpx.Client) -> Iterator[tuple[httpx.Client, str, str]]:
+    """A client of a fresh org, straight to the core, a started sandbox of that org, and one
+    more for the ``LIFECYCLE`` routes."""
     key = mint_key(core, "fuzz-bodies")
     with httpx.Client(
         base_url=stack.config.core_url, headers={"authorization": f"Bearer {key}"}, timeout=REQUEST_TIMEOUT
     ) as client:
         sid = create(client)
-        yield client, sid
+        yield client, sid, create(client)
         for item in client.get("/v1/sandboxes").json().get("items", []):
             client.delete(f"/v1/sandboxes/{item['id']}")
 
@@ -95,19 +101,21 @@ def _defang(value: Any) -> Any:
 def _clean_up(client: httpx.Client, template: str, resp: httpx.Response, sid: str) -> None:
     if not (resp.is_success and CREATES_SANDBOXES.match(_PARAM.sub("x", template))):
         return
-    created = resp.json().get("id")
-    if isinstance(created, str) and created != sid:
-        client.delete(f"/v1/sandboxes/{created}")
+    answer = resp.json()  # one sandbox, or E2B's fork: a list of {sandbox} or {error}
+    made = [answer] if isinstance(answer, dict) else [item.get("sandbox") or {} for item in answer]
+    for created in (one.get("id") or one.get("sandboxID") for one in made):
+        if isinstance(created, str) and created != sid:
+            client.delete(f"/v1/sandboxes/{created}")
 
 
 @pytest.mark.parametrize(("method", "template", "body_type"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
 @fuzz(8)
 @given(data=st.data())
 def test_every_route_refuses_hostile_json_with_a_4xx(
-    org: tuple[httpx.Client, str], method: str, template: str, body_type: Any, data: st.DataObject
+    org: tuple[httpx.Client, str, str], method: str, template: str, body_type: Any, data: st.DataObject
 ) -> None:
-    client, sid = org
-    path = _path(template, sid)
+    client, sid, lifecycle_sid = org
+    path = _path(template, lifecycle_sid if LIFECYCLE.match(template) else sid)
     body = to_json(
         _defang(data.draw(st.one_of(values(body_type), values(body_type, valid=True)), label="body"))
     )
@@ -117,6 +125,6 @@ def test_every_route_refuses_hostile_json_with_a_4xx(
     assert resp.status_code < 500, (method, path, body[:2000], resp.text[:1000])
 
 
-def test_the_sandbox_still_serves_after_the_fuzz(org: tuple[httpx.Client, str]) -> None:
-    client, sid = org
+def test_the_sandbox_still_serves_after_the_fuzz(org: tuple[httpx.Client, str, str]) -> None:
+    client, sid, _ = org
     assert sh(client, sid, "echo ok").strip() == "ok"

@@ -20,6 +20,7 @@ from decimal import Decimal
 import pytest
 
 from contracts.core_routes import CORE_ROUTES
+from contracts.e2b import ENVD_ROUTES
 from gateway.apidoc import ServedDocument, example_path, openapi, public_paths
 from gateway.config import load_config
 from gateway.discovery import (
@@ -184,16 +185,27 @@ def test_every_documented_operation_is_priced_as_the_gate_prices_it(table: Price
         concrete = example_path(path, op)
         quote = table.quote(method, concrete)
         assert op["x-dnah-price-rule"] == quote.pattern
-        _assert_operation_priced(op, quote, expected_price(table, method, concrete))
+        _assert_operation_priced(op, quote, expected_price(table, method, concrete), path)
         if mode == "both" and quote.payable and not quote.free:
-            assert op["security"] == [{"payment": []}, {"bearer": []}]
+            assert op["security"] == _with_e2b([{"payment": []}, {"bearer": []}], path)
 
 
-def _assert_operation_priced(op: dict, quote: Quote, expected: int | None) -> None:
+def _with_e2b(security: list[dict], path: str) -> list[dict]:
+    """The security an operation has once E2B's credentials are added: its routes take the API
+    key as X-API-KEY too, and envd's need the sandbox's access token in every alternative."""
+    if not path.startswith(("/envd/", "/v2/", "/sandboxes", "/snapshots", "/templates/")):
+        return security
+    keyed = [*security, {"apiKey": []}] if {"bearer": []} in security else security
+    if path.startswith("/envd/"):
+        return [{**alternative, "accessToken": []} for alternative in keyed]
+    return keyed
+
+
+def _assert_operation_priced(op: dict, quote: Quote, expected: int | None, path: str = "") -> None:
     info = op.get("x-payment-info")
     if not quote.payable:
         assert info is None
-        assert op["security"] == [{"bearer": []}]
+        assert op["security"] == _with_e2b([{"bearer": []}], path)
         assert "402" not in op["responses"]
     elif quote.free:
         assert info == {"authMode": "none"}
@@ -236,7 +248,7 @@ def served_operations() -> set[tuple[str, str]]:
     ``OPTIONS`` (a WebSocket as the GET that opens it), each ``/toolbox/{sandbox_id}/…`` also
     as seed 004's ``/sandbox/{sandbox_id}/toolbox/…``, and the gateway's own routes."""
     served = {("GET", path) for path in GATEWAY_ROUTES}
-    for method, template in CORE_ROUTES:
+    for method, template in CORE_ROUTES + ENVD_ROUTES:
         if method == "OPTIONS" or template.startswith("/internal/"):
             continue
         path = template.replace(":int}", "}")
@@ -274,7 +286,15 @@ def test_a_rule_documents_only_what_the_core_serves(table: PriceTable) -> None:
     assert set(paths["/v1/webhooks/{webhook_id}"]) == {"delete"}
     assert set(paths["/v1/sandboxes/{sandbox_id}/files"]) == {"get", "put", "delete"}
     assert table.quote("POST", "/sandbox/x/backup").pattern == "/sandbox/{id}/backup"
-    assert not [p for p in paths if p.endswith("/backup") or "ssh-access" in p]
+    # seed 004's rules document their routes once the core serves them
+    assert {"/sandbox/{ref}/backup", "/sandbox/{ref}/ssh-access", "/sandbox/ssh-access/validate"} <= set(
+        paths
+    )
+    unserved = default_table_path().read_text() + (
+        '\n[[route]]\nmethod = "POST"\npath = "/sandbox/{id}/not-built"\nprice = "0.001"\n'
+        'description = "A route the core lacks"\n'
+    )
+    assert not [p for p in openapi(parse_table(unserved), settings())["paths"] if "not-built" in p]
 
 
 def test_the_natural_chains_are_linked(table: PriceTable) -> None:

@@ -24,6 +24,7 @@ from tests.gateway.payment_fixtures import (  # noqa: F401 - fixtures are used b
     devnet,
     start_payment_gateway,
 )
+from tests.support import await_for
 
 TABLE = """
 version = 1
@@ -127,21 +128,31 @@ async def test_a_402_shows_the_new_price_right_after_an_edit(
 
             assert await quoted() == "10000"
             write(pricing, TABLE.format(price="0.25"))
-            await asyncio.sleep(1.5)
-            assert await quoted() == "250000"
+
+            async def repriced() -> bool:
+                return await quoted() == "250000"
+
+            await await_for(repriced, what="the edited price in a 402")
 
             write(pricing, TABLE.format(price="0.5").replace("[[route]]", "[[route]"))
-            await asyncio.sleep(1.5)
+
+            async def refused() -> list[dict[str, object]]:
+                return gateway.events("prices_reload_failed")
+
+            [failure] = await await_for(refused, what="the broken edit's reload failure")
+            assert str(pricing) in str(failure["error"])
             assert await quoted() == "250000"
-            [failure] = gateway.events("prices_reload_failed")
-            assert str(pricing) in failure["error"]
 
             # SIGHUP to Granian's main process respawns the worker: the file is still broken,
             # so the new worker serves the last good table.
             os.kill(gateway.server.proc.pid, signal.SIGHUP)
-            await asyncio.sleep(3)
+
+            async def kept_last_good() -> list[dict[str, object]]:
+                failures = gateway.events("prices_reload_failed")
+                return [e for e in failures if e.get("kept") == "last good copy"]
+
+            kept = await await_for(kept_last_good, what="the respawned worker starting from the last good")
             assert await quoted() == "250000"
-            kept = [e for e in gateway.events("prices_reload_failed") if e.get("kept") == "last good copy"]
             assert kept, "the respawned worker did not start from the last good table"
     finally:
         gateway.stop()

@@ -41,6 +41,8 @@ def test_nesting_depth_agrees_with_the_structure() -> None:
         (b"application/json", True),
         (b"Application/JSON; charset=utf-8", True),
         (b"application/problem+json", True),
+        (b"application/connect+json", False),  # Connect-RPC envelopes: binary-framed
+        (b"Application/Connect+JSON; charset=utf-8", False),
         (b"text/plain", False),
         (b"application/octet-stream", False),
         (b"", False),

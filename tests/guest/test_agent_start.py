@@ -25,6 +25,8 @@ LAZY = (
     "guest.files",
     "guest.sessions",
     "guest.pty",
+    "guest.proc",
+    "guest.processes",
     "guest.transfer",
     "argparse",
     "dataclasses",

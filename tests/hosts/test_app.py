@@ -14,6 +14,7 @@ import pytest
 from contracts import guest
 from contracts.host import DiskUsage, ExecResult, HostErrorBody, HostHealth, SandboxInfo
 from hosts.config import load_config
+from hosts.errors import TemplateNotFound
 from hosts.runtime.factory import make_runtime
 from hosts.templates import TemplateStore
 from tests.hosts._hostd_fixtures import (
@@ -119,6 +120,14 @@ def create(http: httpx.Client, sandbox_id: str) -> SandboxInfo:
     return msgspec.json.decode(response.content, type=SandboxInfo)
 
 
+def _built(store: TemplateStore, name: str) -> bool:
+    try:
+        store.get(name)
+    except TemplateNotFound:
+        return False
+    return True
+
+
 def run(http: httpx.Client, sandbox_id: str, cmd: list[str], **fields: object) -> httpx.Response:
     return http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": cmd, **fields})
 
@@ -126,7 +135,9 @@ def run(http: httpx.Client, sandbox_id: str, cmd: list[str], **fields: object) -
 # registration -------------------------------------------------------------------------------
 
 
-def test_registration_describes_the_host(hostd: HostdProcess, core: RecordingCore) -> None:
+def test_registration_describes_the_host(
+    hostd: HostdProcess, core: RecordingCore, template_store: TemplateStore
+) -> None:
     registration = wait_for(lambda: core.registrations, timeout=15, what="a registration")[0]
 
     assert registration.bootstrap_token == BOOTSTRAP_TOKEN
@@ -134,7 +145,9 @@ def test_registration_describes_the_host(hostd: HostdProcess, core: RecordingCor
     assert len(registration.api_token) >= 32
     assert registration.runtime == "oci"
     assert (registration.cpu, registration.ram_mb, registration.disk_gb) == (3, 3072, 30)
-    assert registration.templates == ["dnah-base"]
+    # every template whose current build is in the cache: the base, and the layered ones built
+    built = [name for name in template_store.names() if _built(template_store, name)]
+    assert registration.templates == built and built[0] == "dnah-base"
     assert registration.sandboxes == []
 
 

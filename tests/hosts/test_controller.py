@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -32,6 +33,7 @@ from hosts.controller import HostController
 from hosts.errors import SandboxConflict, SandboxNotFound, TemplateNotFound
 from hosts.runtime.fake import FakeConfig, FakeRuntime
 from tests.hosts.conftest import make_spec
+from tests.support import await_for
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +280,24 @@ async def test_close_leaves_sandboxes_running(ns_runtime: FakeRuntime, running: 
         assert (await second.handle(sh(running.id, "echo still here"))).stdout == "still here\n"
     finally:
         await second.close()
+
+
+async def test_a_create_answers_once_the_templates_service_listens(controller: HostController) -> None:
+    """A template that declares a ``ready_port`` (hosts/service_ready.py): the create is not
+    answered while nothing listens on it, and is once something does."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))  # bound, not listening: a connection is refused
+        port = server.getsockname()[1]
+        controller.service_ports = lambda template: (port,) if template == "dnah-base" else ()
+        sandbox_id = new_id()
+        create = asyncio.create_task(controller.handle(CreateSandbox(spec=make_spec(sandbox_id))))
+        await await_for(lambda: _listed(controller, sandbox_id), what="the runtime to have made the sandbox")
+        await asyncio.sleep(0.3)  # several of the wait's polls, all refused
+        assert not create.done()
+        server.listen()
+        info = await asyncio.wait_for(create, timeout=30)
+    assert info.state == "running"
+
+
+async def _listed(controller: HostController, sandbox_id: str) -> bool:
+    return any(info.id == sandbox_id for info in await controller.handle(ListSandboxes()))

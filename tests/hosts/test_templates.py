@@ -12,7 +12,7 @@ import pytest
 
 from hosts.config import BUILD_SCRIPT
 from hosts.errors import RuntimeFailure, TemplateNotFound
-from hosts.templates import TemplateRecord, TemplateStore, describe_tree
+from hosts.templates import DEFAULT_TEMPLATE, TemplateRecord, TemplateStore, describe_tree
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building templates needs root")
 
@@ -80,6 +80,44 @@ def test_the_key_is_the_recipe(tmp_path: Path, fake_script: Path) -> None:
     assert TemplateStore(tmp_path, copy).recipe_hash() == base
     copy.write_text(FAKE_BUILD + "echo one more package\n")
     assert TemplateStore(tmp_path, copy).recipe_hash() != base
+
+
+LAYER = """#!/bin/sh
+set -eu
+test -f "$1/etc/motd"  # the base is there to build on
+echo layered > "$1/etc/layer"
+echo layer done
+"""
+
+
+def test_a_layered_template_builds_on_a_copy_of_the_base(tmp_path: Path, fake_script: Path) -> None:
+    recipes = fake_script.parent / "templates"
+    recipes.mkdir()
+    layer = recipes / "extra.sh"
+    layer.write_text(LAYER)
+    (recipes / "Not A Name.sh").write_text(LAYER)
+    store = TemplateStore(tmp_path / "cache", fake_script)
+    assert store.names() == [DEFAULT_TEMPLATE, "extra"]
+
+    lines: list[str] = []
+    template = store.ensure("extra", progress=lines.append)
+    base = store.get(DEFAULT_TEMPLATE)  # built first, as the layer's base
+    assert f"copying {DEFAULT_TEMPLATE}-{base.content_hash} as the base" in lines
+    assert lines[-2:] == ["layer done", "hashing the tree"]
+    assert (template.rootfs / "etc" / "layer").read_text() == "layered\n"
+    assert (template.rootfs / "bin" / "motd-link").is_symlink()
+    assert not (base.rootfs / "etc" / "layer").exists()  # the base itself is untouched
+    assert store.ensure("extra") == template and builds(fake_script) == 1
+
+    key = store.recipe_hash("extra")
+    assert key not in (base.content_hash, store.recipe_hash("tiny"))  # a name without a layer: the base's
+    layer.write_text(LAYER + "echo one more step\n")
+    assert store.recipe_hash("extra") != key and store.recipe_hash() == base.content_hash
+    with pytest.raises(TemplateNotFound):
+        store.get("extra")  # the edited layer is a template not built yet
+    layered_key = store.recipe_hash("extra")
+    fake_script.write_text(FAKE_BUILD + "echo base changed\n")
+    assert store.recipe_hash("extra") != layered_key  # a new base makes a new layered template
 
 
 def test_get_raises_for_what_is_not_built(tmp_path: Path, fake_script: Path) -> None:

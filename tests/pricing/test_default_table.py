@@ -226,3 +226,50 @@ def test_against_the_seed_file_itself() -> None:
     assert [(m, p, int(Decimal(c) * 1_000_000), d) for m, p, c, d in rows] == SEED_004
     free = re.findall(r"- `(GET) (/\S+)` — (.+?)(?= - `| ##)", seed.read_text())
     assert free == SEED_004_FREE
+
+
+E2B_TWINS = [
+    # (E2B route, its twin in another shape): the same operation costs the same in every shape
+    (("POST", "/v2/sandboxes"), ("POST", "/sandbox")),
+    (("GET", "/v2/sandboxes?state=running"), ("GET", "/sandbox")),
+    (("GET", "/sandboxes"), ("GET", "/sandbox")),
+    (("GET", "/sandboxes/sbx-1"), ("GET", "/sandbox/sbx-1")),
+    (("DELETE", "/sandboxes/sbx-1"), ("DELETE", "/sandbox/sbx-1")),
+    (("POST", "/sandboxes/sbx-1/pause"), ("POST", "/sandbox/sbx-1/pause")),
+    (("POST", "/sandboxes/sbx-1/resume"), ("POST", "/v1/sandboxes/sbx-1/resume")),
+    (("POST", "/v2/sandboxes/sbx-1/connect"), ("POST", "/sandbox/sbx-1/start")),
+    (("POST", "/sandboxes/sbx-1/connect"), ("POST", "/sandbox/sbx-1/start")),
+    (("POST", "/sandboxes/sbx-1/timeout"), ("POST", "/sandbox/sbx-1/autostop/5")),
+    (("POST", "/sandboxes/sbx-1/fork"), ("POST", "/sandbox/sbx-1/fork")),
+    (("POST", "/sandboxes/sbx-1/snapshots"), ("POST", "/v1/sandboxes/sbx-1/snapshot")),
+    (("GET", "/sandboxes/sbx-1/metrics"), ("GET", "/v1/sandboxes/sbx-1/metrics")),
+    (("GET", "/envd/sbx-1/files?path=a"), ("GET", "/toolbox/sbx-1/files/download")),
+    (("POST", "/envd/sbx-1/files"), ("POST", "/toolbox/sbx-1/files/upload")),
+    (("POST", "/envd/sbx-1/filesystem.Filesystem/Stat"), ("GET", "/toolbox/sbx-1/files/info")),
+    (("POST", "/envd/sbx-1/process.Process/SendSignal"), ("POST", "/toolbox/sbx-1/process/execute")),
+]
+
+
+@pytest.mark.parametrize(("e2b", "twin"), E2B_TWINS)
+def test_e2b_routes_cost_what_their_twins_cost(e2b: tuple[str, str], twin: tuple[str, str]) -> None:
+    quote = TABLE.quote(*e2b)
+    assert quote.pattern != "default" and quote.payable
+    assert quote.amount == TABLE.quote(*twin).amount
+
+
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        "process.Process/Start",
+        "process.Process/Connect",
+        "process.Process/StreamInput",
+        "filesystem.Filesystem/WatchDir",
+    ],
+)
+def test_envd_streams_are_bearer_only(rpc: str) -> None:
+    quote = TABLE.quote("POST", f"/envd/sbx-1/{rpc}")
+    assert (quote.payable, quote.free, quote.amount) == (False, False, 0)
+
+
+def test_envd_health_is_free() -> None:
+    assert TABLE.quote("GET", "/envd/sbx-1/health").free

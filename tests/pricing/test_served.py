@@ -12,20 +12,9 @@ from gateway.forward import map_path
 from gateway.served import ServedRoutes
 from pricing import default_table_path, load_table
 
-NOT_SERVED_YET = {
-    ("POST", "/sandbox/{id}/backup"),
-    ("POST", "/sandbox/{id}/public/{bool}"),
-    ("POST", "/sandbox/{id}/ssh-access"),
-    ("DELETE", "/sandbox/{id}/ssh-access"),
-    ("GET", "/sandbox/ssh-access/validate"),
-    ("GET", "/sandbox/{id}/build-logs-url"),
-    ("GET", "/sandbox/{id}/ports/{port}/preview-url"),
-    ("GET", "/sandbox/{id}/ports/{port}/signed-preview-url"),
-    ("POST", "/sandbox/{id}/ports/{port}/signed-preview-url/{token}/expire"),
-}
+NOT_SERVED_YET: set[tuple[str, str]] = set()
 """Seed 004 routes the table keeps (so they are priced as the seed prices them the day they
-exist) but the core does not serve. (``GET /sandbox/paginated``, the tenth the audit found,
-is served as a read of a sandbox named ``paginated``, which answers 404.)"""
+exist) but the core does not serve."""
 
 SAMPLES = {"bool": "true", "minutes": "15", "port": "3000"}
 

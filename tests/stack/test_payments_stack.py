@@ -25,6 +25,7 @@ def paid_stack() -> Iterator[Stack]:
             gateway_port=free_port(),
             core_port=free_port(),
             hostd_port=free_port(),
+            ssh_port=free_port(),
             devnet_port=free_port(),
             bridge=f"dnahp{n}",
             subnet=f"10.219.{n}.0/24",

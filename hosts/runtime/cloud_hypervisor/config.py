@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
-from hosts.vm.config import VmConfig, host_nameservers
+from hosts.vm.config import VmConfig
 
 if TYPE_CHECKING:
     from hosts.config import HostdConfig
@@ -62,6 +62,6 @@ class CloudHypervisorConfig(VmConfig):
             subnet=config.subnet,
             cgroup_parent=config.cgroup,
             egress=config.egress == "nat",
-            dns=host_nameservers() if config.egress == "nat" else (),
+            dns=(str(config.subnet.network_address + 1),) if config.egress == "nat" else (),
             boot_timeout=config.vm_boot_timeout_s,
         )

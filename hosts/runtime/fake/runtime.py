@@ -41,7 +41,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 import structlog
@@ -60,12 +60,15 @@ from hosts.runtime import _snapshot
 from hosts.runtime._layout import DiskBase
 from hosts.runtime._mounts import remove_tree
 from hosts.runtime._undo import Undo
-from hosts.runtime.base import Capabilities
+from hosts.runtime.base import Capabilities, PortEndpoint
 from hosts.runtime.fake import _procs
 from hosts.runtime.fake._dir import ARCHIVED, PAUSED, FakeDir
 from hosts.runtime.fake._procs import AgentRecord
 from hosts.runtime.manifest import Manifest
 from hosts.runtime.manifest import read as read_manifest
+
+if TYPE_CHECKING:
+    from hosts.templates import Template
 
 log = structlog.get_logger("hosts.runtime")
 
@@ -128,6 +131,14 @@ class FakeRuntime:
     def agent_socket(self, sandbox_id: str) -> Path:
         return self._dir(sandbox_id).agent_socket
 
+    def port_endpoint(self, sandbox_id: str) -> PortEndpoint:
+        """hostd's own loopback: the fake's sandboxes are host processes in hostd's netns, so
+        their servers listen where hostd is (one more thing the fake does not isolate)."""
+        sandbox = self._booted(sandbox_id)
+        if sandbox.paused:
+            raise SandboxConflict(f"sandbox {sandbox_id} is paused, not running")
+        return PortEndpoint(netns=None, address="127.0.0.1")
+
     async def disk_used_bytes(self, sandbox_id: str) -> int:
         """Bytes allocated under ``disk/`` (``du``); 0 for an archived sandbox."""
         self._get(sandbox_id)
@@ -155,6 +166,9 @@ class FakeRuntime:
         return self.list()
 
     # lifecycle -------------------------------------------------------------------------------
+
+    async def prepare(self, template: Template) -> None:
+        """Nothing to prepare: a fake sandbox is a directory."""
 
     async def create(self, spec: SandboxSpec, snapshot: Path | None = None) -> SandboxInfo:
         _check_spec(spec)

@@ -40,14 +40,30 @@ EXPOSED = Path("/run/dnah-oci")
 
 
 def expose_disks(disks: Path, instance: str) -> Path:
-    """Bind ``disks`` at ``/run/dnah-oci/<instance>/disks`` (idempotent); return that path."""
+    """Bind ``disks`` at ``/run/dnah-oci/<instance>/disks`` (idempotent); return that path.
+
+    A bind already there is kept only if it shows this pool's ``disks/`` (same device and
+    inode): one left by a killed hostd of the same instance name whose pool lived elsewhere
+    would otherwise send runc to the dead pool ("invalid rootfs") for every sandbox.
+    """
     target = EXPOSED / instance / "disks"
-    if not any(point == target for point in mounts_under(target)):
-        target.mkdir(parents=True, exist_ok=True)
-        for directory in (EXPOSED, EXPOSED / instance):
-            directory.chmod(0o711)
-        _run("mount", "--bind", str(disks), str(target))
+    if any(point == target for point in mounts_under(target)):
+        if _same_directory(target, disks):
+            return target
+        unmount_all(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for directory in (EXPOSED, EXPOSED / instance):
+        directory.chmod(0o711)
+    _run("mount", "--bind", str(disks), str(target))
     return target
+
+
+def _same_directory(a: Path, b: Path) -> bool:
+    try:
+        first, second = a.stat(), b.stat()
+    except OSError:  # a bind of a pool whose filesystem is gone
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def hide_disks(instance: str) -> None:

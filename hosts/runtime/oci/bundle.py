@@ -27,6 +27,8 @@ SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SANDBOX_HOME = "/home/daytona"
 GUEST_ROOT = "/opt/dnah"
 AGENT_SOCKET = "/run/dnah/agent.sock"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 CPU_PERIOD_US = 100_000
 """The CFS period; a sandbox with ``cpu`` CPUs gets ``cpu`` × this much runtime per period."""
 
@@ -93,6 +95,9 @@ class Bundle:
     sysfs: Path
     """A sysfs of the sandbox's network namespace, mounted on the host (see ``sysfs``)."""
     env: dict[str, str] = field(default_factory=dict)
+    trust_bundle: Path | None = None
+    """For a sandbox with secrets: the CA bundle bound read-only over the system's, holding the
+    sandbox's egress CA too (``hosts/egress/service.py``, docs/network.md "Secrets")."""
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -136,7 +141,11 @@ class Bundle:
         agent's module path (the agent drops PYTHONPATH from what commands inherit).
         ``noNewPrivileges`` is off so that ``sudo`` (setuid) works: see docs/runtime.md.
         """
-        env = {"PATH": SANDBOX_PATH, "HOME": SANDBOX_HOME, "LANG": "C.UTF-8", **self.env}
+        env = {"PATH": SANDBOX_PATH, "HOME": SANDBOX_HOME, "LANG": "C.UTF-8"}
+        if self.trust_bundle is not None:
+            # Python's requests and Node carry CA lists of their own: point them at the system's.
+            env |= {name: SYSTEM_CA_BUNDLE for name in CA_BUNDLE_VARIABLES}
+        env |= self.env
         env["PYTHONPATH"] = GUEST_ROOT
         return {
             "terminal": False,
@@ -197,6 +206,7 @@ class Bundle:
             _bind("/run/dnah", self.run_dir, *plain),
             _bind("/etc/hosts", self.hosts, "ro", *plain),
             _bind("/etc/resolv.conf", self.resolv_conf, "ro", *plain),
+            *([_bind(SYSTEM_CA_BUNDLE, self.trust_bundle, "ro", *plain)] if self.trust_bundle else []),
         ]
 
 

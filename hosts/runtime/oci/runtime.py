@@ -62,7 +62,7 @@ from hosts.runtime._layout import BootRecord, DiskBase, SandboxDir
 from hosts.runtime._mounts import remove_tree, unmount_all
 from hosts.runtime._network import Network
 from hosts.runtime._undo import Undo
-from hosts.runtime.base import Capabilities
+from hosts.runtime.base import Capabilities, PortEndpoint
 from hosts.runtime.manifest import DISK, Manifest
 from hosts.runtime.manifest import read as read_manifest
 from hosts.runtime.oci import _bytecode, _host
@@ -110,6 +110,9 @@ class OciConfig:
     egress: bool = True
     """Whether sandboxes reach networks beyond the host (through NAT); see ``Network``."""
     resolv_conf: Path = Path("/etc/resolv.conf")
+    trust_bundle: Callable[[SandboxSpec], Path | None] | None = None
+    """The CA bundle to bind over a sandbox's system one, if any (hostd's egress service gives
+    sandboxes with secrets one holding their egress CA: docs/network.md "Secrets")."""
     uid_base: int = 1_000_000
     """Host uid/gid of root inside every sandbox; sandbox ids 0..65535 map from here on."""
     pids_max: int = 512
@@ -169,6 +172,15 @@ class OciRuntime:
     def agent_socket(self, sandbox_id: str) -> Path:
         _check_id(sandbox_id)
         return self._dir(sandbox_id).agent_socket
+
+    def port_endpoint(self, sandbox_id: str) -> PortEndpoint:
+        """The sandbox's own netns, on its loopback: a server bound to 127.0.0.1 is reached as
+        well as one on 0.0.0.0, and nothing crosses the bridge."""
+        _check_id(sandbox_id)
+        sandbox = self._get(sandbox_id)
+        if sandbox.slot is None or sandbox.paused:
+            raise SandboxConflict(f"sandbox {sandbox_id} is {self._info(sandbox).state}, not running")
+        return PortEndpoint(netns=self._network.netns_path(sandbox_id), address="127.0.0.1")
 
     async def disk_used_bytes(self, sandbox_id: str) -> int:
         """The bytes the sandbox's disk references (its qgroup: what ``disk_gb`` limits, the
@@ -588,6 +600,8 @@ class OciRuntime:
                     timed_disk(),
                     _blocking("write boot record", directory.write_boot, BootRecord(slot=slot)),
                 )
+            trust = self.config.trust_bundle
+            trust_bundle = await _blocking("write trust bundle", trust, spec) if trust else None
             bundle = Bundle(
                 hostname=spec.id,
                 rootfs=self._disks / pool.disk(spec.id).name,
@@ -601,6 +615,7 @@ class OciRuntime:
                 hosts=directory.hosts,
                 sysfs=directory.sysfs,
                 env=spec.env,
+                trust_bundle=trust_bundle,
             )
             await _blocking("write bundle", bundle.write, directory.bundle)
             # runc cleans up after itself, unless it is killed mid-start: then the container's
@@ -776,6 +791,18 @@ class OciRuntime:
             self._network.delete_veth(slot)
 
     # disks -----------------------------------------------------------------------------------
+
+    async def prepare(self, template: Template) -> None:
+        """Import ``template`` into the storage pool now (the pool's lock makes a create that
+        needs it meanwhile wait for this import instead of starting another)."""
+        pool = await self._open_pool()
+        await _blocking(
+            "import template",
+            functools.partial(pool.template, uid_shift=self.config.uid_base),
+            template.name,
+            template.content_hash,
+            template.rootfs,
+        )
 
     async def _open_pool(self) -> StoragePool:
         async with self._host_lock:

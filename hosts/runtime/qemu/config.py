@@ -10,7 +10,7 @@ from hosts.runtime._vsock import VsockProbe, probe_vhost_vsock
 from hosts.runtime.qemu.channel import Channel, select_channel
 from hosts.storage.pool import PoolConfig
 from hosts.templates import TemplateStore
-from hosts.vm.config import VmConfig, host_nameservers
+from hosts.vm.config import VmConfig
 
 if TYPE_CHECKING:
     from hosts.config import HostdConfig
@@ -50,6 +50,6 @@ class QemuConfig(VmConfig):
             subnet=config.subnet,
             cgroup_parent=config.cgroup,
             egress=config.egress == "nat",
-            dns=host_nameservers() if config.egress == "nat" else (),
+            dns=(str(config.subnet.network_address + 1),) if config.egress == "nat" else (),
             boot_timeout=config.vm_boot_timeout_s,
         )

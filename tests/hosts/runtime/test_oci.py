@@ -26,6 +26,7 @@ from hosts.errors import (
     SnapshotInvalid,
 )
 from hosts.runtime import _layout, _network
+from hosts.runtime._mounts import mounts_under
 from hosts.runtime.manifest import decode as decode_manifest
 from hosts.runtime.manifest import read as read_manifest
 from hosts.runtime.oci import OciConfig, OciRuntime, _host
@@ -815,3 +816,24 @@ async def test_a_namespace_runtime_snapshot_is_refused_and_nothing_changes(
     with pytest.raises(SnapshotInvalid, match="namespace runtime"):
         await runtime.restore(box.id, snapshot)
     assert await box.out("cat ~/f") == "kept"
+
+
+def test_a_stale_disks_bind_from_another_pool_is_replaced(tmp_path: Path, kernel_index: int) -> None:
+    """A killed hostd of the same instance name leaves /run/dnah-oci/<instance>/disks bound to
+    its own pool; the next one must not mistake that bind for its own (runc would look for
+    every disk in the dead pool)."""
+    instance = f"dnahx{kernel_index}"
+    dead, live = tmp_path / "dead-pool-disks", tmp_path / "live-pool-disks"
+    dead.mkdir()
+    live.mkdir()
+    (live / "disk-1").mkdir()
+    try:
+        first = _host.expose_disks(dead, instance)
+        assert not (first / "disk-1").exists()
+        second = _host.expose_disks(live, instance)
+        assert second == first and (second / "disk-1").is_dir()
+        assert _host.expose_disks(live, instance) == second  # its own bind is kept
+        assert len([p for p in mounts_under(second) if p == second]) == 1
+    finally:
+        _host.hide_disks(instance)
+    assert not (_host.EXPOSED / instance).exists()

@@ -1,0 +1,1 @@
+"""Helpers every API shape shares; no routes of their own."""
