@@ -41,7 +41,7 @@ import stat
 import sys
 import threading
 
-from guest import framing
+from guest import framing, lazy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: ``typing`` is not worth importing at start
@@ -183,9 +183,7 @@ def serve(socket_path: str) -> int:
 def _start_services(base_env: dict[str, str]) -> None:
     """The template's services (``guest/services.py``), off the boot path: the first ping is
     answered while they start."""
-    from guest import services
-
-    services.start(base_env)
+    lazy.load("guest.services").start(base_env)
 
 
 def _ignore_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -427,13 +425,11 @@ def _handler(table: dict[str, tuple[str, str]], request: object) -> Callable[...
 
     The handler modules, and what they import (``subprocess``, ``dataclasses``, ``pathlib``
     and more), are not loaded at start, so that the agent listens, and answers the ping the
-    runtime waits for, as early as it can; ``warm_up`` loads them right after that. Python's
-    import lock makes a module imported by two threads at once load once, the second waiting.
+    runtime waits for, as early as it can; ``warm_up`` loads them right after that, and
+    ``guest/lazy.py`` keeps two threads from loading modules at once.
     """
-    import importlib
-
     module, function = table[type(request).__name__]
-    handler: Callable[..., Any] = getattr(importlib.import_module(f"guest.{module}"), function)
+    handler: Callable[..., Any] = getattr(lazy.load(f"guest.{module}"), function)
     return handler
 
 
@@ -445,10 +441,8 @@ def warm_up() -> None:
     _warm.set()
 
     def load() -> None:
-        import importlib
-
         for module, _ in {*_HANDLERS.values(), *_STREAMS.values()}:
-            importlib.import_module(f"guest.{module}")
+            lazy.load(f"guest.{module}")
 
     threading.Thread(target=load, name="warm-up", daemon=True).start()
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from guest import lazy
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # what ``__getattr__`` hands out at run time, for the type checker
     from typing import TypeGuard
@@ -187,6 +189,7 @@ def __getattr__(name: str) -> object:
     here, on first use, keeps it off the agent's start."""
     if name.startswith("_"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    lazy.load("guest.requests")  # on the agent's import lock: guest/lazy.py
     from guest import requests
 
     try:
@@ -565,6 +568,7 @@ def parse_request(payload: bytes) -> Request | StreamRequest:
     kind = message.get("t")
     if kind == "ping":
         return PingRequest(request_id)
+    lazy.load("guest.requests")  # on the agent's import lock: guest/lazy.py
     from guest import requests
 
     return requests.parse(request_id, kind, message)

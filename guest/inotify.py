@@ -12,6 +12,8 @@ import errno
 import os
 import struct
 
+from guest import lazy
+
 IN_MODIFY = 0x0000_0002
 IN_ATTRIB = 0x0000_0004
 IN_MOVED_FROM = 0x0000_0040
@@ -54,6 +56,7 @@ class Inotify:
     (``EMFILE``: the user's ``max_user_instances``)."""
 
     def __init__(self) -> None:
+        lazy.load("ctypes")  # on the agent's import lock: guest/lazy.py
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)

@@ -4,6 +4,7 @@ it when the agent stops."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from guest import services
+from hosts.agent_client import AgentClient, wait_ready
 from tests.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,6 +155,47 @@ def test_the_agent_starts_a_declared_service_restarts_it_and_stops_it(workdir: P
         if agent.poll() is None:
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait()
+        pid = _pid_in(pidfile)
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("seed", range(24))
+async def test_the_services_start_while_the_first_requests_load_their_handlers(
+    workdir: Path, seed: int
+) -> None:
+    """The services thread imports ``guest.services`` (dataclasses) while the first requests
+    and the warm-up import theirs (``typing`` among them); before ``guest/lazy.py`` a dataclass
+    defined beside a half-loaded ``typing`` killed the services thread in about one start in
+    three, depending on the hash seed (the warm-up's import order) and timing."""
+    pidfile = workdir / "service.pid"
+    script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    declared = workdir / "services.json"
+    service = {"name": f"race-{seed}", "argv": [sys.executable, "-c", script]}
+    declared.write_text(json.dumps({"services": [service]}))
+    stderr = workdir / "stderr"
+    with open(stderr, "wb") as err:
+        agent = subprocess.Popen(
+            [sys.executable, "-S", "-m", "guest.agent", "--uds", str(workdir / "agent.sock"), "--init"],
+            env={"PYTHONPATH": str(REPO), "DNAH_SERVICES_FILE": str(declared), "PYTHONHASHSEED": str(seed)},
+            cwd=workdir,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        first = await wait_ready(workdir / "agent.sock", timeout=30)
+        others = [await AgentClient.connect(workdir / "agent.sock") for _ in range(3)]
+        results = await asyncio.gather(*(client.exec(["true"]) for client in [first, *others]))
+        assert all(result.exit_code == 0 for result in results)
+        for client in [first, *others]:
+            await client.close()
+        try:
+            wait_for(lambda: _pid_in(pidfile), what="the service to start")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the agent's stderr: {stderr.read_text()}") from None
+    finally:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
         pid = _pid_in(pidfile)
         if pid is not None and _alive(pid):
             os.kill(pid, signal.SIGKILL)
