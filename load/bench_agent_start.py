@@ -28,14 +28,10 @@ import time
 from pathlib import Path
 
 from hosts.agent_client import wait_ready
+from load.bench_core import pct
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_WAIT_S = 10.0
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def compiled_copy(tree: Path, into: Path) -> Path:
